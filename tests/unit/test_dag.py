@@ -1,0 +1,69 @@
+from types import SimpleNamespace
+
+from dreamgrid import config as cfg
+from dreamgrid import dag
+
+
+def grid(**training):
+    config = cfg.validate(
+        {
+            "subject": {"class_word": "woman", "train_images": "photos", "references": "refs"},
+            "base_model": "tiny",
+            "axes": {
+                "token": {"celebrity": "alexa davalos", "rare": "ohwx"},
+                "regularization": ["none", "generated"],
+                "captions": ["blip", "none"],
+            },
+            "training": {"epochs": 3, **training},
+        }
+    )
+    return dag.Grid(config)
+
+
+def test_first_epoch_starts_from_base_model_only():
+    inputs = grid().train_inputs(SimpleNamespace(arm="rare-noreg-nocap", epoch="1"))
+    assert set(inputs) == {"base", "images", "preflight"}
+    assert inputs["base"] == dag.BASE_MODEL_DIR
+
+
+def test_later_epochs_continue_from_previous_epoch():
+    inputs = grid().train_inputs(SimpleNamespace(arm="celebrity-genreg-blip", epoch="3"))
+    assert inputs["previous_checkpoint"] == "results/arms/celebrity-genreg-blip/checkpoints/epoch-2.safetensors"
+    assert inputs["previous_state"] == "results/arms/celebrity-genreg-blip/state/epoch-2.safetensors"
+    assert inputs["captions"] == "results/captions/blip/captions.csv"
+    assert inputs["reg"] == "results/regularization/generated/images"
+
+
+def test_preflight_orders_jobs_without_triggering_reruns():
+    preflight = grid().train_inputs(SimpleNamespace(arm="rare-noreg-nocap", epoch="1"))["preflight"]
+    assert preflight == dag.PREFLIGHT
+    assert preflight.flags.get("ancient")
+
+
+def test_training_params_exclude_epoch_count():
+    # Raising `epochs` must add jobs, not rerun the existing epochs.
+    params = grid().training_params()
+    assert "epochs" not in params
+    assert params["repeats"] == 25
+
+
+def test_arm_params_are_only_that_arm():
+    g = grid()
+    assert g.arm_params("rare-genreg-blip")["token"] == "ohwx"
+    assert g.arm_params("celebrity-noreg-nocap")["token"] == "alexa davalos"
+
+
+def test_face_params_leave_out_thresholds():
+    assert "thresholds" not in grid().face_params()
+
+
+def test_final_outputs_cover_every_checkpoint():
+    g = grid()
+    hists = [p for p in g.final_outputs() if p.startswith("results/plots/histograms/")]
+    assert len(hists) == 8 * 3
+    assert "results/plots/histograms/rare-genreg-nocap/epoch-3.png" in hists
+    assert dag.SUMMARY in g.final_outputs()
+
+
+def test_references_file_names_model_and_detector():
+    assert grid().references_file() == "results/references/Dlib-dlib.json"

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+from PIL import Image
+
+from dreamgrid import io, models
+from dreamgrid.errors import SpecError
+
+
+def test_atomic_path_renames_only_on_success(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+    with io.atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole"
+
+
+def test_list_images_errors_name_the_folder(tmp_path):
+    with pytest.raises(SpecError, match="not a directory"):
+        io.list_images(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SpecError, match="no images"):
+        io.list_images(tmp_path)
+
+
+def test_load_rgb_converts_modes_and_applies_exif(tmp_path):
+    rgba = tmp_path / "a.png"
+    Image.new("RGBA", (4, 2), (255, 0, 0, 0)).save(rgba)
+    image = io.load_rgb(rgba)
+    assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 255, 255)
+
+    rotated = tmp_path / "r.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    Image.new("RGB", (40, 20), "white").save(rotated, exif=exif)
+    assert io.load_rgb(rotated).size == (20, 40)
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(SpecError, match="broken.jpg"):
+        io.load_rgb(broken)
+
+
+def test_classify_model_sources(tmp_path):
+    assert models.classify("tiny") == "tiny"
+    assert models.classify("stable-diffusion-v1-5/stable-diffusion-v1-5") == "hub"
+    with pytest.raises(SpecError, match="pickled"):
+        models.classify(str(tmp_path / "model.ckpt"))
+    with pytest.raises(SpecError, match="not found"):
+        models.classify(str(tmp_path / "model.safetensors"))
+    with pytest.raises(SpecError, match="no such folder"):
+        models.classify(str(tmp_path / "nowhere"))
+    with pytest.raises(SpecError, match="model_index.json"):
+        models.classify(str(tmp_path))
+    (tmp_path / "model_index.json").write_text("{}")
+    assert models.classify(str(tmp_path)) == "dir"
+
+
+def test_local_folder_is_linked_not_copied(tmp_path):
+    source = tmp_path / "sd"
+    source.mkdir()
+    (source / "model_index.json").write_text("{}")
+    out = models.prepare(str(source), "sd", tmp_path / "prepared")
+    assert json.loads((out / models.LINK).read_text())["path"] == str(source)
+    assert models.resolve(out) == source
+    assert not models.is_tiny(out)
+
+
+def test_tiny_model_is_built_and_marked(tmp_path):
+    out = models.prepare("tiny", "sd", tmp_path / "base")
+    assert (out / "model_index.json").is_file()
+    assert models.resolve(out) == out
+    assert models.is_tiny(out)

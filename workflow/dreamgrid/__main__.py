@@ -1,0 +1,5 @@
+import sys
+
+from dreamgrid.cli import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""The ``dreamgrid`` command: the stages' stable entry points for scripts and users.
+
+    dreamgrid score --references DIR --images DIR --model M --detector D [--metric cosine] --out F.csv
+    dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-within 5] --out summary.csv
+    dreamgrid check CONFIG        validate a config and list its arms
+    dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from dreamgrid.errors import DreamgridError
+
+logger = logging.getLogger("dreamgrid")
+
+
+def _score(args: argparse.Namespace) -> None:
+    from dreamgrid import faces
+
+    faces.setup_deepface()
+    table = faces.run_score_cli(
+        references=args.references,
+        images=args.images,
+        model=args.model,
+        detector=args.detector,
+        metric=args.metric,
+        out=args.out,
+    )
+    found = int(table["face_found"].sum())
+    logger.info("scored %d images (%d with a face) -> %s", len(table), found, args.out)
+
+
+def _summarize(args: argparse.Namespace) -> None:
+    from dreamgrid import aggregate
+
+    summary = aggregate.run_summarize_cli(
+        scores=args.scores, out=args.out, thresholds=args.thresholds, best_within=args.best_within
+    )
+    logger.info("%d checkpoints summarised -> %s", len(summary), args.out)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from dreamgrid import config as cfg
+
+    config = cfg.load(args.config)
+    arms = cfg.expand_arms(config)
+    epochs = config["training"]["epochs"]
+    print(f"{args.config}: valid; {len(arms)} arms x {epochs} epochs")
+    for arm in arms:
+        print(f"  {arm.arm}: token={arm.token!r} regularization={arm.regularization} "
+              f"captions={arm.captions}")
+
+
+def _build_tiny(args: argparse.Namespace) -> None:
+    from dreamgrid import tiny
+
+    tiny.build_tiny_sd(args.out)
+    if args.blip:
+        tiny.build_tiny_blip(args.blip)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dreamgrid", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser("score", help="score every image in a folder against references")
+    score.add_argument("--references", type=Path, required=True, help="folder of close-ups")
+    score.add_argument("--images", type=Path, required=True, help="folder of images to score")
+    score.add_argument("--model", required=True, help="DeepFace model, e.g. Dlib")
+    score.add_argument("--detector", required=True, help="DeepFace detector, e.g. dlib")
+    score.add_argument("--metric", default="cosine", help="distance metric (default cosine)")
+    score.add_argument("--out", type=Path, required=True, help="output CSV")
+    score.set_defaults(func=_score)
+
+    summarize = sub.add_parser("summarize", help="one row per (arm, epoch) from a scores table")
+    summarize.add_argument("--scores", type=Path, required=True, help="CSV/TSV of scores")
+    summarize.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.7])
+    summarize.add_argument(
+        "--best-within", type=float, default=5.0,
+        help="best epoch: earliest within this many points of the arm's best share (default 5)",
+    )
+    summarize.add_argument("--out", type=Path, required=True, help="output CSV")
+    summarize.set_defaults(func=_summarize)
+
+    check = sub.add_parser("check", help="validate a config file and list its arms")
+    check.add_argument("config", type=Path)
+    check.set_defaults(func=_check)
+
+    build = sub.add_parser("build-tiny", help="build tiny random-weight models (tests, demo)")
+    build.add_argument("out", type=Path, help="folder for the tiny SD pipeline")
+    build.add_argument("--blip", type=Path, help="also build a tiny BLIP captioner here")
+    build.set_defaults(func=_build_tiny)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.func(args)
+    except DreamgridError as err:
+        print(f"dreamgrid: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Loading and validating the config, and expanding the grid of arms.
+
+Defaults live only in ``workflow/schemas/config.schema.yaml``; ``validate`` fills them in.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dreamgrid.errors import SpecError
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+REGULARIZATION_SLUG = {"none": "noreg", "generated": "genreg", "ground_truth": "gtreg"}
+CAPTIONS_SLUG = {"blip": "blip", "none": "nocap"}
+
+TINY = "tiny"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training recipe: a point of the grid."""
+
+    arm: str
+    token_name: str
+    token: str
+    regularization: str
+    captions: str
+
+    def as_params(self) -> dict[str, str]:
+        """The arm's settings as passed to its jobs (and nothing else, so edits stay local)."""
+        return asdict(self)
+
+
+def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` against the schema, fill defaults, and check cross-key rules.
+
+    Returns a validated deep copy; raises SpecError naming ``source`` and the key.
+    The Snakefile calls snakemake's ``validate`` and :func:`check` itself, the same two steps.
+    """
+    import jsonschema
+    from snakemake.utils import validate as snakemake_validate
+
+    config = copy.deepcopy(config)
+    try:
+        snakemake_validate(config, str(SCHEMA), set_default=True)
+    except Exception as err:  # snakemake wraps jsonschema's error in a WorkflowError
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, jsonschema.ValidationError):
+            cause = cause.__cause__ or cause.__context__
+        raise SpecError(f"{source}: invalid config: {_describe(cause or err)}") from err
+    # snakemake fills nested defaults into the schema's own default dicts; copy them out.
+    config = copy.deepcopy(config)
+    check(config, source)
+    return config
+
+
+def check(config: dict[str, Any], source: str = "config") -> None:
+    """Rules the schema cannot express; raises SpecError naming the keys and the fix."""
+    axes = config["axes"]
+    if "ground_truth" in axes["regularization"] and not config["subject"]["ground_truth"]:
+        raise SpecError(
+            f"{source}: axes.regularization lists ground_truth but subject.ground_truth is "
+            "not set. Point subject.ground_truth at a folder of photos of other people."
+        )
+    expand_arms(config)
+
+
+def _describe(err: BaseException) -> str:
+    import jsonschema
+
+    if isinstance(err, jsonschema.ValidationError):
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        return f"at {where}: {err.message}"
+    return str(err).strip().splitlines()[-1]
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: config file not found.")
+    with path.open() as handle:
+        config = yaml.safe_load(handle) or {}
+    return validate(config, source=str(path))
+
+
+def expand_arms(config: dict[str, Any]) -> list[Arm]:
+    """Arms as the product of the axes (token × regularization × captions), in config order.
+
+    Arm ids are readable slugs such as ``celebrity-noreg-blip``; token strings with spaces
+    stay in the config, never in paths.
+    """
+    axes = config["axes"]
+    arms = [
+        Arm(
+            arm=f"{name}-{REGULARIZATION_SLUG[reg]}-{CAPTIONS_SLUG[cap]}",
+            token_name=name,
+            token=token,
+            regularization=reg,
+            captions=cap,
+        )
+        for (name, token), reg, cap in itertools.product(
+            axes["token"].items(), axes["regularization"], axes["captions"]
+        )
+    ]
+    ids = [a.arm for a in arms]
+    if len(set(ids)) != len(ids):
+        raise SpecError("axes: two arms get the same id; give every token a distinct name.")
+    return arms
+
+
+def is_demo(config: dict[str, Any]) -> bool:
+    """The demo runs tiny random-weight models: its numbers mean nothing."""
+    return config["base_model"] == TINY

@@ -1,0 +1,135 @@
+"""Paths and input functions for the Snakemake rules (kept here so they are unit-tested).
+
+Every job gets only the values it uses, so editing one arm's settings reruns that arm alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dreamgrid import config as cfg
+
+RESULTS = "results"
+BASE_MODEL_DIR = f"{RESULTS}/models/base"
+CAPTION_MODEL_DIR = f"{RESULTS}/models/captioner"
+PREFLIGHT = f"{RESULTS}/preflight/inputs.json"
+CAPTIONS = f"{RESULTS}/captions/{{captioner}}/captions.csv"
+REG_IMAGES = f"{RESULTS}/regularization/{{reg}}/images"
+ARM_DIR = f"{RESULTS}/arms/{{arm}}"
+CHECKPOINT = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.safetensors"
+CHECKPOINT_META = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.json"
+OPTIMIZER_STATE = f"{ARM_DIR}/state/epoch-{{epoch}}.safetensors"
+RENDERS = f"{ARM_DIR}/epoch-{{epoch}}/renders"
+RENDERS_TABLE = f"{ARM_DIR}/epoch-{{epoch}}/renders.csv"
+SCORES = f"{ARM_DIR}/epoch-{{epoch}}/scores.csv"
+SCORES_META = f"{ARM_DIR}/epoch-{{epoch}}/scores.meta.json"
+REFERENCES = f"{RESULTS}/references/{{model}}-{{detector}}.json"
+HISTOGRAM = f"{RESULTS}/plots/histograms/{{arm}}/epoch-{{epoch}}.png"
+SCORES_TABLE = f"{RESULTS}/scores.tsv"
+SUMMARY = f"{RESULTS}/summary.csv"
+SUMMARY_MD = f"{RESULTS}/report/summary.md"
+
+# Training settings that do not change what one epoch's job computes: editing them must not
+# rerun existing epochs (more epochs only add jobs).
+NOT_PER_EPOCH = ("epochs",)
+
+
+def after_preflight() -> Any:
+    """The preflight file as an input that orders jobs after the checks but never reruns them.
+
+    Preflight reruns whenever the subject's folders change; marking it ``ancient`` keeps that
+    from retraining every arm (a real change to the images reruns them through their own input).
+    """
+    from snakemake.io import ancient
+
+    return ancient(PREFLIGHT)
+
+
+class Grid:
+    """The validated config seen as a grid of arms × epochs, with the rules' input functions."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.arms = {arm.arm: arm for arm in cfg.expand_arms(config)}
+        self.epochs = list(range(1, config["training"]["epochs"] + 1))
+        self.demo = cfg.is_demo(config)
+
+    @property
+    def arm_ids(self) -> list[str]:
+        return list(self.arms)
+
+    def arm_params(self, arm: str) -> dict[str, str]:
+        """One arm's own settings (token, regularization, captions)."""
+        return self.arms[arm].as_params()
+
+    def training_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.config["training"].items() if k not in NOT_PER_EPOCH}
+
+    def face_params(self) -> dict[str, Any]:
+        """Settings that change embeddings or distances (not thresholds: those are reporting)."""
+        score = self.config["score"]
+        return {k: score[k] for k in ("model", "detector", "metric", "align", "deepface_home")}
+
+    def class_image_params(self) -> dict[str, Any]:
+        settings = dict(self.config["regularization"])
+        settings["class_word"] = self.config["subject"]["class_word"]
+        settings["resolution"] = self.config["training"]["resolution"]
+        return settings
+
+    # ---- per-run file names (no wildcards) ------------------------------------------------
+    def references_file(self) -> str:
+        score = self.config["score"]
+        return REFERENCES.format(model=score["model"], detector=score["detector"])
+
+    def log_for(self, rule: str) -> str:
+        score = self.config["score"]
+        return f"{RESULTS}/logs/{rule}/{score['model']}-{score['detector']}.log"
+
+    def benchmark_for(self, rule: str) -> str:
+        score = self.config["score"]
+        return f"{RESULTS}/benchmarks/{rule}/{score['model']}-{score['detector']}.tsv"
+
+    # ---- input functions ------------------------------------------------------------------
+    def preflight_inputs(self, wildcards: Any = None) -> dict[str, str]:
+        subject = self.config["subject"]
+        inputs = {"train": subject["train_images"], "references": subject["references"]}
+        for key in ("ground_truth", "caption_overrides"):
+            if subject[key]:
+                inputs[key] = subject[key]
+        return inputs
+
+    def caption_inputs(self, wildcards: Any = None) -> dict[str, Any]:
+        inputs = {
+            "images": self.config["subject"]["train_images"],
+            "model": CAPTION_MODEL_DIR,
+            "preflight": after_preflight(),
+        }
+        if self.config["subject"]["caption_overrides"]:
+            inputs["overrides"] = self.config["subject"]["caption_overrides"]
+        return inputs
+
+    def train_inputs(self, wildcards: Any) -> dict[str, str]:
+        """Inputs of one (arm, epoch) training job: epoch e starts from epoch e-1's outputs."""
+        arm = self.arms[wildcards.arm]
+        epoch = int(wildcards.epoch)
+        inputs = {
+            "base": BASE_MODEL_DIR,
+            "images": self.config["subject"]["train_images"],
+            "preflight": after_preflight(),
+        }
+        if arm.captions != "none":
+            inputs["captions"] = CAPTIONS.format(captioner=arm.captions)
+        if arm.regularization != "none":
+            inputs["reg"] = REG_IMAGES.format(reg=arm.regularization)
+        if epoch > 1:
+            inputs["previous_checkpoint"] = CHECKPOINT.format(arm=arm.arm, epoch=epoch - 1)
+            inputs["previous_state"] = OPTIMIZER_STATE.format(arm=arm.arm, epoch=epoch - 1)
+        return inputs
+
+    # ---- targets --------------------------------------------------------------------------
+    def checkpoints(self, path: str) -> list[str]:
+        """``path`` (with {arm} and {epoch}) for every checkpoint of the grid."""
+        return [path.format(arm=a, epoch=e) for a in self.arms for e in self.epochs]
+
+    def final_outputs(self) -> list[str]:
+        return [SUMMARY, SUMMARY_MD, SCORES_TABLE, *self.checkpoints(HISTOGRAM)]

@@ -1,0 +1,46 @@
+"""Logging set-up for jobs. Modules only call ``logging.getLogger(__name__)``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+_NOISY = ("PIL", "matplotlib", "urllib3", "filelock", "h5py", "numexpr", "fsspec", "httpx")
+
+
+def setup(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Route the job's records, warnings and progress bars to ``log_file`` (the job log).
+
+    stdout and stderr are redirected to the file too, so tqdm bars and library warnings
+    land in the log Snakemake shows for the job rather than on the scheduler's console.
+
+    Args:
+        log_file: the job's log file (parent created); None keeps stderr.
+        level: level for the root logger.
+    """
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(log_file, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
+        sys.stdout = sys.stderr = stream
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def job(log_file: str | Path | None) -> Iterator[None]:
+    """Set up logging for a Snakemake job and log any exception before re-raising it."""
+    setup(log_file)
+    try:
+        yield
+    except Exception:
+        logging.getLogger("dreamgrid").exception("job failed")
+        raise

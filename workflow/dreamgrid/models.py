@@ -1,0 +1,117 @@
+"""Resolving the base diffusion model and the captioner to local diffusers folders.
+
+Each source becomes ``results/models/<name>/``: the tiny demo model is built there, a hub id
+or a single-file checkpoint is converted there once (the only step that may use the network),
+and a local diffusers folder is referenced by a small ``link.json`` rather than copied.
+Every later job loads the model through :func:`resolve` and never touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from dreamgrid import tiny
+from dreamgrid.config import TINY
+from dreamgrid.errors import SpecError
+from dreamgrid.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+LINK = "link.json"
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def classify(source: str) -> str:
+    """Kind of a model source: 'tiny', 'dir', 'single_file' or 'hub'.
+
+    Raises:
+        SpecError: a path that does not exist, is no diffusers folder, or is a pickle.
+    """
+    if source == TINY:
+        return "tiny"
+    path = Path(source).expanduser()
+    looks_like_path = path.is_absolute() or source.startswith(".") or path.exists()
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise SpecError(
+            f"{source}: pickled checkpoints can run arbitrary code when loaded and are refused. "
+            "Convert it to .safetensors (or a diffusers folder) and point base_model at that."
+        )
+    if path.suffix.lower() == ".safetensors":
+        if not path.is_file():
+            raise SpecError(f"{source}: base_model file not found. Fix the path in the config.")
+        return "single_file"
+    if path.is_dir():
+        if not (path / "model_index.json").is_file() and not (path / "config.json").is_file():
+            raise SpecError(
+                f"{source}: not a diffusers/transformers folder (no model_index.json or "
+                "config.json). Point the config at a folder saved with save_pretrained."
+            )
+        return "dir"
+    if looks_like_path or source.count("/") != 1:
+        raise SpecError(
+            f"{source}: no such folder or file, and not a hub id like 'org/name'. Fix the path."
+        )
+    return "hub"
+
+
+def prepare(source: str, kind: str, out: Path) -> Path:
+    """Make ``out`` a usable local model folder for ``source``.
+
+    Args:
+        source: config value (``tiny``, a folder, a .safetensors file or a hub id).
+        kind: ``sd`` for the diffusion model, ``blip`` for the captioner.
+        out: output folder (written atomically).
+    Returns:
+        ``out``.
+    """
+    source_kind = classify(source)
+    with atomic_path(out) as tmp:
+        if source_kind == "tiny":
+            (tiny.build_tiny_sd if kind == "sd" else tiny.build_tiny_blip)(tmp)
+        elif source_kind == "dir":
+            tmp.mkdir()
+            (tmp / LINK).write_text(json.dumps({"path": str(Path(source).resolve())}) + "\n")
+        elif kind == "sd":
+            _convert_sd(source, source_kind, tmp)
+        elif source_kind == "hub":
+            _download_blip(source, tmp)
+        else:
+            raise SpecError(f"{source}: a captioner must be a folder or hub id, not a single file.")
+    logger.info("%s model %s (%s) ready at %s", kind, source, source_kind, out)
+    return out
+
+
+def _convert_sd(source: str, source_kind: str, out: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    if source_kind == "single_file":
+        pipe = StableDiffusionPipeline.from_single_file(source, safety_checker=None)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(source, safety_checker=None)
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def _download_blip(source: str, out: Path) -> None:
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    BlipForConditionalGeneration.from_pretrained(source).save_pretrained(out)
+    BlipProcessor.from_pretrained(source).save_pretrained(out)
+
+
+def resolve(prepared: str | Path) -> Path:
+    """The folder to load weights from, for a folder made by :func:`prepare`."""
+    prepared = Path(prepared)
+    link = prepared / LINK
+    if link.is_file():
+        target = Path(json.loads(link.read_text())["path"])
+        if not target.is_dir():
+            raise SpecError(f"{target}: model folder has gone (linked from {link}).")
+        return target
+    return prepared
+
+
+def is_tiny(prepared: str | Path) -> bool:
+    """Whether a prepared model is the random-weight demo model."""
+    return (resolve(prepared) / tiny.TINY_MARKER).is_file()

@@ -1,0 +1,15 @@
+"""Implementation versions per stage, passed to rules as ``params: impl=``.
+
+Snakemake does not see edits inside this package; bump a stage's number when a code change
+alters its outputs, and exactly the jobs of that stage (and what depends on them) rerun.
+"""
+
+MODELS = 1
+PREFLIGHT = 1
+CAPTION = 1
+REGULARIZATION = 1
+TRAIN = 1
+SAMPLE = 1
+SCORE = 1
+AGGREGATE = 1
+PLOTS = 1

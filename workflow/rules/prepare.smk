@@ -1,0 +1,50 @@
+rule prepare_base_model:
+    output:
+        directory(dag.BASE_MODEL_DIR),
+    params:
+        source=config["base_model"],
+        impl=versions.MODELS,
+    log:
+        "results/logs/prepare_base_model/base.log",
+    benchmark:
+        "results/benchmarks/prepare_base_model/base.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/prepare_model.py"
+
+
+rule prepare_caption_model:
+    output:
+        directory(dag.CAPTION_MODEL_DIR),
+    params:
+        source=config["caption"]["model"],
+        impl=versions.MODELS,
+    log:
+        "results/logs/prepare_caption_model/captioner.log",
+    benchmark:
+        "results/benchmarks/prepare_caption_model/captioner.tsv"
+    conda:
+        "../../envs/caption.yaml"
+    script:
+        "../scripts/prepare_model.py"
+
+
+rule check_inputs:
+    input:
+        unpack(GRID.preflight_inputs),
+    output:
+        dag.PREFLIGHT,
+    params:
+        subject=config["subject"],
+        resolution=config["training"]["resolution"],
+        faces=GRID.face_params(),
+        impl=versions.PREFLIGHT,
+    log:
+        "results/logs/check_inputs/inputs.log",
+    benchmark:
+        "results/benchmarks/check_inputs/inputs.tsv"
+    conda:
+        "../../envs/score.yaml"
+    script:
+        "../scripts/check_inputs.py"

@@ -1,0 +1,13 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import faces, logs, preflight  # noqa: E402
+
+with logs.job(snakemake.log[0]):
+    preflight.run(
+        subject=snakemake.params.subject,
+        resolution=snakemake.params.resolution,
+        face_settings=faces.settings_from(snakemake.params.faces),
+        out=Path(snakemake.output[0]),
+    )

@@ -1,0 +1,14 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import aggregate, logs, plots  # noqa: E402
+
+with logs.job(snakemake.log[0]):
+    scores = aggregate.collect_scores([Path(snakemake.input[0])])
+    plots.histogram(
+        scores,
+        thresholds=snakemake.params.thresholds,
+        out=Path(snakemake.output[0]),
+        title=f"{snakemake.wildcards.arm}, epoch {snakemake.wildcards.epoch}",
+    )
