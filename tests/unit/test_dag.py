@@ -28,8 +28,13 @@ def test_first_epoch_starts_from_base_model_only():
 
 def test_later_epochs_continue_from_previous_epoch():
     inputs = grid().train_inputs(SimpleNamespace(arm="celebrity-genreg-blip", epoch="3"))
-    assert inputs["previous_checkpoint"] == "results/arms/celebrity-genreg-blip/checkpoints/epoch-2.safetensors"
-    assert inputs["previous_state"] == "results/arms/celebrity-genreg-blip/state/epoch-2.safetensors"
+    assert (
+        inputs["previous_checkpoint"]
+        == "results/arms/celebrity-genreg-blip/checkpoints/epoch-2.safetensors"
+    )
+    assert (
+        inputs["previous_state"] == "results/arms/celebrity-genreg-blip/state/epoch-2.safetensors"
+    )
     assert inputs["captions"] == "results/captions/blip/captions.csv"
     assert inputs["reg"] == "results/regularization/generated/images"
 

@@ -9,10 +9,9 @@ from dreamgrid.errors import SpecError
 
 def test_atomic_path_renames_only_on_success(tmp_path):
     target = tmp_path / "out.txt"
-    with pytest.raises(RuntimeError):
-        with io.atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
     with io.atomic_path(target) as tmp:

@@ -1,9 +1,9 @@
 """The ``dreamgrid`` command: the stages' stable entry points for scripts and users.
 
-    dreamgrid score --references DIR --images DIR --model M --detector D [--metric cosine] --out F.csv
-    dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-within 5] --out summary.csv
-    dreamgrid check CONFIG        validate a config and list its arms
-    dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
+dreamgrid score --references DIR --images DIR --model M --detector D [--metric cosine] --out F.csv
+dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-within 5] --out summary.csv
+dreamgrid check CONFIG        validate a config and list its arms
+dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ def _check(args: argparse.Namespace) -> None:
     epochs = config["training"]["epochs"]
     print(f"{args.config}: valid; {len(arms)} arms x {epochs} epochs")
     for arm in arms:
-        print(f"  {arm.arm}: token={arm.token!r} regularization={arm.regularization} "
-              f"captions={arm.captions}")
+        print(
+            f"  {arm.arm}: token={arm.token!r} regularization={arm.regularization} "
+            f"captions={arm.captions}"
+        )
 
 
 def _build_tiny(args: argparse.Namespace) -> None:
@@ -81,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--scores", type=Path, required=True, help="CSV/TSV of scores")
     summarize.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.7])
     summarize.add_argument(
-        "--best-within", type=float, default=5.0,
+        "--best-within",
+        type=float,
+        default=5.0,
         help="best epoch: earliest within this many points of the arm's best share (default 5)",
     )
     summarize.add_argument("--out", type=Path, required=True, help="output CSV")

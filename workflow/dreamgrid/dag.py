@@ -18,6 +18,7 @@ REG_IMAGES = f"{RESULTS}/regularization/{{reg}}/images"
 ARM_DIR = f"{RESULTS}/arms/{{arm}}"
 CHECKPOINT = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.safetensors"
 CHECKPOINT_META = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.json"
+LOSS_LOG = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.loss.csv"
 OPTIMIZER_STATE = f"{ARM_DIR}/state/epoch-{{epoch}}.safetensors"
 RENDERS = f"{ARM_DIR}/epoch-{{epoch}}/renders"
 RENDERS_TABLE = f"{ARM_DIR}/epoch-{{epoch}}/renders.csv"
@@ -32,6 +33,18 @@ SUMMARY_MD = f"{RESULTS}/report/summary.md"
 # Training settings that do not change what one epoch's job computes: editing them must not
 # rerun existing epochs (more epochs only add jobs).
 NOT_PER_EPOCH = ("epochs",)
+
+
+def count_images(directory: str) -> int:
+    """Images in a folder, 0 if it is missing (preflight then reports it properly)."""
+    from pathlib import Path
+
+    from dreamgrid.io import IMAGE_SUFFIXES
+
+    folder = Path(directory)
+    if not folder.is_dir():
+        return 0
+    return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def after_preflight() -> Any:
@@ -71,9 +84,12 @@ class Grid:
         return {k: score[k] for k in ("model", "detector", "metric", "align", "deepface_home")}
 
     def class_image_params(self) -> dict[str, Any]:
+        """Settings of the generated class images; count null = one per training image."""
         settings = dict(self.config["regularization"])
         settings["class_word"] = self.config["subject"]["class_word"]
         settings["resolution"] = self.config["training"]["resolution"]
+        if settings["count"] is None:
+            settings["count"] = count_images(self.config["subject"]["train_images"])
         return settings
 
     # ---- per-run file names (no wildcards) ------------------------------------------------

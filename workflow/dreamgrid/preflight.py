@@ -25,9 +25,13 @@ def check_images(directory: str | Path, role: str, resolution: int | None = None
         if resolution and min(image.size) < resolution:
             logger.warning(
                 "%s: %dx%d is smaller than the training resolution %d; it will be upscaled.",
-                path, *image.size, resolution,
+                path,
+                *image.size,
+                resolution,
             )
-        rows.append({"role": role, "image": str(path), "width": image.width, "height": image.height})
+        rows.append(
+            {"role": role, "image": str(path), "width": image.width, "height": image.height}
+        )
     logger.info("%s: %d images decode", directory, len(rows))
     return rows
 
@@ -59,7 +63,6 @@ def run(
         raise SpecError(
             f"{overrides}: subject.caption_overrides is not a folder. Fix the path or set it to null."
         )
-    faces.setup_deepface()
     faces.embed_references(list_images(subject["references"]), face_settings)
     inventory = {"images": images, "face_settings": repr(face_settings)}
     with atomic_path(out) as tmp:

@@ -35,9 +35,7 @@ def write_clip_tokenizer(out: Path) -> Path:
     vocab["<|endoftext|>"] = len(vocab)
     (out / "vocab.json").write_text(json.dumps(vocab))
     (out / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(
-        str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=77
-    )
+    tokenizer = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=77)
     tokenizer.save_pretrained(out)
     return out
 
@@ -120,7 +118,9 @@ def build_tiny_sd(out: str | Path, seed: int = 0) -> Path:
     import shutil
 
     shutil.rmtree(tokenizer_dir)
-    (out / TINY_MARKER).write_text("random weights, built by dreamgrid.tiny; numbers mean nothing\n")
+    (out / TINY_MARKER).write_text(
+        "random weights, built by dreamgrid.tiny; numbers mean nothing\n"
+    )
     logger.info("tiny SD pipeline with random weights written to %s", out)
     return out
 
@@ -128,11 +128,39 @@ def build_tiny_sd(out: str | Path, seed: int = 0) -> Path:
 def write_bert_vocab(out: Path) -> Path:
     """Write a small BERT WordPiece vocab (special tokens, common words, characters)."""
     out.mkdir(parents=True, exist_ok=True)
-    words = (
-        "a an the of in on with and photo picture image man woman person face smiling "
-        "wearing shirt suit tie standing sitting front background white black blue close up "
-        "portrait headshot"
-    ).split()
+    words = [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "with",
+        "and",
+        "photo",
+        "picture",
+        "image",
+        "man",
+        "woman",
+        "person",
+        "face",
+        "smiling",
+        "wearing",
+        "shirt",
+        "suit",
+        "tie",
+        "standing",
+        "sitting",
+        "front",
+        "background",
+        "white",
+        "black",
+        "blue",
+        "close",
+        "up",
+        "portrait",
+        "headshot",
+    ]
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,")
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"] + words
     tokens += chars + ["##" + c for c in chars]
@@ -172,7 +200,7 @@ def build_tiny_blip(out: str | Path, seed: int = 0) -> Path:
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
             "encoder_hidden_size": 32,
-            "max_position_embeddings": 64,
+            "max_position_embeddings": 128,  # room for Kohya's max_length 75
             "bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
             "pad_token_id": tokenizer.pad_token_id,
             "sep_token_id": tokenizer.sep_token_id,
@@ -190,6 +218,8 @@ def build_tiny_blip(out: str | Path, seed: int = 0) -> Path:
     import shutil
 
     shutil.rmtree(vocab_dir)
-    (out / TINY_MARKER).write_text("random weights, built by dreamgrid.tiny; numbers mean nothing\n")
+    (out / TINY_MARKER).write_text(
+        "random weights, built by dreamgrid.tiny; numbers mean nothing\n"
+    )
     logger.info("tiny BLIP captioner with random weights written to %s", out)
     return out

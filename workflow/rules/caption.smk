@@ -3,16 +3,16 @@ rule caption_images:
         unpack(GRID.caption_inputs),
     output:
         dag.CAPTIONS,
-    params:
-        settings=config["caption"],
-        impl=versions.CAPTION,
     log:
         "results/logs/caption_images/{captioner}.log",
     benchmark:
         "results/benchmarks/caption_images/{captioner}.tsv"
-    resources:
-        gpu=1,
     conda:
         "../../envs/caption.yaml"
+    resources:
+        gpu=1,
+    params:
+        settings=config["caption"],
+        impl=versions.CAPTION,
     script:
         "../scripts/caption_images.py"

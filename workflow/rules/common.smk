@@ -8,7 +8,6 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from dreamgrid import config as dreamgrid_config
 from dreamgrid import dag, versions
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 dreamgrid_config.check(config)
 GRID = dag.Grid(config)

@@ -1,15 +1,15 @@
 rule prepare_base_model:
     output:
         directory(dag.BASE_MODEL_DIR),
-    params:
-        source=config["base_model"],
-        impl=versions.MODELS,
     log:
         "results/logs/prepare_base_model/base.log",
     benchmark:
         "results/benchmarks/prepare_base_model/base.tsv"
     conda:
         "../../envs/train.yaml"
+    params:
+        source=config["base_model"],
+        impl=versions.MODELS,
     script:
         "../scripts/prepare_model.py"
 
@@ -17,15 +17,15 @@ rule prepare_base_model:
 rule prepare_caption_model:
     output:
         directory(dag.CAPTION_MODEL_DIR),
-    params:
-        source=config["caption"]["model"],
-        impl=versions.MODELS,
     log:
         "results/logs/prepare_caption_model/captioner.log",
     benchmark:
         "results/benchmarks/prepare_caption_model/captioner.tsv"
     conda:
         "../../envs/caption.yaml"
+    params:
+        source=config["caption"]["model"],
+        impl=versions.MODELS,
     script:
         "../scripts/prepare_model.py"
 
@@ -35,16 +35,16 @@ rule check_inputs:
         unpack(GRID.preflight_inputs),
     output:
         dag.PREFLIGHT,
-    params:
-        subject=config["subject"],
-        resolution=config["training"]["resolution"],
-        faces=GRID.face_params(),
-        impl=versions.PREFLIGHT,
     log:
         "results/logs/check_inputs/inputs.log",
     benchmark:
         "results/benchmarks/check_inputs/inputs.tsv"
     conda:
         "../../envs/score.yaml"
+    params:
+        subject=config["subject"],
+        resolution=config["training"]["resolution"],
+        faces=GRID.face_params(),
+        impl=versions.PREFLIGHT,
     script:
         "../scripts/check_inputs.py"

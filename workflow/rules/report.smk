@@ -15,17 +15,17 @@ rule aggregate_scores:
             labels={"table": "summary"},
         ),
         markdown=dag.SUMMARY_MD,
-    params:
-        thresholds=config["score"]["thresholds"],
-        best_within=config["score"]["best_within"],
-        demo=GRID.demo,
-        impl=versions.AGGREGATE,
     log:
         "results/logs/aggregate_scores/all.log",
     benchmark:
         "results/benchmarks/aggregate_scores/all.tsv"
     conda:
         "../../envs/report.yaml"
+    params:
+        thresholds=config["score"]["thresholds"],
+        best_within=config["score"]["best_within"],
+        demo=GRID.demo,
+        impl=versions.AGGREGATE,
     script:
         "../scripts/aggregate_scores.py"
 
@@ -41,14 +41,14 @@ rule plot_histogram:
             subcategory="{arm}",
             labels={"arm": "{arm}", "epoch": "{epoch}"},
         ),
-    params:
-        thresholds=config["score"]["thresholds"],
-        impl=versions.PLOTS,
     log:
         "results/logs/plot_histogram/{arm}/epoch-{epoch}.log",
     benchmark:
         "results/benchmarks/plot_histogram/{arm}/epoch-{epoch}.tsv"
     conda:
         "../../envs/report.yaml"
+    params:
+        thresholds=config["score"]["thresholds"],
+        impl=versions.PLOTS,
     script:
         "../scripts/plot_histogram.py"

@@ -5,18 +5,18 @@ rule sample_checkpoint:
     output:
         renders=directory(dag.RENDERS),
         table=dag.RENDERS_TABLE,
+    log:
+        "results/logs/sample_checkpoint/{arm}/epoch-{epoch}.log",
+    benchmark:
+        "results/benchmarks/sample_checkpoint/{arm}/epoch-{epoch}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    resources:
+        gpu=1,
     params:
         token=lambda wildcards: GRID.arm_params(wildcards.arm)["token"],
         class_word=config["subject"]["class_word"],
         settings=config["sample"],
         impl=versions.SAMPLE,
-    log:
-        "results/logs/sample_checkpoint/{arm}/epoch-{epoch}.log",
-    benchmark:
-        "results/benchmarks/sample_checkpoint/{arm}/epoch-{epoch}.tsv"
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/sample_checkpoint.py"

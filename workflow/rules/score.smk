@@ -4,15 +4,15 @@ rule embed_references:
         preflight=dag.after_preflight(),
     output:
         GRID.references_file(),
-    params:
-        faces=GRID.face_params(),
-        impl=versions.SCORE,
     log:
         GRID.log_for("embed_references"),
     benchmark:
         GRID.benchmark_for("embed_references")
     conda:
         "../../envs/score.yaml"
+    params:
+        faces=GRID.face_params(),
+        impl=versions.SCORE,
     script:
         "../scripts/embed_references.py"
 
@@ -26,14 +26,14 @@ rule score_faces:
     output:
         scores=dag.SCORES,
         meta=dag.SCORES_META,
-    params:
-        faces=GRID.face_params(),
-        impl=versions.SCORE,
     log:
         "results/logs/score_faces/{arm}/epoch-{epoch}.log",
     benchmark:
         "results/benchmarks/score_faces/{arm}/epoch-{epoch}.tsv"
     conda:
         "../../envs/score.yaml"
+    params:
+        faces=GRID.face_params(),
+        impl=versions.SCORE,
     script:
         "../scripts/score_faces.py"

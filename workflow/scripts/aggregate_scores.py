@@ -2,7 +2,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import aggregate, logs  # noqa: E402
+from dreamgrid import aggregate, logs
 
 with logs.job(snakemake.log[0]):
     aggregate.run(

@@ -2,9 +2,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import faces, logs, preflight  # noqa: E402
+from dreamgrid import faces, logs, preflight
 
 with logs.job(snakemake.log[0]):
+    faces.setup_deepface(snakemake.params.faces["deepface_home"])
     preflight.run(
         subject=snakemake.params.subject,
         resolution=snakemake.params.resolution,

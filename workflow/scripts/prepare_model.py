@@ -2,7 +2,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import logs, models  # noqa: E402
+from dreamgrid import logs, models
 
 with logs.job(snakemake.log[0]):
     kind = "sd" if snakemake.rule == "prepare_base_model" else "blip"

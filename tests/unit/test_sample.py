@@ -1,0 +1,239 @@
+"""Sample stage on the tiny random-weight SD pipeline (CPU, 64 px, 3 steps)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dreamgrid.errors import SpecError
+from dreamgrid.prompts import fill
+from dreamgrid.sample import (
+    RENDER_COLUMNS,
+    SCHEDULERS,
+    SampleSettings,
+    load_pipeline,
+    render,
+    run,
+    set_scheduler,
+)
+from dreamgrid.tiny import build_tiny_sd
+from dreamgrid.train.checkpoint import save_checkpoint
+
+SETTINGS = SampleSettings(
+    prompt="headshot photo of {token} {class}",
+    negative="smile, text, {class} cartoon",
+    steps=3,
+    cfg=8.0,
+    count=5,
+    seed=100,
+    width=64,
+    height=64,
+    batch_size=4,
+    scheduler="euler",
+)
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory) -> Path:
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "sd")
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_sd):
+    return load_pipeline(tiny_sd, None, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def perturbed_checkpoint(tiny_sd, tmp_path_factory) -> Path:
+    """A checkpoint whose UNet is the base UNet plus noise, saved with save_checkpoint."""
+    import torch
+
+    other = load_pipeline(tiny_sd, None, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in other.unet.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    path = tmp_path_factory.mktemp("ckpt") / "epoch-1.safetensors"
+    save_checkpoint(path, {"unet": other.unet}, {"arm": "test", "epoch": 1})
+    return path
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "euler_a"])
+def test_batch_size_does_not_change_renders(pipe, tmp_path, scheduler):
+    # Every image has its own generator, so batch 1 and batch 4 start from the same noise
+    # (and, for euler_a, draw the same step noise). CPU kernels for different batch shapes
+    # round differently in the last float bits, which can move a pixel by one level.
+    one = dataclasses.replace(SETTINGS, batch_size=1, scheduler=scheduler)
+    four = dataclasses.replace(SETTINGS, batch_size=4, scheduler=scheduler)
+    t1 = render(pipe, one, "ohwx", "woman", tmp_path / "b1")
+    t4 = render(pipe, four, "ohwx", "woman", tmp_path / "b4")
+    assert list(t1.seed) == list(t4.seed) == [100, 101, 102, 103, 104]
+    for name in t1.image:
+        diff = np.abs(pixels(tmp_path / "b1" / name) - pixels(tmp_path / "b4" / name))
+        assert diff.max() <= 2, name
+        assert diff.mean() < 0.05, name
+    # ...while different seeds give clearly different images.
+    a, b = (pixels(tmp_path / "b1" / n) for n in t1.image[:2])
+    assert np.abs(a - b).mean() > 5
+
+
+def test_same_settings_give_pixel_identical_renders(pipe, tmp_path):
+    settings = dataclasses.replace(SETTINGS, count=3, scheduler="euler_a")
+    t1 = render(pipe, settings, "ohwx", "woman", tmp_path / "x")
+    t2 = render(pipe, settings, "ohwx", "woman", tmp_path / "y")
+    for name in t1.image:
+        assert np.array_equal(pixels(tmp_path / "x" / name), pixels(tmp_path / "y" / name))
+    assert t1.equals(t2)
+
+
+def test_render_table_and_png_text_chunks(pipe, tmp_path):
+    settings = dataclasses.replace(SETTINGS, count=2)
+    table = render(pipe, settings, "ohwx", "woman", tmp_path, checkpoint_label="epoch-3")
+    assert list(table.columns) == list(RENDER_COLUMNS)
+    assert list(table.image) == ["render-100.png", "render-101.png"]
+    row = table.iloc[1]
+    assert row.prompt == "headshot photo of ohwx woman"
+    assert row.negative == "smile, text, woman cartoon"
+    assert (row.steps, row.cfg, row.scheduler, row.width, row.height) == (3, 8.0, "euler", 64, 64)
+    image = Image.open(tmp_path / "render-101.png")
+    assert image.size == (64, 64)
+    assert image.text["seed"] == "101"
+    assert image.text["prompt"] == "headshot photo of ohwx woman"
+    assert image.text["negative"] == "smile, text, woman cartoon"
+    assert image.text["scheduler"] == "euler"
+    assert image.text["steps"] == "3"
+    assert image.text["checkpoint"] == "epoch-3"
+
+
+def test_token_with_spaces_and_quotes(pipe, tmp_path):
+    token = 'Emma "E." O\'Neil {x}'
+    settings = dataclasses.replace(SETTINGS, count=1)
+    out_table = tmp_path / "renders.csv"
+    table = run(pipe_base(pipe), None, settings, token, "woman", tmp_path / "renders", out_table)
+    expected = fill(SETTINGS.prompt, token, "woman")
+    assert expected == 'headshot photo of Emma "E." O\'Neil {x} woman'
+    assert table.prompt.tolist() == [expected]
+    assert pd.read_csv(out_table).prompt.tolist() == [expected]
+    assert Image.open(tmp_path / "renders" / "render-100.png").text["prompt"] == expected
+
+
+def pipe_base(pipe) -> Path:
+    """The folder the module's pipeline was loaded from."""
+    return Path(pipe.config._name_or_path)
+
+
+def test_seeds_do_not_depend_on_checkpoint(tiny_sd, perturbed_checkpoint, tmp_path):
+    settings = dataclasses.replace(SETTINGS, count=3)
+    base = run(tiny_sd, None, settings, "ohwx", "woman", tmp_path / "base", tmp_path / "b.csv")
+    trained = run(
+        tiny_sd,
+        perturbed_checkpoint,
+        settings,
+        "ohwx",
+        "woman",
+        tmp_path / "ck",
+        tmp_path / "c.csv",
+    )
+    assert list(base.seed) == list(trained.seed) == [100, 101, 102]
+    assert list(base.image) == list(trained.image)
+    assert set(base.checkpoint) == {"base"}
+    assert set(trained.checkpoint) == {str(perturbed_checkpoint)}
+    written = pd.read_csv(tmp_path / "c.csv")
+    assert list(written.columns) == [*RENDER_COLUMNS, "checkpoint"]
+    assert list(written.seed) == [100, 101, 102]
+    # The checkpoint's weights are used: same seed, different image.
+    for name in base.image:
+        diff = np.abs(pixels(tmp_path / "base" / name) - pixels(tmp_path / "ck" / name))
+        assert diff.mean() > 1, name
+    assert Image.open(tmp_path / "ck" / "render-100.png").text["checkpoint"] == str(
+        perturbed_checkpoint
+    )
+
+
+def test_load_pipeline_loads_checkpoint_weights(tiny_sd, perturbed_checkpoint):
+    import torch
+    from safetensors.torch import load_file
+
+    pipe = load_pipeline(tiny_sd, perturbed_checkpoint, device="cpu")
+    saved = load_file(str(perturbed_checkpoint))
+    for key, value in pipe.unet.state_dict().items():
+        assert torch.equal(value, saved[f"unet.{key}"]), key
+    assert pipe.unet.dtype == torch.float32
+    assert pipe.safety_checker is None
+
+
+def test_run_replaces_stale_output_dir(tiny_sd, tmp_path):
+    out = tmp_path / "renders"
+    out.mkdir()
+    (out / "render-999.png").write_bytes(b"stale")
+    settings = dataclasses.replace(SETTINGS, count=1)
+    run(tiny_sd, None, settings, "ohwx", "woman", out, tmp_path / "t.csv")
+    assert sorted(p.name for p in out.iterdir()) == ["render-100.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["renders", "t.csv"]
+
+
+def test_render_subset_of_seeds(pipe, tmp_path):
+    table = render(pipe, SETTINGS, "ohwx", "woman", tmp_path, seeds=[104, 101, 103, 100])
+    assert list(table.seed) == [104, 101, 103, 100]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "render-100.png",
+        "render-101.png",
+        "render-103.png",
+        "render-104.png",
+    ]
+    with pytest.raises(SpecError, match="not among"):
+        render(pipe, SETTINGS, "ohwx", "woman", tmp_path, seeds=[99])
+
+
+def test_every_scheduler_renders(pipe, tmp_path):
+    for name in SCHEDULERS:
+        settings = dataclasses.replace(SETTINGS, count=1, scheduler=name, batch_size=1)
+        render(pipe, settings, "ohwx", "woman", tmp_path / name)
+        assert type(pipe.scheduler).__name__ == SCHEDULERS[name]
+    assert pipe.scheduler.config.algorithm_type == "dpmsolver++"
+
+
+def test_scheduler_swap_keeps_model_betas(pipe):
+    set_scheduler(pipe, "ddim")
+    set_scheduler(pipe, "euler")
+    assert pipe.scheduler.config.beta_schedule == "scaled_linear"
+    assert pipe.scheduler.config.beta_end == pytest.approx(0.012)
+    assert pipe.scheduler.config.steps_offset == 1
+
+
+def test_unknown_scheduler_lists_names():
+    with pytest.raises(SpecError) as err:
+        dataclasses.replace(SETTINGS, scheduler="lms")
+    for name in SCHEDULERS:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"width": 60}, "multiple of 8"),
+        ({"count": 0}, "count"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"prompt": "photo of a {class}"}, "token"),
+        ({"cfg": -1.0}, "cfg"),
+    ],
+)
+def test_invalid_settings(change, match):
+    with pytest.raises(SpecError, match=match):
+        dataclasses.replace(SETTINGS, **change)
+
+
+def test_missing_model_and_checkpoint(tiny_sd, tmp_path):
+    with pytest.raises(SpecError, match="model_index.json"):
+        load_pipeline(tmp_path / "nope", None, device="cpu")
+    with pytest.raises(SpecError, match="checkpoint not found"):
+        load_pipeline(tiny_sd, tmp_path / "missing.safetensors", device="cpu")

@@ -1,0 +1,374 @@
+"""Train stage on the tiny random SD pipeline (CPU): step counts, data, spec, resume, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from dreamgrid.errors import SpecError
+from dreamgrid.train.checkpoint import read_metadata
+from dreamgrid.train.data import epoch_items, instance_items, preprocess, steps_per_epoch
+from dreamgrid.train.spec import TrainSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from dreamgrid.tiny import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("model") / "tiny-sd")
+
+
+def write_images(folder: Path, names: list[str], seed: int, size=(80, 64)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    instance = write_images(root / "instance", ["a.png", "b.png", "c.png"], seed=1)
+    reg = write_images(root / "reg", ["r1.png", "r2.png"], seed=2)
+    return {"root": root, "instance": instance, "reg": reg}
+
+
+def make_spec(tiny_model: Path, data: dict[str, Path], out: Path, **changes) -> TrainSpec:
+    fields = {
+        "arm": "ohwx-noreg-nocaptions",
+        "base_model": tiny_model,
+        "instance_dir": data["instance"],
+        "captions": None,
+        "token": "ohwx",
+        "class_word": "woman",
+        "reg_dir": None,
+        "prior_loss_weight": 1.0,
+        "resolution": 64,
+        "repeats": 1,
+        "batch_size": 2,
+        "learning_rate": 1e-3,
+        "lr_scheduler": "constant",
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
+        "adam_weight_decay": 1e-2,
+        "adam_epsilon": 1e-8,
+        "max_grad_norm": 1.0,
+        "seed": 7,
+        "epoch": 1,
+        "previous_checkpoint": None,
+        "previous_state": None,
+        "mixed_precision": "no",
+        "gradient_checkpointing": False,
+        "train_text_encoder": False,
+        "out_checkpoint": out / "epoch-1.safetensors",
+        "out_state": out / "epoch-1.state.safetensors",
+    }
+    fields.update(changes)
+    return TrainSpec(**fields)
+
+
+def next_epoch(spec: TrainSpec, out: Path) -> TrainSpec:
+    e = spec.epoch + 1
+    return dataclasses.replace(
+        spec,
+        epoch=e,
+        previous_checkpoint=spec.out_checkpoint,
+        previous_state=spec.out_state,
+        out_checkpoint=out / f"epoch-{e}.safetensors",
+        out_state=out / f"epoch-{e}.state.safetensors",
+    )
+
+
+@pytest.fixture(scope="module")
+def epoch1(tiny_model, data, tmp_path_factory):
+    from dreamgrid.train import run
+
+    spec = make_spec(tiny_model, data, tmp_path_factory.mktemp("run1"))
+    return spec, run(spec)
+
+
+# --- step accounting ------------------------------------------------------------------------
+
+
+def test_steps_per_epoch_kohya_numbers():
+    assert steps_per_epoch(25, 25, 1, regularization=False) == 625
+    assert steps_per_epoch(25, 25, 1, regularization=True) == 1250
+    assert steps_per_epoch(3, 1, 2, regularization=False) == 2  # ceil(3 / 2)
+    assert steps_per_epoch(3, 2, 4, regularization=True) == 3  # ceil(12 / 4)
+    with pytest.raises(SpecError, match="batch_size"):
+        steps_per_epoch(3, 1, 0, regularization=False)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def test_items_without_and_with_regularization(tiny_model, data, tmp_path):
+    spec = make_spec(tiny_model, data, tmp_path, repeats=2)
+    items = epoch_items(spec)
+    assert len(items) == 6
+    assert {i.caption for i in items} == {"ohwx woman"}
+    assert all(i.weight == 1.0 and not i.is_reg for i in items)
+
+    reg = dataclasses.replace(spec, reg_dir=data["reg"], prior_loss_weight=0.5)
+    items = epoch_items(reg)
+    assert len(items) == 12
+    class_items = [i for i in items if i.is_reg]
+    assert len(class_items) == 6
+    assert {i.caption for i in class_items} == {"woman"}
+    assert {i.weight for i in class_items} == {0.5}
+    assert sorted(i.image.name for i in class_items) == ["r1.png"] * 3 + ["r2.png"] * 3
+
+
+def test_order_is_seeded_per_epoch(tiny_model, data, tmp_path):
+    spec = make_spec(tiny_model, data, tmp_path, repeats=4)
+    names = [i.image.name for i in epoch_items(spec)]
+    assert names == [i.image.name for i in epoch_items(spec)]
+    later = dataclasses.replace(
+        spec, epoch=2, previous_checkpoint=tmp_path / "x", previous_state=tmp_path / "y"
+    )
+    assert names != [i.image.name for i in epoch_items(later)]
+    assert sorted(names) == sorted(i.image.name for i in epoch_items(later))
+
+
+def write_captions(path: Path, rows: list[tuple[str, str]]) -> Path:
+    lines = ["image,caption"] + [f'{name},"{caption}"' for name, caption in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_captions_are_composed_with_token_and_class(tiny_model, data, tmp_path):
+    csv = write_captions(
+        tmp_path / "captions.csv",
+        [
+            ("a.png", "a photo of a person, smiling"),
+            ("b.png", "ohwx woman in a red coat"),
+            ("c.png", ""),
+        ],
+    )
+    spec = make_spec(tiny_model, data, tmp_path, captions=csv)
+    captions = {i.image.name: i.caption for i in instance_items(spec)}
+    assert captions == {
+        "a.png": "ohwx woman, a photo of a person, smiling",
+        "b.png": "ohwx woman in a red coat",
+        "c.png": "ohwx woman",
+    }
+
+
+def test_every_caption_passes_the_guard_naming_the_image(tiny_model, data, tmp_path, monkeypatch):
+    # compose_caption always adds "<token> <class>", so the guard is a safety net: bypass the
+    # composition (as a hand-edited caption used verbatim would) and the job must fail.
+    import dreamgrid.train.data as data_module
+
+    csv = write_captions(
+        tmp_path / "captions.csv",
+        [("a.png", "ohwx woman"), ("b.png", "a woman at the beach"), ("c.png", "")],
+    )
+    spec = make_spec(tiny_model, data, tmp_path, captions=csv)
+    assert len(instance_items(spec)) == 3
+    monkeypatch.setattr(data_module, "compose_caption", lambda raw, token, cls: raw or "")
+    with pytest.raises(SpecError, match=r"b\.png.*lacks 'ohwx'"):
+        instance_items(spec)
+
+
+def test_captions_csv_errors_name_the_image(tiny_model, data, tmp_path):
+    missing = write_captions(tmp_path / "missing.csv", [("a.png", "x"), ("b.png", "y")])
+    spec = make_spec(tiny_model, data, tmp_path, captions=missing)
+    with pytest.raises(SpecError, match=r"c\.png"):
+        instance_items(spec)
+    extra = write_captions(
+        tmp_path / "extra.csv", [("a.png", ""), ("b.png", ""), ("c.png", ""), ("zz.png", "")]
+    )
+    with pytest.raises(SpecError, match=r"zz\.png"):
+        instance_items(dataclasses.replace(spec, captions=extra))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,text\na.png,x\n")
+    with pytest.raises(SpecError, match="columns"):
+        instance_items(dataclasses.replace(spec, captions=bad))
+
+
+def test_preprocess_resizes_center_crops_and_normalizes(tmp_path):
+    image = np.zeros((40, 80, 3), dtype=np.uint8)  # wide: 80 x 40
+    image[:, 20:60] = 255  # white centre band, exactly what the crop keeps
+    Image.fromarray(image).save(tmp_path / "wide.png")
+    pixels = preprocess(tmp_path / "wide.png", 32)
+    assert pixels.shape == (3, 32, 32) and pixels.dtype == torch.float32
+    assert pixels.min() >= -1 and pixels.max() <= 1
+    assert pixels[:, :, 4:28].min() > 0.9  # the centre band survived the crop
+
+
+# --- spec -----------------------------------------------------------------------------------
+
+
+def test_spec_json_round_trip(tiny_model, data, tmp_path):
+    spec = make_spec(tiny_model, data, tmp_path, reg_dir=data["reg"])
+    text = spec.to_json()
+    assert TrainSpec.from_json(text) == spec
+    assert isinstance(TrainSpec.from_json(text).base_model, Path)
+    (tmp_path / "spec.json").write_text(text)
+    assert TrainSpec.read(tmp_path / "spec.json") == spec
+    broken = json.loads(text)
+    del broken["seed"]
+    broken["sed"] = 1
+    with pytest.raises(SpecError, match=r"unknown keys \['sed'\].*missing keys \['seed'\]"):
+        TrainSpec.from_json(json.dumps(broken))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epoch": 0}, "epoch must be >= 1"),
+        ({"epoch": 2}, "set previous_checkpoint, previous_state"),
+        ({"previous_state": "x.safetensors"}, "epoch 1 starts from the base model"),
+        ({"repeats": 0}, "repeats"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"mixed_precision": "fp8"}, "mixed_precision"),
+        ({"lr_scheduler": "cosine"}, "lr_scheduler"),
+        ({"resolution": 60}, "resolution"),
+        ({"adam_beta2": 1.0}, "adam_beta2"),
+        ({"arm": "Has Spaces"}, "arm id"),
+        ({"repeats": 1.5}, "repeats must be an integer"),
+        ({"out_state": "state.pt"}, r"\.safetensors"),
+    ],
+)
+def test_spec_rejects_conflicts(tiny_model, data, tmp_path, changes, message):
+    with pytest.raises(SpecError, match=message):
+        make_spec(tiny_model, data, tmp_path, **changes)
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def test_epoch1_writes_checkpoint_state_and_loss_log(epoch1, tiny_model):
+    spec, result = epoch1
+    assert result["steps"] == result["steps_per_epoch"] == steps_per_epoch(3, 1, 2, False) == 2
+    meta = read_metadata(spec.out_checkpoint)
+    assert meta["steps"] == 2 and meta["epoch"] == 1 and meta["arm"] == spec.arm
+    assert meta["train_images"] == 3 and meta["reg_images"] == 0 and not meta["regularization"]
+    assert json.loads(spec.out_checkpoint.with_suffix(".json").read_text()) == meta
+    rows = result["loss_log"].read_text().splitlines()
+    assert rows[0] == "step,epoch,loss,lr" and len(rows) == 3
+    assert np.isfinite(meta["mean_loss"])
+
+    trained = load_file(str(spec.out_checkpoint))
+    assert trained and all(k.startswith("unet.") for k in trained)  # frozen parts not saved
+    base = load_file(str(tiny_model / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert trained.keys() == {f"unet.{k}" for k in base}
+    changed = [k for k in base if not torch.equal(base[k], trained[f"unet.{k}"])]
+    assert len(changed) > len(base) // 2
+
+
+def test_state_file_is_safetensors_not_pickle(epoch1):
+    spec, _ = epoch1
+    assert spec.out_state.read_bytes()[:2] != b"\x80\x04"  # no pickle protocol header
+    with safe_open(str(spec.out_state), framework="pt") as handle:
+        header = handle.metadata()
+        keys = list(handle.keys())
+    assert header["format"] == "dreamgrid-optimizer-v1"
+    assert json.loads(header["epoch"]) == 1 and json.loads(header["steps"]) == 2
+    groups = json.loads(header["param_groups"])
+    assert groups[0]["lr"] == spec.learning_rate
+    assert {"state.0.exp_avg", "state.0.exp_avg_sq", "state.0.step"} <= set(keys)
+
+
+def test_epoch2_continues_and_is_deterministic_across_processes(epoch1, tmp_path):
+    from dreamgrid.train import run
+
+    spec1, _ = epoch1
+    in_process = next_epoch(spec1, tmp_path / "a")
+    result = run(in_process)
+    assert result["steps"] == 2 * result["steps_per_epoch"] == 4
+    assert read_metadata(in_process.out_checkpoint)["steps"] == 4
+    rows = result["loss_log"].read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["3", "4"]
+
+    # The same epoch in a fresh process via the CLI gives bit-identical tensors.
+    separate = next_epoch(spec1, tmp_path / "b")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(separate.to_json())
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    subprocess.run(
+        [sys.executable, "-m", "dreamgrid.train", "--spec", str(spec_file)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    for a, b in [
+        (in_process.out_checkpoint, separate.out_checkpoint),
+        (in_process.out_state, separate.out_state),
+    ]:
+        ta, tb = load_file(str(a)), load_file(str(b))
+        assert ta.keys() == tb.keys()
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), f"{a.name} differs between runs"
+    assert read_metadata(in_process.out_checkpoint) == read_metadata(separate.out_checkpoint)
+
+
+def test_epoch1_rerun_is_identical(epoch1, tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    spec1, _ = epoch1
+    again = dataclasses.replace(
+        spec1, out_checkpoint=tmp_path / "e1.safetensors", out_state=tmp_path / "e1s.safetensors"
+    )
+    run(again)
+    ta, tb = load_file(str(spec1.out_checkpoint)), load_file(str(again.out_checkpoint))
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_resume_rejects_wrong_epoch(epoch1, tmp_path):
+    from dreamgrid.train import run
+
+    spec1, _ = epoch1
+    skipped = dataclasses.replace(next_epoch(spec1, tmp_path), epoch=3)
+    with pytest.raises(SpecError, match="holds epoch 1"):
+        run(skipped)
+
+
+def test_regularization_doubles_steps_and_text_encoder_training(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    spec = make_spec(
+        tiny_model,
+        data,
+        tmp_path,
+        arm="ohwx-genreg-nocaptions",
+        reg_dir=data["reg"],
+        train_text_encoder=True,
+        gradient_checkpointing=True,
+    )
+    result = run(spec)
+    assert result["steps"] == steps_per_epoch(3, 1, 2, True) == 3
+    meta = read_metadata(spec.out_checkpoint)
+    assert meta["regularization"] and meta["reg_images"] == 2 and meta["train_images"] == 3
+    trained = load_file(str(spec.out_checkpoint))
+    base = load_file(str(tiny_model / "text_encoder" / "model.safetensors"))
+    te = {k[len("text_encoder.") :]: v for k, v in trained.items() if k.startswith("text_encoder.")}
+    assert te.keys() == base.keys()
+    assert any(not torch.equal(base[k], te[k]) for k in base)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed with a GPU")
+def test_fp16_without_gpu_is_a_spec_error(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    with pytest.raises(SpecError, match="fp16.*CUDA"):
+        run(make_spec(tiny_model, data, tmp_path, mixed_precision="fp16"))

@@ -1,0 +1,377 @@
+"""Sample stage: render a checkpoint (or the base model) with fixed, recorded seeds.
+
+Render ``i`` of a checkpoint uses seed ``settings.seed + i``, whatever the arm, epoch or
+batch size, so every arm is compared on the same noise (paired comparisons). Each image
+gets its own ``torch.Generator``; the pipeline draws each image's starting latents (and, for
+ancestral schedulers, its step noise) from its own generator, so a render does not depend on
+what else is in its batch.
+
+Generators live on the CPU even when the model runs on CUDA (ComfyUI's default "cpu" noise):
+the starting noise of a seed is then the same on every machine and GPU model, so arms sampled
+on different cluster nodes still share their noise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dreamgrid.errors import SpecError
+from dreamgrid.io import atomic_path
+from dreamgrid.prompts import fill
+
+log = logging.getLogger(__name__)
+
+#: Config names of the schedulers → diffusers classes (created from the model's own config).
+SCHEDULERS: dict[str, str] = {
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+}
+#: Extra settings per scheduler (DPM++ 2M is DPM-Solver++ of order 2, as A1111/ComfyUI name it).
+_SCHEDULER_KWARGS: dict[str, dict[str, Any]] = {
+    "dpmpp_2m": {"algorithm_type": "dpmsolver++", "solver_order": 2},
+}
+#: Columns of the render table written by :func:`render` (``run`` adds ``checkpoint``).
+RENDER_COLUMNS = (
+    "seed",
+    "image",
+    "prompt",
+    "negative",
+    "steps",
+    "cfg",
+    "scheduler",
+    "width",
+    "height",
+)
+#: Label written for renders of the untrained base model.
+BASE_LABEL = "base"
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How to render one checkpoint; defaults live in the config schema.
+
+    Attributes:
+        prompt: template with ``{token}`` and ``{class}``, e.g. ``headshot photo of {token} {class}``.
+        negative: negative prompt template (same placeholders; may be empty).
+        steps: inference steps.
+        cfg: classifier-free guidance scale.
+        count: renders per checkpoint; seeds are ``seed .. seed + count - 1``.
+        seed: first seed.
+        width: image width in pixels (multiple of 8).
+        height: image height in pixels (multiple of 8).
+        batch_size: images per pipeline call (does not change any image).
+        scheduler: one of :data:`SCHEDULERS`.
+    """
+
+    prompt: str
+    negative: str
+    steps: int
+    cfg: float
+    count: int
+    seed: int
+    width: int
+    height: int
+    batch_size: int
+    scheduler: str
+
+    def __post_init__(self) -> None:
+        check_scheduler(self.scheduler)
+        for name in ("steps", "count", "batch_size", "width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"sample.{name} must be a positive integer, got {value!r}.")
+        for name in ("width", "height"):
+            if getattr(self, name) % 8:
+                raise SpecError(
+                    f"sample.{name} must be a multiple of 8, got {getattr(self, name)}."
+                )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SpecError(f"sample.seed must be a non-negative integer, got {self.seed!r}.")
+        if self.cfg < 0:
+            raise SpecError(f"sample.cfg must be >= 0, got {self.cfg!r}.")
+        if "{token}" not in self.prompt:
+            raise SpecError(
+                f"sample.prompt {self.prompt!r} lacks '{{token}}': renders would not ask for "
+                "the trained subject. Write e.g. 'headshot photo of {token} {class}'."
+            )
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of this checkpoint's renders, identical for every arm and epoch."""
+        return seed_list(self.seed, self.count)
+
+
+def seed_list(seed: int, count: int) -> list[int]:
+    """Seeds ``seed, seed + 1, …, seed + count - 1``."""
+    return [seed + i for i in range(count)]
+
+
+def check_scheduler(name: str) -> None:
+    """Raise SpecError unless ``name`` is a key of :data:`SCHEDULERS`."""
+    if name not in SCHEDULERS:
+        raise SpecError(
+            f"unknown scheduler {name!r}; choose one of {', '.join(sorted(SCHEDULERS))}."
+        )
+
+
+def set_scheduler(pipe: Any, name: str) -> None:
+    """Replace ``pipe.scheduler`` by scheduler ``name`` built from the model's scheduler config.
+
+    Settings the model's config states explicitly (betas, ``steps_offset``…) carry over;
+    diffusers drops the defaults of the previous class, so swapping twice equals swapping once.
+    """
+    import diffusers
+
+    check_scheduler(name)
+    cls = getattr(diffusers, SCHEDULERS[name])
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **_SCHEDULER_KWARGS.get(name, {}))
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
+    """``dtype=`` for diffusers releases that renamed ``torch_dtype`` (and warn on it)."""
+    from diffusers.utils import deprecation_utils
+
+    renamed = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
+    return {"dtype": dtype} if renamed else {"torch_dtype": dtype}
+
+
+def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None = None) -> Any:
+    """Load the base model, then a dreamgrid checkpoint's weights over it.
+
+    Args:
+        base_model: diffusers folder of the base model (``model_index.json`` inside).
+        checkpoint: ``.safetensors`` written by ``dreamgrid.train.checkpoint.save_checkpoint``,
+            or None to render the base model itself.
+        device: torch device; default CUDA when available, else CPU.
+
+    Returns:
+        A ``StableDiffusionPipeline`` on ``device`` (fp16 on CUDA, fp32 on CPU), without a
+        safety checker and with its own progress bar off. Its scheduler is the model's own;
+        :func:`render` swaps in the one the settings name.
+
+    Raises:
+        SpecError: the base model folder or the checkpoint file is missing or not loadable.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from dreamgrid.train.checkpoint import load_checkpoint_into
+
+    base_model = Path(base_model)
+    if not (base_model / "model_index.json").is_file():
+        raise SpecError(
+            f"{base_model}: not a diffusers model folder (no model_index.json). "
+            "Point base_model at a folder saved with save_pretrained."
+        )
+    device = device or default_device()
+    dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    pipe = StableDiffusionPipeline.from_pretrained(
+        base_model, **_dtype_kwarg(dtype), safety_checker=None, requires_safety_checker=False
+    )
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise SpecError(f"{checkpoint}: checkpoint not found. Run the train stage first.")
+        meta = load_checkpoint_into(
+            checkpoint, {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+        )
+        log.info("loaded %s (%s)", checkpoint, meta)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate_images(
+    pipe: Any,
+    prompt: str,
+    negative: str,
+    seeds: Sequence[int],
+    steps: int,
+    cfg: float,
+    width: int,
+    height: int,
+    batch_size: int,
+    desc: str = "render",
+) -> Iterator[tuple[int, Any]]:
+    """Yield ``(seed, PIL image)`` for each seed, ``batch_size`` images per pipeline call.
+
+    Each image has its own CPU generator seeded with its seed, so image ``i`` is the same
+    whatever the batch size or the other seeds in its batch.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    seeds = list(seeds)
+    with tqdm(total=len(seeds), desc=desc, unit="img") as bar:
+        for start in range(0, len(seeds), batch_size):
+            batch = seeds[start : start + batch_size]
+            generators = [torch.Generator("cpu").manual_seed(s) for s in batch]
+            with torch.no_grad():
+                images = pipe(
+                    prompt=[prompt] * len(batch),
+                    negative_prompt=[negative] * len(batch),
+                    num_inference_steps=steps,
+                    guidance_scale=cfg,
+                    width=width,
+                    height=height,
+                    generator=generators,
+                    output_type="pil",
+                ).images
+            yield from zip(batch, images, strict=True)
+            bar.update(len(batch))
+
+
+def png_info(fields: dict[str, Any]) -> Any:
+    """PNG text chunks (``PngInfo``) holding ``fields`` as strings."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in fields.items():
+        info.add_text(key, str(value))
+    return info
+
+
+def render_name(seed: int) -> str:
+    """File name of the render with ``seed``."""
+    return f"render-{seed}.png"
+
+
+def render(
+    pipe: Any,
+    settings: SampleSettings,
+    token: str,
+    class_word: str,
+    out_dir: Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    checkpoint_label: str = BASE_LABEL,
+) -> pd.DataFrame:
+    """Render ``settings.count`` images of ``token class_word`` into ``out_dir``.
+
+    Args:
+        pipe: pipeline from :func:`load_pipeline`; its scheduler is replaced by
+            ``settings.scheduler``.
+        settings: prompt templates, seeds and sampler settings.
+        token: instance token (may contain spaces or quotes; filled verbatim).
+        class_word: class word, e.g. ``woman``.
+        out_dir: existing or new folder; files ``render-<seed>.png`` are written there.
+        seeds: a subset of ``settings.seeds`` to render (for shards); default all of them.
+        checkpoint_label: what the PNG ``checkpoint`` text chunk records.
+
+    Returns:
+        One row per render with columns :data:`RENDER_COLUMNS`; ``image`` is the file name.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = settings.seeds if seeds is None else list(seeds)
+    unknown = sorted(set(seeds) - set(settings.seeds))
+    if unknown:
+        raise SpecError(f"seeds {unknown[:5]} are not among this checkpoint's seeds.")
+    prompt = fill(settings.prompt, token, class_word)
+    negative = fill(settings.negative, token, class_word)
+    set_scheduler(pipe, settings.scheduler)
+    log.info(
+        "rendering %d images of %r (negative %r): %s",
+        len(seeds),
+        prompt,
+        negative,
+        f"{settings.scheduler}, {settings.steps} steps, cfg {settings.cfg}, "
+        f"{settings.width}x{settings.height}, batch {settings.batch_size}",
+    )
+    rows = []
+    images = generate_images(
+        pipe,
+        prompt,
+        negative,
+        seeds,
+        settings.steps,
+        settings.cfg,
+        settings.width,
+        settings.height,
+        settings.batch_size,
+    )
+    for seed, image in images:
+        name = render_name(seed)
+        meta = {
+            "seed": seed,
+            "prompt": prompt,
+            "negative": negative,
+            "steps": settings.steps,
+            "cfg": settings.cfg,
+            "scheduler": settings.scheduler,
+            "checkpoint": checkpoint_label,
+        }
+        image.save(out_dir / name, pnginfo=png_info(meta))
+        rows.append(
+            {
+                "seed": seed,
+                "image": name,
+                "prompt": prompt,
+                "negative": negative,
+                "steps": settings.steps,
+                "cfg": settings.cfg,
+                "scheduler": settings.scheduler,
+                "width": settings.width,
+                "height": settings.height,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(RENDER_COLUMNS))
+
+
+def warn_if_tiny(model: Path) -> None:
+    """Log that renders of a tiny random-weight model are noise."""
+    from dreamgrid.tiny import TINY_MARKER
+
+    if (Path(model) / TINY_MARKER).exists():
+        log.warning("%s has random weights (demo/test model): renders are noise.", model)
+
+
+def run(
+    base_model: Path,
+    checkpoint: Path | None,
+    settings: SampleSettings,
+    token: str,
+    class_word: str,
+    out_dir: Path,
+    out_table: Path,
+) -> pd.DataFrame:
+    """Render one checkpoint: images into ``out_dir``, their table into ``out_table``.
+
+    Args:
+        base_model: diffusers folder of the base model.
+        checkpoint: dreamgrid ``.safetensors`` checkpoint, or None for the base model.
+        settings: what to render (prompt templates, seeds, sampler).
+        token: the arm's instance token, filled into ``{token}``.
+        class_word: the class word, filled into ``{class}``.
+        out_dir: folder of renders; built under a temporary name, renamed when complete.
+        out_table: CSV with one row per render (written atomically).
+
+    Returns:
+        The table: :data:`RENDER_COLUMNS` plus ``checkpoint`` (its path as given, or
+        ``base``), which the PNG ``checkpoint`` text chunks record too.
+    """
+    warn_if_tiny(base_model)
+    label = str(checkpoint) if checkpoint is not None else BASE_LABEL
+    pipe = load_pipeline(base_model, checkpoint)
+    with atomic_path(out_dir) as tmp:
+        table = render(pipe, settings, token, class_word, tmp, checkpoint_label=label)
+    table["checkpoint"] = label
+    with atomic_path(out_table) as tmp:
+        table.to_csv(tmp, index=False)
+    log.info("%d renders in %s, table %s", len(table), out_dir, out_table)
+    return table

@@ -1,0 +1,21 @@
+"""Train stage: one DreamBooth epoch of one arm per job (``python -m dreamgrid.train``).
+
+``run`` imports torch and diffusers when called, so ``dreamgrid.train.spec`` and
+``dreamgrid.train.data.steps_per_epoch`` stay importable with the standard library alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dreamgrid.train.spec import TrainSpec
+
+__all__ = ["run"]
+
+
+def run(spec: TrainSpec) -> dict[str, Any]:
+    """Train epoch ``spec.epoch`` of arm ``spec.arm``; see :func:`dreamgrid.train.loop.run`."""
+    from dreamgrid.train.loop import run as run_epoch
+
+    return run_epoch(spec)

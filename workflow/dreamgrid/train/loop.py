@@ -1,0 +1,436 @@
+"""Train one epoch of one arm: diffusers ``train_dreambooth.py`` order, one function per step.
+
+spec -> accelerator and seed -> frozen models -> resume weights -> optimizer (+ state) ->
+data -> loop -> checkpoint, optimizer state and loss log. Each job trains exactly one epoch
+from the previous epoch's outputs; every random stream is seeded from ``(seed, epoch)``, so an
+epoch gives the same tensors whichever process runs it (on the same device and software).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dreamgrid.errors import DreamgridError, SpecError
+from dreamgrid.io import atomic_path, list_images
+from dreamgrid.train.checkpoint import load_checkpoint_into, read_metadata, save_checkpoint
+from dreamgrid.train.data import DreamBoothDataset, collate_fn, derive_seed, epoch_items
+from dreamgrid.train.data import steps_per_epoch as count_steps
+from dreamgrid.train.spec import TrainSpec
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "dreamgrid-optimizer-v1"
+MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Models:
+    """The pipeline parts training uses; ``params`` are the trainable parameters in order."""
+
+    tokenizer: Any
+    text_encoder: Any
+    vae: Any
+    unet: Any
+    noise_scheduler: Any
+    weight_dtype: torch.dtype
+    params: list[torch.nn.Parameter]
+
+
+def run(spec: TrainSpec) -> dict[str, Any]:
+    """Train epoch ``spec.epoch`` of arm ``spec.arm`` and write its outputs.
+
+    Args:
+        spec: the job's settings (base model, data, hyperparameters, resume and output paths).
+
+    Returns:
+        dict with ``checkpoint``, ``state``, ``loss_log`` (paths), ``epoch``, ``steps`` (optimizer
+        steps so far, all epochs), ``steps_per_epoch``, ``mean_loss`` and ``seconds``.
+
+    Raises:
+        SpecError: a missing or inconsistent input (base model, images, captions, resume files).
+    """
+    started = time.perf_counter()
+    check_inputs(spec)
+    items = epoch_items(spec)  # reads and checks the captions before any model is loaded
+    accelerator = make_accelerator(spec)
+    models = load_models(spec, accelerator.device)
+    previous_steps = resume_weights(spec, models)
+    optimizer, dataloader, lr_scheduler = prepare_training(spec, accelerator, models, items)
+
+    n_images = len({item.image for item in items if not item.is_reg})
+    n_steps = count_steps(n_images, spec.repeats, spec.batch_size, spec.regularization)
+    losses = train_epoch(spec, accelerator, models, dataloader, optimizer, lr_scheduler)
+    if len(losses) != n_steps:
+        raise DreamgridError(f"{spec.arm}: trained {len(losses)} steps, expected {n_steps}.")
+    steps = previous_steps + n_steps
+
+    metadata = checkpoint_metadata(spec, items, steps, n_steps, losses)
+    loss_log = write_loss_log(spec, losses, previous_steps, lr_scheduler.get_last_lr()[0])
+    save_optimizer_state(
+        spec.out_state, optimizer, {k: metadata[k] for k in ("arm", "epoch", "steps")}
+    )
+    modules = {"unet": accelerator.unwrap_model(models.unet)}
+    if spec.train_text_encoder:
+        modules["text_encoder"] = accelerator.unwrap_model(models.text_encoder)
+    save_checkpoint(spec.out_checkpoint, modules, metadata)
+    seconds = time.perf_counter() - started
+    logger.info(
+        "%s epoch %d: %d steps (%d total), mean loss %.5f, %.1f s -> %s",
+        spec.arm,
+        spec.epoch,
+        n_steps,
+        steps,
+        metadata["mean_loss"],
+        seconds,
+        spec.out_checkpoint,
+    )
+    return {
+        "checkpoint": spec.out_checkpoint,
+        "state": spec.out_state,
+        "loss_log": loss_log,
+        "epoch": spec.epoch,
+        "steps": steps,
+        "steps_per_epoch": n_steps,
+        "mean_loss": metadata["mean_loss"],
+        "seconds": seconds,
+    }
+
+
+def check_inputs(spec: TrainSpec) -> None:
+    """Fail early, naming the path, if an input the job reads is missing."""
+    base = spec.base_model
+    missing = [part for part in MODEL_PARTS if not (base / part).is_dir()]
+    if missing:
+        raise SpecError(
+            f"{base}: not a diffusers Stable Diffusion folder (missing {', '.join(missing)}). "
+            f"Point base_model at a pipeline saved with save_pretrained."
+        )
+    list_images(spec.instance_dir)
+    if spec.reg_dir is not None:
+        list_images(spec.reg_dir)
+    for path in (spec.captions, spec.previous_checkpoint, spec.previous_state):
+        if path is not None and not path.is_file():
+            raise SpecError(f"{path}: file not found. Rerun the step that writes it.")
+
+
+def make_accelerator(spec: TrainSpec) -> Any:
+    """Accelerator with the spec's mixed precision; seeds the global RNGs from (seed, epoch)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if spec.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise SpecError(
+            f"train spec {spec.arm}: mixed_precision 'fp16' needs a CUDA GPU; "
+            f"use 'bf16' or 'no' on this machine."
+        )
+    accelerator = Accelerator(mixed_precision=spec.mixed_precision)
+    if accelerator.num_processes > 1:
+        raise DreamgridError(
+            "dreamgrid trains with one process per job (Kohya step counts assume it); "
+            "launch without --multi_gpu / --num_processes."
+        )
+    set_seed(derive_seed(spec.seed, spec.epoch, "global") % 2**32)
+    return accelerator
+
+
+def load_models(spec: TrainSpec, device: torch.device) -> Models:
+    """Load the base model's parts; freeze the VAE (and text encoder unless it is trained)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    base = str(spec.base_model)
+    tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
+    vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
+    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+    noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+    if noise_scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
+        raise SpecError(
+            f"{base}: scheduler prediction_type {noise_scheduler.config.prediction_type!r} "
+            f"is not supported (epsilon or v_prediction)."
+        )
+    weight_dtype = DTYPES[spec.mixed_precision]
+    # Frozen parts run in the mixed-precision dtype (a cast to float32 is skipped: it only
+    # makes diffusers warn). Trained parts stay float32 and are moved by accelerate.
+    cast = {} if weight_dtype == torch.float32 else {"dtype": weight_dtype}
+    vae.requires_grad_(False)
+    vae.to(device, **cast)
+    text_encoder.requires_grad_(spec.train_text_encoder)
+    if spec.train_text_encoder:
+        text_encoder.train()
+    else:
+        text_encoder.to(device, **cast)
+    unet.train()
+    if spec.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if spec.train_text_encoder:
+            # transformers 5 renamed gradient_checkpointing_enable.
+            enable = getattr(text_encoder, "activation_checkpointing_enable", None)
+            (enable or text_encoder.gradient_checkpointing_enable)()
+    params = list(unet.parameters())
+    if spec.train_text_encoder:
+        params += list(text_encoder.parameters())
+    return Models(tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype, params)
+
+
+def resume_weights(spec: TrainSpec, models: Models) -> int:
+    """Load the previous epoch's weights (epoch > 1); return the optimizer steps done so far."""
+    if spec.previous_checkpoint is None:
+        return 0
+    metadata = read_metadata(spec.previous_checkpoint)
+    if metadata.get("epoch") != spec.epoch - 1:
+        raise SpecError(
+            f"{spec.previous_checkpoint}: holds epoch {metadata.get('epoch')}, but epoch "
+            f"{spec.epoch} must continue epoch {spec.epoch - 1}."
+        )
+    if spec.train_text_encoder and not metadata.get("train_text_encoder"):
+        raise SpecError(
+            f"{spec.previous_checkpoint}: trained without the text encoder; "
+            f"train_text_encoder must be the same for every epoch of an arm."
+        )
+    modules = {"unet": models.unet}
+    if spec.train_text_encoder:
+        modules["text_encoder"] = models.text_encoder
+    load_checkpoint_into(spec.previous_checkpoint, modules)
+    return int(metadata["steps"])
+
+
+def prepare_training(
+    spec: TrainSpec, accelerator: Any, models: Models, items: list[Any]
+) -> tuple[Any, Any, Any]:
+    """Data loader, optimizer (+ previous state) and LR schedule, prepared by accelerate.
+
+    Replaces ``models.unet`` (and a trained ``models.text_encoder``) by their prepared forms.
+    """
+    dataloader = torch.utils.data.DataLoader(
+        DreamBoothDataset(items, models.tokenizer, spec.resolution),
+        batch_size=spec.batch_size,
+        shuffle=False,  # the order is the seeded per-epoch shuffle in epoch_items
+        collate_fn=collate_fn,
+        num_workers=0,
+    )
+    optimizer, lr_scheduler = make_optimizer(spec, models.params)
+    parts = [models.unet] + ([models.text_encoder] if spec.train_text_encoder else [])
+    prepared = accelerator.prepare(*parts, optimizer, dataloader, lr_scheduler)
+    models.unet = prepared[0]
+    if spec.train_text_encoder:
+        models.text_encoder = prepared[1]
+    optimizer, dataloader, lr_scheduler = prepared[len(parts) :]
+    if spec.previous_state is not None:
+        load_optimizer_state(spec.previous_state, optimizer, models.params, spec.epoch - 1)
+    return optimizer, dataloader, lr_scheduler
+
+
+def make_optimizer(spec: TrainSpec, params: list[torch.nn.Parameter]) -> tuple[Any, Any]:
+    """AdamW over the trainable parameters and the spec's learning-rate schedule."""
+    from diffusers.optimization import get_scheduler
+
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=spec.learning_rate,
+        betas=(spec.adam_beta1, spec.adam_beta2),
+        weight_decay=spec.adam_weight_decay,
+        eps=spec.adam_epsilon,
+    )
+    return optimizer, get_scheduler(spec.lr_scheduler, optimizer=optimizer)
+
+
+def train_epoch(
+    spec: TrainSpec,
+    accelerator: Any,
+    models: Models,
+    dataloader: Any,
+    optimizer: Any,
+    lr_scheduler: Any,
+) -> list[float]:
+    """One pass over the epoch's batches; returns the loss of every optimizer step."""
+    generator = torch.Generator(device=accelerator.device)
+    generator.manual_seed(derive_seed(spec.seed, spec.epoch, "noise"))
+    losses: list[float] = []
+    progress = tqdm(
+        total=len(dataloader),
+        desc=f"{spec.arm} epoch {spec.epoch}",
+        disable=not accelerator.is_local_main_process,
+    )
+    for batch in dataloader:
+        loss = compute_loss(spec, models, batch, generator, accelerator.device)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(models.params, spec.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach().item())
+        progress.update(1)
+        progress.set_postfix(loss=f"{losses[-1]:.4f}", lr=lr_scheduler.get_last_lr()[0])
+    progress.close()
+    return losses
+
+
+def compute_loss(
+    spec: TrainSpec,
+    models: Models,
+    batch: dict[str, Any],
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """Weighted noise-prediction MSE of one batch (instance weight 1, class prior_loss_weight)."""
+    scheduler = models.noise_scheduler
+    pixel_values = batch["pixel_values"].to(device, dtype=models.weight_dtype)
+    with torch.no_grad():
+        latents = models.vae.encode(pixel_values).latent_dist.sample(generator=generator)
+    latents = latents * models.vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=generator, device=device).to(latents.dtype)
+    timesteps = torch.randint(
+        0,
+        scheduler.config.num_train_timesteps,
+        (latents.shape[0],),
+        generator=generator,
+        device=device,
+    ).long()
+    noisy_latents = scheduler.add_noise(latents, noise, timesteps)
+    with torch.set_grad_enabled(spec.train_text_encoder):
+        encoder_hidden_states = models.text_encoder(
+            batch["input_ids"].to(device), return_dict=False
+        )[0]
+    model_pred = models.unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    per_item = F.mse_loss(model_pred.float(), target.float(), reduction="none")
+    per_item = per_item.mean(dim=list(range(1, per_item.ndim)))
+    return (per_item * batch["weight"].to(device)).mean()
+
+
+def checkpoint_metadata(
+    spec: TrainSpec, items: list[Any], steps: int, n_steps: int, losses: list[float]
+) -> dict[str, Any]:
+    """What the checkpoint header records about how it was trained."""
+    return {
+        "arm": spec.arm,
+        "epoch": spec.epoch,
+        "steps": steps,
+        "steps_per_epoch": n_steps,
+        "seed": spec.seed,
+        "resolution": spec.resolution,
+        "repeats": spec.repeats,
+        "batch_size": spec.batch_size,
+        "learning_rate": spec.learning_rate,
+        "lr_scheduler": spec.lr_scheduler,
+        "mixed_precision": spec.mixed_precision,
+        "train_text_encoder": spec.train_text_encoder,
+        "token": spec.token,
+        "class_word": spec.class_word,
+        "regularization": spec.regularization,
+        "prior_loss_weight": spec.prior_loss_weight,
+        "train_images": len({item.image for item in items if not item.is_reg}),
+        "reg_images": len({item.image for item in items if item.is_reg}),
+        "mean_loss": sum(losses) / len(losses),
+    }
+
+
+def loss_log_path(out_checkpoint: Path) -> Path:
+    """``epoch-3.safetensors`` -> ``epoch-3.loss.csv`` beside it."""
+    return out_checkpoint.with_suffix(".loss.csv")
+
+
+def write_loss_log(spec: TrainSpec, losses: list[float], first_step: int, lr: float) -> Path:
+    """CSV with one row per optimizer step: step (1-based, over all epochs), epoch, loss, lr."""
+    path = loss_log_path(spec.out_checkpoint)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "epoch", "loss", "lr"])
+        for i, loss in enumerate(losses, start=first_step + 1):
+            writer.writerow([i, spec.epoch, repr(loss), repr(lr)])
+    return path
+
+
+def save_optimizer_state(path: Path, optimizer: Any, metadata: dict[str, Any]) -> None:
+    """Write the optimizer's state as safetensors (no pickle), atomically.
+
+    Tensors are named ``state.<param index>.<key>`` (e.g. ``state.0.exp_avg``); the
+    ``param_groups`` (hyperparameters, parameter indices) and any non-tensor state values are
+    JSON in the header, with ``metadata`` (arm, epoch, steps).
+    """
+    from safetensors.torch import save_file
+
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for index, state in state_dict["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{index}.{key}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars[f"{index}.{key}"] = value
+    header = {
+        "format": STATE_FORMAT,
+        "param_groups": json.dumps(state_dict["param_groups"]),
+        "scalars": json.dumps(scalars),
+        **{k: json.dumps(v) for k, v in metadata.items()},
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def load_optimizer_state(
+    path: Path, optimizer: Any, params: list[torch.nn.Parameter], epoch: int
+) -> None:
+    """Restore moments and step counts from :func:`save_optimizer_state`'s file.
+
+    Hyperparameters come from the spec (the optimizer as built), not the file; a difference is
+    logged. Raises SpecError if the file is not for these parameters or for ``epoch``.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is not iterable
+    if header.get("format") != STATE_FORMAT:
+        raise SpecError(
+            f"{path}: not a dreamgrid optimizer state (format {header.get('format')!r})."
+        )
+    if json.loads(header.get("epoch", "null")) != epoch:
+        raise SpecError(
+            f"{path}: optimizer state of epoch {header.get('epoch')}, expected {epoch}."
+        )
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in json.loads(header["scalars"]).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    for index, entry in state.items():
+        moment = entry.get("exp_avg")
+        if index >= len(params) or (moment is not None and moment.shape != params[index].shape):
+            raise SpecError(f"{path}: optimizer state does not match the model being trained.")
+    current = optimizer.state_dict()["param_groups"]
+    saved = json.loads(header["param_groups"])
+    if [len(g["params"]) for g in saved] != [len(g["params"]) for g in current]:
+        raise SpecError(f"{path}: optimizer state is for a different set of parameters.")
+    for old, new in zip(saved, current, strict=True):
+        changed = {k for k in new if k != "params" and _plain(old.get(k)) != _plain(new[k])}
+        if changed:
+            logger.warning(
+                "%s: hyperparameters %s differ from the spec; using the spec's.",
+                path,
+                sorted(changed),
+            )
+    optimizer.load_state_dict({"state": state, "param_groups": current})
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,219 @@
+"""TrainSpec: every setting of one training job (one arm, one epoch), checked up front.
+
+The spec has no hyperparameter defaults: they live in the config schema and reach the job
+through the spec file the workflow writes. Conflicting settings fail in ``__post_init__``.
+Importing this module needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dreamgrid.errors import SpecError
+
+ARM_PATTERN = re.compile(r"[a-z0-9_-]+")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+# Each job trains one epoch, so a schedule that needs the total number of steps (cosine,
+# linear decay) would change when epochs are added; only step-count-free ones are allowed.
+LR_SCHEDULERS = ("constant",)
+_PATH_FIELDS = (
+    "base_model",
+    "instance_dir",
+    "captions",
+    "reg_dir",
+    "previous_checkpoint",
+    "previous_state",
+    "out_checkpoint",
+    "out_state",
+)
+_BOOL_FIELDS = ("gradient_checkpointing", "train_text_encoder")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One DreamBooth training job: train epoch ``epoch`` of arm ``arm``.
+
+    Paths may be given as ``str``; they are stored as ``Path``. ``None`` for ``captions`` means
+    no captions (every caption is ``"<token> <class_word>"``), for ``reg_dir`` no
+    regularization, and ``previous_*`` must be ``None`` exactly when ``epoch == 1``.
+    """
+
+    arm: str
+    base_model: Path
+    instance_dir: Path
+    captions: Path | None
+    token: str
+    class_word: str
+    reg_dir: Path | None
+    prior_loss_weight: float
+    resolution: int
+    repeats: int
+    batch_size: int
+    learning_rate: float
+    lr_scheduler: str
+    adam_beta1: float
+    adam_beta2: float
+    adam_weight_decay: float
+    adam_epsilon: float
+    max_grad_norm: float
+    seed: int
+    epoch: int
+    previous_checkpoint: Path | None
+    previous_state: Path | None
+    mixed_precision: str
+    gradient_checkpointing: bool
+    train_text_encoder: bool
+    out_checkpoint: Path
+    out_state: Path
+
+    def __post_init__(self) -> None:
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        self._check_types()
+        self._check_values()
+        self._check_resume()
+
+    def _check_types(self) -> None:
+        for name in ("resolution", "repeats", "batch_size", "seed", "epoch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SpecError(f"train spec {self.arm}: {name} must be an integer, got {value!r}.")
+        for name in _BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(f"train spec {self.arm}: {name} must be true or false.")
+        for name in ("token", "class_word", "arm"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise SpecError(f"train spec: {name} must be a non-empty string, got {value!r}.")
+
+    def _check_values(self) -> None:
+        def fail(message: str) -> None:
+            raise SpecError(f"train spec {self.arm}: {message}")
+
+        if not ARM_PATTERN.fullmatch(self.arm):
+            fail("arm id must match [a-z0-9_-]+.")
+        if self.epoch < 1:
+            fail(f"epoch must be >= 1, got {self.epoch}.")
+        if self.repeats < 1:
+            fail(f"repeats must be >= 1, got {self.repeats}.")
+        if self.batch_size < 1:
+            fail(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.resolution < 8 or self.resolution % 8:
+            fail(f"resolution must be a positive multiple of 8, got {self.resolution}.")
+        if self.seed < 0:
+            fail(f"seed must be >= 0, got {self.seed}.")
+        positive = {
+            "learning_rate": self.learning_rate,
+            "adam_epsilon": self.adam_epsilon,
+            "max_grad_norm": self.max_grad_norm,
+        }
+        non_negative = {
+            "prior_loss_weight": self.prior_loss_weight,
+            "adam_weight_decay": self.adam_weight_decay,
+        }
+        for name, value in positive.items():
+            if not _finite(value) or value <= 0:
+                fail(f"{name} must be a positive number, got {value!r}.")
+        for name, value in non_negative.items():
+            if not _finite(value) or value < 0:
+                fail(f"{name} must be a number >= 0, got {value!r}.")
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            if not _finite(value) or not 0 <= value < 1:
+                fail(f"{name} must be in [0, 1), got {value!r}.")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            fail(
+                f"lr_scheduler {self.lr_scheduler!r} is not supported; use one of {LR_SCHEDULERS}."
+            )
+        if self.mixed_precision not in MIXED_PRECISION:
+            fail(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
+        for name in ("out_checkpoint", "out_state"):
+            if getattr(self, name).suffix != ".safetensors":
+                fail(f"{name} must end in .safetensors, got {getattr(self, name)}.")
+        if self.out_checkpoint == self.out_state:
+            fail("out_checkpoint and out_state must be different files.")
+
+    def _check_resume(self) -> None:
+        previous = {
+            "previous_checkpoint": self.previous_checkpoint,
+            "previous_state": self.previous_state,
+        }
+        if self.epoch == 1:
+            given = [k for k, v in previous.items() if v is not None]
+            if given:
+                raise SpecError(
+                    f"train spec {self.arm}: epoch 1 starts from the base model; "
+                    f"remove {', '.join(given)}."
+                )
+        else:
+            missing = [k for k, v in previous.items() if v is None]
+            if missing:
+                raise SpecError(
+                    f"train spec {self.arm}: epoch {self.epoch} continues epoch "
+                    f"{self.epoch - 1}; set {', '.join(missing)} to its outputs."
+                )
+
+    @property
+    def regularization(self) -> bool:
+        """Whether class (regularization) images are mixed in."""
+        return self.reg_dir is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (paths as strings)."""
+        out = dataclasses.asdict(self)
+        for name in _PATH_FIELDS:
+            if out[name] is not None:
+                out[name] = str(out[name])
+        return out
+
+    def to_json(self) -> str:
+        """The spec as a JSON document (keys sorted, so equal specs give equal files)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "train spec") -> TrainSpec:
+        """Build a spec from a dict; unknown or missing keys raise SpecError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        missing = sorted(names - set(data))
+        if unknown or missing:
+            parts = []
+            if unknown:
+                parts.append(f"unknown keys {unknown}")
+            if missing:
+                parts.append(f"missing keys {missing}")
+            raise SpecError(f"{source}: {'; '.join(parts)}. Regenerate the spec with the workflow.")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "train spec") -> TrainSpec:
+        """Parse a spec written by :meth:`to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SpecError(f"{source}: not valid JSON ({err}).") from err
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: expected a JSON object.")
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def read(cls, path: str | Path) -> TrainSpec:
+        """Read a spec file."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise SpecError(f"{path}: cannot read the train spec ({err}).") from err
+        return cls.from_json(text, source=str(path))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

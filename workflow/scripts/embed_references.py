@@ -1,0 +1,13 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import faces, logs
+
+with logs.job(snakemake.log[0]):
+    faces.setup_deepface(snakemake.params.faces["deepface_home"])
+    faces.run_embed_references(
+        references=Path(snakemake.input.references),
+        settings=faces.settings_from(snakemake.params.faces),
+        out=Path(snakemake.output[0]),
+    )

@@ -1,0 +1,12 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import logs, regularization
+
+with logs.job(snakemake.log[0]):
+    regularization.prepare_ground_truth(
+        src_dir=Path(snakemake.input.photos),
+        resolution=snakemake.params.resolution,
+        out_dir=Path(snakemake.output[0]),
+    )

@@ -1,0 +1,26 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import logs, models, train
+from dreamgrid.train.spec import TrainSpec
+
+with logs.job(snakemake.log[0]):
+    arm = snakemake.params.arm
+    train.run(
+        TrainSpec(
+            arm=arm["arm"],
+            token=arm["token"],
+            class_word=snakemake.params.class_word,
+            base_model=models.resolve(snakemake.input.base),
+            instance_dir=snakemake.input.images,
+            captions=snakemake.input.get("captions"),
+            reg_dir=snakemake.input.get("reg"),
+            epoch=int(snakemake.wildcards.epoch),
+            previous_checkpoint=snakemake.input.get("previous_checkpoint"),
+            previous_state=snakemake.input.get("previous_state"),
+            out_checkpoint=snakemake.output.checkpoint,
+            out_state=snakemake.output.state,
+            **snakemake.params.training,
+        )
+    )
