@@ -19,6 +19,10 @@ include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    preflight.run(config, cache=dag.PREFLIGHT_CACHE)
+
+
 rule all:
     default_target: True
     input:

@@ -12,7 +12,7 @@ from dreamgrid import config as cfg
 RESULTS = "results"
 BASE_MODEL_DIR = f"{RESULTS}/models/base"
 CAPTION_MODEL_DIR = f"{RESULTS}/models/captioner"
-PREFLIGHT = f"{RESULTS}/preflight/inputs.json"
+PREFLIGHT_CACHE = f"{RESULTS}/preflight/inputs.json"
 CAPTIONS = f"{RESULTS}/captions/{{captioner}}/captions.csv"
 REG_IMAGES = f"{RESULTS}/regularization/{{reg}}/images"
 ARM_DIR = f"{RESULTS}/arms/{{arm}}"
@@ -35,8 +35,14 @@ SUMMARY_MD = f"{RESULTS}/report/summary.md"
 NOT_PER_EPOCH = ("epochs",)
 
 
+def canonical(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings with sorted keys: Snakemake compares params as text, so reordering keys in
+    the config file must not look like an edit and rerun jobs."""
+    return {k: canonical(v) if isinstance(v, dict) else v for k, v in sorted(settings.items())}
+
+
 def count_images(directory: str) -> int:
-    """Images in a folder, 0 if it is missing (preflight then reports it properly)."""
+    """Images in a folder, 0 if it is missing (the preflight check then reports it)."""
     from pathlib import Path
 
     from dreamgrid.io import IMAGE_SUFFIXES
@@ -45,17 +51,6 @@ def count_images(directory: str) -> int:
     if not folder.is_dir():
         return 0
     return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def after_preflight() -> Any:
-    """The preflight file as an input that orders jobs after the checks but never reruns them.
-
-    Preflight reruns whenever the subject's folders change; marking it ``ancient`` keeps that
-    from retraining every arm (a real change to the images reruns them through their own input).
-    """
-    from snakemake.io import ancient
-
-    return ancient(PREFLIGHT)
 
 
 class Grid:
@@ -73,15 +68,18 @@ class Grid:
 
     def arm_params(self, arm: str) -> dict[str, str]:
         """One arm's own settings (token, regularization, captions)."""
-        return self.arms[arm].as_params()
+        return canonical(self.arms[arm].as_params())
 
     def training_params(self) -> dict[str, Any]:
-        return {k: v for k, v in self.config["training"].items() if k not in NOT_PER_EPOCH}
+        training = self.config["training"]
+        return canonical({k: v for k, v in training.items() if k not in NOT_PER_EPOCH})
 
     def face_params(self) -> dict[str, Any]:
         """Settings that change embeddings or distances (not thresholds: those are reporting)."""
         score = self.config["score"]
-        return {k: score[k] for k in ("model", "detector", "metric", "align", "deepface_home")}
+        return canonical(
+            {k: score[k] for k in ("model", "detector", "metric", "align", "deepface_home")}
+        )
 
     def class_image_params(self) -> dict[str, Any]:
         """Settings of the generated class images; count null = one per training image."""
@@ -90,7 +88,11 @@ class Grid:
         settings["resolution"] = self.config["training"]["resolution"]
         if settings["count"] is None:
             settings["count"] = count_images(self.config["subject"]["train_images"])
-        return settings
+        return canonical(settings)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A config section as job params (keys sorted)."""
+        return canonical(self.config[name])
 
     # ---- per-run file names (no wildcards) ------------------------------------------------
     def references_file(self) -> str:
@@ -106,19 +108,10 @@ class Grid:
         return f"{RESULTS}/benchmarks/{rule}/{score['model']}-{score['detector']}.tsv"
 
     # ---- input functions ------------------------------------------------------------------
-    def preflight_inputs(self, wildcards: Any = None) -> dict[str, str]:
-        subject = self.config["subject"]
-        inputs = {"train": subject["train_images"], "references": subject["references"]}
-        for key in ("ground_truth", "caption_overrides"):
-            if subject[key]:
-                inputs[key] = subject[key]
-        return inputs
-
     def caption_inputs(self, wildcards: Any = None) -> dict[str, Any]:
         inputs = {
             "images": self.config["subject"]["train_images"],
             "model": CAPTION_MODEL_DIR,
-            "preflight": after_preflight(),
         }
         if self.config["subject"]["caption_overrides"]:
             inputs["overrides"] = self.config["subject"]["caption_overrides"]
@@ -131,7 +124,6 @@ class Grid:
         inputs = {
             "base": BASE_MODEL_DIR,
             "images": self.config["subject"]["train_images"],
-            "preflight": after_preflight(),
         }
         if arm.captions != "none":
             inputs["captions"] = CAPTIONS.format(captioner=arm.captions)

@@ -5,7 +5,6 @@ alters its outputs, and exactly the jobs of that stage (and what depends on them
 """
 
 MODELS = 2
-PREFLIGHT = 1
 CAPTION = 1
 REGULARIZATION = 1
 TRAIN = 1

@@ -12,7 +12,7 @@ rule caption_images:
     resources:
         gpu=1,
     params:
-        settings=config["caption"],
+        settings=GRID.section("caption"),
         impl=versions.CAPTION,
     script:
         "../scripts/caption_images.py"

@@ -6,7 +6,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from dreamgrid import config as dreamgrid_config
-from dreamgrid import dag, versions
+from dreamgrid import dag, preflight, versions
 
 validate(config, schema="../schemas/config.schema.yaml")
 dreamgrid_config.check(config)

@@ -28,23 +28,3 @@ rule prepare_caption_model:
         impl=versions.MODELS,
     script:
         "../scripts/prepare_model.py"
-
-
-rule check_inputs:
-    input:
-        unpack(GRID.preflight_inputs),
-    output:
-        dag.PREFLIGHT,
-    log:
-        "results/logs/check_inputs/inputs.log",
-    benchmark:
-        "results/benchmarks/check_inputs/inputs.tsv"
-    conda:
-        "../../envs/score.yaml"
-    params:
-        subject=config["subject"],
-        resolution=config["training"]["resolution"],
-        faces=GRID.face_params(),
-        impl=versions.PREFLIGHT,
-    script:
-        "../scripts/check_inputs.py"

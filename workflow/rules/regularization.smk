@@ -1,7 +1,6 @@
 rule generate_class_images:
     input:
         base=dag.BASE_MODEL_DIR,
-        preflight=dag.after_preflight(),
     output:
         directory(dag.REG_IMAGES.format(reg="generated")),
     log:
@@ -22,7 +21,6 @@ rule generate_class_images:
 rule prepare_ground_truth:
     input:
         photos=config["subject"]["ground_truth"] or [],
-        preflight=dag.after_preflight(),
     output:
         directory(dag.REG_IMAGES.format(reg="ground_truth")),
     log:

@@ -16,7 +16,7 @@ rule sample_checkpoint:
     params:
         token=lambda wildcards: GRID.arm_params(wildcards.arm)["token"],
         class_word=config["subject"]["class_word"],
-        settings=config["sample"],
+        settings=GRID.section("sample"),
         impl=versions.SAMPLE,
     script:
         "../scripts/sample_checkpoint.py"

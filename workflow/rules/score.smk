@@ -1,7 +1,6 @@
 rule embed_references:
     input:
         references=config["subject"]["references"],
-        preflight=dag.after_preflight(),
     output:
         GRID.references_file(),
     log:

@@ -1,0 +1,86 @@
+"""Run the embedded demo once, in a copy of the workflow in a temp dir, for the workflow tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "envs", "profiles", "resources/demo"]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir`` with this interpreter (so the shims use the same venv)."""
+    env = {k: v for k, v in os.environ.items() if k != "DEEPFACE_HOME"}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def planned_jobs(workdir: Path, config: dict | None = None) -> list[tuple[str, dict[str, str]]]:
+    """Jobs a dry run plans, as (rule, wildcards).
+
+    ``config`` is written over ``config/config.yaml`` for the dry run, as a user edits it, and
+    the original is restored afterwards.
+    """
+    config_file = workdir / "config" / "config.yaml"
+    original = config_file.read_text()
+    if config is not None:
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        result = snakemake(workdir, "--dry-run", "--cores", "2", timeout=300)
+    finally:
+        config_file.write_text(original)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
+        header = re.match(r"(?:local)?rule (\w+):", block)
+        if not header:
+            continue
+        found = re.search(r"^\s+wildcards: (.*)$", block, flags=re.MULTILINE)
+        wildcards = dict(item.split("=", 1) for item in found.group(1).split(", ")) if found else {}
+        jobs.append((header.group(1), wildcards))
+    return jobs
+
+
+def demo_config() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def copy_workflow(work: Path) -> Path:
+    """Copy the workflow and the demo inputs into ``work`` (as a fresh clone would have them)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "deepface")
+    for name in WORKFLOW_FILES:
+        source, target = ROOT / name, work / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=ignore)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return work
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The demo config run end to end (`snakemake --cores 2`) in a fresh copy of the workflow."""
+    work = copy_workflow(tmp_path_factory.mktemp("demo"))
+    result = snakemake(work, "--cores", "2")
+    if result.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in (work / "results" / "logs").rglob("*.log")
+        )
+        pytest.fail(f"demo run failed:\n{result.stderr[-5000:]}\n{logs[-10000:]}")
+    return work

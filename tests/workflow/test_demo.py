@@ -1,0 +1,99 @@
+"""The embedded demo end to end: outputs, the HTML report, and honest face-rate-0 numbers."""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import demo_config, planned_jobs, snakemake
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+ARMS = [
+    f"{token}-{reg}-{cap}"
+    for token in ("celebrity", "rare")
+    for reg in ("noreg", "genreg")
+    for cap in ("blip", "nocap")
+]
+
+
+def test_summary_has_a_row_per_checkpoint_with_kohya_steps(demo_run):
+    summary = pd.read_csv(demo_run / "results" / "summary.csv")
+    assert list(summary.columns) == [
+        "arm", "epoch", "steps", "renders", "face_rate", "average",
+        "pct_below_0.6", "pct_below_0.7", "best",
+    ]  # fmt: skip
+    assert sorted(summary["arm"].unique()) == sorted(ARMS)
+    assert len(summary) == len(ARMS) * 2
+    config = demo_config()
+    images = len(list((demo_run / "resources/demo/train").iterdir()))
+    per_epoch = images * config["training"]["repeats"] // config["training"]["batch_size"]
+    for row in summary.itertuples():
+        doubled = 2 if "-genreg-" in row.arm else 1
+        assert row.steps == per_epoch * doubled * row.epoch
+        assert row.renders == config["sample"]["count"]
+
+
+def test_faceless_renders_are_face_rate_zero_not_distance_zero(demo_run):
+    summary = pd.read_csv(demo_run / "results" / "summary.csv")
+    assert (summary["face_rate"] == 0).all()
+    assert summary["average"].isna().all()
+    assert not summary["best"].any()
+    scores = pd.read_csv(demo_run / "results" / "scores.tsv", sep="\t")
+    assert len(scores) == len(ARMS) * 2 * demo_config()["sample"]["count"]
+    assert not scores["face_found"].any()
+    assert scores["mean_distance"].isna().all()
+    distance_columns = [c for c in scores.columns if c.startswith("d:")]
+    assert len(distance_columns) == 3
+    assert scores[distance_columns].isna().all().all()
+
+
+def test_seeds_are_paired_across_arms_and_epochs(demo_run):
+    scores = pd.read_csv(demo_run / "results" / "scores.tsv", sep="\t")
+    seed_sets = scores.groupby(["arm", "epoch"])["seed"].apply(lambda s: tuple(sorted(s)))
+    assert seed_sets.nunique() == 1
+
+
+def test_score_tables_carry_their_deepface_settings(demo_run):
+    meta = json.loads(
+        (demo_run / "results/arms/rare-noreg-nocap/epoch-1/scores.meta.json").read_text()
+    )
+    assert meta["model"] == "Dlib" and meta["detector"] == "dlib" and meta["metric"] == "cosine"
+    assert meta["deepface_version"]
+
+
+def test_histograms_and_demo_warning(demo_run):
+    for arm in ARMS:
+        for epoch in (1, 2):
+            with Image.open(demo_run / f"results/plots/histograms/{arm}/epoch-{epoch}.png") as im:
+                assert im.size[0] > 300 and im.size[1] > 200
+    text = (demo_run / "results/report/summary.md").read_text()
+    assert "mean nothing" in text.splitlines()[0]
+    assert "config/experiment.yaml" in text
+
+
+def test_class_images_are_generated_once_and_shared(demo_run):
+    images = list((demo_run / "results/regularization/generated/images").glob("*.png"))
+    assert len(images) == len(list((demo_run / "resources/demo/train").iterdir()))
+
+
+def test_user_files_are_untouched(demo_run):
+    from conftest import ROOT
+
+    for folder in ("train", "references", "ground_truth", "captions"):
+        for path in (ROOT / "resources/demo" / folder).iterdir():
+            assert (demo_run / "resources/demo" / folder / path.name).read_bytes() == (
+                path.read_bytes()
+            )
+
+
+def test_html_report(demo_run):
+    result = snakemake(demo_run, "--report", "results/report.html", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (demo_run / "results/report.html").read_text(errors="replace")
+    assert len(html) > 50_000
+    assert "summary.csv" in html and "epoch-2.png" in html
+
+
+def test_nothing_to_do_after_a_complete_run(demo_run):
+    assert [rule for rule, _ in planned_jobs(demo_run)] == []

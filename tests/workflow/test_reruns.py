@@ -1,0 +1,66 @@
+"""Rerun semantics: an edit reruns exactly the branches it touches (from Snakemake's own plan)."""
+
+from collections import Counter
+
+import pytest
+from conftest import demo_config, planned_jobs
+
+pytestmark = pytest.mark.slow
+
+UPSTREAM = {
+    "check_inputs",
+    "prepare_base_model",
+    "prepare_caption_model",
+    "caption_images",
+    "generate_class_images",
+    "embed_references",
+}
+
+
+def test_editing_one_token_reruns_only_its_arms(demo_run):
+    config = demo_config()
+    config["axes"]["token"]["rare"] = "sks"
+    jobs = planned_jobs(demo_run, config)
+    rules = Counter(rule for rule, _ in jobs)
+    assert not UPSTREAM & set(rules)
+    per_checkpoint = {"train_dreambooth", "sample_checkpoint", "score_faces", "plot_histogram"}
+    for rule in per_checkpoint:
+        assert rules[rule] == 4 * 2, rule  # 4 rare arms x 2 epochs
+    assert rules["aggregate_scores"] == 1
+    arms = {wc["arm"] for rule, wc in jobs if rule in per_checkpoint}
+    assert arms == {"rare-noreg-blip", "rare-noreg-nocap", "rare-genreg-blip", "rare-genreg-nocap"}
+
+
+def test_changing_thresholds_reruns_only_aggregation(demo_run):
+    config = demo_config()
+    config["score"]["thresholds"] = [0.5, 0.65]
+    rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
+    assert set(rules) == {"aggregate_scores", "plot_histogram", "all"}
+
+
+def test_adding_renders_does_not_retrain(demo_run):
+    config = demo_config()
+    config["sample"]["count"] += 2
+    rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
+    assert rules["sample_checkpoint"] == 16
+    assert "train_dreambooth" not in rules
+    assert not UPSTREAM & set(rules)
+
+
+def test_adding_an_epoch_trains_only_the_new_epoch(demo_run):
+    config = demo_config()
+    config["training"]["epochs"] = 3
+    jobs = planned_jobs(demo_run, config)
+    trained = [wc for rule, wc in jobs if rule == "train_dreambooth"]
+    assert len(trained) == 8
+    assert {wc["epoch"] for wc in trained} == {"3"}
+    assert {wc["epoch"] for rule, wc in jobs if rule == "sample_checkpoint"} == {"3"}
+    assert not UPSTREAM & {rule for rule, _ in jobs}
+
+
+def test_changing_the_metric_rescores_without_retraining(demo_run):
+    config = demo_config()
+    config["score"]["metric"] = "euclidean_l2"
+    rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
+    assert rules["score_faces"] == 16
+    assert not {"train_dreambooth", "sample_checkpoint", "generate_class_images"} & set(rules)
