@@ -51,6 +51,8 @@ def test_validate_does_not_mutate_input_nor_share_defaults():
     [
         ({"training__epochs": -1}, "training.epochs"),
         ({"sample__cfg": 0}, "sample.cfg"),
+        ({"sample__width": 500}, "sample.width"),
+        ({"training__resolution": 100}, "training.resolution"),
         ({"score__thresholds": [0]}, "score.thresholds"),
         ({"axes__regularization": ["sometimes"]}, "axes.regularization"),
         ({"axes__captions": ["gpt"]}, "axes.captions"),
@@ -134,3 +136,8 @@ def test_every_schema_key_has_description_and_default():
             walk(sub, here)
 
     walk(schema, "")
+
+
+def test_config_readme_is_generated_from_the_schema():
+    # Regenerate with `dreamgrid config-docs` after editing the schema.
+    assert (ROOT / "config" / "README.md").read_text() == cfg.schema_markdown()

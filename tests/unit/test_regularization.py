@@ -11,11 +11,8 @@ import pytest
 from PIL import Image
 
 from dreamgrid.errors import SpecError
-from dreamgrid.regularization import (
-    generate_class_images,
-    prepare_ground_truth,
-    resize_center_crop,
-)
+from dreamgrid.io import resize_center_crop
+from dreamgrid.regularization import generate_class_images, prepare_ground_truth
 from dreamgrid.tiny import build_tiny_sd
 
 

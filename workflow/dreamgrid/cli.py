@@ -45,8 +45,10 @@ def _summarize(args: argparse.Namespace) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     from dreamgrid import config as cfg
+    from dreamgrid import preflight
 
     config = cfg.load(args.config)
+    preflight.run(config)
     arms = cfg.expand_arms(config)
     epochs = config["training"]["epochs"]
     print(f"{args.config}: valid; {len(arms)} arms x {epochs} epochs")
@@ -55,6 +57,12 @@ def _check(args: argparse.Namespace) -> None:
             f"  {arm.arm}: token={arm.token!r} regularization={arm.regularization} "
             f"captions={arm.captions}"
         )
+
+
+def _config_docs(args: argparse.Namespace) -> None:
+    from dreamgrid import config as cfg
+
+    args.out.write_text(cfg.schema_markdown())
 
 
 def _build_tiny(args: argparse.Namespace) -> None:
@@ -91,9 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--out", type=Path, required=True, help="output CSV")
     summarize.set_defaults(func=_summarize)
 
-    check = sub.add_parser("check", help="validate a config file and list its arms")
+    check = sub.add_parser("check", help="validate a config, check its inputs, list its arms")
     check.add_argument("config", type=Path)
     check.set_defaults(func=_check)
+
+    docs = sub.add_parser("config-docs", help="write config/README.md from the schema")
+    docs.add_argument("--out", type=Path, default=Path("config/README.md"))
+    docs.set_defaults(func=_config_docs)
 
     build = sub.add_parser("build-tiny", help="build tiny random-weight models (tests, demo)")
     build.add_argument("out", type=Path, help="folder for the tiny SD pipeline")

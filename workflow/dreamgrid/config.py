@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,40 @@ def expand_arms(config: dict[str, Any]) -> list[Arm]:
 def is_demo(config: dict[str, Any]) -> bool:
     """The demo runs tiny random-weight models: its numbers mean nothing."""
     return config["base_model"] == TINY
+
+
+def schema_markdown() -> str:
+    """config/README.md, generated from the schema so the two never disagree."""
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    defs = schema.get("$defs", {})
+    lines = [
+        "# Configuration keys",
+        "",
+        "Generated from `workflow/schemas/config.schema.yaml` by `dreamgrid config-docs`;",
+        "edit the schema, not this file. Keys without a default are required.",
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+    ]
+
+    def kind(node: dict[str, Any]) -> str:
+        node = {**defs.get(node.get("$ref", "").split("/")[-1], {}), **node}
+        if "enum" in node:
+            return " \\| ".join(f"`{v}`" for v in node["enum"])
+        types = node.get("type", "")
+        return " or ".join(types) if isinstance(types, list) else str(types)
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, sub in node.get("properties", {}).items():
+            name = f"{prefix}{key}"
+            default = f"`{json.dumps(sub['default'])}`" if "default" in sub else "required"
+            if sub.get("type") == "object" and "properties" in sub:
+                default = ""
+            text = " ".join(sub.get("description", "").split()).replace("|", "\\|")
+            lines.append(f"| `{name}` | {kind(sub)} | {default} | {text} |")
+            walk(sub, name + ".")
+
+    walk(schema, "")
+    return "\n".join(lines) + "\n"

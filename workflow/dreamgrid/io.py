@@ -72,3 +72,22 @@ def load_rgb(path: str | Path):
         raise SpecError(
             f"{path}: cannot be read as an image ({err}). Replace or remove the file."
         ) from err
+
+
+def resize_center_crop(image, resolution: int):
+    """Resize so the shorter side is ``resolution`` (bilinear), then center-crop a square.
+
+    Training photos and ground-truth regularization photos both go through this, so they
+    are prepared identically.
+    """
+    from PIL import Image
+
+    width, height = image.size
+    scale = resolution / min(width, height)
+    new_w = max(resolution, round(width * scale))
+    new_h = max(resolution, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left = (new_w - resolution) // 2
+    top = (new_h - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from dreamgrid.errors import SpecError
-from dreamgrid.io import atomic_path, list_images, load_rgb
+from dreamgrid.io import atomic_path, list_images, load_rgb, resize_center_crop
 
 log = logging.getLogger(__name__)
 
@@ -101,25 +101,6 @@ def generate_class_images(
         index = pd.DataFrame(rows, columns=["image", "seed", "prompt"])
         index.to_csv(tmp / INDEX, index=False)
     return index
-
-
-def resize_center_crop(image, resolution: int):
-    """Resize so the shorter side is ``resolution`` (bilinear), then center-crop a square.
-
-    The same geometry and filter as ``dreamgrid.train.data.preprocess``, so ground-truth
-    regularization photos are prepared exactly like the training photos.
-    """
-    from PIL import Image
-
-    width, height = image.size
-    scale = resolution / min(width, height)
-    new_w = max(resolution, round(width * scale))
-    new_h = max(resolution, round(height * scale))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left = (new_w - resolution) // 2
-    top = (new_h - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
 
 
 def prepare_ground_truth(src_dir: Path, resolution: int, out_dir: Path) -> pd.DataFrame:

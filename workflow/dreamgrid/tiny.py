@@ -192,6 +192,9 @@ def build_tiny_blip(out: str | Path, seed: int = 0) -> Path:
             "num_attention_heads": 4,
             "image_size": image_size,
             "patch_size": 8,
+            # BLIP's vision default (1e-10) makes a random model blind: every image would
+            # get the same caption, hiding per-image bugs.
+            "initializer_range": 0.02,
         },
         text_config={
             "vocab_size": len(tokenizer),

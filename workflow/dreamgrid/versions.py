@@ -4,7 +4,7 @@ Snakemake does not see edits inside this package; bump a stage's number when a c
 alters its outputs, and exactly the jobs of that stage (and what depends on them) rerun.
 """
 
-MODELS = 2
+MODELS = 3
 CAPTION = 1
 REGULARIZATION = 1
 TRAIN = 1

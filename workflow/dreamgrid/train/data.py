@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamgrid.errors import SpecError
-from dreamgrid.io import list_images, load_rgb
+from dreamgrid.io import list_images, load_rgb, resize_center_crop
 from dreamgrid.prompts import check_caption, compose_caption
 
 
@@ -133,18 +133,8 @@ def preprocess(path: Path, resolution: int) -> Any:
     """
     import numpy as np
     import torch
-    from PIL import Image
 
-    image = load_rgb(path)
-    scale = resolution / min(image.size)
-    size = (
-        max(resolution, round(image.width * scale)),
-        max(resolution, round(image.height * scale)),
-    )
-    image = image.resize(size, Image.Resampling.BILINEAR)
-    left = (image.width - resolution) // 2
-    top = (image.height - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
+    image = resize_center_crop(load_rgb(path), resolution)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 

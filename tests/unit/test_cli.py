@@ -1,0 +1,92 @@
+"""The CLI contracts others script against: `dreamgrid score`, `summarize`, `check`."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dreamgrid import cli, faces
+
+DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
+
+
+@pytest.fixture(scope="module")
+def deepface_home(tmp_path_factory):
+    return faces.setup_deepface(tmp_path_factory.mktemp("deepface"))
+
+
+def test_score_cli_matches_deepface_verify(deepface_home, tmp_path):
+    out = tmp_path / "scores.csv"
+    argv = [
+        "score",
+        "--references",
+        str(DEMO / "references"),
+        "--images",
+        str(DEMO / "ground_truth"),
+    ]
+    assert cli.main([*argv, "--model", "Dlib", "--detector", "dlib", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    references = sorted(p.name for p in (DEMO / "references").iterdir())
+    assert list(table.columns) == [
+        "image", "face_found", "n_faces", "mean_distance", *[f"d:{r}" for r in references]
+    ]  # fmt: skip
+    assert table["face_found"].tolist() == [True, True]
+
+    from deepface import DeepFace
+
+    row = table.iloc[0]
+    for reference in references[:2]:
+        expected = DeepFace.verify(
+            str(DEMO / "ground_truth" / row["image"]),
+            str(DEMO / "references" / reference),
+            model_name="Dlib",
+            detector_backend="dlib",
+        )["distance"]
+        assert abs(row[f"d:{reference}"] - expected) <= 1e-6
+    distances = [row[f"d:{r}"] for r in references]
+    assert row["mean_distance"] == pytest.approx(sum(distances) / len(distances), abs=1e-12)
+    assert (out.parent / "scores.meta.json").is_file()
+
+
+def test_summarize_cli_hand_computed(tmp_path):
+    scores = tmp_path / "scores.csv"
+    pd.DataFrame(
+        {
+            "arm": ["a"] * 6 + ["b"] * 2,
+            "epoch": [1, 1, 1, 2, 2, 2, 1, 1],
+            "face_found": ["true", "true", "false", "true", "true", "true", "false", "false"],
+            "mean_distance": [0.5, 0.65, None, 0.55, 0.58, 0.75, None, None],
+        }
+    ).to_csv(scores, index=False)
+    out = tmp_path / "summary.csv"
+    argv = ["summarize", "--scores", str(scores), "--thresholds", "0.6", "0.7"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    summary = pd.read_csv(out).set_index(["arm", "epoch"])
+    a1, a2, b1 = summary.loc[("a", 1)], summary.loc[("a", 2)], summary.loc[("b", 1)]
+    assert a1["renders"] == 3 and a1["face_rate"] == pytest.approx(2 / 3)
+    assert a1["average"] == pytest.approx(0.575)
+    assert a1["pct_below_0.6"] == pytest.approx(50.0) and a1["pct_below_0.7"] == pytest.approx(
+        100.0
+    )
+    assert a2["average"] == pytest.approx((0.55 + 0.58 + 0.75) / 3)
+    assert a2["pct_below_0.6"] == pytest.approx(200 / 3)
+    # epoch 2 has the higher share below 0.6 (66.7 vs 50, more than 5 points): it is best.
+    assert not a1["best"] and a2["best"]
+    assert b1["face_rate"] == 0 and math.isnan(b1["average"]) and not b1["best"]
+
+
+def test_check_cli_reports_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("subject: {class_word: man, train_images: x, references: y}\nbase_model: tiny\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "dreamgrid", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "bad.yaml" in result.stderr and "'axes' is a required property" in result.stderr
+    assert "Traceback" not in result.stderr
