@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from dreamgrid import config as cfg
 from dreamgrid import models
 from dreamgrid.io import atomic_path, list_images, load_rgb
 
@@ -91,4 +92,9 @@ def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
         caption.read_overrides(Path(overrides), list_images(subject["train_images"]))
     check_reference_faces(config, Path(cache) if cache else None)
     logger.info("preflight: %d images decode; references show one face each", len(images))
+    if cfg.is_demo(config):
+        logger.warning(
+            "DEMO: tiny random-weight models; renders are noise and every number this run "
+            "reports is meaningless. The real study: --configfile config/experiment.yaml"
+        )
     return images
