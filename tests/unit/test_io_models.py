@@ -48,8 +48,10 @@ def test_load_rgb_converts_modes_and_applies_exif(tmp_path):
 def test_classify_model_sources(tmp_path):
     assert models.classify("tiny") == "tiny"
     assert models.classify("stable-diffusion-v1-5/stable-diffusion-v1-5") == "hub"
-    with pytest.raises(SpecError, match="pickled"):
+    with pytest.raises(SpecError, match="allow_pickle"):
         models.classify(str(tmp_path / "model.ckpt"))
+    (tmp_path / "trusted.ckpt").write_bytes(b"")
+    assert models.classify(str(tmp_path / "trusted.ckpt"), allow_pickle=True) == "single_file"
     with pytest.raises(SpecError, match="not found"):
         models.classify(str(tmp_path / "model.safetensors"))
     with pytest.raises(SpecError, match="no such folder"):

@@ -6,6 +6,7 @@ Defaults live only in ``workflow/schemas/config.schema.yaml``; ``validate`` fill
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import json
 from dataclasses import asdict, dataclass
@@ -20,6 +21,9 @@ REGULARIZATION_SLUG = {"none": "noreg", "generated": "genreg", "ground_truth": "
 CAPTIONS_SLUG = {"blip": "blip", "none": "nocap"}
 
 TINY = "tiny"
+
+# Upper bounds of DeepFace's distance metrics (euclidean is unbounded).
+METRIC_RANGE = {"cosine": 2.0, "euclidean_l2": 2.0, "angular": 1.0}
 
 
 @dataclass(frozen=True)
@@ -68,16 +72,35 @@ def check(config: dict[str, Any], source: str = "config") -> None:
             f"{source}: axes.regularization lists ground_truth but subject.ground_truth is "
             "not set. Point subject.ground_truth at a folder of photos of other people."
         )
+    metric = config["score"]["metric"]
+    upper = METRIC_RANGE.get(metric)
+    for threshold in config["score"]["thresholds"]:
+        if upper is not None and threshold >= upper:
+            raise SpecError(
+                f"{source}: score.thresholds: {threshold} is outside the range of {metric} "
+                f"distances [0, {upper}); every render would fall below it. Use thresholds "
+                f"in that range (DeepFace's own for {config['score']['model']} is written "
+                "to each scores.meta.json)."
+            )
     expand_arms(config)
 
 
 def _describe(err: BaseException) -> str:
     import jsonschema
 
-    if isinstance(err, jsonschema.ValidationError):
-        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        return f"at {where}: {err.message}"
-    return str(err).strip().splitlines()[-1]
+    if not isinstance(err, jsonschema.ValidationError):
+        return str(err).strip().splitlines()[-1]
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        known = list(err.schema.get("properties", {}))
+        hints = []
+        for key in sorted(set(err.instance) - set(known)):
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(
+                f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+        return f"at {where}: {'; '.join(hints)}. Known keys: {', '.join(known)}."
+    return f"at {where}: {err.message}"
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -87,9 +110,34 @@ def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: config file not found.")
-    with path.open() as handle:
-        config = yaml.safe_load(handle) or {}
+    try:
+        config = yaml.load(path.read_text(), Loader=_unique_key_loader()) or {}
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from err
     return validate(config, source=str(path))
+
+
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """Safe YAML loader that refuses a key given twice (plain YAML keeps the last one)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r}; give each one once",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
 
 
 def expand_arms(config: dict[str, Any]) -> list[Arm]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
 import shutil
 import tempfile
@@ -10,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dreamgrid.errors import SpecError
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -23,6 +27,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        # left by a killed run of the same job (a finally block cannot run after SIGKILL)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
     try:
         yield tmp
@@ -51,10 +58,13 @@ def list_images(directory: str | Path) -> list[Path]:
 
 
 def load_rgb(path: str | Path):
-    """Open an image as RGB with its EXIF orientation applied (PIL.Image).
+    """Open an image as 8-bit RGB with its EXIF orientation applied (PIL.Image).
+
+    Transparent images are composited on white, palette/grayscale/CMYK images converted and
+    16-bit images scaled down (not clipped); each conversion is logged, none is an error.
 
     Raises:
-        SpecError: the file is not a readable image.
+        SpecError: the file is not a readable image (or is truncated).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -62,16 +72,33 @@ def load_rgb(path: str | Path):
         with Image.open(path) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "P", "PA"):
+            mode = image.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                image = _scale_to_8bit(image)
+            if image.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
                 # Composite transparency on white rather than letting it turn black.
                 rgba = image.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, rgba)
+            if mode != "RGB":
+                logger.info("%s: converted from %s to 8-bit RGB", path, mode)
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SpecError(
             f"{path}: cannot be read as an image ({err}). Replace or remove the file."
         ) from err
+
+
+def _scale_to_8bit(image):
+    """16-bit or float grayscale to 8-bit by its value range (PIL would clip at 255)."""
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I") and array.max() > 255 else max(array.max(), 1.0)
+    if image.mode == "F" and array.max() <= 1.0:
+        top = 1.0
+    return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def resize_center_crop(image, resolution: int):

@@ -35,12 +35,36 @@ def setup(log_file: str | Path | None = None, level: int = logging.INFO) -> None
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+OUT_OF_MEMORY_HELP = (
+    "The GPU ran out of memory. Lower the memory this job needs, in config: "
+    "training.batch_size 1, training.gradient_checkpointing true, training.mixed_precision "
+    "fp16 (or bf16), training.train_text_encoder false; for sampling, sample.batch_size. "
+    "Or close other programs using the GPU (nvidia-smi) and rerun: finished epochs are kept."
+)
+
+
 @contextlib.contextmanager
 def job(log_file: str | Path | None) -> Iterator[None]:
-    """Set up logging for a Snakemake job and log any exception before re-raising it."""
+    """Set up logging for a Snakemake job and log any exception before re-raising it.
+
+    A CUDA out-of-memory error is re-raised as a DreamgridError that says which settings
+    to change.
+    """
+    from dreamgrid.errors import DreamgridError
+
+    saved = sys.stdout, sys.stderr, logging.getLogger().handlers[:]
     setup(log_file)
+    log = logging.getLogger("dreamgrid")
     try:
         yield
-    except Exception:
-        logging.getLogger("dreamgrid").exception("job failed")
+    except Exception as err:
+        if type(err).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            log.error("%s\n%s", err, OUT_OF_MEMORY_HELP)
+            raise DreamgridError(OUT_OF_MEMORY_HELP) from err
+        log.exception("job failed")
         raise
+    finally:
+        stream = sys.stderr
+        sys.stdout, sys.stderr, logging.getLogger().handlers[:] = saved
+        if log_file:
+            stream.close()

@@ -23,22 +23,24 @@ LINK = "link.json"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
-def classify(source: str) -> str:
+def classify(source: str, allow_pickle: bool = False) -> str:
     """Kind of a model source: 'tiny', 'dir', 'single_file' or 'hub'.
 
     Raises:
-        SpecError: a path that does not exist, is no diffusers folder, or is a pickle.
+        SpecError: a path that does not exist, is no diffusers folder, or is a pickle
+            (unless ``allow_pickle``, the config's explicit opt-in).
     """
     if source == TINY:
         return "tiny"
     path = Path(source).expanduser()
     looks_like_path = path.is_absolute() or source.startswith(".") or path.exists()
-    if path.suffix.lower() in PICKLE_SUFFIXES:
+    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
         raise SpecError(
             f"{source}: pickled checkpoints can run arbitrary code when loaded and are refused. "
-            "Convert it to .safetensors (or a diffusers folder) and point base_model at that."
+            "Convert it to .safetensors (or a diffusers folder) and point base_model at that, "
+            "or set allow_pickle: true if you trust the file."
         )
-    if path.suffix.lower() == ".safetensors":
+    if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES):
         if not path.is_file():
             raise SpecError(f"{source}: base_model file not found. Fix the path in the config.")
         return "single_file"
@@ -56,17 +58,18 @@ def classify(source: str) -> str:
     return "hub"
 
 
-def prepare(source: str, kind: str, out: Path) -> Path:
+def prepare(source: str, kind: str, out: Path, allow_pickle: bool = False) -> Path:
     """Make ``out`` a usable local model folder for ``source``.
 
     Args:
         source: config value (``tiny``, a folder, a .safetensors file or a hub id).
         kind: ``sd`` for the diffusion model, ``blip`` for the captioner.
         out: output folder (written atomically).
+        allow_pickle: the user opted in to loading a pickled .ckpt.
     Returns:
         ``out``.
     """
-    source_kind = classify(source)
+    source_kind = classify(source, allow_pickle)
     with atomic_path(out) as tmp:
         if source_kind == "tiny":
             (tiny.build_tiny_sd if kind == "sd" else tiny.build_tiny_blip)(tmp)

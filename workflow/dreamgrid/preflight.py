@@ -15,6 +15,7 @@ from typing import Any
 
 from dreamgrid import config as cfg
 from dreamgrid import models
+from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path, list_images, load_rgb
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,77 @@ def check_reference_faces(config: dict[str, Any], cache: Path | None) -> None:
             tmp.write_text(json.dumps({"references": key}) + "\n")
 
 
+# Sizes used before the base model is on disk: SD 1.5's fp32 UNet and CLIP-L text encoder.
+SD15_UNET_BYTES = 3_438_167_536
+SD15_TEXT_ENCODER_BYTES = 492_265_168
+TINY_UNET_BYTES = 2_000_000
+PNG_BYTES_PER_PIXEL = 1.5  # photo-like PNGs compress RGB to about half
+
+
+def _unet_bytes(base_model: str) -> int:
+    path = Path(base_model)
+    if base_model == cfg.TINY:
+        return TINY_UNET_BYTES
+    if path.is_dir() and (path / "unet").is_dir():
+        weights = [p for p in (path / "unet").iterdir() if p.suffix in (".safetensors", ".bin")]
+        # fp16 variants are half of the fp32 weights the trainer keeps.
+        return max(
+            (p.stat().st_size * (2 if ".fp16." in p.name else 1) for p in weights), default=0
+        )
+    return SD15_UNET_BYTES
+
+
+def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> dict[str, int]:
+    """Bytes the grid still needs: per (arm, epoch) not yet trained, its checkpoint (fp32
+    weights), optimizer state (two Adam moments) and renders; plus class images."""
+    from dreamgrid import dag
+
+    weights = _unet_bytes(config["base_model"])
+    if config["training"]["train_text_encoder"]:
+        weights += SD15_TEXT_ENCODER_BYTES if weights != TINY_UNET_BYTES else 0
+    sample = config["sample"]
+    renders = int(sample["count"] * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
+    grid = dag.Grid(config)
+    todo = [
+        path
+        for path in grid.checkpoints(dag.CHECKPOINT)
+        if not (Path(results).parent / path).exists()
+    ]
+    estimate = {
+        "checkpoints": len(todo) * weights,
+        "optimizer_states": len(todo) * 2 * weights,
+        "renders": len(todo) * renders,
+    }
+    if "generated" in config["axes"]["regularization"]:
+        side = config["training"]["resolution"]
+        count = grid.class_image_params()["count"]
+        estimate["class_images"] = int(count * side * side * PNG_BYTES_PER_PIXEL)
+    estimate["total"] = sum(estimate.values())
+    return estimate
+
+
+def check_disk(config: dict[str, Any], results: str | Path = "results") -> dict[str, int]:
+    """Refuse to start a grid that cannot fit on the disk holding ``results``."""
+    import shutil
+
+    estimate = estimate_disk(config, results)
+    where = Path(results).resolve()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    parts = ", ".join(
+        f"{k.replace('_', ' ')} {v / 1e9:.1f} GB" for k, v in estimate.items() if k != "total"
+    )
+    logger.info("disk: this grid still needs about %s; %.1f GB free", parts, free / 1e9)
+    if estimate["total"] > free:
+        raise SpecError(
+            f"{where}: about {estimate['total'] / 1e9:.1f} GB needed ({parts}) but only "
+            f"{free / 1e9:.1f} GB free. Free space, or shrink the grid (fewer arms, epochs or "
+            "sample.count)."
+        )
+    return estimate
+
+
 def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
     """Check the validated config's inputs; raise one SpecError naming the file and the fix.
 
@@ -77,7 +149,7 @@ def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
         One row per image checked (role, path, size).
     """
     subject = config["subject"]
-    models.classify(config["base_model"])
+    models.classify(config["base_model"], config["allow_pickle"])
     if "blip" in config["axes"]["captions"]:
         models.classify(config["caption"]["model"])
     resolution = config["training"]["resolution"]
@@ -91,6 +163,7 @@ def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
 
         caption.read_overrides(Path(overrides), list_images(subject["train_images"]))
     check_reference_faces(config, Path(cache) if cache else None)
+    check_disk(config)
     logger.info("preflight: %d images decode; references show one face each", len(images))
     if cfg.is_demo(config):
         logger.warning(

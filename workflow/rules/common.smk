@@ -1,15 +1,16 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from dreamgrid import config as dreamgrid_config
 from dreamgrid import dag, preflight, versions
 
-validate(config, schema="../schemas/config.schema.yaml")
-dreamgrid_config.check(config)
+# snakemake.utils.validate against workflow/schemas/config.schema.yaml (defaults filled in),
+# plus cross-key checks, with one SpecError naming the file, the key and the fix.
+config.update(
+    dreamgrid_config.validate(config, source=", ".join(map(str, workflow.configfiles)))
+)
 GRID = dag.Grid(config)
 
 

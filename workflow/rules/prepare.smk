@@ -9,6 +9,7 @@ rule prepare_base_model:
         "../../envs/train.yaml"
     params:
         source=config["base_model"],
+        allow_pickle=config["allow_pickle"],
         impl=versions.MODELS,
     script:
         "../scripts/prepare_model.py"
@@ -25,6 +26,7 @@ rule prepare_caption_model:
         "../../envs/caption.yaml"
     params:
         source=config["caption"]["model"],
+        allow_pickle=False,
         impl=versions.MODELS,
     script:
         "../scripts/prepare_model.py"

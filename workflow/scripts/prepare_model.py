@@ -6,4 +6,9 @@ from dreamgrid import logs, models
 
 with logs.job(snakemake.log[0]):
     kind = "sd" if snakemake.rule == "prepare_base_model" else "blip"
-    models.prepare(snakemake.params.source, kind, Path(snakemake.output[0]))
+    models.prepare(
+        snakemake.params.source,
+        kind,
+        Path(snakemake.output[0]),
+        allow_pickle=snakemake.params.allow_pickle,
+    )
