@@ -1,11 +1,23 @@
-"""Time the score stage: dreamgrid.faces (embed once, distances in numpy) vs DeepFace.verify.
+"""Time the score stage at the study's shape: dreamgrid.faces vs the naive DeepFace.verify loop.
 
 Usage:
-    python benchmarks/bench_score.py [--images DIR] [--references DIR] [--home DIR]
+    python benchmarks/bench_score.py [--renders 200] [--pairs 60] [--workers 2] [--home DIR]
 
-Writes one JSON object to stdout: seconds per image for detect+embed, seconds per
-(image, reference) pair for verify, the end-to-end time of both ways for the whole grid,
-and whether every distance was identical. Defaults use resources/demo.
+Makes ``--renders`` distinct 512 px images from real public-domain photos (crops, mirrors,
+brightness; see ``study_images.py``) and 7 reference close-ups into a temp dir, then, in one run
+with the same model and detector:
+
+* dreamgrid: embed the references once, detect and embed every render once in ``--workers``
+  processes, distances in numpy (``faces.score_images``);
+* naive: ``DeepFace.verify(render, reference)`` for every pair, as users' hand-written loops do.
+  With ``--pairs N`` only N random pairs are timed and the time is extrapolated to all
+  renders × references (``--pairs 0`` = every pair);
+* the max abs difference between the two distances over the verified pairs (NaN pairs must
+  agree: verify raises where dreamgrid records no face);
+* seconds per image of dreamgrid's detect+embed vs DeepFace's own
+  ``DeepFace.represent(img, model, detector)`` on the same images, one process each.
+
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -15,21 +27,25 @@ import json
 import math
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from dreamgrid import faces
-from dreamgrid.io import list_images
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ROOT = Path(__file__).resolve().parents[1]
+import study_images
+
+from dreamgrid import faces
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=ROOT / "resources/demo/train")
-    parser.add_argument("--references", type=Path, default=ROOT / "resources/demo/references")
+    parser.add_argument("--renders", type=int, default=200)
+    parser.add_argument("--pairs", type=int, default=60, help="verify pairs timed (0 = all)")
+    parser.add_argument("--per-image", type=int, default=12, help="images for the 1-image test")
+    parser.add_argument("--workers", type=int, default=faces.default_workers())
     parser.add_argument("--home", type=Path, default=None, help="DEEPFACE_HOME (default: temp)")
     parser.add_argument("--model", default="Dlib")
     parser.add_argument("--detector", default="dlib")
@@ -38,49 +54,78 @@ def main(argv: list[str] | None = None) -> dict:
 
     faces.setup_deepface(args.home or tempfile.mkdtemp(prefix="deepface-"))
     settings = faces.FaceSettings(args.model, args.detector, args.metric, align=True)
-    images, references = list_images(args.images), list_images(args.references)
-
-    faces.embed_faces(references[0], settings)  # load models before timing
+    work = Path(tempfile.mkdtemp(prefix="bench-score-"))
+    images = study_images.make_renders(work / "renders", args.renders)
+    references = study_images.make_references(work / "references")
+    faces.embed_faces(references[0], settings)  # load the models before timing
 
     start = time.perf_counter()
     embeddings = faces.embed_references(references, settings)
-    frame = faces.score_images(images, embeddings, settings, progress=False).set_index("image")
+    frame = faces.score_images(
+        images, embeddings, settings, progress=False, workers=args.workers
+    ).set_index("image")
     ours = time.perf_counter() - start
 
     from deepface import DeepFace
 
+    pairs = [(i, r) for i in images for r in references]
+    timed = pairs if args.pairs == 0 else random.Random(0).sample(pairs, args.pairs)
+    max_diff, nan_agree = 0.0, True
     start = time.perf_counter()
-    identical = True
-    for image in images:
-        for reference in references:
-            try:
-                distance = DeepFace.verify(
-                    str(image),
-                    str(reference),
-                    model_name=args.model,
-                    detector_backend=args.detector,
-                    distance_metric=args.metric,
-                )["distance"]
-            except ValueError:
-                distance = float("nan")
-            ours_d = frame.loc[image.name, f"d:{reference.name}"]
-            identical &= distance == ours_d or (math.isnan(distance) and math.isnan(ours_d))
-    theirs = time.perf_counter() - start
+    for image, reference in timed:
+        try:
+            distance = DeepFace.verify(
+                str(image),
+                str(reference),
+                model_name=args.model,
+                detector_backend=args.detector,
+                distance_metric=args.metric,
+            )["distance"]
+        except ValueError:
+            distance = math.nan
+        got = frame.loc[image.name, f"d:{reference.name}"]
+        if math.isnan(distance) or math.isnan(got):
+            nan_agree &= math.isnan(distance) and math.isnan(got)
+        else:
+            max_diff = max(max_diff, abs(distance - got))
+    verify_per_pair = (time.perf_counter() - start) / len(timed)
+    naive = verify_per_pair * len(pairs)
 
-    n_images, n_refs = len(images), len(references)
+    sample = images[: args.per_image]
+    start = time.perf_counter()
+    for image in sample:
+        try:
+            DeepFace.represent(str(image), model_name=args.model, detector_backend=args.detector)
+        except ValueError:
+            pass
+    deepface_per_image = (time.perf_counter() - start) / len(sample)
+    start = time.perf_counter()
+    for image in sample:
+        faces.detect_and_embed(image, settings)
+    ours_per_image = (time.perf_counter() - start) / len(sample)
+
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
-        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()} {platform.processor()}".strip()
+        + f", {os.cpu_count()} cpus, {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "deepface": faces.importlib.metadata.version("deepface"),
         "model": args.model,
         "detector": args.detector,
-        "images": n_images,
-        "references": n_refs,
-        "dreamgrid_total_s": round(ours, 2),
-        "dreamgrid_s_per_image": round(ours / (n_images + n_refs), 3),
-        "verify_total_s": round(theirs, 2),
-        "verify_s_per_pair": round(theirs / (n_images * n_refs), 3),
-        "speedup": round(theirs / ours, 1),
-        "identical_distances": bool(identical),
+        "metric": args.metric,
+        "renders": len(images),
+        "references": len(references),
+        "renders_with_face": int(frame["face_found"].sum()),
+        "workers": args.workers,
+        "dreamgrid_total_s": round(ours, 1),
+        "verify_pairs_timed": len(timed),
+        "verify_s_per_pair": round(verify_per_pair, 3),
+        "naive_total_s" + ("" if args.pairs == 0 else "_extrapolated"): round(naive, 1),
+        "speedup": round(naive / ours, 1),
+        "max_abs_distance_diff": max_diff,
+        "no_face_agrees": bool(nan_agree),
+        "dreamgrid_s_per_image_1proc": round(ours_per_image, 3),
+        "deepface_represent_s_per_image": round(deepface_per_image, 3),
+        "per_image_ratio": round(ours_per_image / deepface_per_image, 3),
     }
     sys.stdout.write(json.dumps(result, indent=1) + "\n")
     return result

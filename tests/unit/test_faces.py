@@ -200,8 +200,11 @@ def test_save_load_references_round_trip(settings, references, tmp_path):
     for name, embedding in references.items():
         assert loaded[name].dtype == np.float64
         assert np.array_equal(loaded[name], embedding)
-    assert meta == faces.metadata(settings, ())
+    # Embeddings do not depend on the metric: the file records what they do depend on.
+    assert meta == faces.embedding_metadata(settings)
+    assert set(meta) == {"deepface_version", "model", "detector", "align"}
     faces.check_references_match(meta, settings)
+    faces.check_references_match(meta, faces.FaceSettings("Dlib", "dlib", "euclidean", True))
     with pytest.raises(SpecError, match="model"):
         faces.check_references_match(meta, faces.FaceSettings("ArcFace", "dlib", "cosine", True))
     assert [p.name for p in out.parent.iterdir()] == ["references.json"]  # no temp left

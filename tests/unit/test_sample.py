@@ -237,3 +237,31 @@ def test_missing_model_and_checkpoint(tiny_sd, tmp_path):
         load_pipeline(tmp_path / "nope", None, device="cpu")
     with pytest.raises(SpecError, match="checkpoint not found"):
         load_pipeline(tiny_sd, tmp_path / "missing.safetensors", device="cpu")
+
+
+def test_shards_equal_one_unsharded_render(tiny_sd, tmp_path):
+    """Two shards (renders 0-3 and 4) give the same files as one run of all five renders."""
+    from dreamgrid.sample import run_shard, shard_ranges
+
+    whole = run(tiny_sd, None, SETTINGS, "ohwx", "woman", tmp_path / "all", tmp_path / "all.csv")
+    tables = []
+    for k, (start, stop) in enumerate(shard_ranges(SETTINGS.count, 4, SETTINGS.batch_size)):
+        settings = dataclasses.replace(SETTINGS, count=stop)
+        out = tmp_path / "renders" / f"shard-{k}"
+        tables.append(
+            run_shard(tiny_sd, None, settings, "ohwx", "woman", start, out, out.with_suffix(".csv"))
+        )
+    sharded = pd.concat(tables, ignore_index=True)
+    assert list(sharded.seed) == list(whole.seed) == [100, 101, 102, 103, 104]
+    assert list(sharded.image) == [f"shard-{i // 4}/render-{100 + i}.png" for i in range(5)]
+    assert pd.read_csv(tmp_path / "renders" / "shard-1.csv").image.tolist() == [
+        "shard-1/render-104.png"
+    ]
+    for name, rel in zip(whole.image, sharded.image, strict=True):
+        # Equal batch shapes (shard 0 = the first batch of 4): pixel-identical. The last shard
+        # renders its one image as a batch of 1 where the whole run had it in a batch of 1
+        # too (5 = 4 + 1), so it is identical as well.
+        assert np.array_equal(pixels(tmp_path / "all" / name), pixels(tmp_path / "renders" / rel))
+        assert Image.open(tmp_path / "renders" / rel).text["seed"] == name[7:-4]
+    with pytest.raises(SpecError, match="outside"):
+        run_shard(tiny_sd, None, SETTINGS, "ohwx", "woman", 5, tmp_path / "x", tmp_path / "x.csv")

@@ -71,6 +71,30 @@ class FaceSettings:
     metric: str
     align: bool
 
+    @property
+    def embedding(self) -> EmbedSettings:
+        """The part of the settings embeddings depend on (not the metric)."""
+        return EmbedSettings(model=self.model, detector=self.detector, align=self.align)
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """What an embedding depends on: recognition model, detector and alignment.
+
+    Embeddings made with these settings serve every metric, so changing the metric only
+    recomputes distances.
+    """
+
+    model: str
+    detector: str
+    align: bool
+
+
+#: How to score an image in which several faces were found: ``closest`` is what
+#: ``DeepFace.verify`` does (the smallest distance over the image's faces, per reference),
+#: ``largest`` scores only the face with the largest detected box.
+MULTIPLE_FACES = ("closest", "largest")
+
 
 def setup_deepface(home: str | Path | None = None) -> Path:
     """Point deepface at a weights folder and make sure the offline Dlib weights are in it.
@@ -136,7 +160,7 @@ def _deepface():
     return DeepFace
 
 
-def _check(settings: FaceSettings) -> None:
+def _check(settings: FaceSettings | EmbedSettings) -> None:
     """Raise SpecError for a model, detector or metric deepface does not know."""
     _deepface()
     from deepface.config.threshold import thresholds
@@ -147,7 +171,8 @@ def _check(settings: FaceSettings) -> None:
             f"score model {settings.model!r} is not a deepface model. "
             f"Use one of: {', '.join(thresholds)}."
         )
-    if settings.metric not in thresholds[settings.model]:
+    metric = getattr(settings, "metric", None)
+    if metric is not None and metric not in thresholds[settings.model]:
         raise SpecError(
             f"score metric {settings.metric!r} is not a deepface metric. "
             f"Use one of: {', '.join(thresholds[settings.model])}."
@@ -205,7 +230,7 @@ def _read_bgr(image: Path) -> np.ndarray:
     return bgr
 
 
-def embed_faces(image: str | Path, settings: FaceSettings) -> list[np.ndarray]:
+def embed_faces(image: str | Path, settings: FaceSettings | EmbedSettings) -> list[np.ndarray]:
     """One embedding per face deepface detects in ``image``; ``[]`` when it finds none.
 
     These are exactly the embeddings ``DeepFace.verify`` computes for the image: detection with
@@ -215,6 +240,20 @@ def embed_faces(image: str | Path, settings: FaceSettings) -> list[np.ndarray]:
     Raises:
         SpecError: the file is not a readable image, or a setting is unknown to deepface.
     """
+    return [face.embedding for face in detect_and_embed(image, settings)]
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: its embedding and the area (pixels) of its detected box."""
+
+    embedding: np.ndarray
+    area: int
+
+
+def detect_and_embed(image: str | Path, settings: FaceSettings | EmbedSettings) -> list[Face]:
+    """Every face deepface detects in ``image`` with its embedding and box area (see
+    :func:`embed_faces`); ``[]`` when it finds none."""
     _check(settings)
     deepface = _deepface()
     from deepface.modules.exceptions import FaceNotDetected, ImgNotFound
@@ -222,7 +261,7 @@ def embed_faces(image: str | Path, settings: FaceSettings) -> list[np.ndarray]:
     image = Path(image)
     bgr = _read_bgr(image)
     try:
-        faces = deepface.extract_faces(
+        detected = deepface.extract_faces(
             img_path=bgr,
             detector_backend=settings.detector,
             enforce_detection=True,
@@ -233,8 +272,8 @@ def embed_faces(image: str | Path, settings: FaceSettings) -> list[np.ndarray]:
         # ImgNotFound here means every detected box was empty: verify raises it too.
         logger.debug("%s: no face detected", image)
         return []
-    embeddings = []
-    for face in faces:
+    found = []
+    for face in detected:
         result = deepface.represent(
             img_path=face["face"][:, :, ::-1],  # RGB back to BGR, as verify does
             model_name=settings.model,
@@ -243,9 +282,10 @@ def embed_faces(image: str | Path, settings: FaceSettings) -> list[np.ndarray]:
             align=settings.align,
             normalization=_NORMALIZATION,
         )
-        embeddings.append(np.asarray(result[0]["embedding"], dtype=np.float64))
-    logger.debug("%s: %d face(s)", image, len(embeddings))
-    return embeddings
+        area = int(face["facial_area"]["w"]) * int(face["facial_area"]["h"])
+        found.append(Face(np.asarray(result[0]["embedding"], dtype=np.float64), area))
+    logger.debug("%s: %d face(s)", image, len(found))
+    return found
 
 
 def embed_references(paths: Sequence[Path], settings: FaceSettings) -> dict[str, np.ndarray]:
@@ -287,14 +327,27 @@ def embed_references(paths: Sequence[Path], settings: FaceSettings) -> dict[str,
     return embeddings
 
 
-def save_references(embeddings: dict[str, np.ndarray], settings: FaceSettings, out: Path) -> None:
-    """Write reference embeddings and their metadata as JSON, atomically.
+def embedding_metadata(settings: FaceSettings | EmbedSettings) -> dict[str, Any]:
+    """What an embedding depends on: deepface version, model, detector, alignment."""
+    return {
+        "deepface_version": importlib.metadata.version("deepface"),
+        "model": settings.model,
+        "detector": settings.detector,
+        "align": settings.align,
+    }
+
+
+def save_references(
+    embeddings: dict[str, np.ndarray], settings: FaceSettings | EmbedSettings, out: Path
+) -> None:
+    """Write reference embeddings and their metadata (:func:`embedding_metadata`) as JSON,
+    atomically.
 
     Floats are written by ``json`` (shortest repr), so :func:`load_references` gets back
     exactly the same float64 values.
     """
     payload = {
-        "metadata": metadata(settings, ()),
+        "metadata": embedding_metadata(settings),
         "embeddings": {
             name: np.asarray(e, dtype=np.float64).tolist() for name, e in embeddings.items()
         },
@@ -326,16 +379,215 @@ def load_references(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return embeddings, meta
 
 
-def check_references_match(meta: dict[str, Any], settings: FaceSettings) -> None:
-    """Raise SpecError if saved reference embeddings were made with other face settings."""
-    expected = {"deepface_version": importlib.metadata.version("deepface"), **asdict(settings)}
+def check_references_match(meta: dict[str, Any], settings: FaceSettings | EmbedSettings) -> None:
+    """Raise SpecError if saved embeddings were made with other embedding settings or another
+    deepface version."""
+    expected = embedding_metadata(settings)
     wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
     if wrong:
         details = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in wrong.items())
         raise SpecError(
-            f"reference embeddings were made with other settings ({details}). "
-            "Embed the references again."
+            f"embeddings were made with other settings ({details}). Embed the images again."
         )
+
+
+# ---- embedding many images: content-hash cache, worker processes -------------------------
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes: the key of its cached embeddings."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings of image files keyed by content hash, one small JSON file per image.
+
+    Files live under ``<folder>/<model>-<detector>-align<0|1>-deepface<version>/<hash[:2]>/``,
+    so other settings or another deepface version never reuse them. Each file is written
+    atomically (temp name, then rename), so concurrent jobs can share one cache folder.
+    """
+
+    def __init__(self, folder: str | Path, settings: FaceSettings | EmbedSettings):
+        meta = embedding_metadata(settings)
+        name = (
+            f"{meta['model']}-{meta['detector']}-align{int(meta['align'])}"
+            f"-deepface{meta['deepface_version']}"
+        )
+        self.folder = Path(folder) / name
+
+    def _path(self, digest: str) -> Path:
+        return self.folder / digest[:2] / f"{digest}.json"
+
+    def get(self, digest: str) -> list[Face] | None:
+        """The cached faces of the image with this hash, or None."""
+        try:
+            payload = json.loads(self._path(digest).read_text())
+        except (OSError, ValueError):
+            return None
+        return [Face(np.asarray(f["embedding"], dtype=np.float64), f["area"]) for f in payload]
+
+    def put(self, digest: str, found: Sequence[Face]) -> None:
+        payload = [{"embedding": f.embedding.tolist(), "area": f.area} for f in found]
+        with atomic_path(self._path(digest)) as tmp:
+            tmp.write_text(json.dumps(payload))
+
+
+_WORKER_SETTINGS: EmbedSettings | None = None
+#: Fewer images than this per worker process are embedded in this process instead.
+MIN_IMAGES_PER_WORKER = 4
+
+
+def _init_worker(home: str, settings: EmbedSettings) -> None:
+    global _WORKER_SETTINGS
+    setup_deepface(home)
+    _WORKER_SETTINGS = settings
+
+
+def _embed_in_worker(path: Path) -> list[Face]:
+    assert _WORKER_SETTINGS is not None
+    return detect_and_embed(path, _WORKER_SETTINGS)
+
+
+def default_workers() -> int:
+    """CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def embed_images(
+    images: Sequence[Path],
+    settings: FaceSettings | EmbedSettings,
+    *,
+    cache: EmbeddingCache | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[list[Face]]:
+    """Detect and embed every image once: the faces of each image, in order.
+
+    Images already in ``cache`` (same bytes, same settings, same deepface version) are not
+    embedded again; the others are embedded in ``workers`` processes (dlib holds the GIL, so
+    threads do not help; see benchmarks/RESULTS.md) and added to the cache.
+    """
+    from tqdm.auto import tqdm
+
+    images = [Path(p) for p in images]
+    _check(settings)
+    embed = settings if isinstance(settings, EmbedSettings) else settings.embedding
+    digests = [file_hash(p) for p in images] if cache is not None else [None] * len(images)
+    results: list[list[Face] | None] = [
+        cache.get(d) if cache is not None else None for d in digests
+    ]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if len(todo) < len(images):
+        logger.info("%d of %d image(s) found in the cache", len(images) - len(todo), len(images))
+    # A worker process costs a deepface import and model load (seconds): only worth it for
+    # a few images each.
+    workers = max(1, min(workers, len(todo) // MIN_IMAGES_PER_WORKER))
+    bar = tqdm(total=len(todo), desc=f"embed {embed.model}", unit="img", disable=not progress)
+    with bar:
+        if workers == 1:
+            done = ((i, detect_and_embed(images[i], embed)) for i in todo)
+            for i, found in done:
+                results[i] = found
+                if cache is not None:
+                    cache.put(digests[i], found)
+                bar.update(1)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork, not spawn: spawn re-runs __main__, which in a Snakemake job is the script
+            # shim (it fails without its `snakemake` object).
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            from concurrent.futures.process import BrokenProcessPool
+
+            home = os.environ["DEEPFACE_HOME"]
+            try:
+                with ProcessPoolExecutor(
+                    workers, mp_context=context, initializer=_init_worker, initargs=(home, embed)
+                ) as pool:
+                    done = zip(todo, pool.map(_embed_in_worker, [images[i] for i in todo]))
+                    for i, found in done:
+                        results[i] = found
+                        if cache is not None:
+                            cache.put(digests[i], found)
+                        bar.update(1)
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): finish in this process instead.
+                logger.warning("embedding worker died; embedding the rest in one process")
+                for i in todo:
+                    if results[i] is None:
+                        results[i] = detect_and_embed(images[i], embed)
+                        if cache is not None:
+                            cache.put(digests[i], results[i])
+                        bar.update(1)
+    return [r if r is not None else [] for r in results]
+
+
+def face_distances(
+    found: Sequence[Face],
+    references: dict[str, np.ndarray],
+    metric: str,
+    multiple_faces: str,
+) -> list[float]:
+    """Distance of one image to each reference; NaN for each when no face was found.
+
+    With ``closest`` (``DeepFace.verify``'s rule) the distance to a reference is the smallest
+    over the image's faces; with ``largest`` only the face with the largest box counts (ties:
+    the first detected). Each distance is deepface's own ``find_distance`` of one pair, in
+    verify's argument order, rounded to 6 decimals as verify rounds it: the 2-D batched path
+    normalises with an epsilon and can differ in the 6th decimal after rounding.
+    """
+    from deepface.modules.verification import find_distance
+
+    if multiple_faces not in MULTIPLE_FACES:
+        raise SpecError(
+            f"multiple_faces must be one of {', '.join(MULTIPLE_FACES)}, got {multiple_faces!r}."
+        )
+    if not found:
+        return [math.nan] * len(references)
+    if multiple_faces == "largest" and len(found) > 1:
+        found = [max(found, key=lambda f: f.area)]
+    return [
+        min(float(find_distance(f.embedding, ref, metric)) for f in found)
+        for ref in references.values()
+    ]
+
+
+def score_table(
+    names: Sequence[str],
+    found: Sequence[Sequence[Face]],
+    references: dict[str, np.ndarray],
+    metric: str,
+    multiple_faces: str,
+) -> pandas.DataFrame:
+    """Rows ``image, face_found, n_faces, mean_distance, d:<reference>...`` from faces."""
+    import pandas as pd
+
+    columns = [DISTANCE_PREFIX + name for name in references]
+    rows = []
+    for name, faces_ in zip(names, found, strict=True):
+        distances = face_distances(faces_, references, metric, multiple_faces)
+        rows.append(
+            {
+                "image": name,
+                "face_found": bool(faces_),
+                "n_faces": len(faces_),
+                "mean_distance": float(np.mean(distances)) if faces_ else math.nan,
+                **dict(zip(columns, distances, strict=True)),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, *columns])
+    return frame.astype({"face_found": bool, "n_faces": int, "mean_distance": float})
 
 
 def score_images(
@@ -343,6 +595,10 @@ def score_images(
     references: dict[str, np.ndarray],
     settings: FaceSettings,
     progress: bool = True,
+    *,
+    multiple_faces: str = "closest",
+    cache: EmbeddingCache | None = None,
+    workers: int = 1,
 ) -> pandas.DataFrame:
     """Distance of every image to every reference.
 
@@ -351,47 +607,28 @@ def score_images(
         references: reference file name -> embedding (from :func:`embed_references`).
         settings: face settings (the ones the references were embedded with).
         progress: show a tqdm bar.
+        multiple_faces: ``closest`` (as ``DeepFace.verify``) or ``largest``; see
+            :func:`face_distances`.
+        cache: reuse and store embeddings by file content (:class:`EmbeddingCache`).
+        workers: processes that detect and embed.
 
     Returns:
         One row per image: ``image`` (file name), ``face_found``, ``n_faces``,
-        ``mean_distance`` (mean over references) and ``d:<reference>`` per reference. The
-        distance to a reference is the smallest over the image's faces, equal to
+        ``mean_distance`` (mean over references) and ``d:<reference>`` per reference. With
+        ``closest`` the distance to a reference equals
         ``DeepFace.verify(image, reference)["distance"]``. NaN where no face was found.
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
     if not references:
         raise SpecError("no reference embeddings given; add reference photos of the subject.")
     _check(settings)
-    from deepface.modules.verification import find_distance
-
-    columns = [DISTANCE_PREFIX + name for name in references]
-    rows = []
-    for image in tqdm(list(images), desc="score", unit="img", disable=not progress):
-        image = Path(image)
-        faces = embed_faces(image, settings)
-        distances = [
-            # One pair at a time, in verify's argument order: the 2-D batched path
-            # normalises with an epsilon and can differ in the 6th decimal after rounding.
-            min(float(find_distance(face, ref, settings.metric)) for face in faces)
-            if faces
-            else math.nan
-            for ref in references.values()
-        ]
-        rows.append(
-            {
-                "image": image.name,
-                "face_found": bool(faces),
-                "n_faces": len(faces),
-                "mean_distance": float(np.mean(distances)) if faces else math.nan,
-                **dict(zip(columns, distances, strict=True)),
-            }
-        )
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, *columns])
-    frame = frame.astype({"face_found": bool, "n_faces": int, "mean_distance": float})
-    found = int(frame["face_found"].sum())
-    logger.info("scored %d image(s); a face was found in %d", len(frame), found)
+    images = [Path(p) for p in images]
+    found = embed_images(images, settings, cache=cache, workers=workers, progress=progress)
+    frame = score_table(
+        [p.name for p in images], found, references, settings.metric, multiple_faces
+    )
+    logger.info(
+        "scored %d image(s); a face was found in %d", len(frame), int(frame["face_found"].sum())
+    )
     return frame
 
 
@@ -410,6 +647,38 @@ def write_scores(frame: pandas.DataFrame, meta: dict[str, Any], out: Path) -> No
         table.to_csv(tmp, index=False, na_rep="")
 
 
+#: Metadata keys that must agree for two score tables' distances to be comparable.
+COMPARABLE_KEYS = ("deepface_version", "model", "detector", "metric", "align")
+
+
+def compare_metadata(metas: dict[str, dict[str, Any]]) -> list[str]:
+    """Warn (log and return the messages) where score tables were made differently.
+
+    Distances change across deepface versions, models, detectors, metrics and alignment, so
+    comparing such tables is misleading.
+
+    Args:
+        metas: a label per table (e.g. its path) -> its metadata (``scores.meta.json``).
+
+    Returns:
+        One message per key whose values differ; empty when all agree.
+    """
+    messages = []
+    for key in COMPARABLE_KEYS:
+        values: dict[str, list[str]] = {}
+        for label, meta in metas.items():
+            values.setdefault(repr(meta.get(key)), []).append(str(label))
+        if len(values) > 1:
+            detail = "; ".join(
+                f"{value} in {', '.join(labels[:3])}{' ...' if len(labels) > 3 else ''}"
+                for value, labels in values.items()
+            )
+            messages.append(f"score tables differ in {key} ({detail}): distances not comparable")
+    for message in messages:
+        logger.warning(message)
+    return messages
+
+
 def run_score_cli(
     references: Path,
     images: Path,
@@ -420,11 +689,15 @@ def run_score_cli(
     *,
     align: bool = True,
     thresholds: Sequence[float] = (),
+    multiple_faces: str = "closest",
+    workers: int | None = None,
+    cache: Path | None = None,
 ) -> pandas.DataFrame:
     """``dreamgrid score``: distances of a folder of images to a folder of reference photos.
 
     Writes ``out`` (CSV: image, face_found, n_faces, mean_distance, d:<reference>...) and
-    ``out`` with suffix ``.meta.json`` (:func:`metadata`).
+    ``out`` with suffix ``.meta.json`` (:func:`metadata`). Images are embedded in ``workers``
+    processes (default: every CPU); with ``cache``, embeddings are reused by file content.
 
     Raises:
         SpecError: a folder is missing or empty, a setting is unknown, or a reference shows
@@ -435,8 +708,16 @@ def run_score_cli(
     _check(settings)
     image_paths = list_images(images)
     embeddings = embed_references(list_images(references), settings)
-    frame = score_images(image_paths, embeddings, settings)
-    write_scores(frame, metadata(settings, thresholds), Path(out))
+    frame = score_images(
+        image_paths,
+        embeddings,
+        settings,
+        multiple_faces=multiple_faces,
+        cache=EmbeddingCache(cache, settings) if cache is not None else None,
+        workers=workers or default_workers(),
+    )
+    meta = {**metadata(settings, thresholds), "multiple_faces": multiple_faces}
+    write_scores(frame, meta, Path(out))
     return frame
 
 
@@ -450,42 +731,163 @@ def settings_from(params: dict[str, Any]) -> FaceSettings:
     )
 
 
-def run_embed_references(references: Path, settings: FaceSettings, out: Path) -> None:
+def embed_settings_from(params: dict[str, Any]) -> EmbedSettings:
+    """EmbedSettings from job params (``model``, ``detector``, ``align``; others ignored)."""
+    return EmbedSettings(model=params["model"], detector=params["detector"], align=params["align"])
+
+
+def run_embed_references(
+    references: Path, settings: FaceSettings | EmbedSettings, out: Path
+) -> None:
     """Workflow step: embed the subject's reference photos once per (model, detector)."""
     embeddings = embed_references(list_images(references), settings)
     save_references(embeddings, settings, out)
 
 
-def run_score_checkpoint(
+# ---- workflow steps on shards ---------------------------------------------------------------
+
+
+def save_faces(
+    names: Sequence[str],
+    digests: Sequence[str],
+    found: Sequence[Sequence[Face]],
+    settings: EmbedSettings,
+    out: Path,
+) -> None:
+    """Write the faces of a shard's renders (embeddings, box areas, content hashes) as JSON."""
+    payload = {
+        "metadata": embedding_metadata(settings),
+        "images": [
+            {
+                "image": name,
+                "sha256": digest,
+                "faces": [{"embedding": f.embedding.tolist(), "area": f.area} for f in faces_],
+            }
+            for name, digest, faces_ in zip(names, digests, found, strict=True)
+        ],
+    }
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(payload) + "\n")
+
+
+def load_faces(path: Path) -> tuple[dict[str, list[Face]], dict[str, Any]]:
+    """Read :func:`save_faces` output: (image name -> faces, metadata)."""
+    try:
+        payload = json.loads(Path(path).read_text())
+        found = {
+            item["image"]: [
+                Face(np.asarray(f["embedding"], dtype=np.float64), int(f["area"]))
+                for f in item["faces"]
+            ]
+            for item in payload["images"]
+        }
+        meta = payload["metadata"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SpecError(f"{path}: not a faces file ({err}). Embed the renders again.") from err
+    return found, meta
+
+
+def run_embed_renders(
     renders_table: Path,
     renders_dir: Path,
-    references: Path,
+    settings: EmbedSettings,
+    out: Path,
+    *,
+    cache_dir: Path | None,
+    workers: int,
+) -> None:
+    """Workflow step: detect and embed one shard's renders once for one (model, detector).
+
+    ``cache_dir`` holds embeddings by file content (:class:`EmbeddingCache`), so a re-rendered
+    shard whose images did not change, or any other job seeing the same bytes, is not
+    embedded again.
+    """
+    import pandas as pd
+
+    names = list(pd.read_csv(renders_table)["image"])
+    paths = [Path(renders_dir) / name for name in names]
+    cache = EmbeddingCache(cache_dir, settings) if cache_dir is not None else None
+    found = embed_images(paths, settings, cache=cache, workers=workers)
+    save_faces(names, [file_hash(p) for p in paths], found, settings, out)
+    logger.info(
+        "%d render(s), %d with a face, %s/%s -> %s",
+        len(names),
+        sum(bool(f) for f in found),
+        settings.model,
+        settings.detector,
+        out,
+    )
+
+
+def run_score_checkpoint(
+    renders_tables: Sequence[Path],
+    faces_files: dict[str, Sequence[Path]],
+    references: dict[str, Path],
     checkpoint_meta: Path,
     settings: FaceSettings,
+    multiple_faces: str,
     arm: str,
     epoch: int,
     out: Path,
 ) -> pandas.DataFrame:
-    """Workflow step: score one checkpoint's renders against the saved reference embeddings.
+    """Workflow step: merge one checkpoint's shards and score them with every model.
 
-    Writes ``out`` with one row per render (arm, epoch, steps, seed, image, face_found,
-    n_faces, mean_distance, d:<reference>...) and the metadata sidecar.
+    Args:
+        renders_tables: the shards' render tables (``image`` relative to ``renders/``).
+        faces_files: model -> that model's faces file per shard, in the order of
+            ``renders_tables``.
+        references: model -> its reference embeddings file.
+        checkpoint_meta: the checkpoint's JSON (``steps``).
+        settings: detector, metric, alignment (``model`` is the primary model, listed first).
+        multiple_faces: ``closest`` or ``largest``.
+        arm: arm id.
+        epoch: epoch number.
+        out: ``scores.csv``; its sidecar ``scores.meta.json`` records for every model the
+            deepface version, detector, metric, alignment and DeepFace's own threshold.
+
+    Returns:
+        One row per render and model: ``arm, epoch, steps, seed, image, model, face_found,
+        n_faces, mean_distance, d:<reference>...``, sorted by model (as listed) then seed.
     """
+    import dataclasses
+
     import pandas as pd
 
-    embeddings, meta = load_references(references)
-    check_references_match(meta, settings)
-    renders = pd.read_csv(renders_table)
+    renders = pd.concat([pd.read_csv(t) for t in renders_tables], ignore_index=True)
     steps = json.loads(Path(checkpoint_meta).read_text())["steps"]
-    scores = score_images(
-        [Path(renders_dir) / name for name in renders["image"]], embeddings, settings
-    )
-    frame = pd.concat(
-        [
-            pd.DataFrame({"arm": arm, "epoch": epoch, "steps": steps, "seed": renders["seed"]}),
-            scores,
-        ],
-        axis=1,
-    )
-    write_scores(frame, metadata(settings, ()), out)
+    tables, models_meta = [], {}
+    for model, files in faces_files.items():
+        model_settings = dataclasses.replace(settings, model=model)
+        embeddings, ref_meta = load_references(references[model])
+        check_references_match(ref_meta, model_settings)
+        found: dict[str, list[Face]] = {}
+        for path in files:
+            shard_faces, meta = load_faces(path)
+            check_references_match(meta, model_settings)
+            found.update(shard_faces)
+        scores = score_table(
+            list(renders["image"]),
+            [found[name] for name in renders["image"]],
+            embeddings,
+            settings.metric,
+            multiple_faces,
+        )
+        head = pd.DataFrame({"arm": arm, "epoch": epoch, "steps": steps, "seed": renders["seed"]})
+        frame = pd.concat([head, scores], axis=1)
+        frame.insert(frame.columns.get_loc("image") + 1, "model", model)
+        tables.append(frame.sort_values("seed", kind="stable"))
+        models_meta[model] = {
+            "deepface_threshold": deepface_threshold(model_settings),
+            "face_rate": float(scores["face_found"].mean()) if len(scores) else math.nan,
+        }
+        logger.info(
+            "%s: %d render(s), face rate %.3f", model, len(scores), models_meta[model]["face_rate"]
+        )
+    frame = pd.concat(tables, ignore_index=True)
+    meta = {
+        **metadata(settings, ()),
+        "multiple_faces": multiple_faces,
+        "models": models_meta,
+    }
+    write_scores(frame, meta, out)
     return frame

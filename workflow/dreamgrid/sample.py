@@ -192,8 +192,20 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
         )
         log.info("loaded %s (%s)", checkpoint, meta)
     pipe = pipe.to(device)
+    use_sdpa(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def use_sdpa(pipe: Any) -> None:
+    """Run the UNet's and VAE's attention through torch's scaled_dot_product_attention
+    (flash / memory-efficient kernels on GPU). diffusers picks it by default on torch 2;
+    setting it explicitly keeps a checkpoint's saved processors from overriding it."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    for module in (pipe.unet, pipe.vae):
+        if hasattr(module, "set_attn_processor"):
+            module.set_attn_processor(AttnProcessor2_0())
 
 
 def generate_images(
@@ -374,4 +386,80 @@ def run(
     with atomic_path(out_table) as tmp:
         table.to_csv(tmp, index=False)
     log.info("%d renders in %s, table %s", len(table), out_dir, out_table)
+    return table
+
+
+# ---- shards -----------------------------------------------------------------------------------
+
+
+def shard_ranges(count: int, shard_size: int, batch_size: int) -> list[tuple[int, int]]:
+    """Render index ranges ``[start, stop)`` of a checkpoint's shards.
+
+    Shard ``k`` holds renders ``k * shard_size`` up to ``(k + 1) * shard_size`` (the last one
+    fewer), so raising ``count`` adds shards and leaves the full ones untouched. ``shard_size``
+    must be a multiple of ``batch_size``, so that shard boundaries fall on batch boundaries.
+
+    Raises:
+        SpecError: a size is not a positive integer, or shards and batches do not align.
+    """
+    for name, value in (("count", count), ("shard_size", shard_size), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(f"sample.{name} must be a positive integer, got {value!r}.")
+    if shard_size % batch_size:
+        raise SpecError(
+            f"sample.shard_size ({shard_size}) must be a multiple of sample.batch_size "
+            f"({batch_size}) so that shards split at batch boundaries; e.g. shard_size "
+            f"{max(batch_size, shard_size - shard_size % batch_size)}."
+        )
+    return [(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
+
+
+def shard_name(index: int) -> str:
+    """Folder name of shard ``index`` under ``renders/``."""
+    return f"shard-{index}"
+
+
+def run_shard(
+    base_model: Path,
+    checkpoint: Path | None,
+    settings: SampleSettings,
+    token: str,
+    class_word: str,
+    first: int,
+    out_dir: Path,
+    out_table: Path,
+) -> pd.DataFrame:
+    """Render one shard of a checkpoint: renders ``first .. settings.count - 1``.
+
+    Render ``i`` uses seed ``settings.seed + i`` as in :func:`run`, so a shard's images equal
+    the same renders made unsharded. The model is loaded once for the shard.
+
+    Args:
+        base_model: diffusers folder of the base model.
+        checkpoint: dreamgrid ``.safetensors`` checkpoint, or None for the base model.
+        settings: what to render; ``count`` is this shard's end (exclusive render index).
+        token: the arm's instance token.
+        class_word: the class word.
+        first: index of the shard's first render.
+        out_dir: the shard's folder (``renders/shard-<k>``), built under a temporary name.
+        out_table: CSV with one row per render (written atomically).
+
+    Returns:
+        The table: :data:`RENDER_COLUMNS` plus ``checkpoint``; ``image`` is the path relative
+        to ``renders/`` (``shard-<k>/render-<seed>.png``).
+    """
+    if not 0 <= first < settings.count:
+        raise SpecError(f"shard start {first} is outside renders 0..{settings.count - 1}.")
+    warn_if_tiny(base_model)
+    label = str(checkpoint) if checkpoint is not None else BASE_LABEL
+    pipe = load_pipeline(base_model, checkpoint)
+    out_dir = Path(out_dir)
+    seeds = settings.seeds[first:]
+    with atomic_path(out_dir) as tmp:
+        table = render(pipe, settings, token, class_word, tmp, seeds=seeds, checkpoint_label=label)
+    table["image"] = [f"{out_dir.name}/{name}" for name in table["image"]]
+    table["checkpoint"] = label
+    with atomic_path(out_table) as tmp:
+        table.to_csv(tmp, index=False)
+    log.info("%d renders (seeds %d..%d) in %s", len(table), seeds[0], seeds[-1], out_dir)
     return table

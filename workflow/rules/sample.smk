@@ -3,12 +3,14 @@ rule sample_checkpoint:
         base=dag.BASE_MODEL_DIR,
         checkpoint=dag.CHECKPOINT,
     output:
-        renders=directory(dag.RENDERS),
-        table=dag.RENDERS_TABLE,
+        renders=directory(dag.RENDER_SHARD),
+        table=dag.RENDER_SHARD_TABLE,
     log:
-        "results/logs/sample_checkpoint/{arm}/epoch-{epoch}.log",
+        "results/logs/sample_checkpoint/{arm}/epoch-{epoch}/shard-{shard}.log",
     benchmark:
-        "results/benchmarks/sample_checkpoint/{arm}/epoch-{epoch}.tsv"
+        "results/benchmarks/sample_checkpoint/{arm}/epoch-{epoch}/shard-{shard}.tsv"
+    wildcard_constraints:
+        shard="[0-9]+",
     conda:
         "../../envs/train.yaml"
     resources:
@@ -16,7 +18,8 @@ rule sample_checkpoint:
     params:
         token=lambda wildcards: GRID.arm_params(wildcards.arm)["token"],
         class_word=config["subject"]["class_word"],
-        settings=GRID.section("sample"),
+        settings=GRID.shard_settings,
+        first=GRID.shard_first,
         impl=versions.SAMPLE,
     script:
         "../scripts/sample_checkpoint.py"

@@ -2,26 +2,51 @@ rule embed_references:
     input:
         references=config["subject"]["references"],
     output:
-        GRID.references_file(),
+        dag.REFERENCES,
     log:
-        GRID.log_for("embed_references"),
+        "results/logs/embed_references/{model}-{detector}.log",
     benchmark:
-        GRID.benchmark_for("embed_references")
+        "results/benchmarks/embed_references/{model}-{detector}.tsv"
+    wildcard_constraints:
+        model=GRID.model_pattern(),
+        detector=config["score"]["detector"],
     conda:
         "../../envs/score.yaml"
     params:
-        faces=GRID.face_params(),
+        faces=GRID.embed_params,
         impl=versions.SCORE,
     script:
         "../scripts/embed_references.py"
 
 
+rule embed_renders:
+    input:
+        renders=dag.RENDER_SHARD,
+        table=dag.RENDER_SHARD_TABLE,
+    output:
+        dag.FACES_SHARD,
+    log:
+        "results/logs/embed_renders/{arm}/epoch-{epoch}/{model}-{detector}/shard-{shard}.log",
+    benchmark:
+        "results/benchmarks/embed_renders/{arm}/epoch-{epoch}/{model}-{detector}/shard-{shard}.tsv"
+    wildcard_constraints:
+        model=GRID.model_pattern(),
+        detector=config["score"]["detector"],
+        shard="[0-9]+",
+    conda:
+        "../../envs/score.yaml"
+    threads: config["score"]["threads"]
+    params:
+        faces=GRID.embed_params,
+        cache=dag.FACE_CACHE,
+        impl=versions.SCORE,
+    script:
+        "../scripts/embed_renders.py"
+
+
 rule score_faces:
     input:
-        renders=dag.RENDERS,
-        table=dag.RENDERS_TABLE,
-        checkpoint_meta=dag.CHECKPOINT_META,
-        references=GRID.references_file(),
+        unpack(GRID.score_inputs),
     output:
         scores=dag.SCORES,
         meta=dag.SCORES_META,
@@ -32,7 +57,7 @@ rule score_faces:
     conda:
         "../../envs/score.yaml"
     params:
-        faces=GRID.face_params(),
+        faces=GRID.scoring_params(),
         impl=versions.SCORE,
     script:
         "../scripts/score_faces.py"

@@ -8,6 +8,6 @@ with logs.job(snakemake.log[0]):
     faces.setup_deepface(snakemake.params.faces["deepface_home"])
     faces.run_embed_references(
         references=Path(snakemake.input.references),
-        settings=faces.settings_from(snakemake.params.faces),
+        settings=faces.embed_settings_from(snakemake.params.faces),
         out=Path(snakemake.output[0]),
     )

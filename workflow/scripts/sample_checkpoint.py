@@ -5,12 +5,13 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import logs, models, sample
 
 with logs.job(snakemake.log[0]):
-    sample.run(
+    sample.run_shard(
         base_model=models.resolve(snakemake.input.base),
         checkpoint=Path(snakemake.input.checkpoint),
         settings=sample.SampleSettings(**snakemake.params.settings),
         token=snakemake.params.token,
         class_word=snakemake.params.class_word,
+        first=snakemake.params.first,
         out_dir=Path(snakemake.output.renders),
         out_table=Path(snakemake.output.table),
     )

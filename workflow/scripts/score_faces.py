@@ -4,14 +4,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import faces, logs
 
+params = snakemake.params.faces
+models = params["models"]
 with logs.job(snakemake.log[0]):
-    faces.setup_deepface(snakemake.params.faces["deepface_home"])
+    faces.setup_deepface(params["deepface_home"])
     faces.run_score_checkpoint(
-        renders_table=Path(snakemake.input.table),
-        renders_dir=Path(snakemake.input.renders),
-        references=Path(snakemake.input.references),
+        renders_tables=[Path(p) for p in snakemake.input.tables],
+        faces_files={m: getattr(snakemake.input, f"faces_{i}") for i, m in enumerate(models)},
+        references={m: getattr(snakemake.input, f"references_{i}") for i, m in enumerate(models)},
         checkpoint_meta=Path(snakemake.input.checkpoint_meta),
-        settings=faces.settings_from(snakemake.params.faces),
+        settings=faces.settings_from({**params, "model": models[0]}),
+        multiple_faces=params["multiple_faces"],
         arm=snakemake.wildcards.arm,
         epoch=int(snakemake.wildcards.epoch),
         out=Path(snakemake.output.scores),

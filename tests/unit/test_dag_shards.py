@@ -1,0 +1,71 @@
+"""Shards and several face models in the DAG (issue #4)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from dreamgrid import config as cfg
+from dreamgrid import dag
+from dreamgrid.errors import SpecError
+from dreamgrid.sample import shard_ranges
+
+
+def grid(sample=None, score=None):
+    config = cfg.validate(
+        {
+            "subject": {"class_word": "woman", "train_images": "photos", "references": "refs"},
+            "base_model": "tiny",
+            "axes": {"token": {"rare": "ohwx"}, "regularization": ["none"], "captions": ["none"]},
+            "sample": sample or {},
+            "score": score or {},
+        }
+    )
+    return dag.Grid(config)
+
+
+def test_shard_ranges_align_with_batches_and_only_grow():
+    assert shard_ranges(200, 40, 8) == [(0, 40), (40, 80), (80, 120), (120, 160), (160, 200)]
+    assert shard_ranges(10, 4, 4) == [(0, 4), (4, 8), (8, 10)]
+    # More renders keep every full shard as it was.
+    assert shard_ranges(14, 4, 4)[:2] == shard_ranges(10, 4, 4)[:2]
+    with pytest.raises(SpecError, match="multiple of sample.batch_size"):
+        shard_ranges(200, 50, 8)
+
+
+def test_default_shards_of_the_study():
+    g = grid({"batch_size": 8})
+    assert g.shard_ids() == [0, 1, 2, 3, 4]  # 200 renders, 40 per shard
+
+
+def test_shard_params_do_not_change_when_renders_are_added():
+    small, large = grid({"count": 8, "shard_size": 4}), grid({"count": 12, "shard_size": 4})
+    for k in (0, 1):
+        wc = SimpleNamespace(shard=str(k))
+        assert small.shard_settings(wc) == large.shard_settings(wc)
+        assert small.shard_first(wc) == large.shard_first(wc) == 4 * k
+    last = large.shard_settings(SimpleNamespace(shard="2"))
+    assert last["count"] == 12 and "shard_size" not in last
+    assert large.shard_first(SimpleNamespace(shard="2")) == 8
+
+
+def test_score_inputs_list_every_shard_per_model():
+    g = grid({"count": 8, "shard_size": 4}, {"models": ["ArcFace", "Dlib"]})
+    assert g.face_models() == ["Dlib", "ArcFace"]
+    inputs = g.score_inputs(SimpleNamespace(arm="rare-noreg-nocap", epoch="2"))
+    base = "results/arms/rare-noreg-nocap/epoch-2"
+    assert inputs["tables"] == [f"{base}/renders/shard-0.csv", f"{base}/renders/shard-1.csv"]
+    assert inputs["faces_1"] == [
+        f"{base}/faces/ArcFace-dlib/shard-0.json",
+        f"{base}/faces/ArcFace-dlib/shard-1.json",
+    ]
+    assert inputs["references_0"] == "results/references/Dlib-dlib.json"
+    assert inputs["references_1"] == "results/references/ArcFace-dlib.json"
+
+
+def test_embedding_params_leave_out_metric_and_scoring_params_thresholds():
+    g = grid(score={"metric": "euclidean_l2", "thresholds": [0.5]})
+    embed = g.embed_params(SimpleNamespace(model="Dlib"))
+    assert set(embed) == {"align", "deepface_home", "detector", "model"}
+    scoring = g.scoring_params()
+    assert "thresholds" not in scoring and scoring["models"] == ["Dlib"]
+    assert scoring["multiple_faces"] == "closest"

@@ -1,0 +1,16 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import faces, logs
+
+with logs.job(snakemake.log[0]):
+    faces.setup_deepface(snakemake.params.faces["deepface_home"])
+    faces.run_embed_renders(
+        renders_table=Path(snakemake.input.table),
+        renders_dir=Path(snakemake.input.renders).parent,
+        settings=faces.embed_settings_from(snakemake.params.faces),
+        out=Path(snakemake.output[0]),
+        cache_dir=Path(snakemake.params.cache),
+        workers=snakemake.threads,
+    )
