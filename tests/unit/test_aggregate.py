@@ -13,6 +13,17 @@ from dreamgrid.aggregate import collect_scores, pct_column, run, run_summarize_c
 from dreamgrid.errors import SpecError
 
 NAN = float("nan")
+#: Columns appended after the contract's (``best``) ones: median, intervals, best_not_worse.
+APPENDED = [
+    "median",
+    "average_ci_low",
+    "average_ci_high",
+    "pct_below_0.6_ci_low",
+    "pct_below_0.6_ci_high",
+    "pct_below_0.7_ci_low",
+    "pct_below_0.7_ci_high",
+    "best_not_worse",
+]
 
 
 def renders(arm: str, epoch: int, distances: list[float | None], steps: int | None = None):
@@ -70,6 +81,7 @@ def test_summarize_hand_computed():
         "pct_below_0.6",
         "pct_below_0.7",
         "best",
+        *APPENDED,
     ]
     first = row(summary, "a", 1)
     assert first["renders"] == 4
@@ -224,7 +236,7 @@ def test_thresholds_order_agnostic():
     # best follows the lowest threshold (0.6), not the first given.
     assert list(backward["best"]) == [True, False]
     three = summarize(scores, thresholds=[0.7, 0.5, 0.6])
-    assert [c for c in three.columns if c.startswith("pct")] == [
+    assert [c for c in three.columns if c.startswith("pct") and "_ci_" not in c] == [
         "pct_below_0.5",
         "pct_below_0.6",
         "pct_below_0.7",
@@ -337,6 +349,7 @@ def test_run_summarize_cli_round_trip(tmp_path):
         "pct_below_0.6",
         "pct_below_0.7",
         "best",
+        *APPENDED,
     ]
     pd.testing.assert_frame_equal(back, returned, check_dtype=False)
     assert back.loc[2, "face_rate"] == 0.0

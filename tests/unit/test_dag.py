@@ -60,16 +60,32 @@ def test_arm_params_are_only_that_arm():
 
 
 def test_face_params_leave_out_thresholds():
-    assert "thresholds" not in grid().face_params()
+    assert "thresholds" not in grid().scoring_params()
+    assert "thresholds" not in grid().embed_params(SimpleNamespace(model="Dlib"))
 
 
 def test_final_outputs_cover_every_checkpoint():
     g = grid()
-    hists = [p for p in g.final_outputs() if p.startswith("results/plots/histograms/")]
+    hists = [
+        p for p in g.final_outputs() if p.startswith("results/plots/histograms/") and "/epoch-" in p
+    ]
     assert len(hists) == 8 * 3
     assert "results/plots/histograms/rare-genreg-nocap/epoch-3.png" in hists
     assert dag.SUMMARY in g.final_outputs()
 
 
 def test_references_file_names_model_and_detector():
-    assert grid().references_file() == "results/references/Dlib-dlib.json"
+    assert grid().primary_references() == "results/references/Dlib-dlib.json"
+
+
+def test_report_outputs_and_statistics_params():
+    g = grid()
+    outputs = g.final_outputs()
+    for path in (dag.COMPARISONS, dag.EFFECTS, dag.CURVES_EPOCH, dag.CURVES_STEPS):
+        assert path in outputs
+    assert "results/references/Dlib-dlib.baseline.csv" in outputs
+    assert len([p for p in outputs if p.endswith("/all-epochs.png")]) == 8
+    assert len([p for p in outputs if "/contact-sheets/" in p]) == 8 * 3
+    assert set(g.statistics_params()) == {"alpha", "bootstrap_resamples", "confidence", "seed"}
+    axes = g.arm_axes()["rare-genreg-blip"]
+    assert axes == {"token": "rare", "regularization": "generated", "captions": "blip"}

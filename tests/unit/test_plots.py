@@ -106,3 +106,40 @@ def test_histograms_one_file_per_checkpoint(tmp_path):
     ]
     for path in paths:
         assert png_size(path) == EXPECTED_SIZE
+
+
+def test_curves_arm_histograms_and_contact_sheet(tmp_path):
+    from PIL import Image
+
+    from dreamgrid.aggregate import summarize
+    from dreamgrid.plots import arm_histograms, contact_sheet, curves
+
+    scores = pd.concat(
+        [checkpoint(arm, e, 40, faces=True, seed=e) for arm in ("a", "b") for e in (1, 2, 3)],
+        ignore_index=True,
+    )
+    summary = summarize(scores)
+    baseline = pd.DataFrame({"reference": ["x", "y"], "mean_distance": [0.4, 0.5]})
+    for x in ("epoch", "steps"):
+        out = curves(summary, tmp_path / f"{x}.png", x=x, baseline=baseline)
+        assert png_size(out)[0] > 600
+    out = arm_histograms(scores[scores["arm"] == "a"], [0.6, 0.7], tmp_path / "a.png", "a", 0.45)
+    width, height = png_size(out)
+    assert width > 2 * EXPECTED_SIZE[0] * 0.6  # three panels side by side
+    renders = tmp_path / "renders" / "shard-0"
+    renders.mkdir(parents=True)
+    one = scores[(scores["arm"] == "a") & (scores["epoch"] == 1)].copy()
+    one["image"] = [f"render-{s}.png" for s in one["seed"]]
+    one.loc[one.index[:3], ["face_found", "mean_distance"]] = [False, np.nan]
+    for name in one["image"]:
+        Image.new("RGB", (32, 32), "gray").save(renders / name)
+    out = contact_sheet(one, [renders.parent], tmp_path / "sheet.png", "a, epoch 1", per_group=4)
+    # The score stage names renders relative to renders/ ("shard-0/render-0.png") and the
+    # rule passes the shard folders.
+    one["image"] = "shard-0/" + one["image"]
+    contact_sheet(one, [renders], tmp_path / "sheet2.png", "a, epoch 1", per_group=4)
+    width, height = png_size(out)
+    assert height > 4 * 150  # best, median, worst and no-face rows
+    faceless = checkpoint("a", 1, 8, faces=False)
+    empty = summarize(faceless)
+    assert png_size(curves(empty, tmp_path / "empty.png", x="steps"))[0] > 600

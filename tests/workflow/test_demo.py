@@ -19,9 +19,14 @@ ARMS = [
 
 def test_summary_has_a_row_per_checkpoint_with_kohya_steps(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
-    assert list(summary.columns) == [
+    # The contract's columns in order (model / prompt_set may sit after epoch), then the
+    # appended ones: median, bootstrap intervals and the uncertainty-aware best epoch.
+    assert [c for c in summary.columns if c not in ("model", "prompt_set")] == [
         "arm", "epoch", "steps", "renders", "face_rate", "average",
         "pct_below_0.6", "pct_below_0.7", "best",
+        "median", "average_ci_low", "average_ci_high",
+        "pct_below_0.6_ci_low", "pct_below_0.6_ci_high",
+        "pct_below_0.7_ci_low", "pct_below_0.7_ci_high", "best_not_worse",
     ]  # fmt: skip
     assert sorted(summary["arm"].unique()) == sorted(ARMS)
     assert len(summary) == len(ARMS) * 2
@@ -93,6 +98,36 @@ def test_html_report(demo_run):
     html = (demo_run / "results/report.html").read_text(errors="replace")
     assert len(html) > 50_000
     assert "summary.csv" in html and "epoch-2.png" in html
+    for name in ("by-steps.png", "all-epochs.png", "comparisons.csv", "effects.csv", "summary.md"):
+        assert name in html, name
+    assert "Contact sheets" in html and "Verdict and statistics" in html
+
+
+def test_statistics_curves_and_contact_sheets(demo_run):
+    results = demo_run / "results"
+    comparisons = pd.read_csv(results / "comparisons.csv")
+    assert list(comparisons.columns[:9]) == [
+        "arm_a", "arm_b", "epoch", "n_pairs", "mean_diff", "ci_low", "ci_high",
+        "p_value", "p_adjusted",
+    ]  # fmt: skip
+    assert len(comparisons) == len(ARMS) * (len(ARMS) - 1) // 2 * 2
+    assert (comparisons["n_pairs"] == 0).all() and comparisons["mean_diff"].isna().all()
+    effects = pd.read_csv(results / "effects.csv")
+    assert set(effects["view"]) == {"equal_steps"}  # no arm has a best epoch without faces
+    assert effects["estimate"].isna().all()
+    baseline = pd.read_csv(next((results / "references").glob("*.baseline.csv")))
+    assert len(baseline) == 3 and baseline["mean_distance"].between(0, 2).all()
+    for name in ("by-epoch.png", "by-steps.png"):
+        with Image.open(results / "plots/curves" / name) as im:
+            assert im.size[0] > 600 and im.size[1] > 400
+    for arm in ARMS:
+        with Image.open(results / f"plots/histograms/{arm}/all-epochs.png") as im:
+            assert im.size[0] > 600
+        for epoch in (1, 2):
+            assert (results / f"plots/contact-sheets/{arm}/epoch-{epoch}.png").stat().st_size > 0
+    text = (results / "report/summary.md").read_text()
+    assert "Nothing to conclude" in text
+    assert "As alike as real photos" in text
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):

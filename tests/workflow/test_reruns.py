@@ -35,14 +35,29 @@ def test_changing_thresholds_reruns_only_aggregation(demo_run):
     config = demo_config()
     config["score"]["thresholds"] = [0.5, 0.65]
     rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
-    assert set(rules) == {"aggregate_scores", "plot_histogram", "all"}
+    # Only aggregation and report figures; the reference baseline and the contact sheets
+    # do not depend on thresholds.
+    assert set(rules) == {
+        "aggregate_scores",
+        "plot_histogram",
+        "plot_arm_histograms",
+        "plot_curves",
+        "all",
+    }
 
 
-def test_adding_renders_does_not_retrain(demo_run):
+def test_adding_renders_adds_shards_only(demo_run):
+    # The demo renders 4 per checkpoint in shards of 4: 2 more renders add shard 1 to each of
+    # the 16 checkpoints; shard 0 is neither re-rendered nor re-embedded, nothing retrains.
     config = demo_config()
     config["sample"]["count"] += 2
-    rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
+    jobs = planned_jobs(demo_run, config)
+    rules = Counter(rule for rule, _ in jobs)
     assert rules["sample_checkpoint"] == 16
+    assert rules["embed_renders"] == 16
+    for rule in ("sample_checkpoint", "embed_renders"):
+        assert {wc["shard"] for r, wc in jobs if r == rule} == {"1"}, rule
+    assert rules["score_faces"] == 16  # merges the shards of each checkpoint
     assert "train_dreambooth" not in rules
     assert not UPSTREAM & set(rules)
 
@@ -63,4 +78,6 @@ def test_changing_the_metric_rescores_without_retraining(demo_run):
     config["score"]["metric"] = "euclidean_l2"
     rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
     assert rules["score_faces"] == 16
+    # Embeddings do not depend on the metric: only distances are recomputed.
     assert not {"train_dreambooth", "sample_checkpoint", "generate_class_images"} & set(rules)
+    assert not {"embed_renders", "embed_references"} & set(rules)

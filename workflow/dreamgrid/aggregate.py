@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dreamgrid import stats
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
 
@@ -174,6 +175,10 @@ def summarize(
     scores: pd.DataFrame,
     thresholds: Sequence[float] = (0.6, 0.7),
     best_within: float = 5.0,
+    *,
+    confidence: float = stats.CONFIDENCE,
+    resamples: int = stats.RESAMPLES,
+    seed: int = stats.SEED,
 ) -> pd.DataFrame:
     """One row per checkpoint (arm, epoch) with face rate, average and % below thresholds.
 
@@ -184,11 +189,18 @@ def summarize(
         best_within: the best epoch of an arm is the earliest whose % below the lowest
             threshold is within this many percentage points of the arm's maximum.
 
+        confidence, resamples, seed: of the bootstrap intervals (see :mod:`dreamgrid.stats`).
+
     Returns:
-        Columns ``arm, epoch, [steps], renders, face_rate, average, pct_below_<t>..., best``,
-        sorted by arm then epoch. ``face_rate`` is a fraction (0..1); the percentages
-        (0..100) and the average are over renders with a face and NaN when there is none.
-        An arm without any face has no best epoch.
+        Columns ``arm, epoch, [model], [prompt_set], [steps], renders, face_rate, average,
+        pct_below_<t>..., best``, then (appended, so scripts reading the first columns keep
+        working) ``median, average_ci_low, average_ci_high, pct_below_<t>_ci_low,
+        pct_below_<t>_ci_high..., best_not_worse``; sorted by arm then epoch. ``face_rate``
+        is a fraction (0..1); the percentages (0..100), average and median are over renders
+        with a face and NaN when there is none. The intervals resample those renders (seeded
+        percentile bootstrap). ``best_not_worse`` flags the arm's earliest epoch whose share
+        below the lowest threshold is not significantly below the arm's highest (paired on
+        seeds when there is a ``seed`` column). An arm without any face has neither flag.
 
     Raises:
         SpecError: a missing column, bad values, bad thresholds or a negative best_within.
@@ -201,14 +213,19 @@ def summarize(
         )
     scores = _normalise(scores, "scores")
     pct_columns = [pct_column(t) for t in levels]
-    keys = ["arm", "epoch"]
+    extra = stats.group_columns(scores)
+    keys = ["arm", "epoch", *extra]
     has_steps = "steps" in scores.columns
     columns = keys + (["steps"] if has_steps else []) + ["renders", "face_rate", "average"]
     columns += [*pct_columns, "best"]
+    ci_columns = ["median", "average_ci_low", "average_ci_high"]
+    ci_columns += [f"{c}_ci_{end}" for c in pct_columns for end in ("low", "high")]
 
     rows = []
-    for (arm, epoch), group in scores.groupby(keys, sort=True):
+    for key, group in scores.groupby(keys, sort=True):
+        arm, epoch = key[0], key[1]
         row: dict[str, object] = {"arm": arm, "epoch": int(epoch)}
+        row.update(zip(extra, key[2:], strict=True))
         if has_steps:
             steps = group["steps"].unique()
             if len(steps) != 1:
@@ -225,18 +242,44 @@ def summarize(
             row[name] = (
                 100.0 * float((faces < level).sum()) / len(faces) if len(faces) else math.nan
             )
+        row["median"] = float(np.median(faces)) if len(faces) else math.nan
+        intervals = stats.checkpoint_intervals(
+            faces,
+            levels,
+            rng=stats.rng_for(seed, "checkpoint", *key),
+            resamples=resamples,
+            confidence=confidence,
+        )
+        row["average_ci_low"], row["average_ci_high"] = intervals["average"]
+        for level, name in zip(levels, pct_columns, strict=True):
+            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = intervals[level]
         rows.append(row)
-    summary = pd.DataFrame(rows, columns=columns[:-1])
+    summary = pd.DataFrame(rows, columns=columns[:-1] + ci_columns)
     if summary.empty:
         summary = summary.astype({"epoch": "int64", "renders": "int64"})
-    summary["best"] = _best_flags(summary, pct_columns[0], best_within)
-    return summary[columns]
+    arm_keys = ["arm", *extra]
+    summary["best"] = _best_flags(summary, pct_columns[0], best_within, arm_keys)
+    not_worse = pd.Series(False, index=summary.index, dtype=bool)
+    for key, group in scores.groupby(arm_keys, sort=False):
+        epoch = stats.earliest_not_worse(
+            group, levels[0], seed=seed, resamples=resamples, confidence=confidence
+        )
+        if epoch is not None:
+            key = key if isinstance(key, tuple) else (key,)
+            hit = (summary["epoch"] == epoch) & np.logical_and.reduce(
+                [summary[c] == v for c, v in zip(arm_keys, key, strict=True)]
+            )
+            not_worse[hit] = True
+    summary["best_not_worse"] = not_worse
+    return summary[columns + ci_columns + ["best_not_worse"]]
 
 
-def _best_flags(summary: pd.DataFrame, column: str, within: float) -> pd.Series:
+def _best_flags(
+    summary: pd.DataFrame, column: str, within: float, arm_keys: Sequence[str] = ("arm",)
+) -> pd.Series:
     """True on each arm's earliest epoch within ``within`` points of its maximum ``column``."""
     best = pd.Series(False, index=summary.index, dtype=bool)
-    for _, group in summary.groupby("arm", sort=False):
+    for _, group in summary.groupby(list(arm_keys), sort=False):
         values = group[column]
         if values.notna().any():
             # 1e-9 absorbs float noise so that "exactly 5 points below" counts as within.
@@ -304,12 +347,220 @@ DEMO_WARNING = (
 )
 
 
-def markdown(
-    summary: pd.DataFrame, scores: pd.DataFrame, demo: bool, best_within: float | None = None
+def _contract_pct_columns(summary: pd.DataFrame) -> list[str]:
+    return [c for c in summary.columns if c.startswith("pct_below_") and "_ci_" not in c]
+
+
+def _with_ci(value: float, low: float, high: float, digits: int) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _summary_markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a compact table: intervals in brackets beside their estimate."""
+    pct_columns = _contract_pct_columns(summary)
+    keys = [c for c in ("arm", "epoch", *stats.GROUP_COLUMNS, "steps") if c in summary.columns]
+    view = summary[keys + ["renders", "face_rate"]].copy()
+    if "average_ci_low" in summary.columns:
+        view["average [CI]"] = [
+            _with_ci(v, lo, hi, 4)
+            for v, lo, hi in summary[["average", "average_ci_low", "average_ci_high"]].to_numpy()
+        ]
+        view["median"] = summary["median"]
+        for c in pct_columns:
+            view[f"{c} [CI]"] = [
+                _with_ci(v, lo, hi, 1)
+                for v, lo, hi in summary[[c, f"{c}_ci_low", f"{c}_ci_high"]].to_numpy()
+            ]
+    else:
+        view["average"] = summary["average"]
+        for c in pct_columns:
+            view[c] = summary[c]
+    view["best"] = summary["best"].astype(bool)
+    if "best_not_worse" in summary.columns:
+        view["best_not_worse"] = summary["best_not_worse"].astype(bool)
+    digits = {"face_rate": 2, "average": 4, "median": 4}
+    header = "| " + " | ".join(view.columns) + " |"
+    rule = "|" + "|".join("---" if c == "arm" else "---:" for c in view.columns) + "|"
+    lines = [header, rule]
+    for row in view.itertuples(index=False):
+        cells = [_fmt(v, digits.get(c, 2)) for c, v in zip(view.columns, row, strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _frame_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    lines = [header, rule]
+    for row in frame.itertuples(index=False):
+        cells = []
+        for column, value in zip(frame.columns, row, strict=True):
+            if isinstance(value, (float, np.floating)) and str(column).startswith("p_"):
+                cells.append("n/a" if math.isnan(value) else f"{value:.3g}")
+            else:
+                cells.append(_fmt(value, digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+VIEW_NAMES = {"equal_steps": "at equal training steps", "best": "at each arm's best epoch"}
+
+
+def _effect_sentence(row: pd.Series, alpha: float, confidence: float) -> str:
+    level, ref = str(row["contrast"]).split(" vs ", 1)
+    pct = f"{100 * confidence:g}%"
+    est, low, high = row["estimate"], row["ci_low"], row["ci_high"]
+    if not np.isfinite(est):
+        return f"{row['axis']} ({row['contrast']}): no paired faces, nothing to conclude"
+    if stats.significant(row["p_adjusted"], alpha):
+        better, worse = (level, ref) if est < 0 else (ref, level)
+        half = (high - low) / 2
+        return (
+            f"{row['axis']}: {better} beats {worse} by {abs(est):.3f} ± {half:.3f} "
+            f"({pct} CI of {level} minus {ref}: {low:.3f} to {high:.3f}; "
+            f"Holm p = {row['p_adjusted']:.3g})"
+        )
+    return (
+        f"{row['axis']} ({level} vs {ref}): no significant effect "
+        f"(difference {est:+.3f}, {pct} CI {low:.3f} to {high:.3f}; Holm p = "
+        f"{row['p_adjusted']:.3g})"
+    )
+
+
+def verdict(
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame | None = None,
+    effects: pd.DataFrame | None = None,
+    baseline: float = math.nan,
+    *,
+    confidence: float = stats.CONFIDENCE,
+    alpha: float = 0.05,
 ) -> str:
-    """Human summary: warning (demo), table, face-rate note and best epoch per arm."""
-    pct_columns = [c for c in summary.columns if c.startswith("pct_below_")]
+    """A plain-language paragraph from the numbers; it claims only what the intervals allow.
+
+    Args:
+        summary: from :func:`summarize` (with intervals).
+        comparisons: from :func:`dreamgrid.stats.compare_arms`.
+        effects: from :func:`dreamgrid.stats.factorial_effects` (views concatenated).
+        baseline: mean leave-one-out distance among the reference photos (NaN if unknown).
+        confidence: coverage of the intervals, for the wording.
+        alpha: significance level applied to Holm-adjusted p-values.
+
+    Returns:
+        Markdown text (a few sentences and bullets).
+    """
+    pct = f"{100 * confidence:g}%"
+    scored = summary.loc[summary["average"].notna()]
+    if scored.empty:
+        return (
+            "**Nothing to conclude.** No render contained a face, so there is no distance to "
+            "compare: no arm, epoch or axis can be said to be better or worse than another."
+        )
+    parts = []
+    top = scored.loc[scored["average"].idxmin()]
+    steps = f", {int(top['steps'])} steps" if "steps" in top.index else ""
+    lowest = _contract_pct_columns(summary)[0]
+    sentence = (
+        f"The lowest average distance is **{top['arm']}** at epoch {int(top['epoch'])}{steps}: "
+        f"{top['average']:.4f}"
+    )
+    if "average_ci_low" in top.index:
+        sentence += f" ({pct} CI {top['average_ci_low']:.4f} to {top['average_ci_high']:.4f})"
+    sentence += f", with {top[lowest]:.1f}% of faces {lowest.replace('pct_below_', 'below ')}."
+    if np.isfinite(baseline):
+        low = top.get("average_ci_low", top["average"])
+        high = top.get("average_ci_high", top["average"])
+        if low > baseline:
+            sentence += (
+                f" Real photos of the person score {baseline:.4f} against each other, so even "
+                "this checkpoint is measurably less alike than the person's own photos."
+            )
+        elif high < baseline:
+            sentence += (
+                f" That is below the {baseline:.4f} that real photos of the person score "
+                "against each other (the renders may resemble the references more than the "
+                "photos resemble one another: check the contact sheets for copies)."
+            )
+        else:
+            sentence += (
+                f" That is as alike as real photos of the person are to each other "
+                f"({baseline:.4f})."
+            )
+    parts.append(sentence)
+    if comparisons is not None and len(comparisons):
+        rows = comparisons.loc[
+            (comparisons["epoch"] == top["epoch"])
+            & ((comparisons["arm_a"] == top["arm"]) | (comparisons["arm_b"] == top["arm"]))
+            & comparisons["p_value"].notna()
+        ]
+        if len(rows):
+            ties = rows.loc[~rows["p_adjusted"].map(lambda p: stats.significant(p, alpha))]
+            others = sorted(
+                {b if a == top["arm"] else a for a, b in ties[["arm_a", "arm_b"]].to_numpy()}
+            )
+            if others:
+                parts.append(
+                    f"At epoch {int(top['epoch'])} it is not significantly different from "
+                    f"{len(others)} of {len(rows)} other arm(s) after Holm correction: "
+                    f"{', '.join(others)}."
+                )
+            else:
+                parts.append(
+                    f"At epoch {int(top['epoch'])} it is significantly more alike than each of "
+                    f"the {len(rows)} other arm(s) (paired Wilcoxon, Holm-corrected)."
+                )
+    bullets = []
+    if effects is not None and len(effects):
+        for view, group in effects.groupby("view", sort=False):
+            mains = group.loc[group["term"] == "main"]
+            if mains.empty:
+                continue
+            label = VIEW_NAMES.get(str(view), str(view))
+            text = "; ".join(_effect_sentence(r, alpha, confidence) for _, r in mains.iterrows())
+            inter = group.loc[group["term"] == "interaction"]
+            hits = inter.loc[inter["p_adjusted"].map(lambda p: stats.significant(p, alpha))]
+            if len(inter):
+                if len(hits):
+                    text += "; significant interaction(s): " + ", ".join(
+                        f"{r['axis']} {r['contrast']} ({r['estimate']:+.3f})"
+                        for _, r in hits.iterrows()
+                    )
+                else:
+                    text += "; no significant interaction"
+            few = int(mains["n_seeds"].max()) if len(mains) else 0
+            if few < 6:
+                text += f" (only {few} paired seeds: too few for any test to reach significance)"
+            bullets.append(f"- **{label[0].upper() + label[1:]}**: {text}.")
+    parts = [" ".join(parts)]
+    if bullets:
+        parts.append("\n".join(bullets))
+    parts.append(
+        f"Significant means a Holm-adjusted p below {alpha:g} (Wilcoxon signed-rank on "
+        f"per-seed differences); intervals are {pct} seeded bootstrap intervals. Lower "
+        "distance = more alike."
+    )
+    return "\n\n".join(parts)
+
+
+def markdown(
+    summary: pd.DataFrame,
+    scores: pd.DataFrame,
+    demo: bool,
+    best_within: float | None = None,
+    *,
+    comparisons: pd.DataFrame | None = None,
+    effects: pd.DataFrame | None = None,
+    baseline: pd.DataFrame | None = None,
+    confidence: float = stats.CONFIDENCE,
+    alpha: float = 0.05,
+) -> str:
+    """Human summary: warning (demo), verdict, table, face rate, best epochs, statistics."""
+    pct_columns = _contract_pct_columns(summary)
     lowest = pct_columns[0] if pct_columns else None
+    baseline_mean = stats.baseline_value(baseline)
+    pct = f"{100 * confidence:g}%"
     parts = []
     if demo:
         parts.append(DEMO_WARNING)
@@ -319,7 +570,24 @@ def markdown(
         "Distances are DeepFace distances to the reference photos, averaged per render: "
         "lower means more alike."
     )
-    parts.append(_markdown_table(summary))
+    parts.append("## Verdict")
+    parts.append(
+        verdict(
+            summary,
+            comparisons,
+            effects,
+            baseline_mean,
+            confidence=confidence,
+            alpha=alpha,
+        )
+    )
+    parts.append("## Per checkpoint")
+    if "average_ci_low" in summary.columns:
+        parts.append(
+            f"Brackets hold {pct} bootstrap intervals (seeded, resampling the renders with a "
+            "face); `pct_below_*` are percent of those renders."
+        )
+    parts.append(_summary_markdown_table(summary))
 
     faces = int(scores["face_found"].sum())
     note = (
@@ -336,24 +604,169 @@ def markdown(
         note += f" No face at all in {len(faceless)} checkpoint(s), shown as n/a: {names}."
     parts.append(note)
 
+    if baseline is not None:
+        if np.isfinite(baseline_mean):
+            parts.append(
+                "**As alike as real photos.** Each reference photo scored like a render "
+                "against the other references (leave-one-out) gives "
+                + ", ".join(
+                    f"{r} {d:.4f}" for r, d in baseline[["reference", "mean_distance"]].to_numpy()
+                )
+                + f"; mean {baseline_mean:.4f}. Plots draw this as the real-photos line."
+            )
+        else:
+            parts.append(
+                "**As alike as real photos.** Needs at least two reference photos; not shown."
+            )
+
     lines = ["## Best epoch per arm", ""]
     if lowest is not None:
         margin = "the configured margin" if best_within is None else f"{best_within:g} points"
-        lines += [f"The earliest epoch whose `{lowest}` is within {margin} of the arm's best.", ""]
-    for arm, group in summary.groupby("arm", sort=True):
-        best = group[group["best"]]
+        lines += [
+            (
+                f"The earliest epoch whose `{lowest}` is within {margin} of the arm's best "
+                "(`best`), and the earliest whose share is not significantly below the arm's "
+                f"highest ({pct} bootstrap over paired seeds; `best_not_worse`)."
+            ),
+            "",
+        ]
+    arm_keys = ["arm", *stats.group_columns(summary)]
+    for key, group in summary.groupby(arm_keys, sort=True):
+        name = " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+        best = group[group["best"].astype(bool)]
         if best.empty:
-            lines.append(f"- **{arm}**: no face found in any render, so no best epoch.")
+            lines.append(f"- **{name}**: no face found in any render, so no best epoch.")
             continue
         row = best.iloc[0]
         steps = f", {int(row['steps'])} steps" if "steps" in row.index else ""
         detail = f"{lowest} = {row[lowest]:.2f}%, " if lowest else ""
-        lines.append(
-            f"- **{arm}**: epoch {int(row['epoch'])}{steps} "
+        text = (
+            f"- **{name}**: epoch {int(row['epoch'])}{steps} "
             f"({detail}average {row['average']:.4f}, face rate {row['face_rate']:.2f})"
         )
+        if "best_not_worse" in group.columns and group["best_not_worse"].any():
+            early = group.loc[group["best_not_worse"].astype(bool)].iloc[0]
+            text += f"; not significantly worse from epoch {int(early['epoch'])}"
+        lines.append(text)
     parts.append("\n".join(lines))
+
+    if effects is not None and len(effects):
+        parts.append("## Factorial effects")
+        parts.append(
+            "Per seed, the distance difference a level makes against the reference level "
+            "(first level of the axis), averaged over arms equal on the other axes; "
+            "interactions are differences of differences. Negative = the level is more alike."
+        )
+        shown = effects.drop(columns=["p_value"])
+        parts.append(_frame_markdown(shown))
+    if comparisons is not None and len(comparisons):
+        parts.append("## Paired comparisons between arms")
+        parts.append(
+            "`mean_diff` = arm_a minus arm_b over seeds where both found a face; "
+            "Wilcoxon signed-rank p, Holm-adjusted over the whole table. Full table: "
+            "`results/comparisons.csv`."
+        )
+        parts.append(_frame_markdown(comparisons.head(60)))
     return "\n\n".join(parts) + "\n"
+
+
+def comparisons_and_effects(
+    scores: pd.DataFrame,
+    summary: pd.DataFrame,
+    arms: dict[str, dict[str, str]] | None = None,
+    *,
+    confidence: float = stats.CONFIDENCE,
+    resamples: int = stats.RESAMPLES,
+    seed: int = stats.SEED,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Paired arm comparisons and the factorial effects at equal steps and at best epochs."""
+    options = {"seed": seed, "resamples": resamples, "confidence": confidence}
+    comparisons = stats.compare_arms(scores, **options)
+    axes = stats.arm_axes(sorted(scores["arm"].unique()), arms)
+    frames = []
+    extra = stats.group_columns(scores)
+    groups = scores.groupby(extra, sort=True) if extra else [((), scores)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        part = summary
+        for column, value in zip(extra, key, strict=True):
+            part = part.loc[part[column] == value]
+        for view in ("equal_steps", "best"):
+            chosen = stats.select_checkpoints(part, view)
+            table = stats.factorial_effects(group, axes, chosen, view=view, **options)
+            for column, value in zip(extra, key, strict=True):
+                table[column] = value
+            frames.append(table)
+    frames = [f for f in frames if len(f)]
+    effects = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else stats.factorial_effects(scores, axes.iloc[0:0], {})
+    )
+    return comparisons, effects
+
+
+def run_compare_cli(
+    scores: Path,
+    out: Path,
+    *,
+    confidence: float = stats.CONFIDENCE,
+    resamples: int = stats.RESAMPLES,
+    seed: int = stats.SEED,
+) -> pd.DataFrame:
+    """``dreamgrid compare --scores FILE --out comparisons.csv``: paired arm comparisons.
+
+    Args:
+        scores: table with ``arm, epoch, seed, face_found, mean_distance`` (CSV/TSV/parquet).
+        out: CSV with :data:`dreamgrid.stats.COMPARE_COLUMNS`.
+
+    Returns:
+        The table written.
+
+    Raises:
+        SpecError: unreadable file, a missing column or a repeated seed (naming the file).
+    """
+    table = read_table(scores)
+    _require(table, (*SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
+    table = _normalise(table, str(scores))
+    try:
+        result = stats.compare_arms(table, seed=seed, resamples=resamples, confidence=confidence)
+    except ValueError as err:
+        raise SpecError(f"{scores}: {err}") from err
+    _write_csv(result, out)
+    log.info("wrote %s (%d comparisons)", out, len(result))
+    return result
+
+
+def run_baseline(references: Path, metric: str, out: Path) -> pd.DataFrame:
+    """Leave-one-out distances among the reference photos (the real-photos line), as CSV.
+
+    Args:
+        references: reference embeddings from the embed_references rule.
+        metric: the scoring metric.
+        out: CSV with ``reference, mean_distance, n_others``.
+    """
+    from dreamgrid.faces import load_references
+
+    embeddings, _ = load_references(references)
+    baseline = stats.reference_baseline(embeddings, metric)
+    _write_csv(baseline, out)
+    log.info(
+        "reference baseline: %d references, mean leave-one-out distance %.4f",
+        len(baseline),
+        stats.baseline_value(baseline),
+    )
+    return baseline
+
+
+def read_baseline(path: str | Path | None) -> pd.DataFrame | None:
+    """The baseline CSV from :func:`run_baseline`, or None."""
+    if path is None:
+        return None
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=["reference", "mean_distance", "n_others"])
 
 
 def run(
@@ -364,6 +777,15 @@ def run(
     out_summary: Path,
     out_markdown: Path,
     demo: bool,
+    *,
+    baseline: Path | None = None,
+    arms: dict[str, dict[str, str]] | None = None,
+    out_comparisons: Path | None = None,
+    out_effects: Path | None = None,
+    confidence: float = stats.CONFIDENCE,
+    resamples: int = stats.RESAMPLES,
+    seed: int = stats.SEED,
+    alpha: float = 0.05,
 ) -> pd.DataFrame:
     """Aggregate all checkpoints' scores.
 
@@ -373,19 +795,63 @@ def run(
         best_within: margin in percentage points for the best epoch (see :func:`summarize`).
         out_scores: tidy table of all renders (TSV).
         out_summary: per-checkpoint summary (CSV).
-        out_markdown: human summary (markdown).
+        out_markdown: human summary (markdown) with the verdict.
         demo: start the markdown with a warning that demo numbers mean nothing.
+        baseline: reference leave-one-out CSV (:func:`run_baseline`), for the verdict.
+        arms: arm → {axis: level} for the factorial view (else parsed from the arm ids).
+        out_comparisons: paired comparisons between arms (CSV), if wanted.
+        out_effects: factorial main effects and interactions (CSV), if wanted.
+        confidence, resamples, seed: bootstrap settings; alpha: significance level.
 
     Returns:
         The summary table.
     """
     scores = collect_scores(score_files)
-    summary = summarize(scores, thresholds=thresholds, best_within=best_within)
+    options = {"confidence": confidence, "resamples": resamples, "seed": seed}
+    summary = summarize(scores, thresholds=thresholds, best_within=best_within, **options)
+    comparisons, effects = comparisons_and_effects(scores, summary, arms, **options)
+    reference = read_baseline(baseline)
     _write_csv(scores, Path(out_scores), sep="\t")
     _write_csv(summary, Path(out_summary))
+    if out_comparisons is not None:
+        _write_csv(comparisons, Path(out_comparisons))
+    if out_effects is not None:
+        _write_csv(effects, Path(out_effects))
+    text = markdown(
+        summary,
+        scores,
+        demo,
+        best_within,
+        comparisons=comparisons,
+        effects=effects,
+        baseline=reference,
+        confidence=confidence,
+        alpha=alpha,
+    )
     with atomic_path(out_markdown) as tmp:
-        tmp.write_text(markdown(summary, scores, demo, best_within), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     if not scores["face_found"].any():
         log.warning("no face found in any of %d renders; the summary has no scores", len(scores))
     log.info("summarized %d checkpoints into %s", len(summary), out_summary)
     return summary
+
+
+def primary(table: pd.DataFrame, model: str | None) -> pd.DataFrame:
+    """Rows of the primary face model when the table has a ``model`` column (else all rows).
+
+    Figures of one checkpoint show one model's distances; several models are never mixed.
+    """
+    if model is None or "model" not in table.columns:
+        return table
+    rows = table.loc[table["model"].astype(str) == str(model)]
+    if rows.empty and len(table):
+        raise SpecError(
+            f"scores: no rows for face model {model!r} (has {sorted(table['model'].unique())}); "
+            "rerun the score stage."
+        )
+    return rows
+
+
+def baseline_mean(path: str | Path | None) -> float:
+    """The real-photos distance from a baseline CSV (NaN when unknown)."""
+    return stats.baseline_value(read_baseline(path))

@@ -2,6 +2,7 @@
 
 dreamgrid score --references DIR --images DIR --model M --detector D [--metric cosine] --out F.csv
 dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-within 5] --out summary.csv
+dreamgrid compare --scores F.csv --out comparisons.csv   paired tests between arms
 dreamgrid check CONFIG        validate a config and list its arms
 dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
 """
@@ -41,6 +42,19 @@ def _summarize(args: argparse.Namespace) -> None:
         scores=args.scores, out=args.out, thresholds=args.thresholds, best_within=args.best_within
     )
     logger.info("%d checkpoints summarised -> %s", len(summary), args.out)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from dreamgrid import aggregate
+
+    table = aggregate.run_compare_cli(
+        scores=args.scores,
+        out=args.out,
+        confidence=args.confidence,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+    logger.info("%d comparisons -> %s", len(table), args.out)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -98,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summarize.add_argument("--out", type=Path, required=True, help="output CSV")
     summarize.set_defaults(func=_summarize)
+
+    compare = sub.add_parser(
+        "compare", help="paired differences between arms at each epoch (Wilcoxon, Holm)"
+    )
+    compare.add_argument(
+        "--scores", type=Path, required=True, help="CSV/TSV: arm, epoch, seed, face_found, ..."
+    )
+    compare.add_argument("--out", type=Path, required=True, help="output CSV")
+    compare.add_argument("--confidence", type=float, default=0.95, help="CI level (0.95)")
+    compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    compare.set_defaults(func=_compare)
 
     check = sub.add_parser("check", help="validate a config, check its inputs, list its arms")
     check.add_argument("config", type=Path)

@@ -21,7 +21,6 @@ CHECKPOINT_META = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.json"
 LOSS_LOG = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.loss.csv"
 OPTIMIZER_STATE = f"{ARM_DIR}/state/epoch-{{epoch}}.safetensors"
 RENDERS = f"{ARM_DIR}/epoch-{{epoch}}/renders"
-RENDERS_TABLE = f"{ARM_DIR}/epoch-{{epoch}}/renders.csv"
 SCORES = f"{ARM_DIR}/epoch-{{epoch}}/scores.csv"
 SCORES_META = f"{ARM_DIR}/epoch-{{epoch}}/scores.meta.json"
 REFERENCES = f"{RESULTS}/references/{{model}}-{{detector}}.json"
@@ -33,6 +32,18 @@ SUMMARY_MD = f"{RESULTS}/report/summary.md"
 # Training settings that do not change what one epoch's job computes: editing them must not
 # rerun existing epochs (more epochs only add jobs).
 NOT_PER_EPOCH = ("epochs",)
+
+# ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
+#: One shard of a checkpoint's renders (a folder under renders/) and its render table.
+RENDER_SHARD = f"{RENDERS}/shard-{{shard}}"
+RENDER_SHARD_TABLE = f"{RENDERS}/shard-{{shard}}.csv"
+#: Faces (embeddings, box areas, content hashes) of one shard for one (model, detector).
+FACES_SHARD = f"{ARM_DIR}/epoch-{{epoch}}/faces/{{model}}-{{detector}}/shard-{{shard}}.json"
+#: Render embeddings by file content hash, shared by all jobs (dreamgrid.faces.EmbeddingCache).
+FACE_CACHE = f"{RESULTS}/cache/faces"
+# Sample settings that are not a render's settings (each shard gets its own range instead).
+NOT_PER_SHARD = ("count", "shard_size")
+# ---- end of issue #4 constants -----------------------------------------------------------
 
 
 def canonical(settings: dict[str, Any]) -> dict[str, Any]:
@@ -74,13 +85,6 @@ class Grid:
         training = self.config["training"]
         return canonical({k: v for k, v in training.items() if k not in NOT_PER_EPOCH})
 
-    def face_params(self) -> dict[str, Any]:
-        """Settings that change embeddings or distances (not thresholds: those are reporting)."""
-        score = self.config["score"]
-        return canonical(
-            {k: score[k] for k in ("model", "detector", "metric", "align", "deepface_home")}
-        )
-
     def class_image_params(self) -> dict[str, Any]:
         """Settings of the generated class images; count null = one per training image."""
         settings = dict(self.config["regularization"])
@@ -93,19 +97,6 @@ class Grid:
     def section(self, name: str) -> dict[str, Any]:
         """A config section as job params (keys sorted)."""
         return canonical(self.config[name])
-
-    # ---- per-run file names (no wildcards) ------------------------------------------------
-    def references_file(self) -> str:
-        score = self.config["score"]
-        return REFERENCES.format(model=score["model"], detector=score["detector"])
-
-    def log_for(self, rule: str) -> str:
-        score = self.config["score"]
-        return f"{RESULTS}/logs/{rule}/{score['model']}-{score['detector']}.log"
-
-    def benchmark_for(self, rule: str) -> str:
-        score = self.config["score"]
-        return f"{RESULTS}/benchmarks/{rule}/{score['model']}-{score['detector']}.tsv"
 
     # ---- input functions ------------------------------------------------------------------
     def caption_inputs(self, wildcards: Any = None) -> dict[str, Any]:
@@ -140,4 +131,159 @@ class Grid:
         return [path.format(arm=a, epoch=e) for a in self.arms for e in self.epochs]
 
     def final_outputs(self) -> list[str]:
-        return [SUMMARY, SUMMARY_MD, SCORES_TABLE, *self.checkpoints(HISTOGRAM)]
+        return [
+            SUMMARY,
+            SUMMARY_MD,
+            SCORES_TABLE,
+            *self.checkpoints(HISTOGRAM),
+            *self.report_outputs(),
+        ]
+
+    # ---- issue #4: sample shards and several face models ----------------------------------
+    def shard_ranges(self) -> list[tuple[int, int]]:
+        """Render index ranges ``[start, stop)`` of every checkpoint's shards."""
+        from dreamgrid.sample import shard_ranges
+
+        sample = self.config["sample"]
+        return shard_ranges(sample["count"], sample["shard_size"], sample["batch_size"])
+
+    def shard_ids(self) -> list[int]:
+        return list(range(len(self.shard_ranges())))
+
+    def shard_settings(self, wildcards: Any) -> dict[str, Any]:
+        """SampleSettings of one shard: ``count`` is the shard's end, so raising the total
+        count changes only the last (partial) shard's params and adds new shards."""
+        sample = self.config["sample"]
+        settings = {k: v for k, v in sample.items() if k not in NOT_PER_SHARD}
+        settings["count"] = self.shard_ranges()[int(wildcards.shard)][1]
+        return canonical(settings)
+
+    def shard_first(self, wildcards: Any) -> int:
+        """Index of the first render of one shard."""
+        return self.shard_ranges()[int(wildcards.shard)][0]
+
+    def face_models(self) -> list[str]:
+        """Recognition models scored: ``score.model`` first, then ``score.models``."""
+        score = self.config["score"]
+        models = [score["model"]]
+        for model in score.get("models") or []:
+            if model not in models:
+                models.append(model)
+        return models
+
+    def embed_params(self, wildcards: Any) -> dict[str, Any]:
+        """What one (model, detector) embedding job depends on (not the metric)."""
+        score = self.config["score"]
+        return canonical(
+            {
+                "model": wildcards.model,
+                "detector": score["detector"],
+                "align": score["align"],
+                "deepface_home": score["deepface_home"],
+            }
+        )
+
+    def scoring_params(self) -> dict[str, Any]:
+        """What merging and scoring one checkpoint depends on (not the thresholds)."""
+        score = self.config["score"]
+        return canonical(
+            {
+                **{k: score[k] for k in ("detector", "metric", "align", "deepface_home")},
+                "models": self.face_models(),
+                "multiple_faces": score["multiple_faces"],
+            }
+        )
+
+    def references_for(self, model: str) -> str:
+        return REFERENCES.format(model=model, detector=self.config["score"]["detector"])
+
+    def score_inputs(self, wildcards: Any) -> dict[str, Any]:
+        """Inputs of one checkpoint's score job: every shard's table, and per model (in the
+        order of :meth:`face_models`) ``faces_<i>`` (one file per shard) and
+        ``references_<i>``."""
+        detector = self.config["score"]["detector"]
+        where = {"arm": wildcards.arm, "epoch": wildcards.epoch}
+        shards = self.shard_ids()
+        inputs: dict[str, Any] = {
+            "tables": [RENDER_SHARD_TABLE.format(**where, shard=k) for k in shards],
+            "checkpoint_meta": CHECKPOINT_META.format(**where),
+        }
+        # Named by position (model names such as VGG-Face are not identifiers).
+        for i, model in enumerate(self.face_models()):
+            inputs[f"faces_{i}"] = [
+                FACES_SHARD.format(**where, model=model, detector=detector, shard=k) for k in shards
+            ]
+            inputs[f"references_{i}"] = self.references_for(model)
+        return inputs
+
+    def model_pattern(self) -> str:
+        """Regex of the configured model names (for the {model} wildcard)."""
+        import re
+
+        return "|".join(re.escape(m) for m in self.face_models())
+
+    # ---- end of issue #4 block --------------------------------------------------------------
+
+    # ---- issue #5: statistics, curves, contact sheets, report -------------------------------
+    def reference_baseline_file(self) -> str:
+        """Baseline of the primary scoring model (``score.model``)."""
+        score = self.config["score"]
+        return REFERENCE_BASELINE.format(model=score["model"], detector=score["detector"])
+
+    def primary_references(self) -> str:
+        return self.references_for(self.config["score"]["model"])
+
+    def arm_scores(self, wildcards: Any) -> list[str]:
+        """Score tables of every epoch of one arm."""
+        return [SCORES.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
+
+    def render_dirs(self, wildcards: Any) -> list[str]:
+        """Folders holding one checkpoint's renders (one per sample shard)."""
+        where = {"arm": wildcards.arm, "epoch": wildcards.epoch}
+        return [RENDER_SHARD.format(**where, shard=k) for k in self.shard_ids()]
+
+    def arm_axes(self) -> dict[str, dict[str, str]]:
+        """Axis levels per arm for the factorial view (token names, not token strings)."""
+        return {
+            arm.arm: {
+                "token": arm.token_name,
+                "regularization": arm.regularization,
+                "captions": arm.captions,
+            }
+            for arm in self.arms.values()
+        }
+
+    def statistics_params(self) -> dict[str, Any]:
+        """Bootstrap and test settings (the ``report`` section without figure-only keys)."""
+        report = self.config["report"]
+        keys = ("alpha", "bootstrap_resamples", "confidence", "seed")
+        return canonical({k: report[k] for k in keys})
+
+    def report_outputs(self) -> list[str]:
+        """Targets of the reporting rules added by issue #5."""
+        return [
+            COMPARISONS,
+            EFFECTS,
+            CURVES_EPOCH,
+            CURVES_STEPS,
+            self.reference_baseline_file(),
+            *[ARM_HISTOGRAMS.format(arm=a) for a in self.arms],
+            *self.checkpoints(CONTACT_SHEET),
+        ]
+
+    # ---- end of issue #5 block ----------------------------------------------------------------
+
+
+# ---- issue #5: report paths (module level, used by the methods above at call time) ----------
+#: Leave-one-out distances among the reference photos (the "as alike as real photos" line).
+REFERENCE_BASELINE = f"{RESULTS}/references/{{model}}-{{detector}}.baseline.csv"
+#: Paired comparisons between arms at each epoch, and the factorial effects.
+COMPARISONS = f"{RESULTS}/comparisons.csv"
+EFFECTS = f"{RESULTS}/effects.csv"
+#: Metrics against epoch and against training steps, one line per arm with CI bands.
+CURVES_EPOCH = f"{RESULTS}/plots/curves/by-epoch.png"
+CURVES_STEPS = f"{RESULTS}/plots/curves/by-steps.png"
+#: All checkpoints of one arm as one faceted histogram figure.
+ARM_HISTOGRAMS = f"{RESULTS}/plots/histograms/{{arm}}/all-epochs.png"
+#: Renders of one checkpoint sorted by distance (best, median, worst).
+CONTACT_SHEET = f"{RESULTS}/plots/contact-sheets/{{arm}}/epoch-{{epoch}}.png"

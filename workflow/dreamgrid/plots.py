@@ -1,4 +1,8 @@
-"""Figures for the aggregate stage: a histogram of render scores per checkpoint.
+"""Figures for the aggregate stage: histograms per checkpoint and per arm, curves against
+epoch and steps with confidence bands, and contact sheets of renders sorted by distance.
+
+Every distance plot draws the "as alike as real photos" line: the mean leave-one-out distance
+among the reference photos (:func:`dreamgrid.stats.reference_baseline`), when known.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so
 nothing leaks between plots and no display is needed.
@@ -43,7 +47,13 @@ def _distances(scores: pd.DataFrame) -> tuple[np.ndarray, int]:
     return values, len(scores)
 
 
-def histogram(scores: pd.DataFrame, thresholds: Sequence[float], out: Path, title: str) -> Path:
+def histogram(
+    scores: pd.DataFrame,
+    thresholds: Sequence[float],
+    out: Path,
+    title: str,
+    baseline: float | None = None,
+) -> Path:
     """Histogram of ``mean_distance`` for one checkpoint, with thresholds and mean marked.
 
     Args:
@@ -52,6 +62,7 @@ def histogram(scores: pd.DataFrame, thresholds: Sequence[float], out: Path, titl
         thresholds: distances to mark, each labelled with the % of faces below it.
         out: PNG to write (FIGSIZE x DPI pixels).
         title: figure title, e.g. the arm and epoch.
+        baseline: the real-photos distance to mark (None or NaN: not drawn).
 
     Returns:
         ``out``.
@@ -66,6 +77,30 @@ def histogram(scores: pd.DataFrame, thresholds: Sequence[float], out: Path, titl
     levels = sorted({float(t) for t in thresholds})
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.subplots()
+    _histogram_panel(ax, values, renders, levels, baseline)
+    ax.set_title(f"{title}\n{_subtitle(values, renders)}", fontsize="medium")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    log.info("wrote %s (%d faces in %d renders)", out, len(values), renders)
+    return Path(out)
+
+
+def _subtitle(values: np.ndarray, renders: int) -> str:
+    return f"{len(values)} of {renders} renders with a face" if len(values) else "nothing to score"
+
+
+def _baseline_line(ax, baseline: float | None, vertical: bool = True) -> None:
+    if baseline is None or not np.isfinite(baseline):
+        return
+    draw = ax.axvline if vertical else ax.axhline
+    draw(
+        baseline, color="tab:green", linewidth=2, linestyle=":", label=f"real photos {baseline:.3f}"
+    )
+
+
+def _histogram_panel(
+    ax, values: np.ndarray, renders: int, levels: list[float], baseline: float | None
+) -> None:
     if len(values):
         sns.histplot(x=values, ax=ax, bins=min(30, max(5, len(values) // 4)), color="tab:blue")
         for level, color in zip(levels, _THRESHOLD_COLORS * len(levels), strict=False):
@@ -73,14 +108,13 @@ def histogram(scores: pd.DataFrame, thresholds: Sequence[float], out: Path, titl
             ax.axvline(level, color=color, linestyle="--", label=f"{level:g}: {share:.1f}% below")
         mean = float(values.mean())
         ax.axvline(mean, color="black", linewidth=2, label=f"mean {mean:.4f}")
+        _baseline_line(ax, baseline)
         ax.legend(loc="upper right", fontsize="small")
-        subtitle = f"{len(values)} of {renders} renders with a face"
     else:
         for level, color in zip(levels, _THRESHOLD_COLORS * len(levels), strict=False):
             ax.axvline(level, color=color, linestyle="--", label=f"{level:g}")
         if levels:
             ax.set_xlim(min(levels) - 0.2, max(levels) + 0.2)
-            ax.legend(loc="upper right", fontsize="small")
         ax.text(
             0.5,
             0.5,
@@ -92,13 +126,10 @@ def histogram(scores: pd.DataFrame, thresholds: Sequence[float], out: Path, titl
             bbox={"facecolor": "white", "edgecolor": "none"},
         )
         ax.set_ylabel("Count")
-        subtitle = "nothing to score"
+        _baseline_line(ax, baseline)
+        if levels or (baseline is not None and np.isfinite(baseline)):
+            ax.legend(loc="upper right", fontsize="small")
     ax.set_xlabel("mean face distance to the references (lower = more alike)")
-    ax.set_title(f"{title}\n{subtitle}", fontsize="medium")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    log.info("wrote %s (%d faces in %d renders)", out, len(values), renders)
-    return Path(out)
 
 
 def histograms(scores: pd.DataFrame, thresholds: Sequence[float], out_dir: Path) -> list[Path]:
@@ -127,4 +158,246 @@ def histograms(scores: pd.DataFrame, thresholds: Sequence[float], out_dir: Path)
     return paths
 
 
-__all__ = ["DPI", "FIGSIZE", "histogram", "histograms"]
+def arm_histograms(
+    scores: pd.DataFrame,
+    thresholds: Sequence[float],
+    out: Path,
+    title: str,
+    baseline: float | None = None,
+) -> Path:
+    """All checkpoints of one arm as one faceted figure: a histogram panel per epoch.
+
+    Args:
+        scores: renders of one arm (epoch, face_found, mean_distance, optionally steps).
+        thresholds: distances to mark in every panel.
+        out: PNG to write.
+        title: figure title (the arm).
+        baseline: the real-photos distance to mark.
+
+    Returns:
+        ``out``.
+    """
+    if "epoch" not in scores.columns:
+        raise SpecError("scores: missing column epoch for the per-arm histograms.")
+    epochs = sorted(int(e) for e in scores["epoch"].unique())
+    if not epochs:
+        raise SpecError(f"{title}: no renders to plot.")
+    levels = sorted({float(t) for t in thresholds})
+    ncols = min(3, len(epochs))
+    nrows = -(-len(epochs) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.6), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
+    for ax, epoch in zip(axes, epochs, strict=False):
+        group = scores.loc[scores["epoch"] == epoch]
+        values, renders = _distances(group)
+        _histogram_panel(ax, values, renders, levels, baseline)
+        label = f"epoch {epoch}"
+        if "steps" in group.columns and group["steps"].nunique() == 1:
+            label += f", {int(group['steps'].iloc[0])} steps"
+        ax.set_title(f"{label}\n{_subtitle(values, renders)}", fontsize="small")
+        ax.set_xlabel("mean face distance")
+    for ax in axes[len(epochs) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title}: scores per checkpoint (lower = more alike)")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    log.info("wrote %s (%d epochs)", out, len(epochs))
+    return Path(out)
+
+
+def _series_label(row: pd.Series, keys: Sequence[str]) -> str:
+    return " / ".join(str(row[k]) for k in keys)
+
+
+def curves(
+    summary: pd.DataFrame,
+    out: Path,
+    x: str = "epoch",
+    baseline: pd.DataFrame | None = None,
+    title: str = "",
+) -> Path:
+    """Each metric of the summary against ``x`` (epoch or steps), a line per arm, CI bands.
+
+    Panels: average distance, median, each ``pct_below_<t>`` and the face rate. Bands are the
+    summary's bootstrap intervals. The real-photos line is the references' mean leave-one-out
+    distance on the distance panels and the share of references below ``t`` on the share panels.
+
+    Args:
+        summary: from :func:`dreamgrid.aggregate.summarize` (with intervals).
+        out: PNG to write.
+        x: ``epoch`` or ``steps`` (equal-steps comparison across arms).
+        baseline: reference leave-one-out table (``mean_distance`` per reference), or None.
+        title: figure title.
+
+    Returns:
+        ``out``.
+    """
+    if x not in summary.columns:
+        raise SpecError(f"summary: no column {x!r} to plot against; has {list(summary.columns)}.")
+    pct = [c for c in summary.columns if c.startswith("pct_below_") and "_ci_" not in c]
+    panels = [("average", "average distance"), ("median", "median distance")]
+    panels += [(c, f"% of faces below {c.removeprefix('pct_below_')}") for c in pct]
+    panels += [("face_rate", "face rate")]
+    panels = [(c, label) for c, label in panels if c in summary.columns]
+    ref = None
+    if baseline is not None and len(baseline):
+        ref = pd.to_numeric(baseline["mean_distance"], errors="coerce").dropna().to_numpy()
+    keys = ["arm", *[c for c in ("model", "prompt_set") if c in summary.columns]]
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 1.2), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    palette = sns.color_palette("tab10" if summary["arm"].nunique() <= 10 else "husl")
+    series = list(summary.groupby(keys, sort=True))
+    empty = summary["average"].isna().all()
+    for ax, (column, label) in zip(axes, panels, strict=False):
+        for index, (_, group) in enumerate(series):
+            group = group.sort_values(x)
+            color = palette[index % len(palette)]
+            name = _series_label(group.iloc[0], keys)
+            ax.plot(group[x], group[column], marker="o", color=color, label=name)
+            low, high = f"{column}_ci_low", f"{column}_ci_high"
+            if low in group.columns and group[low].notna().any():
+                ax.fill_between(group[x], group[low], group[high], color=color, alpha=0.15)
+        if ref is not None and len(ref):
+            if column in ("average", "median"):
+                _baseline_line(ax, float(ref.mean()), vertical=False)
+            elif column.startswith("pct_below_"):
+                level = float(column.removeprefix("pct_below_"))
+                _baseline_line(ax, 100.0 * float((ref < level).mean()), vertical=False)
+        if column != "face_rate" and empty:
+            ax.text(
+                0.5,
+                0.5,
+                "no face found in any render",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                bbox={"facecolor": "white", "edgecolor": "none"},
+            )
+        ax.set_title(label, fontsize="medium")
+        ax.set_xlabel("training steps" if x == "steps" else "epoch")
+        if x == "epoch":
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = [], []
+    for ax in axes[: len(panels)]:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+    against = "training steps (equal-steps comparison)" if x == "steps" else "epoch"
+    fig.suptitle(title or f"Metrics against {against}; bands: 95% bootstrap CI")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    log.info("wrote %s (%d series, %d panels)", out, len(series), len(panels))
+    return Path(out)
+
+
+def pick_renders(scores: pd.DataFrame, per_group: int) -> list[tuple[str, pd.DataFrame]]:
+    """Renders for a contact sheet: best, median and worst ``per_group`` by distance, then
+    (up to ``per_group``) renders without a face. Few renders: all of them, sorted."""
+    faces = scores.loc[as_bool(scores["face_found"], "scores")]
+    faces = faces.sort_values(["mean_distance", "seed"] if "seed" in faces else "mean_distance")
+    none = scores.loc[~as_bool(scores["face_found"], "scores")]
+    groups: list[tuple[str, pd.DataFrame]] = []
+    n = len(faces)
+    if n <= 3 * per_group:
+        if n:
+            groups.append(("all faces, best first", faces))
+    else:
+        middle = (n - per_group) // 2
+        groups += [
+            ("best", faces.iloc[:per_group]),
+            ("median", faces.iloc[middle : middle + per_group]),
+            ("worst", faces.iloc[-per_group:]),
+        ]
+    if len(none):
+        groups.append(("no face found", none.head(per_group)))
+    return groups
+
+
+def _find_render(folders: Sequence[Path], image: str) -> Path:
+    """``image`` in one of ``folders`` (or their sample-shard subfolders)."""
+    for folder in folders:
+        # scores.csv names a sharded render relative to renders/ (shard-<k>/render-<seed>.png)
+        candidates = (folder / image, folder.parent / image, *sorted(folder.glob(f"*/{image}")))
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+    where = ", ".join(map(str, folders))
+    raise SpecError(f"{image}: render listed in the scores is not in {where}; rerun sampling.")
+
+
+def contact_sheet(
+    scores: pd.DataFrame,
+    renders: Path | Sequence[Path],
+    out: Path,
+    title: str,
+    per_group: int = 4,
+) -> Path:
+    """Renders of one checkpoint sorted by distance: best, median and worst rows.
+
+    Args:
+        scores: rows of one checkpoint (image, face_found, mean_distance, seed).
+        renders: folder(s) holding the ``image`` files (directly or in shard subfolders).
+        out: PNG to write.
+        title: figure title.
+        per_group: renders per row.
+
+    Returns:
+        ``out``.
+    """
+    from PIL import Image
+
+    missing = [c for c in ("image", "face_found", "mean_distance") if c not in scores.columns]
+    if missing:
+        raise SpecError(f"scores: missing column(s) {', '.join(missing)} for the contact sheet.")
+    folders = [Path(renders)] if isinstance(renders, (str, Path)) else [Path(r) for r in renders]
+    groups = pick_renders(scores, per_group)
+    ncols = max([per_group] + [len(g) for _, g in groups if len(g) <= 3 * per_group])
+    ncols = min(ncols, 3 * per_group)
+    rows = []
+    for name, group in groups:
+        for start in range(0, len(group), ncols):
+            rows.append((name, group.iloc[start : start + ncols]))
+    fig = Figure(figsize=(2.2 * ncols, 2.5 * len(rows) + 0.6), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(rows), ncols, squeeze=False))
+    for r, (name, group) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(group):
+                ax.set_visible(False)
+                continue
+            item = group.iloc[c]
+            path = _find_render(folders, str(item["image"]))
+            with Image.open(path) as image:
+                ax.imshow(np.asarray(image.convert("RGB")))
+            score = item["mean_distance"]
+            text = "no face" if pd.isna(score) else f"{float(score):.3f}"
+            seed = f"seed {int(item['seed'])}: " if "seed" in item.index else ""
+            ax.set_title(f"{seed}{text}", fontsize="small")
+            if c == 0:
+                ax.set_ylabel(name, fontsize="small")
+    fig.suptitle(f"{title}: renders by distance (lower = more alike)")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    log.info("wrote %s (%d rows)", out, len(rows))
+    return Path(out)
+
+
+__all__ = [
+    "DPI",
+    "FIGSIZE",
+    "arm_histograms",
+    "contact_sheet",
+    "curves",
+    "histogram",
+    "histograms",
+    "pick_renders",
+]

@@ -1,20 +1,61 @@
+rule reference_baseline:
+    input:
+        GRID.primary_references(),
+    output:
+        report(
+            GRID.reference_baseline_file(),
+            caption="../report/baseline.rst",
+            category="1. Verdict and statistics",
+            labels={"table": "real-photos baseline"},
+        ),
+    log:
+        "results/logs/reference_baseline/all.log",
+    benchmark:
+        "results/benchmarks/reference_baseline/all.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        metric=config["score"]["metric"],
+        impl=versions.AGGREGATE,
+    script:
+        "../scripts/reference_baseline.py"
+
+
 rule aggregate_scores:
     input:
-        GRID.checkpoints(dag.SCORES),
+        scores=GRID.checkpoints(dag.SCORES),
+        baseline=GRID.reference_baseline_file(),
     output:
         scores=report(
             dag.SCORES_TABLE,
             caption="../report/scores.rst",
-            category="Tables",
+            category="2. Tables",
             labels={"table": "all scores"},
         ),
         summary=report(
             dag.SUMMARY,
             caption="../report/summary.rst",
-            category="Tables",
+            category="2. Tables",
             labels={"table": "summary"},
         ),
-        markdown=dag.SUMMARY_MD,
+        markdown=report(
+            dag.SUMMARY_MD,
+            caption="../report/summary_md.rst",
+            category="1. Verdict and statistics",
+            labels={"table": "verdict and summary (text)"},
+        ),
+        comparisons=report(
+            dag.COMPARISONS,
+            caption="../report/comparisons.rst",
+            category="1. Verdict and statistics",
+            labels={"table": "paired comparisons"},
+        ),
+        effects=report(
+            dag.EFFECTS,
+            caption="../report/effects.rst",
+            category="1. Verdict and statistics",
+            labels={"table": "factorial effects"},
+        ),
     log:
         "results/logs/aggregate_scores/all.log",
     benchmark:
@@ -25,6 +66,8 @@ rule aggregate_scores:
         thresholds=config["score"]["thresholds"],
         best_within=config["score"]["best_within"],
         demo=GRID.demo,
+        arms=GRID.arm_axes(),
+        statistics=GRID.statistics_params(),
         impl=versions.AGGREGATE,
     script:
         "../scripts/aggregate_scores.py"
@@ -32,12 +75,13 @@ rule aggregate_scores:
 
 rule plot_histogram:
     input:
-        dag.SCORES,
+        scores=dag.SCORES,
+        baseline=GRID.reference_baseline_file(),
     output:
         report(
             dag.HISTOGRAM,
             caption="../report/histogram.rst",
-            category="Histograms",
+            category="4. Histograms",
             subcategory="{arm}",
             labels={"arm": "{arm}", "epoch": "{epoch}"},
         ),
@@ -49,6 +93,89 @@ rule plot_histogram:
         "../../envs/report.yaml"
     params:
         thresholds=config["score"]["thresholds"],
+        model=config["score"]["model"],
         impl=versions.PLOTS,
     script:
         "../scripts/plot_histogram.py"
+
+
+rule plot_arm_histograms:
+    input:
+        scores=GRID.arm_scores,
+        baseline=GRID.reference_baseline_file(),
+    output:
+        report(
+            dag.ARM_HISTOGRAMS,
+            caption="../report/arm_histograms.rst",
+            category="4. Histograms",
+            subcategory="{arm}",
+            labels={"arm": "{arm}", "epoch": "all"},
+        ),
+    log:
+        "results/logs/plot_arm_histograms/{arm}.log",
+    benchmark:
+        "results/benchmarks/plot_arm_histograms/{arm}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        thresholds=config["score"]["thresholds"],
+        model=config["score"]["model"],
+        impl=versions.PLOTS,
+    script:
+        "../scripts/plot_arm_histograms.py"
+
+
+rule plot_curves:
+    input:
+        summary=dag.SUMMARY,
+        baseline=GRID.reference_baseline_file(),
+    output:
+        by_epoch=report(
+            dag.CURVES_EPOCH,
+            caption="../report/curves.rst",
+            category="3. Curves",
+            labels={"x": "epoch"},
+        ),
+        by_steps=report(
+            dag.CURVES_STEPS,
+            caption="../report/curves.rst",
+            category="3. Curves",
+            labels={"x": "training steps"},
+        ),
+    log:
+        "results/logs/plot_curves/all.log",
+    benchmark:
+        "results/benchmarks/plot_curves/all.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        model=config["score"]["model"],
+        impl=versions.PLOTS,
+    script:
+        "../scripts/plot_curves.py"
+
+
+rule plot_contact_sheet:
+    input:
+        scores=dag.SCORES,
+        renders=GRID.render_dirs,
+    output:
+        report(
+            dag.CONTACT_SHEET,
+            caption="../report/contact_sheet.rst",
+            category="5. Contact sheets",
+            subcategory="{arm}",
+            labels={"arm": "{arm}", "epoch": "{epoch}"},
+        ),
+    log:
+        "results/logs/plot_contact_sheet/{arm}/epoch-{epoch}.log",
+    benchmark:
+        "results/benchmarks/plot_contact_sheet/{arm}/epoch-{epoch}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        per_row=config["report"]["contact_sheet_renders"],
+        model=config["score"]["model"],
+        impl=versions.PLOTS,
+    script:
+        "../scripts/plot_contact_sheet.py"

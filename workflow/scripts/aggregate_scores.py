@@ -4,13 +4,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import aggregate, logs
 
+statistics = snakemake.params.statistics
 with logs.job(snakemake.log[0]):
     aggregate.run(
-        score_files=[Path(p) for p in snakemake.input],
+        score_files=[Path(p) for p in snakemake.input.scores],
         thresholds=snakemake.params.thresholds,
         best_within=snakemake.params.best_within,
         out_scores=Path(snakemake.output.scores),
         out_summary=Path(snakemake.output.summary),
         out_markdown=Path(snakemake.output.markdown),
         demo=snakemake.params.demo,
+        baseline=Path(snakemake.input.baseline),
+        arms=snakemake.params.arms,
+        out_comparisons=Path(snakemake.output.comparisons),
+        out_effects=Path(snakemake.output.effects),
+        confidence=statistics["confidence"],
+        resamples=statistics["bootstrap_resamples"],
+        seed=statistics["seed"],
+        alpha=statistics["alpha"],
     )

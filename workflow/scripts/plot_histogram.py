@@ -5,10 +5,11 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import aggregate, logs, plots
 
 with logs.job(snakemake.log[0]):
-    scores = aggregate.collect_scores([Path(snakemake.input[0])])
+    scores = aggregate.collect_scores([Path(snakemake.input.scores)])
     plots.histogram(
-        scores,
+        aggregate.primary(scores, snakemake.params.model),
         thresholds=snakemake.params.thresholds,
         out=Path(snakemake.output[0]),
         title=f"{snakemake.wildcards.arm}, epoch {snakemake.wildcards.epoch}",
+        baseline=aggregate.baseline_mean(snakemake.input.baseline),
     )

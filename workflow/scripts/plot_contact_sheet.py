@@ -1,0 +1,15 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import aggregate, logs, plots
+
+with logs.job(snakemake.log[0]):
+    scores = aggregate.collect_scores([Path(snakemake.input.scores)])
+    plots.contact_sheet(
+        aggregate.primary(scores, snakemake.params.model),
+        renders=[Path(p) for p in snakemake.input.renders],
+        out=Path(snakemake.output[0]),
+        title=f"{snakemake.wildcards.arm}, epoch {snakemake.wildcards.epoch}",
+        per_group=snakemake.params.per_row,
+    )
