@@ -433,3 +433,30 @@ def test_run_all_faceless_demo(tmp_path):
     text = paths["out_markdown"].read_text()
     assert "no best epoch" in text
     assert np.isnan(pd.read_csv(paths["out_scores"], sep="\t")["mean_distance"]).all()
+
+
+def test_run_warns_when_score_tables_come_from_other_deepface_versions(tmp_path):
+    import json
+
+    files = []
+    for arm, version in (("a-noreg-nocap", "0.0.103"), ("b-noreg-nocap", "0.0.99")):
+        path = tmp_path / arm / "scores.csv"
+        path.parent.mkdir()
+        pd.DataFrame(
+            {
+                "arm": [arm] * 2,
+                "epoch": [1, 1],
+                "steps": [10, 10],
+                "seed": [0, 1],
+                "image": ["r0.png", "r1.png"],
+                "face_found": ["true", "true"],
+                "mean_distance": [0.5, 0.6],
+            }
+        ).to_csv(path, index=False)
+        meta = {"deepface_version": version, "model": "Dlib", "detector": "dlib"}
+        (path.parent / "scores.meta.json").write_text(json.dumps(meta))
+        files.append(path)
+    out = tmp_path / "out"
+    run(files, [0.6], 5.0, out / "s.tsv", out / "summary.csv", out / "summary.md", demo=False)
+    text = (out / "summary.md").read_text()
+    assert "## Warnings" in text and "deepface_version" in text and "0.0.99" in text

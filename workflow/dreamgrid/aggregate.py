@@ -9,6 +9,7 @@ without any face has NaN there, not a number that looks like a result.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -769,6 +770,18 @@ def read_baseline(path: str | Path | None) -> pd.DataFrame | None:
         return pd.DataFrame(columns=["reference", "mean_distance", "n_others"])
 
 
+def check_score_metadata(score_files: Sequence[Path]) -> list[str]:
+    """Warnings where the score tables' sidecars disagree (DeepFace version, model, ...)."""
+    from dreamgrid import faces
+
+    metas = {}
+    for path in map(Path, score_files):
+        sidecar = faces.meta_path(path)
+        if sidecar.is_file():
+            metas[str(path)] = json.loads(sidecar.read_text())
+    return faces.compare_metadata(metas)
+
+
 def run(
     score_files: Sequence[Path],
     thresholds: Sequence[float],
@@ -828,6 +841,9 @@ def run(
         confidence=confidence,
         alpha=alpha,
     )
+    mismatches = check_score_metadata(score_files)
+    if mismatches:
+        text += "\n## Warnings\n\n" + "\n".join(f"- {m}" for m in mismatches) + "\n"
     with atomic_path(out_markdown) as tmp:
         tmp.write_text(text, encoding="utf-8")
     if not scores["face_found"].any():
