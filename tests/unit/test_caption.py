@@ -178,7 +178,7 @@ def test_override_errors(images, tmp_path):
         read_overrides(images, paths)
     (images / "img0.txt").unlink()
     Image.new("RGB", (8, 8)).save(images / "img0.png")
-    with pytest.raises(SpecError, match="share the stem"):
+    with pytest.raises(SpecError, match="share the name"):
         read_overrides(images, list_images(images))
 
 

@@ -81,3 +81,25 @@ def test_changing_the_metric_rescores_without_retraining(demo_run):
     # Embeddings do not depend on the metric: only distances are recomputed.
     assert not {"train_dreambooth", "sample_checkpoint", "generate_class_images"} & set(rules)
     assert not {"embed_renders", "embed_references"} & set(rules)
+
+
+def test_a_killed_sampling_shard_is_redone_alone(demo_run):
+    # A killed job leaves no output (everything is written under a temp name, then renamed):
+    # remove one shard's outputs as such a kill would, and read the plan.
+    renders = demo_run / "results/arms/rare-genreg-blip/epoch-2/renders"
+    backup = demo_run / "shard-backup"
+    backup.mkdir()
+    moved = [renders / "shard-0", renders / "shard-0.csv"]
+    for path in moved:
+        path.rename(backup / path.name)
+    try:
+        jobs = planned_jobs(demo_run)
+    finally:
+        for path in moved:
+            (backup / path.name).rename(path)
+        backup.rmdir()
+    sampled = [wc for rule, wc in jobs if rule == "sample_checkpoint"]
+    assert sampled == [{"arm": "rare-genreg-blip", "epoch": "2", "shard": "0"}]
+    rules = {rule for rule, _ in jobs}
+    assert "train_dreambooth" not in rules and not UPSTREAM & rules
+    assert {wc.get("arm") for rule, wc in jobs if wc} == {"rare-genreg-blip"}

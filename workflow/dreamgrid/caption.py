@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from dreamgrid.errors import SpecError
-from dreamgrid.io import atomic_path, list_images, load_rgb
+from dreamgrid.io import atomic_path, by_stem, list_images, load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +126,9 @@ def read_overrides(overrides_dir: Path | None, images: Sequence[Path]) -> dict[s
     overrides_dir = Path(overrides_dir)
     if not overrides_dir.is_dir():
         raise SpecError(f"{overrides_dir}: caption override folder not found. Fix the path.")
-    by_stem: dict[str, Path] = {}
-    for image in images:
-        if image.stem in by_stem:
-            raise SpecError(
-                f"{by_stem[image.stem]} and {image}: two images share the stem "
-                f"{image.stem!r}, so a caption file cannot tell them apart. Rename one."
-            )
-        by_stem[image.stem] = image
+    images_by_stem = by_stem(list(images), "training images")
     captions: dict[str, str] = {}
-    for stem, image in by_stem.items():
+    for stem, image in images_by_stem.items():
         found = [overrides_dir / f"{stem}{suffix}" for suffix in OVERRIDE_SUFFIXES]
         found = [path for path in found if path.is_file()]
         if len(found) > 1:
@@ -144,7 +137,7 @@ def read_overrides(overrides_dir: Path | None, images: Sequence[Path]) -> dict[s
             )
         if found:
             captions[image.name] = _read_caption_file(found[0])
-    used = {stem for stem in by_stem}
+    used = set(images_by_stem)
     stray = sorted(
         p.name
         for p in overrides_dir.iterdir()

@@ -57,6 +57,20 @@ def list_images(directory: str | Path) -> list[Path]:
     return images
 
 
+def by_stem(paths: list[Path], what: str) -> dict[str, Path]:
+    """Map file stem -> path; two files with one stem (``a.jpg``, ``a.png``) are an error,
+    since stem-named outputs or caption files could not tell them apart."""
+    stems: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in stems:
+            raise SpecError(
+                f"{stems[path.stem]} and {path}: two {what} share the name {path.stem!r}. "
+                "Rename one."
+            )
+        stems[path.stem] = path
+    return stems
+
+
 def load_rgb(path: str | Path):
     """Open an image as 8-bit RGB with its EXIF orientation applied (PIL.Image).
 

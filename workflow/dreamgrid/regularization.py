@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from dreamgrid.errors import SpecError
-from dreamgrid.io import atomic_path, list_images, load_rgb, resize_center_crop
+from dreamgrid.io import atomic_path, by_stem, list_images, load_rgb, resize_center_crop
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +124,7 @@ def prepare_ground_truth(src_dir: Path, resolution: int, out_dir: Path) -> pd.Da
     if resolution < 8 or resolution % 8:
         raise SpecError(f"resolution must be a positive multiple of 8, got {resolution}.")
     sources = list_images(src_dir)
-    stems: dict[str, Path] = {}
-    for path in sources:
-        if path.stem in stems:
-            raise SpecError(
-                f"{stems[path.stem]} and {path}: two ground-truth photos share the name "
-                f"{path.stem!r}. Rename one."
-            )
-        stems[path.stem] = path
+    by_stem(sources, "ground-truth photos")
     # Built under a temporary name: a bad photo (SpecError from load_rgb) leaves no output.
     rows = []
     with atomic_path(out_dir) as tmp:
