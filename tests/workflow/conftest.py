@@ -30,8 +30,10 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.Comp
     )
 
 
-def planned_jobs(workdir: Path, config: dict | None = None) -> list[tuple[str, dict[str, str]]]:
-    """Jobs a dry run plans, as (rule, wildcards).
+def planned_jobs(
+    workdir: Path, config: dict | None = None, targets: tuple[str, ...] = ()
+) -> list[tuple[str, dict[str, str]]]:
+    """Jobs a dry run plans (for ``targets``, default all), as (rule, wildcards).
 
     ``config`` is written over ``config/config.yaml`` for the dry run, as a user edits it, and
     the original is restored afterwards.
@@ -41,7 +43,7 @@ def planned_jobs(workdir: Path, config: dict | None = None) -> list[tuple[str, d
     if config is not None:
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     try:
-        result = snakemake(workdir, "--dry-run", "--cores", "2", timeout=300)
+        result = snakemake(workdir, "--dry-run", "--cores", "2", *targets, timeout=300)
     finally:
         config_file.write_text(original)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -84,22 +84,28 @@ def test_changing_the_metric_rescores_without_retraining(demo_run):
 
 
 def test_a_killed_sampling_shard_is_redone_alone(demo_run):
-    # A killed job leaves no output (everything is written under a temp name, then renamed):
-    # remove one shard's outputs as such a kill would, and read the plan.
-    renders = demo_run / "results/arms/rare-genreg-blip/epoch-2/renders"
-    backup = demo_run / "shard-backup"
+    # A killed job leaves no output (everything is written under a temp name, then renamed),
+    # and the jobs after it never ran: remove exactly those files and ask for the
+    # checkpoint's scores again.
+    where = "results/arms/rare-genreg-blip/epoch-2"
+    checkpoint = demo_run / where
+    lost = [
+        checkpoint / "renders/shard-0",
+        checkpoint / "renders/shard-0.csv",
+        checkpoint / "faces/Dlib-dlib/shard-0.json",
+        checkpoint / "scores.csv",
+        checkpoint / "scores.meta.json",
+    ]
+    backup = demo_run / "killed-backup"
     backup.mkdir()
-    moved = [renders / "shard-0", renders / "shard-0.csv"]
-    for path in moved:
-        path.rename(backup / path.name)
+    for i, path in enumerate(lost):
+        path.rename(backup / str(i))
     try:
-        jobs = planned_jobs(demo_run)
+        jobs = planned_jobs(demo_run, targets=(f"{where}/scores.csv",))
     finally:
-        for path in moved:
-            (backup / path.name).rename(path)
+        for i, path in enumerate(lost):
+            (backup / str(i)).rename(path)
         backup.rmdir()
+    assert sorted(rule for rule, _ in jobs) == ["embed_renders", "sample_checkpoint", "score_faces"]
     sampled = [wc for rule, wc in jobs if rule == "sample_checkpoint"]
     assert sampled == [{"arm": "rare-genreg-blip", "epoch": "2", "shard": "0"}]
-    rules = {rule for rule, _ in jobs}
-    assert "train_dreambooth" not in rules and not UPSTREAM & rules
-    assert {wc.get("arm") for rule, wc in jobs if wc} == {"rare-genreg-blip"}
