@@ -266,6 +266,11 @@ def curves(
                 level = float(column.removeprefix("pct_below_"))
                 _baseline_line(ax, 100.0 * float((ref < level).mean()), vertical=False)
         if column != "face_rate" and empty:
+            # Nothing plotted: keep the panel's x axis on the grid's epochs/steps anyway.
+            xs = pd.to_numeric(summary[x], errors="coerce").dropna()
+            if len(xs):
+                pad = max(0.5, 0.05 * float(xs.max() - xs.min()))
+                ax.set_xlim(float(xs.min()) - pad, float(xs.max()) + pad)
             ax.text(
                 0.5,
                 0.5,
