@@ -23,19 +23,6 @@ OTHER = sorted((DEMO / "ground_truth").glob("*.jpg"))
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A fresh DEEPFACE_HOME for this module, set before deepface is first imported."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("DEEPFACE_HOME", raising=False)
-        yield faces.setup_deepface(tmp_path_factory.mktemp("deepface"))
-
-
-@pytest.fixture(scope="module")
-def settings(home):
-    return faces.FaceSettings(model="Dlib", detector="dlib", metric="cosine", align=True)
-
-
-@pytest.fixture(scope="module")
 def extra(tmp_path_factory):
     """Images that are not in resources/demo: no face (gray, noise) and two faces."""
     folder = tmp_path_factory.mktemp("extra")

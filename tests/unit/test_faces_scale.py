@@ -23,18 +23,6 @@ OTHER = sorted((DEMO / "ground_truth").glob("*.jpg"))
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("DEEPFACE_HOME", raising=False)
-        yield faces.setup_deepface(tmp_path_factory.mktemp("deepface"))
-
-
-@pytest.fixture(scope="module")
-def settings(home):
-    return faces.FaceSettings(model="Dlib", detector="dlib", metric="cosine", align=True)
-
-
-@pytest.fixture(scope="module")
 def two_faces(tmp_path_factory) -> Path:
     """The subject (small) beside another person (large): closest and largest disagree."""
     folder = tmp_path_factory.mktemp("two")

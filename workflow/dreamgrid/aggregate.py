@@ -330,13 +330,13 @@ def _fmt(value: object, digits: int) -> str:
     return str(value)
 
 
-def _markdown_table(summary: pd.DataFrame) -> str:
-    digits = {"face_rate": 2, "average": 4}
-    header = "| " + " | ".join(summary.columns) + " |"
-    rule = "|" + "|".join("---" if c == "arm" else "---:" for c in summary.columns) + "|"
+def _markdown_table(frame: pd.DataFrame, digits: dict[str, int]) -> str:
+    """A markdown table, numbers right-aligned; ``digits`` per column (default 2)."""
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" if c == "arm" else "---:" for c in frame.columns) + "|"
     lines = [header, rule]
-    for row in summary.itertuples(index=False):
-        cells = [_fmt(v, digits.get(c, 2)) for c, v in zip(summary.columns, row, strict=True)]
+    for row in frame.itertuples(index=False):
+        cells = [_fmt(v, digits.get(c, 2)) for c, v in zip(frame.columns, row, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -381,14 +381,7 @@ def _summary_markdown_table(summary: pd.DataFrame) -> str:
     view["best"] = summary["best"].astype(bool)
     if "best_not_worse" in summary.columns:
         view["best_not_worse"] = summary["best_not_worse"].astype(bool)
-    digits = {"face_rate": 2, "average": 4, "median": 4}
-    header = "| " + " | ".join(view.columns) + " |"
-    rule = "|" + "|".join("---" if c == "arm" else "---:" for c in view.columns) + "|"
-    lines = [header, rule]
-    for row in view.itertuples(index=False):
-        cells = [_fmt(v, digits.get(c, 2)) for c, v in zip(view.columns, row, strict=True)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _markdown_table(view, {"face_rate": 2, "average": 4, "median": 4})
 
 
 def _frame_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
