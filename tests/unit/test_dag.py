@@ -70,7 +70,7 @@ def test_final_outputs_cover_every_checkpoint():
         p for p in g.final_outputs() if p.startswith("results/plots/histograms/") and "/epoch-" in p
     ]
     assert len(hists) == 8 * 3
-    assert "results/plots/histograms/rare-genreg-nocap/epoch-3.png" in hists
+    assert "results/plots/histograms/rare-genreg-nocap/main/epoch-3.png" in hists
     assert dag.SUMMARY in g.final_outputs()
 
 
@@ -81,8 +81,10 @@ def test_references_file_names_model_and_detector():
 def test_report_outputs_and_statistics_params():
     g = grid()
     outputs = g.final_outputs()
-    for path in (dag.COMPARISONS, dag.EFFECTS, dag.CURVES_EPOCH, dag.CURVES_STEPS):
+    for path in (dag.COMPARISONS, dag.EFFECTS):
         assert path in outputs
+    for path in (dag.CURVES_EPOCH, dag.CURVES_STEPS):
+        assert path.format(prompt_set="main") in outputs
     assert "results/references/Dlib-dlib.baseline.csv" in outputs
     assert len([p for p in outputs if p.endswith("/all-epochs.png")]) == 8
     assert len([p for p in outputs if "/contact-sheets/" in p]) == 8 * 3

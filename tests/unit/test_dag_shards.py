@@ -40,10 +40,10 @@ def test_default_shards_of_the_study():
 def test_shard_params_do_not_change_when_renders_are_added():
     small, large = grid({"count": 8, "shard_size": 4}), grid({"count": 12, "shard_size": 4})
     for k in (0, 1):
-        wc = SimpleNamespace(shard=str(k))
+        wc = SimpleNamespace(shard=str(k), prompt_set="main")
         assert small.shard_settings(wc) == large.shard_settings(wc)
         assert small.shard_first(wc) == large.shard_first(wc) == 4 * k
-    last = large.shard_settings(SimpleNamespace(shard="2"))
+    last = large.shard_settings(SimpleNamespace(shard="2", prompt_set="main"))
     assert last["count"] == 12 and "shard_size" not in last
     assert large.shard_first(SimpleNamespace(shard="2")) == 8
 
@@ -51,8 +51,9 @@ def test_shard_params_do_not_change_when_renders_are_added():
 def test_score_inputs_list_every_shard_per_model():
     g = grid({"count": 8, "shard_size": 4}, {"models": ["ArcFace", "Dlib"]})
     assert g.face_models() == ["Dlib", "ArcFace"]
-    inputs = g.score_inputs(SimpleNamespace(arm="rare-noreg-nocap", epoch="2"))
-    base = "results/arms/rare-noreg-nocap/epoch-2"
+    inputs = g.score_inputs(SimpleNamespace(arm="rare-noreg-nocap", epoch="2", prompt_set="main"))
+    base = "results/arms/rare-noreg-nocap/epoch-2/main"
+    assert inputs["checkpoint_meta"] == "results/arms/rare-noreg-nocap/checkpoints/epoch-2.json"
     assert inputs["tables"] == [f"{base}/renders/shard-0.csv", f"{base}/renders/shard-1.csv"]
     assert inputs["faces_1"] == [
         f"{base}/faces/ArcFace-dlib/shard-0.json",
@@ -69,3 +70,43 @@ def test_embedding_params_leave_out_metric_and_scoring_params_thresholds():
     scoring = g.scoring_params()
     assert "thresholds" not in scoring and scoring["models"] == ["Dlib"]
     assert scoring["multiple_faces"] == "closest"
+
+
+BLEED = "headshot photo of a {class}"
+
+
+def test_prompt_sets_are_main_then_the_extras():
+    g = grid({"prompt_sets": {"bleed": BLEED, "painting": "oil painting of {token} {class}"}})
+    assert g.prompt_set_names() == ["main", "bleed", "painting"]
+    assert g.prompt_sets()["main"] == "headshot photo of {token} {class}"
+    bleed = g.shard_settings(SimpleNamespace(shard="0", prompt_set="bleed"))
+    assert bleed["prompt"] == BLEED and bleed["prompt_set"] == "bleed"
+    assert "prompt_sets" not in bleed
+    scores = g.checkpoints(dag.SCORES)
+    assert len(scores) == 3 * len(g.epochs)
+    assert "results/arms/rare-noreg-nocap/epoch-1/bleed/scores.csv" in scores
+    # Paths without {prompt_set} are not repeated per set.
+    assert len(g.checkpoints(dag.CHECKPOINT)) == len(g.epochs)
+    outputs = g.final_outputs()
+    assert "results/plots/curves/painting/by-steps.png" in outputs
+    assert "results/plots/histograms/rare-noreg-nocap/bleed/all-epochs.png" in outputs
+    assert "results/plots/contact-sheets/rare-noreg-nocap/painting/epoch-1.png" in outputs
+
+
+def test_adding_a_prompt_set_leaves_the_main_sets_params_alone():
+    # Snakemake reruns a job whose params change: adding a set must not touch `main`'s shards.
+    wc = SimpleNamespace(shard="0", prompt_set="main")
+    assert grid().shard_settings(wc) == grid({"prompt_sets": {"bleed": BLEED}}).shard_settings(wc)
+
+
+@pytest.mark.parametrize(
+    "prompt_sets, match",
+    [
+        ({"main": "a {token}"}, "main"),
+        ({"Bad Name": "a {token}"}, "Bad Name"),
+        ({"bleed": ""}, "bleed"),
+    ],
+)
+def test_bad_prompt_sets_are_refused(prompt_sets, match):
+    with pytest.raises(SpecError, match=match):
+        grid({"prompt_sets": prompt_sets})

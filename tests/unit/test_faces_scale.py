@@ -178,6 +178,7 @@ def test_shard_faces_merge_into_one_table_per_model(settings, references, tmp_pa
         "arm": "a",
         "epoch": 2,
         "out": out,
+        "prompt_set": "bleed",
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(faces, "deepface_threshold", threshold)
@@ -195,8 +196,8 @@ def test_shard_faces_merge_into_one_table_per_model(settings, references, tmp_pa
             **kwargs,
         )
     written = pd.read_csv(out)
-    assert list(written.columns[:10]) == [
-        "arm", "epoch", "steps", "seed", "image", "model", "face_found", "n_faces",
+    assert list(written.columns[:11]) == [
+        "arm", "epoch", "steps", "seed", "image", "model", "prompt_set", "face_found", "n_faces",
         "mean_distance", f"d:{REFERENCES[0].name}",
     ]  # fmt: skip
     assert written["image"].tolist()[:4] == [
@@ -207,6 +208,7 @@ def test_shard_faces_merge_into_one_table_per_model(settings, references, tmp_pa
     ]
     # One row per render and model, models in the order given, seeds in order within each.
     assert written["model"].tolist() == ["Dlib"] * 4 + ["Dlib2"] * 4
+    assert set(written["prompt_set"]) == {"bleed"}
     assert written["seed"].tolist() == [0, 1, 2, 3] * 2
     assert written["image"].tolist()[:4] == written["image"].tolist()[4:]
     direct = faces.score_images(

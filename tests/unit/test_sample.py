@@ -112,6 +112,16 @@ def test_render_table_and_png_text_chunks(pipe, tmp_path):
     assert image.text["scheduler"] == "euler"
     assert image.text["steps"] == "3"
     assert image.text["checkpoint"] == "epoch-3"
+    assert image.text["prompt_set"] == "main" and set(table.prompt_set) == {"main"}
+
+
+def test_extra_prompt_set_may_leave_out_the_token(pipe, tmp_path):
+    # Class bleed: the class prompt without the token, on the same seeds as `main`.
+    bleed = dataclasses.replace(SETTINGS, count=1, prompt="photo of a {class}", prompt_set="bleed")
+    table = render(pipe, bleed, "ohwx", "woman", tmp_path)
+    assert table.prompt.tolist() == ["photo of a woman"]
+    assert table.prompt_set.tolist() == ["bleed"] and table.seed.tolist() == [100]
+    assert Image.open(tmp_path / "render-100.png").text["prompt_set"] == "bleed"
 
 
 def test_token_with_spaces_and_quotes(pipe, tmp_path):

@@ -145,6 +145,33 @@ def test_verdict_states_effect_and_null_and_nothing_without_faces():
     assert text.startswith("**Nothing to conclude.**")
 
 
+def test_prompt_sets_are_summarized_apart_and_the_verdict_reads_main(tmp_path):
+    main = grid_scores()
+    # A class-bleed set where the rare token's arms come out "closest": it must not leak
+    # into the verdict, which answers the likeness question from `main`.
+    bleed = grid_scores(token_effect=-0.3, seed=2)
+    scores = pd.concat([main.assign(prompt_set="main"), bleed.assign(prompt_set="bleed")])
+    paths = []
+    for (arm, epoch), group in scores.groupby(["arm", "epoch"]):
+        path = tmp_path / f"{arm}-{epoch}.csv"
+        group.to_csv(path, index=False)
+        paths.append(path)
+    out = {name: tmp_path / name for name in ("s.tsv", "s.csv", "s.md", "c.csv", "e.csv")}
+    summary = aggregate.run(
+        paths, [0.6, 0.7], 5.0, out["s.tsv"], out["s.csv"], out["s.md"], demo=False,
+        out_comparisons=out["c.csv"], out_effects=out["e.csv"], resamples=200,
+    )  # fmt: skip
+    assert len(summary) == 2 * len(ARMS) * 3
+    assert set(summary["prompt_set"]) == {"main", "bleed"}
+    comparisons = pd.read_csv(out["c.csv"])
+    assert len(comparisons) == 2 * 28 * 3  # pairs of arms within each set, never across
+    text = out["s.md"].read_text()
+    verdict = text.split("## Verdict", 1)[1].split("## Per checkpoint", 1)[0]
+    assert "Read from prompt set `main`" in verdict
+    assert "**celebrity-" in verdict and "token: celebrity beats rare" in verdict
+    assert "rare beats celebrity" not in verdict
+
+
 def test_summary_intervals_and_best_not_worse():
     scores = grid_scores()
     summary = aggregate.summarize(scores)

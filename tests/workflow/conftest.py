@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,19 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.Comp
     )
 
 
+@contextlib.contextmanager
+def edited_config(workdir: Path, config: dict | None) -> Iterator[None]:
+    """``config`` written over ``config/config.yaml`` (as a user edits it), then restored."""
+    config_file = workdir / "config" / "config.yaml"
+    original = config_file.read_text()
+    if config is not None:
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        yield
+    finally:
+        config_file.write_text(original)
+
+
 def planned_jobs(
     workdir: Path, config: dict | None = None, targets: tuple[str, ...] = ()
 ) -> list[tuple[str, dict[str, str]]]:
@@ -38,14 +53,8 @@ def planned_jobs(
     ``config`` is written over ``config/config.yaml`` for the dry run, as a user edits it, and
     the original is restored afterwards.
     """
-    config_file = workdir / "config" / "config.yaml"
-    original = config_file.read_text()
-    if config is not None:
-        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    try:
+    with edited_config(workdir, config):
         result = snakemake(workdir, "--dry-run", "--cores", "2", *targets, timeout=300)
-    finally:
-        config_file.write_text(original)
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = []
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):

@@ -1,6 +1,7 @@
 """The embedded demo end to end: outputs, the HTML report, and honest face-rate-0 numbers."""
 
 import json
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -42,6 +43,7 @@ def test_summary_has_a_row_per_checkpoint_with_kohya_steps(demo_run):
 def test_faceless_renders_are_face_rate_zero_not_distance_zero(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
     assert (summary["face_rate"] == 0).all()
+    assert set(summary["prompt_set"]) == {"main"}
     assert summary["average"].isna().all()
     assert not summary["best"].any()
     scores = pd.read_csv(demo_run / "results" / "scores.tsv", sep="\t")
@@ -61,7 +63,7 @@ def test_seeds_are_paired_across_arms_and_epochs(demo_run):
 
 def test_score_tables_carry_their_deepface_settings(demo_run):
     meta = json.loads(
-        (demo_run / "results/arms/rare-noreg-nocap/epoch-1/scores.meta.json").read_text()
+        (demo_run / "results/arms/rare-noreg-nocap/epoch-1/main/scores.meta.json").read_text()
     )
     assert meta["model"] == "Dlib" and meta["detector"] == "dlib" and meta["metric"] == "cosine"
     assert meta["deepface_version"]
@@ -70,7 +72,9 @@ def test_score_tables_carry_their_deepface_settings(demo_run):
 def test_histograms_and_demo_warning(demo_run):
     for arm in ARMS:
         for epoch in (1, 2):
-            with Image.open(demo_run / f"results/plots/histograms/{arm}/epoch-{epoch}.png") as im:
+            with Image.open(
+                demo_run / f"results/plots/histograms/{arm}/main/epoch-{epoch}.png"
+            ) as im:
                 assert im.size[0] > 300 and im.size[1] > 200
     text = (demo_run / "results/report/summary.md").read_text()
     assert "mean nothing" in text.splitlines()[0]
@@ -116,15 +120,20 @@ def test_statistics_curves_and_contact_sheets(demo_run):
     assert set(effects["view"]) == {"equal_steps"}  # no arm has a best epoch without faces
     assert effects["estimate"].isna().all()
     baseline = pd.read_csv(next((results / "references").glob("*.baseline.csv")))
-    assert len(baseline) == 3 and baseline["mean_distance"].between(0, 2).all()
+    # 3 references leave-one-out, 5 training photos without their own close-up.
+    assert Counter(baseline["source"]) == {"reference": 3, "training": 5}
+    assert baseline["mean_distance"].dropna().between(0, 2).all()
+    own = baseline.set_index("photo")["excluded"]
+    assert own["obama.jpg"] == "obama_closeup.jpg" and own["obama3.jpg"] == "obama3_closeup.jpg"
     for name in ("by-epoch.png", "by-steps.png"):
-        with Image.open(results / "plots/curves" / name) as im:
+        with Image.open(results / "plots/curves/main" / name) as im:
             assert im.size[0] > 600 and im.size[1] > 400
     for arm in ARMS:
-        with Image.open(results / f"plots/histograms/{arm}/all-epochs.png") as im:
+        with Image.open(results / f"plots/histograms/{arm}/main/all-epochs.png") as im:
             assert im.size[0] > 600
         for epoch in (1, 2):
-            assert (results / f"plots/contact-sheets/{arm}/epoch-{epoch}.png").stat().st_size > 0
+            sheet = results / f"plots/contact-sheets/{arm}/main/epoch-{epoch}.png"
+            assert sheet.stat().st_size > 0
     text = (results / "report/summary.md").read_text()
     assert "Nothing to conclude" in text
     assert "As alike as real photos" in text

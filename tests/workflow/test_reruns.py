@@ -2,8 +2,9 @@
 
 from collections import Counter
 
+import pandas as pd
 import pytest
-from conftest import demo_config, planned_jobs
+from conftest import demo_config, edited_config, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +88,7 @@ def test_a_killed_sampling_shard_is_redone_alone(demo_run):
     # A killed job leaves no output (everything is written under a temp name, then renamed),
     # and the jobs after it never ran: remove exactly those files and ask for the
     # checkpoint's scores again.
-    where = "results/arms/rare-genreg-blip/epoch-2"
+    where = "results/arms/rare-genreg-blip/epoch-2/main"
     checkpoint = demo_run / where
     lost = [
         checkpoint / "renders/shard-0",
@@ -108,4 +109,36 @@ def test_a_killed_sampling_shard_is_redone_alone(demo_run):
         backup.rmdir()
     assert sorted(rule for rule, _ in jobs) == ["embed_renders", "sample_checkpoint", "score_faces"]
     sampled = [wc for rule, wc in jobs if rule == "sample_checkpoint"]
-    assert sampled == [{"arm": "rare-genreg-blip", "epoch": "2", "shard": "0"}]
+    assert sampled == [
+        {"arm": "rare-genreg-blip", "epoch": "2", "prompt_set": "main", "shard": "0"}
+    ]
+
+
+def test_a_new_prompt_set_renders_and_scores_only_that_set(demo_run):
+    config = demo_config()
+    config["sample"]["prompt_sets"] = {"bleed": "headshot photo of a {class}"}
+    jobs = planned_jobs(demo_run, config)
+    rules = Counter(rule for rule, _ in jobs)
+    assert not {"train_dreambooth", *UPSTREAM} & set(rules)
+    per_checkpoint = ("sample_checkpoint", "embed_renders", "score_faces", "plot_contact_sheet")
+    for rule in per_checkpoint:
+        assert rules[rule] == 16, rule
+        assert {wc["prompt_set"] for r, wc in jobs if r == rule} == {"bleed"}, rule
+    for rule in ("plot_histogram", "plot_arm_histograms"):
+        assert {wc["prompt_set"] for r, wc in jobs if r == rule} == {"bleed"}, rule
+    # `main` is only re-aggregated (the summary gains the new set's rows, so its curves are
+    # redrawn from the new summary file), never re-rendered or re-scored.
+    assert rules["aggregate_scores"] == 1
+
+    # And it really runs: one checkpoint's bleed renders, scored as their own set.
+    target = "results/arms/rare-noreg-nocap/epoch-1/bleed/scores.csv"
+    with edited_config(demo_run, config):
+        result = snakemake(demo_run, "--cores", "2", target)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = pd.read_csv(demo_run / target)
+    assert set(scores["prompt_set"]) == {"bleed"}
+    assert len(scores) == config["sample"]["count"]
+    renders = pd.read_csv(demo_run / target.replace("scores.csv", "renders/shard-0.csv"))
+    assert set(renders["prompt"]) == {"headshot photo of a man"}
+    main = pd.read_csv(demo_run / target.replace("bleed", "main"))
+    assert sorted(scores["seed"]) == sorted(main["seed"])  # paired with the main set

@@ -21,6 +21,7 @@ import pandas as pd
 from dreamgrid import stats
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
+from dreamgrid.prompts import MAIN_PROMPT_SET
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +385,44 @@ def _summary_markdown_table(summary: pd.DataFrame) -> str:
     return _markdown_table(view, {"face_rate": 2, "average": 4, "median": 4})
 
 
+def _baseline_markdown(baseline: pd.DataFrame, pooled: float) -> str:
+    """The real-photos baseline in words: each source's photos, then the pooled line."""
+    if not np.isfinite(pooled):
+        return (
+            "**As alike as real photos.** Needs at least two reference photos (or training "
+            "photos with a face); not shown."
+        )
+    if "source" not in baseline.columns:  # a table written before training photos counted
+        baseline = baseline.assign(source="reference", photo=baseline["reference"])
+    sentences = []
+    for source, group in baseline.groupby("source", sort=False):
+        scored = group.loc[pd.to_numeric(group["mean_distance"], errors="coerce").notna()]
+        listed = ", ".join(f"{p} {d:.4f}" for p, d in scored[["photo", "mean_distance"]].to_numpy())
+        if source == "reference":
+            how = "Each reference photo scored like a render against the other references"
+        else:
+            how = (
+                "Each training photo scored like a render against the references, leaving "
+                "out any reference cut from that photo (a near self-match)"
+            )
+        sentence = f"{how}: {listed or 'none'} (mean {stats.baseline_value(group):.4f})"
+        if "excluded" in group.columns:
+            pairs = [
+                f"{p} ↔ {e}" for p, e in group[["photo", "excluded"]].fillna("").to_numpy() if e
+            ]
+            if pairs:
+                sentence += "; left out as cut from the same photo: " + ", ".join(pairs)
+        faceless = group.loc[~group.get("face_found", pd.Series(True, index=group.index))]
+        if len(faceless):
+            sentence += f"; no face found in {', '.join(map(str, faceless['photo']))}"
+        sentences.append(sentence + ".")
+    return (
+        "**As alike as real photos.** "
+        + " ".join(sentences)
+        + f" Pooled: {pooled:.4f}. Plots draw this as the real-photos line."
+    )
+
+
 def _frame_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
@@ -549,8 +588,14 @@ def markdown(
     baseline: pd.DataFrame | None = None,
     confidence: float = stats.CONFIDENCE,
     alpha: float = 0.05,
+    primary_model: str | None = None,
 ) -> str:
-    """Human summary: warning (demo), verdict, table, face rate, best epochs, statistics."""
+    """Human summary: warning (demo), verdict, table, face rate, best epochs, statistics.
+
+    The verdict reads prompt set ``main`` and ``primary_model`` (default: the first model in
+    the summary) only: other prompt sets ask other questions (class bleed, styles), and
+    distances of different recognition models are not comparable.
+    """
     pct_columns = _contract_pct_columns(summary)
     lowest = pct_columns[0] if pct_columns else None
     baseline_mean = stats.baseline_value(baseline)
@@ -565,11 +610,19 @@ def markdown(
         "lower means more alike."
     )
     parts.append("## Verdict")
+    if "model" in summary.columns and primary_model is None and len(summary):
+        primary_model = str(summary["model"].iloc[0])
+    if stats.group_columns(summary):
+        scope = [f"prompt set `{MAIN_PROMPT_SET}`"] if "prompt_set" in summary.columns else []
+        scope += [f"face model `{primary_model}`"] if "model" in summary.columns else []
+        parts.append(
+            f"Read from {' and '.join(scope)}; the tables below list every prompt set and model."
+        )
     parts.append(
         verdict(
-            summary,
-            comparisons,
-            effects,
+            headline(summary, primary_model),
+            headline(comparisons, primary_model),
+            headline(effects, primary_model),
             baseline_mean,
             confidence=confidence,
             alpha=alpha,
@@ -599,19 +652,7 @@ def markdown(
     parts.append(note)
 
     if baseline is not None:
-        if np.isfinite(baseline_mean):
-            parts.append(
-                "**As alike as real photos.** Each reference photo scored like a render "
-                "against the other references (leave-one-out) gives "
-                + ", ".join(
-                    f"{r} {d:.4f}" for r, d in baseline[["reference", "mean_distance"]].to_numpy()
-                )
-                + f"; mean {baseline_mean:.4f}. Plots draw this as the real-photos line."
-            )
-        else:
-            parts.append(
-                "**As alike as real photos.** Needs at least two reference photos; not shown."
-            )
+        parts.append(_baseline_markdown(baseline, baseline_mean))
 
     lines = ["## Best epoch per arm", ""]
     if lowest is not None:
@@ -732,24 +773,54 @@ def run_compare_cli(
     return result
 
 
-def run_baseline(references: Path, metric: str, out: Path) -> pd.DataFrame:
-    """Leave-one-out distances among the reference photos (the real-photos line), as CSV.
+def run_baseline(
+    references: Path,
+    metric: str,
+    out: Path,
+    *,
+    training_photos: Path | None = None,
+    reference_photos: Path | None = None,
+    multiple_faces: str = "closest",
+) -> pd.DataFrame:
+    """The real-photos baseline as CSV: how alike real photos of the person are.
+
+    Each reference is scored against the other references (leave-one-out); with
+    ``training_photos`` (and the ``reference_photos`` folder) each training photo is scored
+    like a render against the references, leaving out those cut from it (found by matching
+    pixels, :mod:`dreamgrid.photos`), which would be near self-matches.
 
     Args:
-        references: reference embeddings from the embed_references rule.
+        references: reference embeddings from the embed_references rule (their model,
+            detector and alignment are used for the training photos too).
         metric: the scoring metric.
-        out: CSV with ``reference, mean_distance, n_others``.
+        out: CSV with :data:`dreamgrid.faces.BASELINE_COLUMNS`.
+        training_photos: folder of the subject's training photos, or None.
+        reference_photos: folder of the reference photos (needed with ``training_photos``).
+        multiple_faces: rule for photos with several faces (as for renders).
     """
-    from dreamgrid.faces import load_references
+    from dreamgrid import faces, photos
+    from dreamgrid.io import list_images
 
-    embeddings, _ = load_references(references)
-    baseline = stats.reference_baseline(embeddings, metric)
+    embeddings, meta = faces.load_references(references)
+    frames = [faces.reference_rows(embeddings, metric)]
+    if training_photos is not None:
+        if reference_photos is None:
+            raise SpecError("the training-photo baseline needs the reference photos' folder.")
+        training = list_images(training_photos)
+        cut = photos.cut_from(list_images(reference_photos), training)
+        settings = faces.embed_settings_from(meta)
+        frames.append(
+            faces.training_rows(training, embeddings, settings, metric, multiple_faces, cut)
+        )
+    baseline = pd.concat(frames, ignore_index=True)
     _write_csv(baseline, out)
-    log.info(
-        "reference baseline: %d references, mean leave-one-out distance %.4f",
-        len(baseline),
-        stats.baseline_value(baseline),
-    )
+    for source, group in baseline.groupby("source", sort=False):
+        log.info(
+            "real-photos baseline, %s photos: %d, mean distance %.4f",
+            source,
+            len(group),
+            stats.baseline_value(group),
+        )
     return baseline
 
 
@@ -792,6 +863,7 @@ def run(
     resamples: int = stats.RESAMPLES,
     seed: int = stats.SEED,
     alpha: float = 0.05,
+    primary_model: str | None = None,
 ) -> pd.DataFrame:
     """Aggregate all checkpoints' scores.
 
@@ -808,6 +880,7 @@ def run(
         out_comparisons: paired comparisons between arms (CSV), if wanted.
         out_effects: factorial main effects and interactions (CSV), if wanted.
         confidence, resamples, seed: bootstrap settings; alpha: significance level.
+        primary_model: the face model the verdict reads (``score.model``).
 
     Returns:
         The summary table.
@@ -833,6 +906,7 @@ def run(
         baseline=reference,
         confidence=confidence,
         alpha=alpha,
+        primary_model=primary_model,
     )
     mismatches = check_score_metadata(score_files)
     if mismatches:
@@ -845,20 +919,39 @@ def run(
     return summary
 
 
-def primary(table: pd.DataFrame, model: str | None) -> pd.DataFrame:
-    """Rows of the primary face model when the table has a ``model`` column (else all rows).
+def headline(frame: pd.DataFrame | None, model: str | None) -> pd.DataFrame | None:
+    """Rows the verdict reads: prompt set ``main`` and face ``model``, where those columns
+    exist and hold them (a hand-made table without them is read whole)."""
+    if frame is None:
+        return None
+    for column, value in (("prompt_set", MAIN_PROMPT_SET), ("model", model)):
+        if value is not None and column in frame.columns:
+            rows = frame.loc[frame[column].astype(str) == str(value)]
+            if len(rows):
+                frame = rows
+    return frame
 
-    Figures of one checkpoint show one model's distances; several models are never mixed.
+
+def primary(table: pd.DataFrame, model: str | None, prompt_set: str | None = None) -> pd.DataFrame:
+    """Rows of one face model and one prompt set, where the table has those columns.
+
+    Figures show one model's distances for one prompt set; they are never mixed. ``None``
+    keeps every value of that column.
     """
-    if model is None or "model" not in table.columns:
-        return table
-    rows = table.loc[table["model"].astype(str) == str(model)]
-    if rows.empty and len(table):
-        raise SpecError(
-            f"scores: no rows for face model {model!r} (has {sorted(table['model'].unique())}); "
-            "rerun the score stage."
-        )
-    return rows
+    for column, value, what in (
+        ("model", model, "face model"),
+        ("prompt_set", prompt_set, "prompt set"),
+    ):
+        if value is None or column not in table.columns:
+            continue
+        rows = table.loc[table[column].astype(str) == str(value)]
+        if rows.empty and len(table):
+            raise SpecError(
+                f"scores: no rows for {what} {value!r} (has {sorted(table[column].unique())}); "
+                "rerun the score stage."
+            )
+        table = rows
+    return table
 
 
 def baseline_mean(path: str | Path | None) -> float:

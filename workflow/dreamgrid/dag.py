@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from dreamgrid import config as cfg
+from dreamgrid.prompts import MAIN_PROMPT_SET
 
 RESULTS = "results"
 BASE_MODEL_DIR = f"{RESULTS}/models/base"
@@ -20,11 +21,13 @@ CHECKPOINT = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.safetensors"
 CHECKPOINT_META = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.json"
 LOSS_LOG = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.loss.csv"
 OPTIMIZER_STATE = f"{ARM_DIR}/state/epoch-{{epoch}}.safetensors"
-RENDERS = f"{ARM_DIR}/epoch-{{epoch}}/renders"
-SCORES = f"{ARM_DIR}/epoch-{{epoch}}/scores.csv"
-SCORES_META = f"{ARM_DIR}/epoch-{{epoch}}/scores.meta.json"
+#: One checkpoint's renders and scores for one prompt set (``main`` = ``sample.prompt``).
+PROMPT_DIR = f"{ARM_DIR}/epoch-{{epoch}}/{{prompt_set}}"
+RENDERS = f"{PROMPT_DIR}/renders"
+SCORES = f"{PROMPT_DIR}/scores.csv"
+SCORES_META = f"{PROMPT_DIR}/scores.meta.json"
 REFERENCES = f"{RESULTS}/references/{{model}}-{{detector}}.json"
-HISTOGRAM = f"{RESULTS}/plots/histograms/{{arm}}/epoch-{{epoch}}.png"
+HISTOGRAM = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/epoch-{{epoch}}.png"
 SCORES_TABLE = f"{RESULTS}/scores.tsv"
 SUMMARY = f"{RESULTS}/summary.csv"
 SUMMARY_MD = f"{RESULTS}/report/summary.md"
@@ -38,11 +41,12 @@ NOT_PER_EPOCH = ("epochs",)
 RENDER_SHARD = f"{RENDERS}/shard-{{shard}}"
 RENDER_SHARD_TABLE = f"{RENDERS}/shard-{{shard}}.csv"
 #: Faces (embeddings, box areas, content hashes) of one shard for one (model, detector).
-FACES_SHARD = f"{ARM_DIR}/epoch-{{epoch}}/faces/{{model}}-{{detector}}/shard-{{shard}}.json"
+FACES_SHARD = f"{PROMPT_DIR}/faces/{{model}}-{{detector}}/shard-{{shard}}.json"
 #: Render embeddings by file content hash, shared by all jobs (dreamgrid.faces.EmbeddingCache).
 FACE_CACHE = f"{RESULTS}/cache/faces"
-# Sample settings that are not a render's settings (each shard gets its own range instead).
-NOT_PER_SHARD = ("count", "shard_size")
+# Sample settings that are not a render's settings (each shard gets its own range instead,
+# and its own prompt set's template).
+NOT_PER_SHARD = ("count", "shard_size", "prompt_sets")
 # ---- end of issue #4 constants -----------------------------------------------------------
 
 
@@ -127,8 +131,29 @@ class Grid:
 
     # ---- targets --------------------------------------------------------------------------
     def checkpoints(self, path: str) -> list[str]:
-        """``path`` (with {arm} and {epoch}) for every checkpoint of the grid."""
-        return [path.format(arm=a, epoch=e) for a in self.arms for e in self.epochs]
+        """``path`` (with {arm} and {epoch}, and maybe {prompt_set}) for every checkpoint of
+        the grid (and every prompt set)."""
+        sets = self.prompt_set_names() if "{prompt_set}" in path else [None]
+        return [
+            path.format(arm=a, epoch=e, prompt_set=p)
+            for a in self.arms
+            for e in self.epochs
+            for p in sets
+        ]
+
+    def prompt_sets(self) -> dict[str, str]:
+        """Prompt set name -> template: ``main`` (``sample.prompt``) first, then the extras."""
+        sample = self.config["sample"]
+        return {MAIN_PROMPT_SET: sample["prompt"], **(sample.get("prompt_sets") or {})}
+
+    def prompt_set_names(self) -> list[str]:
+        return list(self.prompt_sets())
+
+    def prompt_set_pattern(self) -> str:
+        """Regex of the configured prompt set names (for the {prompt_set} wildcard)."""
+        import re
+
+        return "|".join(re.escape(name) for name in self.prompt_sets())
 
     def final_outputs(self) -> list[str]:
         return [
@@ -156,6 +181,8 @@ class Grid:
         sample = self.config["sample"]
         settings = {k: v for k, v in sample.items() if k not in NOT_PER_SHARD}
         settings["count"] = self.shard_ranges()[int(wildcards.shard)][1]
+        settings["prompt"] = self.prompt_sets()[wildcards.prompt_set]
+        settings["prompt_set"] = wildcards.prompt_set
         return canonical(settings)
 
     def shard_first(self, wildcards: Any) -> int:
@@ -202,11 +229,11 @@ class Grid:
         order of :meth:`face_models`) ``faces_<i>`` (one file per shard) and
         ``references_<i>``."""
         detector = self.config["score"]["detector"]
-        where = {"arm": wildcards.arm, "epoch": wildcards.epoch}
+        where = self._where(wildcards)
         shards = self.shard_ids()
         inputs: dict[str, Any] = {
             "tables": [RENDER_SHARD_TABLE.format(**where, shard=k) for k in shards],
-            "checkpoint_meta": CHECKPOINT_META.format(**where),
+            "checkpoint_meta": CHECKPOINT_META.format(arm=wildcards.arm, epoch=wildcards.epoch),
         }
         # Named by position (model names such as VGG-Face are not identifiers).
         for i, model in enumerate(self.face_models()):
@@ -215,6 +242,15 @@ class Grid:
             ]
             inputs[f"references_{i}"] = self.references_for(model)
         return inputs
+
+    @staticmethod
+    def _where(wildcards: Any) -> dict[str, str]:
+        """The arm, epoch and prompt set of a checkpoint's prompt-set job."""
+        return {
+            "arm": wildcards.arm,
+            "epoch": wildcards.epoch,
+            "prompt_set": wildcards.prompt_set,
+        }
 
     def model_pattern(self) -> str:
         """Regex of the configured model names (for the {model} wildcard)."""
@@ -234,12 +270,15 @@ class Grid:
         return self.references_for(self.config["score"]["model"])
 
     def arm_scores(self, wildcards: Any) -> list[str]:
-        """Score tables of every epoch of one arm."""
-        return [SCORES.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
+        """Score tables of every epoch of one arm, for one prompt set."""
+        return [
+            SCORES.format(arm=wildcards.arm, epoch=e, prompt_set=wildcards.prompt_set)
+            for e in self.epochs
+        ]
 
     def render_dirs(self, wildcards: Any) -> list[str]:
         """Folders holding one checkpoint's renders (one per sample shard)."""
-        where = {"arm": wildcards.arm, "epoch": wildcards.epoch}
+        where = self._where(wildcards)
         return [RENDER_SHARD.format(**where, shard=k) for k in self.shard_ids()]
 
     def arm_axes(self) -> dict[str, dict[str, str]]:
@@ -261,13 +300,14 @@ class Grid:
 
     def report_outputs(self) -> list[str]:
         """Targets of the reporting rules added by issue #5."""
+        sets = self.prompt_set_names()
         return [
             COMPARISONS,
             EFFECTS,
-            CURVES_EPOCH,
-            CURVES_STEPS,
+            *[CURVES_EPOCH.format(prompt_set=p) for p in sets],
+            *[CURVES_STEPS.format(prompt_set=p) for p in sets],
             self.reference_baseline_file(),
-            *[ARM_HISTOGRAMS.format(arm=a) for a in self.arms],
+            *[ARM_HISTOGRAMS.format(arm=a, prompt_set=p) for a in self.arms for p in sets],
             *self.checkpoints(CONTACT_SHEET),
         ]
 
@@ -281,9 +321,9 @@ REFERENCE_BASELINE = f"{RESULTS}/references/{{model}}-{{detector}}.baseline.csv"
 COMPARISONS = f"{RESULTS}/comparisons.csv"
 EFFECTS = f"{RESULTS}/effects.csv"
 #: Metrics against epoch and against training steps, one line per arm with CI bands.
-CURVES_EPOCH = f"{RESULTS}/plots/curves/by-epoch.png"
-CURVES_STEPS = f"{RESULTS}/plots/curves/by-steps.png"
+CURVES_EPOCH = f"{RESULTS}/plots/curves/{{prompt_set}}/by-epoch.png"
+CURVES_STEPS = f"{RESULTS}/plots/curves/{{prompt_set}}/by-steps.png"
 #: All checkpoints of one arm as one faceted histogram figure.
-ARM_HISTOGRAMS = f"{RESULTS}/plots/histograms/{{arm}}/all-epochs.png"
+ARM_HISTOGRAMS = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/all-epochs.png"
 #: Renders of one checkpoint sorted by distance (best, median, worst).
-CONTACT_SHEET = f"{RESULTS}/plots/contact-sheets/{{arm}}/epoch-{{epoch}}.png"
+CONTACT_SHEET = f"{RESULTS}/plots/contact-sheets/{{arm}}/{{prompt_set}}/epoch-{{epoch}}.png"

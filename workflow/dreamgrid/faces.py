@@ -32,6 +32,7 @@ import numpy as np
 
 from dreamgrid.errors import DreamgridError, NoFaceError, SpecError
 from dreamgrid.io import atomic_path, list_images, load_rgb
+from dreamgrid.prompts import MAIN_PROMPT_SET
 
 if TYPE_CHECKING:
     import pandas
@@ -829,6 +830,7 @@ def run_score_checkpoint(
     arm: str,
     epoch: int,
     out: Path,
+    prompt_set: str = MAIN_PROMPT_SET,
 ) -> pandas.DataFrame:
     """Workflow step: merge one checkpoint's shards and score them with every model.
 
@@ -842,12 +844,14 @@ def run_score_checkpoint(
         multiple_faces: ``closest`` or ``largest``.
         arm: arm id.
         epoch: epoch number.
+        prompt_set: the renders' prompt set (a column of the table).
         out: ``scores.csv``; its sidecar ``scores.meta.json`` records for every model the
             deepface version, detector, metric, alignment and DeepFace's own threshold.
 
     Returns:
-        One row per render and model: ``arm, epoch, steps, seed, image, model, face_found,
-        n_faces, mean_distance, d:<reference>...``, sorted by model (as listed) then seed.
+        One row per render and model: ``arm, epoch, steps, seed, image, model, prompt_set,
+        face_found, n_faces, mean_distance, d:<reference>...``, sorted by model (as listed)
+        then seed.
     """
     import dataclasses
 
@@ -875,6 +879,7 @@ def run_score_checkpoint(
         head = pd.DataFrame({"arm": arm, "epoch": epoch, "steps": steps, "seed": renders["seed"]})
         frame = pd.concat([head, scores], axis=1)
         frame.insert(frame.columns.get_loc("image") + 1, "model", model)
+        frame.insert(frame.columns.get_loc("model") + 1, "prompt_set", prompt_set)
         tables.append(frame.sort_values("seed", kind="stable"))
         models_meta[model] = {
             "deepface_threshold": deepface_threshold(model_settings),
@@ -891,3 +896,65 @@ def run_score_checkpoint(
     }
     write_scores(frame, meta, out)
     return frame
+
+
+# ---- the real-photos baseline ------------------------------------------------------------------
+
+#: Columns of the baseline table (:func:`run_baseline`).
+BASELINE_COLUMNS = ("source", "photo", "face_found", "mean_distance", "n_compared", "excluded")
+
+
+def reference_rows(embeddings: dict[str, np.ndarray], metric: str) -> pandas.DataFrame:
+    """Each reference scored against the *other* references (leave-one-out)."""
+    import pandas as pd
+
+    from dreamgrid.stats import reference_baseline
+
+    loo = reference_baseline(embeddings, metric)
+    return pd.DataFrame(
+        {
+            "source": "reference",
+            "photo": loo["reference"],
+            "face_found": True,
+            "mean_distance": loo["mean_distance"],
+            "n_compared": loo["n_others"],
+            "excluded": "",
+        },
+        columns=list(BASELINE_COLUMNS),
+    )
+
+
+def training_rows(
+    photos: Sequence[Path],
+    embeddings: dict[str, np.ndarray],
+    settings: FaceSettings | EmbedSettings,
+    metric: str,
+    multiple_faces: str,
+    cut_from: dict[str, list[str]],
+) -> pandas.DataFrame:
+    """Each training photo scored like a render against the references, leaving out the
+    references cut from that photo (``cut_from``: photo name -> reference names).
+
+    A photo without a face, or whose only references were cut from it, gets no distance.
+    """
+    import pandas as pd
+
+    photos = list(map(Path, photos))
+    found = [detect_and_embed(photo, settings) for photo in photos]
+    table = score_table([p.name for p in photos], found, embeddings, metric, multiple_faces)
+    rows = []
+    for _, row in table.iterrows():
+        excluded = [r for r in cut_from.get(row["image"], []) if r in embeddings]
+        distances = [row[DISTANCE_PREFIX + name] for name in embeddings if name not in excluded]
+        face = bool(row["face_found"])
+        rows.append(
+            {
+                "source": "training",
+                "photo": row["image"],
+                "face_found": face,
+                "mean_distance": float(np.mean(distances)) if face and distances else math.nan,
+                "n_compared": len(distances) if face else 0,
+                "excluded": ";".join(excluded),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(BASELINE_COLUMNS))

@@ -215,6 +215,7 @@ def curves(
     x: str = "epoch",
     baseline: pd.DataFrame | None = None,
     title: str = "",
+    confidence: float = 0.95,
 ) -> Path:
     """Each metric of the summary against ``x`` (epoch or steps), a line per arm, CI bands.
 
@@ -227,7 +228,9 @@ def curves(
         out: PNG to write.
         x: ``epoch`` or ``steps`` (equal-steps comparison across arms).
         baseline: reference leave-one-out table (``mean_distance`` per reference), or None.
-        title: figure title.
+        title: what the figure shows (e.g. the prompt set); the axis and band coverage are
+            added to it.
+        confidence: coverage of the summary's intervals, for the title.
 
     Returns:
         ``out``.
@@ -295,7 +298,8 @@ def curves(
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
     against = "training steps (equal-steps comparison)" if x == "steps" else "epoch"
-    fig.suptitle(title or f"Metrics against {against}; bands: 95% bootstrap CI")
+    heading = f"Metrics against {against}; bands: {100 * confidence:g}% bootstrap CI"
+    fig.suptitle(f"{title}: {heading}" if title else heading)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     log.info("wrote %s (%d series, %d panels)", out, len(series), len(panels))

@@ -6,6 +6,9 @@ import re
 
 from dreamgrid.errors import SpecError
 
+#: Name of the prompt set rendered from ``sample.prompt`` (extra sets: ``sample.prompt_sets``).
+MAIN_PROMPT_SET = "main"
+
 
 def fill(template: str, token: str, class_word: str) -> str:
     """Fill ``{token}`` and ``{class}`` in a prompt template.

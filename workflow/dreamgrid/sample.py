@@ -23,7 +23,7 @@ import pandas as pd
 
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
-from dreamgrid.prompts import fill
+from dreamgrid.prompts import MAIN_PROMPT_SET, fill
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ _SCHEDULER_KWARGS: dict[str, dict[str, Any]] = {
 RENDER_COLUMNS = (
     "seed",
     "image",
+    "prompt_set",
     "prompt",
     "negative",
     "steps",
@@ -69,6 +70,8 @@ class SampleSettings:
         height: image height in pixels (multiple of 8).
         batch_size: images per pipeline call (does not change any image).
         scheduler: one of :data:`SCHEDULERS`.
+        prompt_set: name of the prompt set (``main`` is ``sample.prompt``, which must name
+            the token; extra sets may leave it out, e.g. to measure class bleed).
     """
 
     prompt: str
@@ -81,6 +84,7 @@ class SampleSettings:
     height: int
     batch_size: int
     scheduler: str
+    prompt_set: str = MAIN_PROMPT_SET
 
     def __post_init__(self) -> None:
         check_scheduler(self.scheduler)
@@ -97,7 +101,7 @@ class SampleSettings:
             raise SpecError(f"sample.seed must be a non-negative integer, got {self.seed!r}.")
         if self.cfg < 0:
             raise SpecError(f"sample.cfg must be >= 0, got {self.cfg!r}.")
-        if "{token}" not in self.prompt:
+        if self.prompt_set == MAIN_PROMPT_SET and "{token}" not in self.prompt:
             raise SpecError(
                 f"sample.prompt {self.prompt!r} lacks '{{token}}': renders would not ask for "
                 "the trained subject. Write e.g. 'headshot photo of {token} {class}'."
@@ -321,6 +325,7 @@ def render(
         name = render_name(seed)
         meta = {
             "seed": seed,
+            "prompt_set": settings.prompt_set,
             "prompt": prompt,
             "negative": negative,
             "steps": settings.steps,
@@ -333,6 +338,7 @@ def render(
             {
                 "seed": seed,
                 "image": name,
+                "prompt_set": settings.prompt_set,
                 "prompt": prompt,
                 "negative": negative,
                 "steps": settings.steps,

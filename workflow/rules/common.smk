@@ -18,3 +18,4 @@ wildcard_constraints:
     arm="|".join(GRID.arm_ids),
     epoch="[1-9][0-9]*",
     captioner="blip",
+    prompt_set=GRID.prompt_set_pattern(),

@@ -1,6 +1,8 @@
 rule reference_baseline:
     input:
-        GRID.primary_references(),
+        embeddings=GRID.primary_references(),
+        references=config["subject"]["references"],
+        training=config["subject"]["train_images"],
     output:
         report(
             GRID.reference_baseline_file(),
@@ -13,9 +15,11 @@ rule reference_baseline:
     benchmark:
         "results/benchmarks/reference_baseline/all.tsv"
     conda:
-        "../../envs/report.yaml"
+        "../../envs/score.yaml"
     params:
         metric=config["score"]["metric"],
+        multiple_faces=config["score"]["multiple_faces"],
+        deepface_home=config["score"]["deepface_home"],
         impl=versions.AGGREGATE,
     script:
         "../scripts/reference_baseline.py"
@@ -68,6 +72,7 @@ rule aggregate_scores:
         demo=GRID.demo,
         arms=GRID.arm_axes(),
         statistics=GRID.statistics_params(),
+        model=config["score"]["model"],
         impl=versions.AGGREGATE,
     script:
         "../scripts/aggregate_scores.py"
@@ -83,12 +88,12 @@ rule plot_histogram:
             caption="../report/histogram.rst",
             category="4. Histograms",
             subcategory="{arm}",
-            labels={"arm": "{arm}", "epoch": "{epoch}"},
+            labels={"arm": "{arm}", "epoch": "{epoch}", "prompt set": "{prompt_set}"},
         ),
     log:
-        "results/logs/plot_histogram/{arm}/epoch-{epoch}.log",
+        "results/logs/plot_histogram/{arm}/epoch-{epoch}/{prompt_set}.log",
     benchmark:
-        "results/benchmarks/plot_histogram/{arm}/epoch-{epoch}.tsv"
+        "results/benchmarks/plot_histogram/{arm}/epoch-{epoch}/{prompt_set}.tsv"
     conda:
         "../../envs/report.yaml"
     params:
@@ -109,12 +114,12 @@ rule plot_arm_histograms:
             caption="../report/arm_histograms.rst",
             category="4. Histograms",
             subcategory="{arm}",
-            labels={"arm": "{arm}", "epoch": "all"},
+            labels={"arm": "{arm}", "epoch": "all", "prompt set": "{prompt_set}"},
         ),
     log:
-        "results/logs/plot_arm_histograms/{arm}.log",
+        "results/logs/plot_arm_histograms/{arm}/{prompt_set}.log",
     benchmark:
-        "results/benchmarks/plot_arm_histograms/{arm}.tsv"
+        "results/benchmarks/plot_arm_histograms/{arm}/{prompt_set}.tsv"
     conda:
         "../../envs/report.yaml"
     params:
@@ -134,22 +139,23 @@ rule plot_curves:
             dag.CURVES_EPOCH,
             caption="../report/curves.rst",
             category="3. Curves",
-            labels={"x": "epoch"},
+            labels={"prompt set": "{prompt_set}", "x": "epoch"},
         ),
         by_steps=report(
             dag.CURVES_STEPS,
             caption="../report/curves.rst",
             category="3. Curves",
-            labels={"x": "training steps"},
+            labels={"prompt set": "{prompt_set}", "x": "training steps"},
         ),
     log:
-        "results/logs/plot_curves/all.log",
+        "results/logs/plot_curves/{prompt_set}.log",
     benchmark:
-        "results/benchmarks/plot_curves/all.tsv"
+        "results/benchmarks/plot_curves/{prompt_set}.tsv"
     conda:
         "../../envs/report.yaml"
     params:
         model=config["score"]["model"],
+        confidence=config["report"]["confidence"],
         impl=versions.PLOTS,
     script:
         "../scripts/plot_curves.py"
@@ -165,12 +171,12 @@ rule plot_contact_sheet:
             caption="../report/contact_sheet.rst",
             category="5. Contact sheets",
             subcategory="{arm}",
-            labels={"arm": "{arm}", "epoch": "{epoch}"},
+            labels={"arm": "{arm}", "epoch": "{epoch}", "prompt set": "{prompt_set}"},
         ),
     log:
-        "results/logs/plot_contact_sheet/{arm}/epoch-{epoch}.log",
+        "results/logs/plot_contact_sheet/{arm}/epoch-{epoch}/{prompt_set}.log",
     benchmark:
-        "results/benchmarks/plot_contact_sheet/{arm}/epoch-{epoch}.tsv"
+        "results/benchmarks/plot_contact_sheet/{arm}/epoch-{epoch}/{prompt_set}.tsv"
     conda:
         "../../envs/report.yaml"
     params:

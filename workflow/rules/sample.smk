@@ -6,9 +6,9 @@ rule sample_checkpoint:
         renders=directory(dag.RENDER_SHARD),
         table=dag.RENDER_SHARD_TABLE,
     log:
-        "results/logs/sample_checkpoint/{arm}/epoch-{epoch}/shard-{shard}.log",
+        "results/logs/sample_checkpoint/{arm}/epoch-{epoch}/{prompt_set}/shard-{shard}.log",
     benchmark:
-        "results/benchmarks/sample_checkpoint/{arm}/epoch-{epoch}/shard-{shard}.tsv"
+        "results/benchmarks/sample_checkpoint/{arm}/epoch-{epoch}/{prompt_set}/shard-{shard}.tsv"
     wildcard_constraints:
         shard="[0-9]+",
     conda:

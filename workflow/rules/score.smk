@@ -26,9 +26,9 @@ rule embed_renders:
     output:
         dag.FACES_SHARD,
     log:
-        "results/logs/embed_renders/{arm}/epoch-{epoch}/{model}-{detector}/shard-{shard}.log",
+        "results/logs/embed_renders/{arm}/epoch-{epoch}/{prompt_set}/{model}-{detector}/shard-{shard}.log",
     benchmark:
-        "results/benchmarks/embed_renders/{arm}/epoch-{epoch}/{model}-{detector}/shard-{shard}.tsv"
+        "results/benchmarks/embed_renders/{arm}/epoch-{epoch}/{prompt_set}/{model}-{detector}/shard-{shard}.tsv"
     wildcard_constraints:
         model=GRID.model_pattern(),
         detector=config["score"]["detector"],
@@ -51,9 +51,9 @@ rule score_faces:
         scores=dag.SCORES,
         meta=dag.SCORES_META,
     log:
-        "results/logs/score_faces/{arm}/epoch-{epoch}.log",
+        "results/logs/score_faces/{arm}/epoch-{epoch}/{prompt_set}.log",
     benchmark:
-        "results/benchmarks/score_faces/{arm}/epoch-{epoch}.tsv"
+        "results/benchmarks/score_faces/{arm}/epoch-{epoch}/{prompt_set}.tsv"
     conda:
         "../../envs/score.yaml"
     params:

@@ -22,4 +22,5 @@ with logs.job(snakemake.log[0]):
         resamples=statistics["bootstrap_resamples"],
         seed=statistics["seed"],
         alpha=statistics["alpha"],
+        primary_model=snakemake.params.model,
     )

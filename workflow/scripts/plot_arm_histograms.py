@@ -10,6 +10,6 @@ with logs.job(snakemake.log[0]):
         aggregate.primary(scores, snakemake.params.model),
         thresholds=snakemake.params.thresholds,
         out=Path(snakemake.output[0]),
-        title=snakemake.wildcards.arm,
+        title=f"{snakemake.wildcards.arm}, {snakemake.wildcards.prompt_set}",
         baseline=aggregate.baseline_mean(snakemake.input.baseline),
     )

@@ -4,12 +4,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import aggregate, logs, plots
 
+where = snakemake.wildcards
 with logs.job(snakemake.log[0]):
     scores = aggregate.collect_scores([Path(snakemake.input.scores)])
     plots.contact_sheet(
         aggregate.primary(scores, snakemake.params.model),
         renders=[Path(p) for p in snakemake.input.renders],
         out=Path(snakemake.output[0]),
-        title=f"{snakemake.wildcards.arm}, epoch {snakemake.wildcards.epoch}",
+        title=f"{where.arm}, epoch {where.epoch}, {where.prompt_set}",
         per_group=snakemake.params.per_row,
     )

@@ -4,10 +4,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import aggregate, logs, plots
 
+prompt_set = snakemake.wildcards.prompt_set
 with logs.job(snakemake.log[0]):
     summary = aggregate.primary(
-        aggregate.read_table(snakemake.input.summary), snakemake.params.model
+        aggregate.read_table(snakemake.input.summary), snakemake.params.model, prompt_set
     )
     baseline = aggregate.read_baseline(snakemake.input.baseline)
-    plots.curves(summary, Path(snakemake.output.by_epoch), x="epoch", baseline=baseline)
-    plots.curves(summary, Path(snakemake.output.by_steps), x="steps", baseline=baseline)
+    for x, out in (("epoch", snakemake.output.by_epoch), ("steps", snakemake.output.by_steps)):
+        plots.curves(
+            summary,
+            Path(out),
+            x=x,
+            baseline=baseline,
+            title=f"Prompt set {prompt_set}",
+            confidence=snakemake.params.confidence,
+        )

@@ -2,11 +2,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import aggregate, logs
+from dreamgrid import aggregate, faces, logs
 
 with logs.job(snakemake.log[0]):
+    faces.setup_deepface(snakemake.params.deepface_home)
     aggregate.run_baseline(
-        references=Path(snakemake.input[0]),
+        references=Path(snakemake.input.embeddings),
         metric=snakemake.params.metric,
         out=Path(snakemake.output[0]),
+        training_photos=Path(snakemake.input.training),
+        reference_photos=Path(snakemake.input.references),
+        multiple_faces=snakemake.params.multiple_faces,
     )

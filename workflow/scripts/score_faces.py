@@ -17,5 +17,6 @@ with logs.job(snakemake.log[0]):
         multiple_faces=params["multiple_faces"],
         arm=snakemake.wildcards.arm,
         epoch=int(snakemake.wildcards.epoch),
+        prompt_set=snakemake.wildcards.prompt_set,
         out=Path(snakemake.output.scores),
     )
