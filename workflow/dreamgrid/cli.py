@@ -3,6 +3,7 @@
 dreamgrid score --references DIR --images DIR --model M --detector D [--metric cosine] --out F.csv
 dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-within 5] --out summary.csv
 dreamgrid compare --scores F.csv --out comparisons.csv   paired tests between arms
+dreamgrid rank-candidates --references DIR --candidates DIR --out ranking.csv   look-alike names
 dreamgrid check CONFIG        validate a config and list its arms
 dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
 """
@@ -55,6 +56,23 @@ def _compare(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     logger.info("%d comparisons -> %s", len(table), args.out)
+
+
+def _rank_candidates(args: argparse.Namespace) -> None:
+    from dreamgrid import candidates, faces
+
+    faces.setup_deepface()
+    table = candidates.run_rank_cli(
+        references=args.references,
+        candidates=args.candidates,
+        out=args.out,
+        model=args.model,
+        detector=args.detector,
+        metric=args.metric,
+        threshold=args.threshold,
+    )
+    top = table.iloc[0]
+    logger.info("%d candidates ranked -> %s; first: %s", len(table), args.out, top["candidate"])
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -124,6 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     compare.set_defaults(func=_compare)
+
+    ranking = sub.add_parser(
+        "rank-candidates", help="rank look-alike names by their renders' likeness"
+    )
+    ranking.add_argument("--references", type=Path, required=True, help="folder of close-ups")
+    ranking.add_argument(
+        "--candidates",
+        type=Path,
+        required=True,
+        help="folder with one sub-folder of renders per candidate name",
+    )
+    ranking.add_argument("--out", type=Path, required=True, help="output CSV")
+    ranking.add_argument("--model", default="Dlib", help="DeepFace model (default Dlib)")
+    ranking.add_argument("--detector", default="dlib", help="DeepFace detector (default dlib)")
+    ranking.add_argument("--metric", default="cosine", help="distance metric (default cosine)")
+    ranking.add_argument(
+        "--threshold", type=float, default=0.6, help="share below this distance (0.6)"
+    )
+    ranking.set_defaults(func=_rank_candidates)
 
     check = sub.add_parser("check", help="validate a config, check its inputs, list its arms")
     check.add_argument("config", type=Path)

@@ -1,0 +1,92 @@
+"""Look-alike ranking on real photos standing in for base-model renders."""
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dreamgrid import candidates, cli, faces
+from dreamgrid.errors import SpecError
+from dreamgrid.io import list_images
+
+DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
+CONTRACT = ["candidate", "renders", "face_rate", "average", "pct_below_0.6", "consistency", "rank"]
+
+
+@pytest.fixture(scope="module")
+def candidate_dir(tmp_path_factory):
+    """Stand-ins for renders of four names: the subject, another man, a mix, and noise."""
+    root = tmp_path_factory.mktemp("candidates")
+    folders = {
+        "subject": [DEMO / "train" / n for n in ("obama.jpg", "obama2.jpg", "obama3.jpg")],
+        "other man": [DEMO / "ground_truth" / n for n in ("biden.jpg", "biden_closeup.jpg")],
+        "unknown name": [DEMO / "train" / "obama2.jpg", DEMO / "ground_truth" / "biden.jpg"],
+    }
+    for name, files in folders.items():
+        (root / name).mkdir()
+        for f in files:
+            shutil.copy(f, root / name / f.name)
+    (root / "noise").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        pixels = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "noise" / f"render-{i}.png")
+    return root
+
+
+def test_consistency_is_mean_distance_to_the_centroid():
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    centroid = np.array([0.5, 0.5])
+    expected = (np.linalg.norm(a - centroid) + np.linalg.norm(b - centroid)) / 2
+    assert candidates.consistency([a, b], "euclidean") == pytest.approx(expected)
+    assert math.isnan(candidates.consistency([a], "cosine"))
+
+
+def test_the_subject_ranks_first_and_noise_last(candidate_dir, tmp_path, home):
+    out = tmp_path / "ranking.csv"
+    argv = ["rank-candidates", "--references", str(DEMO / "references")]
+    argv += ["--candidates", str(candidate_dir), "--out", str(out)]
+    assert cli.main(argv) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == CONTRACT
+    assert list(table["candidate"]) == ["subject", "unknown name", "other man", "noise"]
+    assert list(table["rank"]) == [1, 2, 3, 4]
+    by_name = table.set_index("candidate")
+    assert by_name.loc["noise", "face_rate"] == 0 and math.isnan(by_name.loc["noise", "average"])
+    assert by_name.loc["subject", "face_rate"] == 1 and by_name.loc["subject", "renders"] == 3
+    # Two different men rendered for one name scatter more than photos of one man.
+    assert by_name.loc["unknown name", "consistency"] > 2 * by_name.loc["subject", "consistency"]
+    # Same numbers as scoring the folder like renders (distances equal DeepFace.verify's).
+    settings = faces.FaceSettings(model="Dlib", detector="dlib", metric="cosine", align=True)
+    refs = faces.embed_references(list_images(DEMO / "references"), settings)
+    direct = faces.score_images(list_images(candidate_dir / "subject"), refs, settings, False)
+    assert by_name.loc["subject", "average"] == pytest.approx(direct["mean_distance"].mean())
+    below = 100 * (direct["mean_distance"] < 0.6).mean()
+    assert by_name.loc["subject", "pct_below_0.6"] == pytest.approx(below)
+
+
+def test_ties_keep_the_list_order_and_faceless_come_last():
+    rows = [
+        {"candidate": "b", "renders": 2, "face_rate": 0.0, "average": math.nan,
+         "pct_below_0.6": math.nan, "consistency": math.nan},
+        {"candidate": "a", "renders": 2, "face_rate": 1.0, "average": 0.5,
+         "pct_below_0.6": 100.0, "consistency": 0.1},
+        {"candidate": "c", "renders": 2, "face_rate": 0.5, "average": 0.5,
+         "pct_below_0.6": 100.0, "consistency": 0.1},
+    ]  # fmt: skip
+    table = candidates.rank(rows, 0.6)
+    assert list(table["candidate"]) == ["a", "c", "b"]  # face rate breaks the tie
+
+
+def test_bad_candidate_folders_name_the_path(tmp_path):
+    with pytest.raises(SpecError, match="not a folder"):
+        candidates.candidate_dirs(tmp_path / "missing")
+    with pytest.raises(SpecError, match="no sub-folders"):
+        candidates.candidate_dirs(tmp_path)
+    (tmp_path / "empty name").mkdir()
+    with pytest.raises(SpecError, match="empty name"):
+        candidates.candidate_dirs(tmp_path)

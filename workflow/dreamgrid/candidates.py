@@ -1,0 +1,182 @@
+"""Rank look-alike names: which name does the base model already render closest to the subject?
+
+Each candidate is a folder of renders (the base model prompted with that name, on paired
+seeds). Every render is scored against the subject's references exactly as checkpoint renders
+are; candidates are ranked by average distance. ``consistency`` is the mean distance of the
+renders' faces to their own centroid: a name the model does not know gives scattered faces.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dreamgrid.errors import SpecError
+from dreamgrid.io import atomic_path, list_images
+
+log = logging.getLogger(__name__)
+
+
+def pct_column(threshold: float) -> str:
+    return f"pct_below_{threshold:g}"
+
+
+def rank_columns(threshold: float) -> list[str]:
+    """Columns of the ranking table (the ``rank-candidates`` contract)."""
+    return [
+        "candidate",
+        "renders",
+        "face_rate",
+        "average",
+        pct_column(threshold),
+        "consistency",
+        "rank",
+    ]
+
+
+def consistency(embeddings: Sequence[np.ndarray], metric: str) -> float:
+    """Mean distance of each face to the faces' centroid (NaN with fewer than two faces)."""
+    from dreamgrid.stats import distance
+
+    if len(embeddings) < 2:
+        return math.nan
+    centroid = np.mean(np.stack(embeddings), axis=0)
+    return float(np.mean([distance(e, centroid, metric) for e in embeddings]))
+
+
+def candidate_row(
+    name: str, scores: pd.DataFrame, faces: Sequence[Sequence], metric: str, threshold: float
+) -> dict[str, object]:
+    """One candidate's numbers from its renders' score rows and detected faces.
+
+    ``faces`` holds each render's faces (:class:`dreamgrid.faces.Face`); the largest face of
+    a render stands for it in ``consistency``.
+    """
+    distances = scores.loc[scores["face_found"], "mean_distance"].to_numpy(dtype=float)
+    largest = [max(found, key=lambda f: f.area).embedding for found in faces if found]
+    return {
+        "candidate": name,
+        "renders": len(scores),
+        "face_rate": len(distances) / len(scores) if len(scores) else math.nan,
+        "average": float(distances.mean()) if len(distances) else math.nan,
+        pct_column(threshold): (
+            100.0 * float((distances < threshold).mean()) if len(distances) else math.nan
+        ),
+        "consistency": consistency(largest, metric),
+    }
+
+
+def rank(rows: Sequence[dict[str, object]], threshold: float) -> pd.DataFrame:
+    """Rank candidates: lowest average first; ties by share below ``threshold``, face rate,
+    then the order given. Candidates without any face come last, in the order given."""
+    table = pd.DataFrame(list(rows), columns=rank_columns(threshold)[:-1])
+    table["_order"] = range(len(table))
+    table = table.sort_values(
+        ["average", pct_column(threshold), "face_rate", "_order"],
+        ascending=[True, False, False, True],
+        na_position="last",
+        kind="stable",
+    )
+    table["rank"] = range(1, len(table) + 1)
+    return table.drop(columns="_order").reset_index(drop=True)
+
+
+def candidate_dirs(candidates: Path) -> list[Path]:
+    """The candidate sub-folders (sorted by name), each with at least one image.
+
+    Raises:
+        SpecError: the folder is missing, has no sub-folders, or a sub-folder has no image.
+    """
+    candidates = Path(candidates)
+    if not candidates.is_dir():
+        raise SpecError(
+            f"{candidates}: not a folder. Give a folder with one sub-folder of renders per "
+            "candidate name."
+        )
+    folders = sorted(p for p in candidates.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise SpecError(
+            f"{candidates}: no sub-folders. Put each candidate's renders in its own sub-folder "
+            "named after the candidate."
+        )
+    for folder in folders:
+        list_images(folder)  # names an empty folder
+    return folders
+
+
+def rank_folders(
+    references: dict[str, np.ndarray],
+    folders: Sequence[Path],
+    settings,
+    threshold: float,
+    *,
+    names: Sequence[str] | None = None,
+    multiple_faces: str = "closest",
+    cache=None,
+    workers: int = 1,
+) -> pd.DataFrame:
+    """Score every candidate folder's images against ``references`` and rank them.
+
+    Args:
+        references: reference name -> embedding (:func:`dreamgrid.faces.embed_references`).
+        folders: one folder of renders per candidate.
+        settings: :class:`dreamgrid.faces.FaceSettings` the references were embedded with.
+        threshold: distance for the ``pct_below_<t>`` column.
+        names: candidate names (default: the folder names).
+        multiple_faces, cache, workers: as for :func:`dreamgrid.faces.score_images`.
+    """
+    from dreamgrid import faces
+
+    names = [f.name for f in folders] if names is None else list(names)
+    rows = []
+    for name, folder in zip(names, folders, strict=True):
+        images = list_images(folder)
+        found = faces.embed_images(images, settings, cache=cache, workers=workers, progress=False)
+        scores = faces.score_table(
+            [p.name for p in images], found, references, settings.metric, multiple_faces
+        )
+        row = candidate_row(name, scores, found, settings.metric, threshold)
+        log.info(
+            "%s: %d render(s), face rate %.2f, average %.4f",
+            name,
+            row["renders"],
+            row["face_rate"],
+            row["average"],
+        )
+        rows.append(row)
+    table = rank(rows, threshold)
+    if table["average"].isna().all():
+        log.warning("no candidate's renders show a face: the ranking is only the list order")
+    return table
+
+
+def write_ranking(table: pd.DataFrame, out: Path) -> None:
+    with atomic_path(Path(out)) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def run_rank_cli(
+    references: Path,
+    candidates: Path,
+    out: Path,
+    model: str,
+    detector: str,
+    metric: str,
+    threshold: float,
+) -> pd.DataFrame:
+    """``dreamgrid rank-candidates``: rank the candidate folders under ``candidates``."""
+    from dreamgrid import faces
+
+    if not math.isfinite(threshold) or threshold <= 0:
+        raise SpecError(f"--threshold must be a positive distance, got {threshold!r}.")
+    folders = candidate_dirs(candidates)
+    settings = faces.FaceSettings(model=model, detector=detector, metric=metric, align=True)
+    embeddings = faces.embed_references(list_images(references), settings)
+    table = rank_folders(embeddings, folders, settings, threshold)
+    write_ranking(table, out)
+    return table
