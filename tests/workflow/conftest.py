@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_FILES = ["Snakefile", "workflow", "config", "envs", "profiles", "resources/demo"]
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess:
     """Run snakemake in ``workdir`` with this interpreter (so the shims use the same venv)."""
     env = {k: v for k, v in os.environ.items() if k != "DEEPFACE_HOME"}
     return subprocess.run(

@@ -134,6 +134,9 @@ def test_statistics_curves_and_contact_sheets(demo_run):
         for epoch in (1, 2):
             sheet = results / f"plots/contact-sheets/{arm}/main/epoch-{epoch}.png"
             assert sheet.stat().st_size > 0
+    flex = pd.read_csv(results / "flexibility.csv")
+    assert len(flex) == len(ARMS) * 2 and not flex["tradeoff_best"].any()
+    assert {"likeness_pct", "bleed_pct", "prompts_face_rate"} <= set(flex.columns)
     text = (results / "report/summary.md").read_text()
     assert "Nothing to conclude" in text
     assert "As alike as real photos" in text
@@ -141,3 +144,21 @@ def test_statistics_curves_and_contact_sheets(demo_run):
 
 def test_nothing_to_do_after_a_complete_run(demo_run):
     assert [rule for rule, _ in planned_jobs(demo_run)] == []
+
+
+def test_token_finder_ranks_the_candidates_and_celebrity_arms_train_on_the_winner(demo_run):
+    results = demo_run / "results"
+    ranking = pd.read_csv(results / "token_finder/ranking.csv")
+    assert list(ranking.columns) == [
+        "candidate", "renders", "face_rate", "average", "pct_below_0.6", "consistency", "rank",
+    ]  # fmt: skip
+    names = ["Denzel Washington", "Idris Elba", "Will Smith", "Morgan Freeman"]
+    # Random weights render no face: every average is empty and the list order decides.
+    assert list(ranking["candidate"]) == names and list(ranking["rank"]) == [1, 2, 3, 4]
+    assert (ranking["face_rate"] == 0).all() and (ranking["renders"] == 2).all()
+    renders = pd.read_csv(results / "token_finder/renders/idris-elba.csv")
+    assert set(renders["prompt"]) == {"headshot photo of Idris Elba man"}
+    with Image.open(results / "token_finder/top.png") as im:
+        assert im.size[0] > 300
+    table = results / "arms/celebrity-genreg-blip/epoch-2/main/renders/shard-0.csv"
+    assert set(pd.read_csv(table)["prompt"]) == {"headshot photo of Denzel Washington man"}

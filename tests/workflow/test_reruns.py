@@ -142,3 +142,55 @@ def test_a_new_prompt_set_renders_and_scores_only_that_set(demo_run):
     assert set(renders["prompt"]) == {"headshot photo of a man"}
     main = pd.read_csv(demo_run / target.replace("bleed", "main"))
     assert sorted(scores["seed"]) == sorted(main["seed"])  # paired with the main set
+
+
+def test_a_longer_candidate_list_renders_only_the_new_name(demo_run):
+    candidates = demo_run / "resources/demo/candidates.txt"
+    original = candidates.read_text()
+    candidates.write_text(original + "Mahershala Ali\n")
+    try:
+        jobs = planned_jobs(demo_run)
+        rendered = [wc for rule, wc in jobs if rule == "render_candidate"]
+        assert rendered == [{"candidate": "mahershala-ali"}]
+        assert "rank_candidates" in {rule for rule, _ in jobs}
+        # Run it: the ranking is redone, its winner is unchanged, so nothing retrains.
+        result = snakemake(demo_run, "--cores", "2")
+        assert result.returncode == 0, result.stderr[-3000:]
+        ran = job_stats(result.stderr)
+        assert ran["render_candidate"] == 1 and ran["rank_candidates"] == 1
+        assert not {"train_dreambooth", "sample_checkpoint", "score_faces"} & set(ran)
+    finally:
+        candidates.write_text(original)
+        snakemake(demo_run, "--cores", "2")  # back to the demo's own state for later tests
+
+
+def job_stats(log: str) -> Counter:
+    """Rule -> jobs run, from Snakemake's "Job stats" table."""
+    counts: Counter = Counter()
+    table = log.split("Job stats:", 1)[1].splitlines()[3:]
+    for line in table:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] += int(parts[1])
+    counts.pop("total", None)
+    return counts
+
+
+def test_clip_scores_add_one_job_per_checkpoint_and_run(demo_run):
+    from dreamgrid.tiny import build_tiny_clip
+
+    clip = build_tiny_clip(demo_run / "tiny-clip")
+    config = demo_config()
+    config["score"]["clip_model"] = str(clip)
+    jobs = planned_jobs(demo_run, config)
+    rules = Counter(rule for rule, _ in jobs)
+    assert rules["clip_score"] == 16
+    assert not {"train_dreambooth", "sample_checkpoint", "embed_renders"} & set(rules)
+    target = "results/arms/rare-genreg-nocap/epoch-2/main/clip.csv"
+    with edited_config(demo_run, config):
+        result = snakemake(demo_run, "--cores", "2", target)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(demo_run / target)
+    assert len(table) == config["sample"]["count"]
+    assert table["clip_score"].between(0, 100).all() and set(table["epoch"]) == {2}

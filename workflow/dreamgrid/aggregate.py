@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dreamgrid import stats
+from dreamgrid import flexibility, stats
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
 from dreamgrid.prompts import MAIN_PROMPT_SET
@@ -864,6 +864,9 @@ def run(
     seed: int = stats.SEED,
     alpha: float = 0.05,
     primary_model: str | None = None,
+    prompt_sets: dict[str, str] | None = None,
+    out_flexibility: Path | None = None,
+    clip_files: Sequence[Path] = (),
 ) -> pd.DataFrame:
     """Aggregate all checkpoints' scores.
 
@@ -881,6 +884,11 @@ def run(
         out_effects: factorial main effects and interactions (CSV), if wanted.
         confidence, resamples, seed: bootstrap settings; alpha: significance level.
         primary_model: the face model the verdict reads (``score.model``).
+        prompt_sets: the config's prompt sets (name -> template), for the likeness /
+            class bleed / prompt following view (:mod:`dreamgrid.flexibility`).
+        out_flexibility: that view as CSV, if wanted (needs ``prompt_sets``).
+        clip_files: CLIPScore tables (:func:`dreamgrid.clip_score.run`); their mean per
+            checkpoint and prompt set is appended to the summary as ``clip_score``.
 
     Returns:
         The summary table.
@@ -888,6 +896,11 @@ def run(
     scores = collect_scores(score_files)
     options = {"confidence": confidence, "resamples": resamples, "seed": seed}
     summary = summarize(scores, thresholds=thresholds, best_within=best_within, **options)
+    if clip_files:
+        from dreamgrid import clip_score
+
+        clip = clip_score.summarize(clip_files)
+        summary = summary.merge(clip, on=["arm", "epoch", "prompt_set"], how="left")
     comparisons, effects = comparisons_and_effects(scores, summary, arms, **options)
     reference = read_baseline(baseline)
     _write_csv(scores, Path(out_scores), sep="\t")
@@ -908,6 +921,12 @@ def run(
         alpha=alpha,
         primary_model=primary_model,
     )
+    if prompt_sets and "prompt_set" in summary.columns:
+        flex = flexibility.table(summary, prompt_sets, best_within)
+        if out_flexibility is not None:
+            _write_csv(flex, Path(out_flexibility))
+        if len(prompt_sets) > 1:
+            text += "\n" + flexibility.markdown(flex, prompt_sets, best_within) + "\n"
     mismatches = check_score_metadata(score_files)
     if mismatches:
         text += "\n## Warnings\n\n" + "\n".join(f"- {m}" for m in mismatches) + "\n"

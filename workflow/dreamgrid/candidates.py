@@ -160,6 +160,47 @@ def write_ranking(table: pd.DataFrame, out: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
+def run_rank_workflow(
+    references: Path,
+    folders: Sequence[Path],
+    names: Sequence[str],
+    settings,
+    threshold: float,
+    multiple_faces: str,
+    cache: Path,
+    workers: int,
+    out: Path,
+) -> pd.DataFrame:
+    """Workflow step: rank the candidates' renders against the reference embeddings.
+
+    Render embeddings go through the shared content cache, so adding names to the list
+    embeds only the new names' renders.
+    """
+    from dreamgrid import faces
+
+    embeddings, meta = faces.load_references(references)
+    faces.check_references_match(meta, settings)
+    table = rank_folders(
+        embeddings,
+        folders,
+        settings,
+        threshold,
+        names=names,
+        multiple_faces=multiple_faces,
+        cache=faces.EmbeddingCache(cache, settings.embedding),
+        workers=workers,
+    )
+    write_ranking(table, out)
+    top = table.iloc[0]
+    log.info(
+        "ranked %d candidates; first: %s (average %.4f)",
+        len(table),
+        top["candidate"],
+        top["average"],
+    )
+    return table
+
+
 def run_rank_cli(
     references: Path,
     candidates: Path,
@@ -180,3 +221,68 @@ def run_rank_cli(
     table = rank_folders(embeddings, folders, settings, threshold)
     write_ranking(table, out)
     return table
+
+
+# ---- the candidate list and the chosen token (workflow side) ----------------------------------
+
+#: Token value that asks the finder for the name.
+AUTO = "auto"
+#: Lists shipped with dreamgrid, one per class word (``<class_word>.txt``).
+SHIPPED = Path(__file__).resolve().parents[2] / "resources" / "candidates"
+
+
+def list_path(finder: dict, class_word: str) -> Path:
+    """The candidate list file: ``token_finder.candidates`` or the shipped one for the class."""
+    if finder.get("candidates"):
+        return Path(finder["candidates"])
+    return SHIPPED / f"{class_word}.txt"
+
+
+def read_names(path: Path) -> list[str]:
+    """Candidate names, one per line; blank lines and ``#`` comments are skipped.
+
+    Raises:
+        SpecError: the file is missing, empty, or names one candidate twice (after slugging).
+    """
+    path = Path(path)
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.txt")))
+        raise SpecError(
+            f"{path}: candidate list not found. Set token_finder.candidates to a text file "
+            f"with one name per line (lists ship for class words: {shipped})."
+        )
+    names = []
+    seen: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        name = " ".join(line.split("#", 1)[0].split())
+        if not name:
+            continue
+        key = slug(name)
+        if not key:
+            raise SpecError(f"{path}:{number}: {name!r} has no letter or digit; fix the line.")
+        if key in seen:
+            raise SpecError(
+                f"{path}:{number}: {name!r} repeats {seen[key]!r} (same folder name {key!r}); "
+                "remove one."
+            )
+        seen[key] = name
+        names.append(name)
+    if not names:
+        raise SpecError(f"{path}: no candidate names. Add one name per line.")
+    return names
+
+
+def slug(name: str) -> str:
+    """Folder-safe id of a name: ``Denzel Washington`` -> ``denzel-washington``."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def chosen(ranking: Path) -> str:
+    """The name ranked first in a ranking table (what ``token: auto`` trains on)."""
+    table = pd.read_csv(ranking)
+    if table.empty:
+        raise SpecError(f"{ranking}: no candidates ranked; rerun the token finder.")
+    top = table.sort_values("rank").iloc[0]
+    return str(top["candidate"])

@@ -82,7 +82,12 @@ def check(config: dict[str, Any], source: str = "config") -> None:
                 f"in that range (DeepFace's own for {config['score']['model']} is written "
                 "to each scores.meta.json)."
             )
-    expand_arms(config)
+    arms = expand_arms(config)
+    finder = config["token_finder"]
+    if finder["enabled"] or any(arm.token == "auto" for arm in arms):
+        from dreamgrid import candidates
+
+        candidates.read_names(candidates.list_path(finder, config["subject"]["class_word"]))
 
 
 def _describe(err: BaseException) -> str:

@@ -5,10 +5,13 @@ Every job gets only the values it uses, so editing one arm's settings reruns tha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from dreamgrid import config as cfg
 from dreamgrid.prompts import MAIN_PROMPT_SET
+
+AUTO = "auto"  # the token value the finder fills in (dreamgrid.candidates.AUTO)
 
 RESULTS = "results"
 BASE_MODEL_DIR = f"{RESULTS}/models/base"
@@ -26,6 +29,8 @@ PROMPT_DIR = f"{ARM_DIR}/epoch-{{epoch}}/{{prompt_set}}"
 RENDERS = f"{PROMPT_DIR}/renders"
 SCORES = f"{PROMPT_DIR}/scores.csv"
 SCORES_META = f"{PROMPT_DIR}/scores.meta.json"
+#: CLIPScore of every render against its prompt (only with score.clip_model).
+CLIP_SCORES = f"{PROMPT_DIR}/clip.csv"
 REFERENCES = f"{RESULTS}/references/{{model}}-{{detector}}.json"
 HISTOGRAM = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/epoch-{{epoch}}.png"
 SCORES_TABLE = f"{RESULTS}/scores.tsv"
@@ -44,6 +49,8 @@ RENDER_SHARD_TABLE = f"{RENDERS}/shard-{{shard}}.csv"
 FACES_SHARD = f"{PROMPT_DIR}/faces/{{model}}-{{detector}}/shard-{{shard}}.json"
 #: Render embeddings by file content hash, shared by all jobs (dreamgrid.faces.EmbeddingCache).
 FACE_CACHE = f"{RESULTS}/cache/faces"
+# Sampler settings the token finder's renders share with the checkpoints' renders.
+SAMPLER_KEYS = ("negative", "scheduler", "steps", "cfg", "width", "height", "batch_size")
 # Sample settings that are not a render's settings (each shard gets its own range instead,
 # and its own prompt set's template).
 NOT_PER_SHARD = ("count", "shard_size", "prompt_sets")
@@ -71,19 +78,94 @@ def count_images(directory: str) -> int:
 class Grid:
     """The validated config seen as a grid of arms × epochs, with the rules' input functions."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], ranking: Callable[[], str] | None = None):
+        """``ranking`` returns the token finder's ranking file once it is final (in the
+        workflow: the rank_candidates checkpoint's output, which raises Snakemake's
+        IncompleteCheckpointException before then); needed only with ``token: auto``."""
         self.config = config
         self.arms = {arm.arm: arm for arm in cfg.expand_arms(config)}
         self.epochs = list(range(1, config["training"]["epochs"] + 1))
         self.demo = cfg.is_demo(config)
+        self._ranking = ranking
 
     @property
     def arm_ids(self) -> list[str]:
         return list(self.arms)
 
     def arm_params(self, arm: str) -> dict[str, str]:
-        """One arm's own settings (token, regularization, captions)."""
-        return canonical(self.arms[arm].as_params())
+        """One arm's own settings (token, regularization, captions); an ``auto`` token is
+        the finder's top-ranked name, so a new ranking with the same winner reruns nothing."""
+        params = self.arms[arm].as_params()
+        if params["token"] == AUTO:
+            params["token"] = self.chosen_token()
+        return canonical(params)
+
+    # ---- issue #7: token finder -----------------------------------------------------------
+    def finder_active(self) -> bool:
+        finder = self.config["token_finder"]
+        return finder["enabled"] or any(a.token == AUTO for a in self.arms.values())
+
+    def candidate_names(self) -> dict[str, str]:
+        """Candidate slug -> name, in list order ({} when the finder does not run)."""
+        if not self.finder_active():
+            return {}
+        from dreamgrid import candidates
+
+        path = candidates.list_path(self.config["token_finder"], self.class_word)
+        return {candidates.slug(n): n for n in candidates.read_names(path)}
+
+    @property
+    def class_word(self) -> str:
+        return self.config["subject"]["class_word"]
+
+    def candidate_pattern(self) -> str:
+        """Regex of the candidate slugs (matches nothing when the finder does not run)."""
+        import re
+
+        return "|".join(map(re.escape, self.candidate_names())) or "(?!)"
+
+    def candidate_settings(self) -> dict[str, Any]:
+        """SampleSettings of every candidate's renders: the finder's prompt and seeds, the
+        sampler and negative prompt of ``sample``."""
+        finder, sample = self.config["token_finder"], self.config["sample"]
+        settings = {k: sample[k] for k in SAMPLER_KEYS}
+        settings["prompt"] = finder["prompt"].replace("{name}", "{token}")
+        settings["prompt_set"] = "token_finder"
+        settings["count"] = finder["renders"]
+        settings["seed"] = finder["seed"]
+        return canonical(settings)
+
+    def candidate_render_dirs(self) -> list[str]:
+        return [CANDIDATE_RENDERS.format(candidate=c) for c in self.candidate_names()]
+
+    def ranking_params(self) -> dict[str, Any]:
+        """What ranking depends on: names, threshold and the scoring settings."""
+        score = self.config["score"]
+        return canonical(
+            {
+                "names": list(self.candidate_names().values()),
+                "threshold": min(score["thresholds"]),
+                **{k: score[k] for k in ("model", "detector", "metric", "align")},
+                "multiple_faces": score["multiple_faces"],
+                "deepface_home": score["deepface_home"],
+            }
+        )
+
+    def chosen_token(self) -> str:
+        """The finder's top-ranked name (waits for the ranking inside Snakemake)."""
+        from dreamgrid import candidates
+
+        if self._ranking is None:
+            raise RuntimeError("token: auto needs the grid's ranking resolver")
+        return candidates.chosen(self._ranking())
+
+    def wait_for_token(self, wildcards: Any) -> list[str]:
+        """Input function of jobs that use an arm's token: none, but for an ``auto`` token
+        it asks for the final ranking first (no file, so a re-ranking with the same winner
+        reruns nothing; a new winner changes the token param, which reruns the arm)."""
+        if self.arms[wildcards.arm].token == AUTO:
+            self.chosen_token()
+        return []
 
     def training_params(self) -> dict[str, Any]:
         training = self.config["training"]
@@ -124,6 +206,7 @@ class Grid:
             inputs["captions"] = CAPTIONS.format(captioner=arm.captions)
         if arm.regularization != "none":
             inputs["reg"] = REG_IMAGES.format(reg=arm.regularization)
+        self.wait_for_token(wildcards)
         if epoch > 1:
             inputs["previous_checkpoint"] = CHECKPOINT.format(arm=arm.arm, epoch=epoch - 1)
             inputs["previous_state"] = OPTIMIZER_STATE.format(arm=arm.arm, epoch=epoch - 1)
@@ -156,12 +239,14 @@ class Grid:
         return "|".join(re.escape(name) for name in self.prompt_sets())
 
     def final_outputs(self) -> list[str]:
+        finder = [RANKING, CANDIDATE_SHEET] if self.finder_active() else []
         return [
             SUMMARY,
             SUMMARY_MD,
             SCORES_TABLE,
             *self.checkpoints(HISTOGRAM),
             *self.report_outputs(),
+            *finder,
         ]
 
     # ---- issue #4: sample shards and several face models ----------------------------------
@@ -220,6 +305,10 @@ class Grid:
                 "multiple_faces": score["multiple_faces"],
             }
         )
+
+    def clip_files(self) -> list[str]:
+        """Every checkpoint's CLIPScore tables ([] without ``score.clip_model``)."""
+        return self.checkpoints(CLIP_SCORES) if self.config["score"]["clip_model"] else []
 
     def references_for(self, model: str) -> str:
         return REFERENCES.format(model=model, detector=self.config["score"]["detector"])
@@ -309,10 +398,19 @@ class Grid:
             self.reference_baseline_file(),
             *[ARM_HISTOGRAMS.format(arm=a, prompt_set=p) for a in self.arms for p in sets],
             *self.checkpoints(CONTACT_SHEET),
+            *([TRADEOFF] if len(sets) > 1 else []),
         ]
 
     # ---- end of issue #5 block ----------------------------------------------------------------
 
+
+# ---- issue #7: look-alike token finder ------------------------------------------------------
+TOKEN_FINDER = f"{RESULTS}/token_finder"
+#: One candidate name's base-model renders (folder named by the name's slug) and their table.
+CANDIDATE_RENDERS = f"{TOKEN_FINDER}/renders/{{candidate}}"
+CANDIDATE_TABLE = f"{TOKEN_FINDER}/renders/{{candidate}}.csv"
+RANKING = f"{TOKEN_FINDER}/ranking.csv"
+CANDIDATE_SHEET = f"{TOKEN_FINDER}/top.png"
 
 # ---- issue #5: report paths (module level, used by the methods above at call time) ----------
 #: Leave-one-out distances among the reference photos (the "as alike as real photos" line).
@@ -323,6 +421,9 @@ EFFECTS = f"{RESULTS}/effects.csv"
 #: Metrics against epoch and against training steps, one line per arm with CI bands.
 CURVES_EPOCH = f"{RESULTS}/plots/curves/{{prompt_set}}/by-epoch.png"
 CURVES_STEPS = f"{RESULTS}/plots/curves/{{prompt_set}}/by-steps.png"
+#: Likeness against class bleed and prompt following per checkpoint (prompt sets).
+FLEXIBILITY = f"{RESULTS}/flexibility.csv"
+TRADEOFF = f"{RESULTS}/plots/curves/tradeoff.png"
 #: All checkpoints of one arm as one faceted histogram figure.
 ARM_HISTOGRAMS = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/all-epochs.png"
 #: Renders of one checkpoint sorted by distance (best, median, worst).

@@ -400,13 +400,103 @@ def contact_sheet(
     return Path(out)
 
 
+def candidate_sheet(
+    ranking: pd.DataFrame, folders: dict[str, Path], out: Path, top: int = 6, per_row: int = 6
+) -> Path:
+    """The top-ranked candidate names, a row of their base-model renders each.
+
+    Args:
+        ranking: from :func:`dreamgrid.candidates.rank` (candidate, rank, average, ...).
+        folders: candidate name -> folder of its renders.
+        out: PNG to write.
+        top: candidates shown (best ranks first).
+        per_row: renders shown per candidate.
+    """
+    from PIL import Image
+
+    from dreamgrid.io import list_images
+
+    shown = ranking.sort_values("rank").head(top)
+    if shown.empty:
+        raise SpecError("ranking: no candidates to show.")
+    images = {name: list_images(folders[name])[:per_row] for name in shown["candidate"]}
+    ncols = max(len(v) for v in images.values())
+    fig = Figure(figsize=(2.0 * ncols, 2.3 * len(shown) + 0.6), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(shown), ncols, squeeze=False))
+    for r, row in enumerate(shown.itertuples(index=False)):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(images[row.candidate]):
+                ax.set_visible(False)
+                continue
+            with Image.open(images[row.candidate][c]) as image:
+                ax.imshow(np.asarray(image.convert("RGB")))
+        average = "no face" if pd.isna(row.average) else f"avg {row.average:.3f}"
+        axes[r, 0].set_ylabel(
+            f"{row.rank}. {row.candidate}\n{average}, faces {row.face_rate:.0%}", fontsize="small"
+        )
+    fig.suptitle("Look-alike candidates: base-model renders of the top-ranked names")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    log.info("wrote %s (%d candidates)", out, len(shown))
+    return Path(out)
+
+
+def tradeoff(flex: pd.DataFrame, out: Path) -> Path:
+    """Likeness against class bleed and against prompt following, a line per arm.
+
+    Args:
+        flex: from :func:`dreamgrid.flexibility.table` (one face model).
+        out: PNG to write.
+    """
+    panels = [
+        ("bleed_average", "class bleed: average distance of class renders (lower = leak)"),
+        ("prompts_face_rate", "prompt following: face rate of other prompts"),
+    ]
+    fig = Figure(figsize=(12.0, 5.0), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, 2)
+    palette = sns.color_palette("tab10" if flex["arm"].nunique() <= 10 else "husl")
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        shown = flex.dropna(subset=["likeness_average", column])
+        for index, (arm, group) in enumerate(shown.groupby("arm", sort=True)):
+            group = group.sort_values("epoch")
+            color = palette[index % len(palette)]
+            ax.plot(group["likeness_average"], group[column], marker="o", color=color, label=arm)
+            for x, y, epoch in group[["likeness_average", column, "epoch"]].to_numpy():
+                ax.annotate(f"{int(epoch)}", (x, y), fontsize="x-small", xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
+        if shown.empty:
+            ax.text(
+                0.5,
+                0.5,
+                "no faces, or no such prompt set",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+            )
+        ax.set_xlabel("likeness: average distance of main renders (lower = more alike)")
+        ax.set_title(label, fontsize="medium")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+    fig.suptitle("Likeness against over-training (numbers are epochs)")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    log.info("wrote %s", out)
+    return Path(out)
+
+
 __all__ = [
     "DPI",
     "FIGSIZE",
     "arm_histograms",
+    "candidate_sheet",
     "contact_sheet",
     "curves",
     "histogram",
     "histograms",
     "pick_renders",
+    "tradeoff",
 ]

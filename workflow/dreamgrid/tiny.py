@@ -226,3 +226,43 @@ def build_tiny_blip(out: str | Path, seed: int = 0) -> Path:
     )
     logger.info("tiny BLIP captioner with random weights written to %s", out)
     return out
+
+
+def build_tiny_clip(out: str | Path, seed: int = 0) -> Path:
+    """Save a tiny CLIPModel and CLIPProcessor (transformers layout) with random weights."""
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+    )
+
+    out = Path(out)
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(out / "_tokenizer_src"))
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": tokenizer.vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+        },
+        vision_config={
+            "image_size": 32,
+            "patch_size": 8,
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        },
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(out)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+    (out / TINY_MARKER).write_text("random weights: CLIP scores mean nothing\n")
+    return out

@@ -11,7 +11,8 @@ from dreamgrid import dag, preflight, versions
 config.update(
     dreamgrid_config.validate(config, source=", ".join(map(str, workflow.configfiles)))
 )
-GRID = dag.Grid(config)
+# An `auto` token is read from the token finder's ranking once that checkpoint has run.
+GRID = dag.Grid(config, ranking=lambda: checkpoints.rank_candidates.get().output[0])
 
 
 wildcard_constraints:

@@ -29,6 +29,7 @@ rule aggregate_scores:
     input:
         scores=GRID.checkpoints(dag.SCORES),
         baseline=GRID.reference_baseline_file(),
+        clip=GRID.clip_files(),
     output:
         scores=report(
             dag.SCORES_TABLE,
@@ -60,6 +61,12 @@ rule aggregate_scores:
             category="1. Verdict and statistics",
             labels={"table": "factorial effects"},
         ),
+        flexibility=report(
+            dag.FLEXIBILITY,
+            caption="../report/flexibility.rst",
+            category="1. Verdict and statistics",
+            labels={"table": "likeness, class bleed, prompt following"},
+        ),
     log:
         "results/logs/aggregate_scores/all.log",
     benchmark:
@@ -73,6 +80,7 @@ rule aggregate_scores:
         arms=GRID.arm_axes(),
         statistics=GRID.statistics_params(),
         model=config["score"]["model"],
+        prompt_sets=GRID.prompt_sets(),
         impl=versions.AGGREGATE,
     script:
         "../scripts/aggregate_scores.py"
@@ -185,3 +193,26 @@ rule plot_contact_sheet:
         impl=versions.PLOTS,
     script:
         "../scripts/plot_contact_sheet.py"
+
+
+rule plot_tradeoff:
+    input:
+        dag.FLEXIBILITY,
+    output:
+        report(
+            dag.TRADEOFF,
+            caption="../report/tradeoff.rst",
+            category="3. Curves",
+            labels={"x": "likeness vs bleed and prompt following"},
+        ),
+    log:
+        "results/logs/plot_tradeoff/all.log",
+    benchmark:
+        "results/benchmarks/plot_tradeoff/all.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        model=config["score"]["model"],
+        impl=versions.PLOTS,
+    script:
+        "../scripts/plot_tradeoff.py"

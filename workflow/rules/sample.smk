@@ -1,5 +1,6 @@
 rule sample_checkpoint:
     input:
+        GRID.wait_for_token,
         base=dag.BASE_MODEL_DIR,
         checkpoint=dag.CHECKPOINT,
     output:

@@ -61,3 +61,24 @@ rule score_faces:
         impl=versions.SCORE,
     script:
         "../scripts/score_faces.py"
+
+
+rule clip_score:
+    input:
+        tables=lambda wildcards: GRID.score_inputs(wildcards)["tables"],
+        renders=GRID.render_dirs,
+        model=config["score"]["clip_model"] or [],
+    output:
+        dag.CLIP_SCORES,
+    log:
+        "results/logs/clip_score/{arm}/epoch-{epoch}/{prompt_set}.log",
+    benchmark:
+        "results/benchmarks/clip_score/{arm}/epoch-{epoch}/{prompt_set}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    resources:
+        gpu=1,
+    params:
+        impl=versions.SCORE,
+    script:
+        "../scripts/clip_score.py"

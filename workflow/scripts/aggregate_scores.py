@@ -23,4 +23,7 @@ with logs.job(snakemake.log[0]):
         seed=statistics["seed"],
         alpha=statistics["alpha"],
         primary_model=snakemake.params.model,
+        prompt_sets=snakemake.params.prompt_sets,
+        out_flexibility=Path(snakemake.output.flexibility),
+        clip_files=[Path(p) for p in snakemake.input.clip],
     )

@@ -1,0 +1,99 @@
+"""`token: auto`: the candidate list, the finder's jobs, and how arms get the chosen name."""
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from dreamgrid import candidates, dag
+from dreamgrid import config as cfg
+from dreamgrid.errors import SpecError
+from dreamgrid.sample import SampleSettings
+
+
+def config(tmp_path, names="Idris Elba\nWill Smith\n", token="auto", **finder):
+    listing = tmp_path / "names.txt"
+    listing.write_text(names)
+    return {
+        "subject": {"class_word": "man", "train_images": "photos", "references": "refs"},
+        "base_model": "tiny",
+        "axes": {"token": {"celebrity": token, "rare": "ohwx"}},
+        "token_finder": {"candidates": str(listing), **finder},
+    }
+
+
+def test_names_skip_comments_and_blanks_and_refuse_repeats(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("# look-alikes\n\nIdris  Elba   # actor\nWill Smith\n")
+    assert candidates.read_names(path) == ["Idris Elba", "Will Smith"]
+    path.write_text("Idris Elba\nidris-elba\n")
+    with pytest.raises(SpecError, match=r"names.txt:2: 'idris-elba' repeats 'Idris Elba'"):
+        candidates.read_names(path)
+    path.write_text("# nobody\n")
+    with pytest.raises(SpecError, match="no candidate names"):
+        candidates.read_names(path)
+
+
+def test_shipped_lists_hold_a_few_hundred_names_per_class():
+    for class_word in ("man", "woman"):
+        names = candidates.read_names(candidates.SHIPPED / f"{class_word}.txt")
+        assert len(names) >= 200, class_word
+
+
+def test_auto_needs_a_list_for_the_class_word(tmp_path):
+    settings = config(tmp_path)
+    settings["token_finder"]["candidates"] = None
+    settings["subject"]["class_word"] = "dog"
+    with pytest.raises(SpecError, match=r"dog.txt: candidate list not found.*token_finder"):
+        cfg.validate(settings)
+    settings["axes"]["token"]["celebrity"] = "rex"  # no auto token: no list needed
+    cfg.validate(settings)
+
+
+def test_the_finder_renders_each_name_with_the_finders_prompt_and_seeds(tmp_path):
+    grid = dag.Grid(cfg.validate(config(tmp_path, renders=3, seed=7)))
+    assert grid.finder_active()
+    assert grid.candidate_names() == {"idris-elba": "Idris Elba", "will-smith": "Will Smith"}
+    settings = SampleSettings(**grid.candidate_settings())
+    assert settings.seeds == [7, 8, 9]
+    assert settings.prompt == "headshot photo of {token} {class}"
+    assert dag.RANKING in grid.final_outputs() and dag.CANDIDATE_SHEET in grid.final_outputs()
+    # Grid axes other than the token do not touch the candidates' renders.
+    other = config(tmp_path, renders=3, seed=7)
+    other["axes"]["regularization"] = ["none", "generated"]
+    assert dag.Grid(cfg.validate(other)).candidate_settings() == grid.candidate_settings()
+
+
+def test_without_auto_the_finder_does_not_run(tmp_path):
+    grid = dag.Grid(cfg.validate(config(tmp_path, token="idris elba")))
+    assert not grid.finder_active() and grid.candidate_names() == {}
+    assert dag.RANKING not in grid.final_outputs()
+    assert dag.Grid(cfg.validate(config(tmp_path, token="x", enabled=True))).finder_active()
+
+
+def test_auto_arms_get_the_top_ranked_name_once_the_ranking_is_final(tmp_path):
+    ranking = tmp_path / "ranking.csv"
+    pd.DataFrame({"candidate": ["Will Smith", "Idris Elba"], "rank": [2, 1]}).to_csv(ranking)
+
+    class NotYet(Exception):
+        """Stands for Snakemake's IncompleteCheckpointException."""
+
+    state = {"final": False}
+
+    def resolver():
+        if not state["final"]:
+            raise NotYet
+        return str(ranking)
+
+    grid = dag.Grid(cfg.validate(config(tmp_path)), ranking=resolver)
+    job = SimpleNamespace(arm="celebrity-noreg-nocap", epoch="1")
+    # Before the ranking exists, jobs that use the token wait for it (no file input).
+    with pytest.raises(NotYet):
+        grid.train_inputs(job)
+    with pytest.raises(NotYet):
+        grid.wait_for_token(job)
+    assert grid.wait_for_token(SimpleNamespace(arm="rare-noreg-nocap")) == []
+    state["final"] = True
+    assert grid.arm_params("celebrity-noreg-nocap")["token"] == "Idris Elba"
+    assert grid.arm_params("rare-noreg-nocap")["token"] == "ohwx"
+    assert grid.wait_for_token(job) == [] and "ranking" not in grid.train_inputs(job)

@@ -1,0 +1,15 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import clip_score, logs
+
+with logs.job(snakemake.log[0]):
+    clip_score.run(
+        model_dir=Path(snakemake.input.model),
+        tables=[Path(p) for p in snakemake.input.tables],
+        render_dirs=[Path(p) for p in snakemake.input.renders],
+        out=Path(snakemake.output[0]),
+        arm=snakemake.wildcards.arm,
+        epoch=int(snakemake.wildcards.epoch),
+    )

@@ -1,0 +1,20 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import candidates, faces, logs
+
+params = snakemake.params.ranking
+with logs.job(snakemake.log[0]):
+    faces.setup_deepface(params["deepface_home"])
+    candidates.run_rank_workflow(
+        references=Path(snakemake.input.references),
+        folders=[Path(p) for p in snakemake.input.renders],
+        names=params["names"],
+        settings=faces.settings_from(params),
+        threshold=params["threshold"],
+        multiple_faces=params["multiple_faces"],
+        cache=Path(snakemake.params.cache),
+        workers=snakemake.threads,
+        out=Path(snakemake.output[0]),
+    )
