@@ -19,6 +19,13 @@ include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
 
 
+# On a cluster these run in the snakemake process itself (login node): they may download a
+# model, and compute nodes often have no network.
+localrules:
+    prepare_base_model,
+    prepare_caption_model,
+
+
 onstart:
     preflight.run(config, cache=dag.PREFLIGHT_CACHE)
 
