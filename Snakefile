@@ -17,6 +17,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/manifest.smk"
 
 
 # On a cluster these run in the snakemake process itself (login node): they may download a

@@ -137,6 +137,7 @@ class Grid:
             SCORES_TABLE,
             *self.checkpoints(HISTOGRAM),
             *self.report_outputs(),
+            MANIFEST,
         ]
 
     # ---- issue #4: sample shards and several face models ----------------------------------
@@ -273,6 +274,14 @@ class Grid:
 
     # ---- end of issue #5 block ----------------------------------------------------------------
 
+    def manifest_inputs(self, wildcards: Any = None) -> dict[str, str]:
+        """The prepared models the manifest hashes, and the tables it fingerprints (so it is
+        rewritten whenever the results change)."""
+        inputs = {"base": BASE_MODEL_DIR, "summary": SUMMARY, "scores": SCORES_TABLE}
+        if any(arm.captions != "none" for arm in self.arms.values()):
+            inputs["captioner"] = CAPTION_MODEL_DIR
+        return inputs
+
 
 # ---- issue #5: report paths (module level, used by the methods above at call time) ----------
 #: Leave-one-out distances among the reference photos (the "as alike as real photos" line).
@@ -287,3 +296,6 @@ CURVES_STEPS = f"{RESULTS}/plots/curves/by-steps.png"
 ARM_HISTOGRAMS = f"{RESULTS}/plots/histograms/{{arm}}/all-epochs.png"
 #: Renders of one checkpoint sorted by distance (best, median, worst).
 CONTACT_SHEET = f"{RESULTS}/plots/contact-sheets/{{arm}}/epoch-{{epoch}}.png"
+
+#: What the run was made from: config hash, git commit, versions, model hashes, seeds, hardware.
+MANIFEST = f"{RESULTS}/manifest.json"
