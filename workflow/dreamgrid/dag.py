@@ -99,11 +99,19 @@ class Grid:
         return canonical(self.config[name])
 
     # ---- input functions ------------------------------------------------------------------
+    def caption_params(self) -> dict[str, Any]:
+        """The caption section as job params; the LAVIS keys only for that backend, so that
+        adding them did not rerun (and retrain) every transformers-captioned arm."""
+        settings = self.config["caption"]
+        if settings["backend"] != "lavis":
+            settings = {k: v for k, v in settings.items() if not k.startswith("lavis_")}
+        return canonical(settings)
+
     def caption_inputs(self, wildcards: Any = None) -> dict[str, Any]:
-        inputs = {
-            "images": self.config["subject"]["train_images"],
-            "model": CAPTION_MODEL_DIR,
-        }
+        inputs = {"images": self.config["subject"]["train_images"]}
+        # The LAVIS backend loads its own model in its own venv (dreamgrid.lavis_caption).
+        if self.config["caption"]["backend"] == "transformers":
+            inputs["model"] = CAPTION_MODEL_DIR
         if self.config["subject"]["caption_overrides"]:
             inputs["overrides"] = self.config["subject"]["caption_overrides"]
         return inputs
@@ -278,7 +286,8 @@ class Grid:
         """The prepared models the manifest hashes, and the tables it fingerprints (so it is
         rewritten whenever the results change)."""
         inputs = {"base": BASE_MODEL_DIR, "summary": SUMMARY, "scores": SCORES_TABLE}
-        if any(arm.captions != "none" for arm in self.arms.values()):
+        captions = any(arm.captions != "none" for arm in self.arms.values())
+        if captions and self.config["caption"]["backend"] == "transformers":
             inputs["captioner"] = CAPTION_MODEL_DIR
         return inputs
 
