@@ -18,6 +18,14 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/token_finder.smk"
+include: "workflow/rules/manifest.smk"
+
+
+# On a cluster these run in the snakemake process itself (login node): they may download a
+# model, and compute nodes often have no network.
+localrules:
+    prepare_base_model,
+    prepare_caption_model,
 
 
 onstart:

@@ -188,9 +188,17 @@ def test_missing_model_is_a_spec_error(images, settings, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-def test_other_backend_is_refused(settings):
-    with pytest.raises(SpecError, match="lavis.*not supported|not supported"):
-        dataclasses.replace(settings, backend="lavis")
+def test_unknown_backend_is_refused(settings):
+    with pytest.raises(SpecError, match="not supported"):
+        dataclasses.replace(settings, backend="clip-interrogator")
+
+
+def test_lavis_backend_without_its_venv_says_how_to_build_it(settings, tmp_path):
+    with pytest.raises(SpecError, match="caption.lavis_python is not set.*lavis-venv.sh"):
+        dataclasses.replace(settings, backend="lavis", lavis_model="tiny")
+    missing = tmp_path / "nope" / "python"
+    with pytest.raises(SpecError, match=f"{missing}.*not an executable.*lavis-venv.sh"):
+        dataclasses.replace(settings, backend="lavis", lavis_python=str(missing))
 
 
 @pytest.mark.parametrize(

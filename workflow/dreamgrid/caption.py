@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 #: Caption file suffixes a user may provide, in the order they are looked for.
 OVERRIDE_SUFFIXES = (".txt", ".caption")
 #: Backends run by this module (``lavis`` is planned, in its own env).
-BACKENDS = ("transformers",)
+BACKENDS = ("transformers", "lavis")
 #: BLIP's own ``generate`` uses this repetition penalty when sampling (1.0 for beam search).
 SAMPLING_REPETITION_PENALTY = 1.1
 COLUMNS = ("image", "caption", "source")
@@ -50,7 +50,8 @@ class CaptionSettings:
 
     Attributes:
         model: folder of a saved ``BlipForConditionalGeneration`` and its ``BlipProcessor``.
-        backend: captioning library; only ``transformers`` for now.
+        backend: ``transformers`` (BLIP in this env) or ``lavis`` (LAVIS BLIP, run with
+            ``lavis_python``, the interpreter of its own venv: scripts/lavis-venv.sh).
         prompt: text the caption is generated after and stripped from ("" for none).
         sampling: True for top-p (nucleus) sampling, False for beam search.
         num_beams: beams for beam search (ignored when sampling).
@@ -59,6 +60,9 @@ class CaptionSettings:
         max_length: maximum caption length in tokens, prompt included.
         seed: random seed for sampling.
         batch_size: images per ``generate`` call in beam search.
+        lavis_python: interpreter of the LAVIS venv (backend ``lavis`` only).
+        lavis_model: LAVIS ``name:model_type`` (e.g. ``blip_caption:large_coco``) or ``tiny``
+            (backend ``lavis`` only).
     """
 
     model: Path
@@ -71,13 +75,25 @@ class CaptionSettings:
     max_length: int
     seed: int
     batch_size: int
+    # Backend plumbing, not hyperparameters: only the lavis backend reads them.
+    lavis_python: str | None = None
+    lavis_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise SpecError(
-                f"caption.backend {self.backend!r} is not supported here; choose one of "
-                f"{', '.join(BACKENDS)} (the LAVIS backend is not implemented yet)."
+                f"caption.backend {self.backend!r} is not supported; choose one of "
+                f"{', '.join(BACKENDS)}."
             )
+        if self.backend == "lavis":
+            from dreamgrid.lavis_caption import check_interpreter
+
+            check_interpreter(self.lavis_python)
+            if not self.lavis_model:
+                raise SpecError(
+                    "caption.lavis_model is empty; set a LAVIS 'name:model_type' such as "
+                    "blip_caption:large_coco (or tiny for random weights)."
+                )
         for name in ("num_beams", "batch_size", "min_length", "max_length"):
             value = getattr(self, name)
             least = 0 if name == "min_length" else 1
@@ -234,7 +250,11 @@ def run(
     overrides = read_overrides(overrides_dir, images)
     todo = [path for path in images if path.name not in overrides]
     generated: dict[str, str] = {}
-    if todo:
+    if todo and settings.backend == "lavis":
+        from dreamgrid.lavis_caption import caption_in_venv
+
+        generated = caption_in_venv(settings, todo)
+    elif todo:
         from dreamgrid.tiny import TINY_MARKER
 
         if (Path(settings.model) / TINY_MARKER).exists():

@@ -185,11 +185,19 @@ class Grid:
         return canonical(self.config[name])
 
     # ---- input functions ------------------------------------------------------------------
+    def caption_params(self) -> dict[str, Any]:
+        """The caption section as job params; the LAVIS keys only for that backend, so that
+        adding them did not rerun (and retrain) every transformers-captioned arm."""
+        settings = self.config["caption"]
+        if settings["backend"] != "lavis":
+            settings = {k: v for k, v in settings.items() if not k.startswith("lavis_")}
+        return canonical(settings)
+
     def caption_inputs(self, wildcards: Any = None) -> dict[str, Any]:
-        inputs = {
-            "images": self.config["subject"]["train_images"],
-            "model": CAPTION_MODEL_DIR,
-        }
+        inputs = {"images": self.config["subject"]["train_images"]}
+        # The LAVIS backend loads its own model in its own venv (dreamgrid.lavis_caption).
+        if self.config["caption"]["backend"] == "transformers":
+            inputs["model"] = CAPTION_MODEL_DIR
         if self.config["subject"]["caption_overrides"]:
             inputs["overrides"] = self.config["subject"]["caption_overrides"]
         return inputs
@@ -247,6 +255,7 @@ class Grid:
             *self.checkpoints(HISTOGRAM),
             *self.report_outputs(),
             *finder,
+            MANIFEST,
         ]
 
     # ---- issue #4: sample shards and several face models ----------------------------------
@@ -403,6 +412,15 @@ class Grid:
 
     # ---- end of issue #5 block ----------------------------------------------------------------
 
+    def manifest_inputs(self, wildcards: Any = None) -> dict[str, str]:
+        """The prepared models the manifest hashes, and the tables it fingerprints (so it is
+        rewritten whenever the results change)."""
+        inputs = {"base": BASE_MODEL_DIR, "summary": SUMMARY, "scores": SCORES_TABLE}
+        captions = any(arm.captions != "none" for arm in self.arms.values())
+        if captions and self.config["caption"]["backend"] == "transformers":
+            inputs["captioner"] = CAPTION_MODEL_DIR
+        return inputs
+
 
 # ---- issue #7: look-alike token finder ------------------------------------------------------
 TOKEN_FINDER = f"{RESULTS}/token_finder"
@@ -428,3 +446,6 @@ TRADEOFF = f"{RESULTS}/plots/curves/tradeoff.png"
 ARM_HISTOGRAMS = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/all-epochs.png"
 #: Renders of one checkpoint sorted by distance (best, median, worst).
 CONTACT_SHEET = f"{RESULTS}/plots/contact-sheets/{{arm}}/{{prompt_set}}/epoch-{{epoch}}.png"
+
+#: What the run was made from: config hash, git commit, versions, model hashes, seeds, hardware.
+MANIFEST = f"{RESULTS}/manifest.json"

@@ -151,7 +151,12 @@ def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
     subject = config["subject"]
     models.classify(config["base_model"], config["allow_pickle"])
     if "blip" in config["axes"]["captions"]:
-        models.classify(config["caption"]["model"])
+        if config["caption"]["backend"] == "lavis":
+            from dreamgrid.lavis_caption import check_interpreter
+
+            check_interpreter(config["caption"]["lavis_python"])
+        else:
+            models.classify(config["caption"]["model"])
     resolution = config["training"]["resolution"]
     images = check_images(subject["train_images"], "train", resolution)
     images += check_images(subject["references"], "reference")

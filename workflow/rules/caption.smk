@@ -12,7 +12,7 @@ rule caption_images:
     resources:
         gpu=1,
     params:
-        settings=GRID.section("caption"),
+        settings=GRID.caption_params(),
         impl=versions.CAPTION,
     script:
         "../scripts/caption_images.py"

@@ -4,7 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from dreamgrid import config as dreamgrid_config
-from dreamgrid import dag, preflight, versions
+from dreamgrid import dag, manifest, preflight, versions
 
 # snakemake.utils.validate against workflow/schemas/config.schema.yaml (defaults filled in),
 # plus cross-key checks, with one SpecError naming the file, the key and the fix.

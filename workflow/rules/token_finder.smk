@@ -31,7 +31,7 @@ checkpoint rank_candidates:
         report(
             dag.RANKING,
             caption="../report/ranking.rst",
-            category="6. Token finder",
+            category="7. Token finder",
             labels={"table": "look-alike ranking"},
         ),
     log:
@@ -57,7 +57,7 @@ rule plot_candidates:
         report(
             dag.CANDIDATE_SHEET,
             caption="../report/candidates.rst",
-            category="6. Token finder",
+            category="7. Token finder",
             labels={"figure": "top candidates"},
         ),
     log:

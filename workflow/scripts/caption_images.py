@@ -2,10 +2,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import caption, logs, models
+from dreamgrid import caption, gpus, logs, models
 
-with logs.job(snakemake.log[0]):
-    settings = dict(snakemake.params.settings, model=models.resolve(snakemake.input.model))
+with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
+    settings = dict(snakemake.params.settings)
+    if snakemake.input.get("model"):  # transformers backend: the prepared BLIP folder
+        settings["model"] = models.resolve(snakemake.input.model)
     caption.run(
         images_dir=Path(snakemake.input.images),
         settings=caption.CaptionSettings(**settings),

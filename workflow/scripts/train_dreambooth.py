@@ -2,10 +2,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import logs, models, train
+from dreamgrid import gpus, logs, models, train
 from dreamgrid.train.spec import TrainSpec
 
-with logs.job(snakemake.log[0]):
+with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
     arm = snakemake.params.arm
     train.run(
         TrainSpec(
