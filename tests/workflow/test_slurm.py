@@ -31,7 +31,7 @@ MAX_CPUS, MAX_MEM_MB = 1, 3000
 # on 2 CPUs at ~10 s of start-up each; this is 19 jobs.
 ARMS = ("celebrity-genreg-blip", "rare-noreg-nocap")
 EPOCHS = (1, 2)
-TARGETS = tuple(f"results/arms/{a}/epoch-{e}/scores.csv" for a in ARMS for e in EPOCHS)
+TARGETS = tuple(f"results/arms/{a}/epoch-{e}/main/scores.csv" for a in ARMS for e in EPOCHS)
 
 
 def skip_or_fail(reason: str) -> None:
@@ -122,7 +122,9 @@ def test_every_job_ran_as_a_slurm_job_and_sacct_saw_it_complete(slurm_run):
     local = re.findall(r"localrule (\w+):", output)
     assert set(local) <= {"prepare_base_model", "prepare_caption_model"}
     # 2 arms x 2 epochs x (train, sample, embed, score) + caption + class images + references
-    assert len(submitted) == len(ARMS) * len(EPOCHS) * 4 + 3
+    # + the celebrity token's finder: one render job per demo candidate and the ranking
+    candidates = 4
+    assert len(submitted) == len(ARMS) * len(EPOCHS) * 4 + 3 + candidates + 1
     sacct = subprocess.run(
         [
             "sacct",
@@ -167,7 +169,7 @@ def test_same_config_same_machine_gives_identical_weights_and_renders(slurm_run,
 
     work, _ = slurm_run
     for arm in ARMS:
-        renders = "epoch-*/renders/shard-*/*.png"
+        renders = "epoch-*/main/renders/shard-*/*.png"
         local = digest(sorted((demo_run / "results/arms" / arm).glob(renders)), demo_run)
         cluster = digest(sorted((work / "results/arms" / arm).glob(renders)), work)
         assert len(local) >= len(EPOCHS) and local == cluster, arm
