@@ -28,13 +28,10 @@ def test_first_epoch_starts_from_base_model_only():
 
 def test_later_epochs_continue_from_previous_epoch():
     inputs = grid().train_inputs(SimpleNamespace(arm="celebrity-genreg-blip", epoch="3"))
-    assert (
-        inputs["previous_checkpoint"]
-        == "results/arms/celebrity-genreg-blip/checkpoints/epoch-2.safetensors"
-    )
-    assert (
-        inputs["previous_state"] == "results/arms/celebrity-genreg-blip/state/epoch-2.safetensors"
-    )
+    # The previous epoch's small JSON orders the jobs; its weights come from the arm's resume
+    # state, so a removed checkpoint (keep_checkpoints) is not wanted back.
+    assert inputs["previous_meta"] == "results/arms/celebrity-genreg-blip/checkpoints/epoch-2.json"
+    assert not any(str(v).endswith(".safetensors") for v in inputs.values())
     assert inputs["captions"] == "results/captions/blip/captions.csv"
     assert inputs["reg"] == "results/regularization/generated/images"
 

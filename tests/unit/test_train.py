@@ -17,8 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from dreamgrid.errors import SpecError
-from dreamgrid.train.checkpoint import read_metadata
 from dreamgrid.train.data import epoch_items, instance_items, preprocess, steps_per_epoch
+from dreamgrid.train.export import read_metadata
 from dreamgrid.train.spec import TrainSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,28 +73,41 @@ def make_spec(tiny_model: Path, data: dict[str, Path], out: Path, **changes) -> 
         "max_grad_norm": 1.0,
         "seed": 7,
         "epoch": 1,
-        "previous_checkpoint": None,
-        "previous_state": None,
+        "previous_meta": None,
+        "state": out / "state" / "resume.safetensors",
         "mixed_precision": "no",
         "gradient_checkpointing": False,
         "train_text_encoder": False,
+        "save_precision": "fp16",
         "out_checkpoint": out / "epoch-1.safetensors",
-        "out_state": out / "epoch-1.state.safetensors",
     }
     fields.update(changes)
     return TrainSpec(**fields)
 
 
-def next_epoch(spec: TrainSpec, out: Path) -> TrainSpec:
+def next_epoch(spec: TrainSpec, out: Path, state: Path | None = None) -> TrainSpec:
+    """The arm's next epoch, writing into ``out`` (resume state ``state``, default the same)."""
     e = spec.epoch + 1
     return dataclasses.replace(
         spec,
         epoch=e,
-        previous_checkpoint=spec.out_checkpoint,
-        previous_state=spec.out_state,
+        previous_meta=spec.out_checkpoint.with_suffix(".json"),
+        state=state or spec.state,
         out_checkpoint=out / f"epoch-{e}.safetensors",
-        out_state=out / f"epoch-{e}.state.safetensors",
     )
+
+
+def copy_state(spec: TrainSpec, out: Path) -> Path:
+    """A private copy of the arm's resume state (so two branches can continue from it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    copy = out / "resume.safetensors"
+    copy.write_bytes(spec.state.read_bytes())
+    return copy
+
+
+def unet_of(checkpoint: Path) -> dict[str, torch.Tensor]:
+    prefix = "model.diffusion_model."
+    return {k[len(prefix) :]: v for k, v in load_file(str(checkpoint)).items() if prefix in k}
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +154,7 @@ def test_order_is_seeded_per_epoch(tiny_model, data, tmp_path):
     spec = make_spec(tiny_model, data, tmp_path, repeats=4)
     names = [i.image.name for i in epoch_items(spec)]
     assert names == [i.image.name for i in epoch_items(spec)]
-    later = dataclasses.replace(
-        spec, epoch=2, previous_checkpoint=tmp_path / "x", previous_state=tmp_path / "y"
-    )
+    later = dataclasses.replace(spec, epoch=2, previous_meta=tmp_path / "x.json")
     assert names != [i.image.name for i in epoch_items(later)]
     assert sorted(names) == sorted(i.image.name for i in epoch_items(later))
 
@@ -235,18 +246,18 @@ def test_spec_json_round_trip(tiny_model, data, tmp_path):
     ("changes", "message"),
     [
         ({"epoch": 0}, "epoch must be >= 1"),
-        ({"epoch": 2}, "set previous_checkpoint, previous_state"),
-        ({"previous_state": "x.safetensors"}, "epoch 1 starts from the base model"),
+        ({"previous_meta": "x.json"}, "epoch 1 starts from the base model"),
         ({"repeats": 0}, "repeats"),
         ({"batch_size": 0}, "batch_size"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
+        ({"save_precision": "fp8"}, "save_precision"),
         ({"lr_scheduler": "cosine"}, "lr_scheduler"),
         ({"resolution": 60}, "resolution"),
         ({"adam_beta2": 1.0}, "adam_beta2"),
         ({"arm": "Has Spaces"}, "arm id"),
         ({"repeats": 1.5}, "repeats must be an integer"),
-        ({"out_state": "state.pt"}, r"\.safetensors"),
+        ({"state": "state.pt"}, r"\.safetensors"),
     ],
 )
 def test_spec_rejects_conflicts(tiny_model, data, tmp_path, changes, message):
@@ -254,54 +265,72 @@ def test_spec_rejects_conflicts(tiny_model, data, tmp_path, changes, message):
         make_spec(tiny_model, data, tmp_path, **changes)
 
 
+def test_fingerprint_follows_settings_not_locations(tiny_model, data, tmp_path):
+    spec = make_spec(tiny_model, data, tmp_path)
+    moved = next_epoch(spec, tmp_path / "elsewhere", state=tmp_path / "other.safetensors")
+    assert moved.fingerprint() == spec.fingerprint()
+    assert dataclasses.replace(spec, learning_rate=2e-3).fingerprint() != spec.fingerprint()
+    assert dataclasses.replace(spec, save_precision="fp32").fingerprint() != spec.fingerprint()
+
+
 # --- training -------------------------------------------------------------------------------
 
 
-def test_epoch1_writes_checkpoint_state_and_loss_log(epoch1, tiny_model):
+def test_epoch1_writes_sd_checkpoint_state_and_loss_log(epoch1, tiny_model):
     spec, result = epoch1
     assert result["steps"] == result["steps_per_epoch"] == steps_per_epoch(3, 1, 2, False) == 2
+    assert result["replayed"] == 0
     meta = read_metadata(spec.out_checkpoint)
     assert meta["steps"] == 2 and meta["epoch"] == 1 and meta["arm"] == spec.arm
+    assert meta["steps_per_epoch"] == 2 and meta["save_precision"] == "fp16"
     assert meta["train_images"] == 3 and meta["reg_images"] == 0 and not meta["regularization"]
     assert json.loads(spec.out_checkpoint.with_suffix(".json").read_text()) == meta
     rows = result["loss_log"].read_text().splitlines()
     assert rows[0] == "step,epoch,loss,lr" and len(rows) == 3
     assert np.isfinite(meta["mean_loss"])
 
-    trained = load_file(str(spec.out_checkpoint))
-    assert trained and all(k.startswith("unet.") for k in trained)  # frozen parts not saved
+    # A full model in the original SD layout, fp16: UNet, VAE and text encoder.
+    tensors = load_file(str(spec.out_checkpoint))
+    prefixes = {k.split(".")[0] for k in tensors}
+    assert prefixes == {"model", "first_stage_model", "cond_stage_model"}
+    assert {v.dtype for v in tensors.values()} == {torch.float16}
+    # The exported UNet is the trained one (the state's full-precision weights, rounded).
+    with safe_open(str(spec.state), framework="pt") as handle:
+        conv_out = handle.get_tensor("weights.unet.conv_out.weight")
+    assert torch.equal(tensors["model.diffusion_model.out.2.weight"], conv_out.half())
     base = load_file(str(tiny_model / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert trained.keys() == {f"unet.{k}" for k in base}
-    changed = [k for k in base if not torch.equal(base[k], trained[f"unet.{k}"])]
-    assert len(changed) > len(base) // 2
+    assert not torch.equal(base["conv_out.weight"].half(), conv_out.half())
 
 
-def test_state_file_is_safetensors_not_pickle(epoch1):
+def test_resume_state_is_one_safetensors_file_per_arm(epoch1):
     spec, _ = epoch1
-    assert spec.out_state.read_bytes()[:2] != b"\x80\x04"  # no pickle protocol header
-    with safe_open(str(spec.out_state), framework="pt") as handle:
+    assert [p.name for p in spec.state.parent.iterdir()] == ["resume.safetensors"]
+    assert spec.state.read_bytes()[:2] != b"\x80\x04"  # no pickle protocol header
+    with safe_open(str(spec.state), framework="pt") as handle:
         header = handle.metadata()
         keys = list(handle.keys())
-    assert header["format"] == "dreamgrid-optimizer-v1"
-    assert json.loads(header["epoch"]) == 1 and json.loads(header["steps"]) == 2
-    groups = json.loads(header["param_groups"])
-    assert groups[0]["lr"] == spec.learning_rate
-    assert {"state.0.exp_avg", "state.0.exp_avg_sq", "state.0.step"} <= set(keys)
+        dtypes = {handle.get_tensor(k).dtype for k in keys if k.startswith("weights.")}
+    assert header["format"] == "dreamgrid-resume-v1"
+    assert header["epoch"] == "1" and header["steps"] == "2"
+    assert header["fingerprint"] == spec.fingerprint()
+    assert json.loads(header["param_groups"])[0]["lr"] == spec.learning_rate
+    assert {"optimizer.0.exp_avg", "optimizer.0.exp_avg_sq", "optimizer.0.step"} <= set(keys)
+    assert dtypes == {torch.float32}  # full precision, unlike the fp16 checkpoint
 
 
 def test_epoch2_continues_and_is_deterministic_across_processes(epoch1, tmp_path):
     from dreamgrid.train import run
 
     spec1, _ = epoch1
-    in_process = next_epoch(spec1, tmp_path / "a")
+    in_process = next_epoch(spec1, tmp_path / "a", state=copy_state(spec1, tmp_path / "sa"))
     result = run(in_process)
-    assert result["steps"] == 2 * result["steps_per_epoch"] == 4
+    assert result["steps"] == 2 * result["steps_per_epoch"] == 4 and result["replayed"] == 0
     assert read_metadata(in_process.out_checkpoint)["steps"] == 4
     rows = result["loss_log"].read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["3", "4"]
 
     # The same epoch in a fresh process via the CLI gives bit-identical tensors.
-    separate = next_epoch(spec1, tmp_path / "b")
+    separate = next_epoch(spec1, tmp_path / "b", state=copy_state(spec1, tmp_path / "sb"))
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(separate.to_json())
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
@@ -314,12 +343,20 @@ def test_epoch2_continues_and_is_deterministic_across_processes(epoch1, tmp_path
     )
     for a, b in [
         (in_process.out_checkpoint, separate.out_checkpoint),
-        (in_process.out_state, separate.out_state),
+        (in_process.state, separate.state),
     ]:
         ta, tb = load_file(str(a)), load_file(str(b))
         assert ta.keys() == tb.keys()
         assert all(torch.equal(ta[k], tb[k]) for k in ta), f"{a.name} differs between runs"
     assert read_metadata(in_process.out_checkpoint) == read_metadata(separate.out_checkpoint)
+
+    # Without a usable state (deleted, or already moved on to epoch 2) epoch 2 replays epoch 1
+    # from the base model and still gives the same checkpoint.
+    replayed = next_epoch(spec1, tmp_path / "c", state=in_process.state)  # holds epoch 2 now
+    assert run(replayed)["replayed"] == 1
+    ta, tb = unet_of(in_process.out_checkpoint), unet_of(replayed.out_checkpoint)
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert read_metadata(replayed.out_checkpoint)["steps"] == 4
 
 
 def test_epoch1_rerun_is_identical(epoch1, tiny_model, data, tmp_path):
@@ -327,11 +364,19 @@ def test_epoch1_rerun_is_identical(epoch1, tiny_model, data, tmp_path):
 
     spec1, _ = epoch1
     again = dataclasses.replace(
-        spec1, out_checkpoint=tmp_path / "e1.safetensors", out_state=tmp_path / "e1s.safetensors"
+        spec1, out_checkpoint=tmp_path / "e1.safetensors", state=tmp_path / "s.safetensors"
     )
     run(again)
     ta, tb = load_file(str(spec1.out_checkpoint)), load_file(str(again.out_checkpoint))
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_later_epoch_needs_the_previous_epoch(epoch1, tmp_path):
+    from dreamgrid.train import run
+
+    spec1, _ = epoch1
+    with pytest.raises(SpecError, match="set previous_meta"):
+        run(dataclasses.replace(spec1, epoch=2))
 
 
 def test_resume_rejects_wrong_epoch(epoch1, tmp_path):
@@ -354,16 +399,22 @@ def test_regularization_doubles_steps_and_text_encoder_training(tiny_model, data
         reg_dir=data["reg"],
         train_text_encoder=True,
         gradient_checkpointing=True,
+        save_precision="fp32",
     )
     result = run(spec)
     assert result["steps"] == steps_per_epoch(3, 1, 2, True) == 3
     meta = read_metadata(spec.out_checkpoint)
     assert meta["regularization"] and meta["reg_images"] == 2 and meta["train_images"] == 3
-    trained = load_file(str(spec.out_checkpoint))
+    prefix = "cond_stage_model.transformer.text_model."
+    trained = {
+        k[len(prefix) :]: v
+        for k, v in load_file(str(spec.out_checkpoint)).items()
+        if k.startswith(prefix)
+    }
     base = load_file(str(tiny_model / "text_encoder" / "model.safetensors"))
-    te = {k[len("text_encoder.") :]: v for k, v in trained.items() if k.startswith("text_encoder.")}
-    assert te.keys() == base.keys()
-    assert any(not torch.equal(base[k], te[k]) for k in base)
+    base = {k.removeprefix("text_model."): v for k, v in base.items()}
+    assert trained.keys() == base.keys()
+    assert any(not torch.equal(base[k], trained[k]) for k in base)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed with a GPU")

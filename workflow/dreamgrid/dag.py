@@ -19,7 +19,12 @@ ARM_DIR = f"{RESULTS}/arms/{{arm}}"
 CHECKPOINT = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.safetensors"
 CHECKPOINT_META = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.json"
 LOSS_LOG = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.loss.csv"
-OPTIMIZER_STATE = f"{ARM_DIR}/state/epoch-{{epoch}}.safetensors"
+#: What keep_checkpoints: best kept and removed of one arm's checkpoints.
+CHECKPOINTS_KEPT = f"{ARM_DIR}/checkpoints/kept.json"
+#: The arm's one resume state (full-precision weights + optimizer), rewritten by every epoch.
+#: Not a declared output: epoch e+1 reads it, and it must survive the last epoch so that added
+#: epochs continue (Snakemake would delete a temp() output no job needs yet).
+RESUME_STATE = f"{ARM_DIR}/state/resume.safetensors"
 RENDERS = f"{ARM_DIR}/epoch-{{epoch}}/renders"
 SCORES = f"{ARM_DIR}/epoch-{{epoch}}/scores.csv"
 SCORES_META = f"{ARM_DIR}/epoch-{{epoch}}/scores.meta.json"
@@ -31,7 +36,7 @@ SUMMARY_MD = f"{RESULTS}/report/summary.md"
 
 # Training settings that do not change what one epoch's job computes: editing them must not
 # rerun existing epochs (more epochs only add jobs).
-NOT_PER_EPOCH = ("epochs",)
+NOT_PER_EPOCH = ("epochs", "keep_checkpoints")
 
 # ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
 #: One shard of a checkpoint's renders (a folder under renders/) and its render table.
@@ -121,8 +126,9 @@ class Grid:
         if arm.regularization != "none":
             inputs["reg"] = REG_IMAGES.format(reg=arm.regularization)
         if epoch > 1:
-            inputs["previous_checkpoint"] = CHECKPOINT.format(arm=arm.arm, epoch=epoch - 1)
-            inputs["previous_state"] = OPTIMIZER_STATE.format(arm=arm.arm, epoch=epoch - 1)
+            # The small JSON, not the weights: checkpoints may be removed once scored
+            # (keep_checkpoints) without making the next epoch's job want them back.
+            inputs["previous_meta"] = CHECKPOINT_META.format(arm=arm.arm, epoch=epoch - 1)
         return inputs
 
     # ---- targets --------------------------------------------------------------------------
@@ -130,8 +136,22 @@ class Grid:
         """``path`` (with {arm} and {epoch}) for every checkpoint of the grid."""
         return [path.format(arm=a, epoch=e) for a in self.arms for e in self.epochs]
 
+    @property
+    def keep_checkpoints(self) -> str:
+        return self.config["training"].get("keep_checkpoints", "all")
+
+    def arm_checkpoints(self, arm: str) -> dict[int, str]:
+        """Epoch -> checkpoint path of one arm (the only files keep_checkpoints removes)."""
+        return {e: CHECKPOINT.format(arm=arm, epoch=e) for e in self.epochs}
+
+    def retention_outputs(self) -> list[str]:
+        if self.keep_checkpoints != "best":
+            return []
+        return [CHECKPOINTS_KEPT.format(arm=a) for a in self.arms]
+
     def final_outputs(self) -> list[str]:
         return [
+            *self.retention_outputs(),
             SUMMARY,
             SUMMARY_MD,
             SCORES_TABLE,

@@ -1,14 +1,15 @@
 """Train one epoch of one arm: diffusers ``train_dreambooth.py`` order, one function per step.
 
-spec -> accelerator and seed -> frozen models -> resume weights -> optimizer (+ state) ->
-data -> loop -> checkpoint, optimizer state and loss log. Each job trains exactly one epoch
-from the previous epoch's outputs; every random stream is seeded from ``(seed, epoch)``, so an
-epoch gives the same tensors whichever process runs it (on the same device and software).
+spec -> accelerator and seed -> frozen models -> optimizer -> resume state -> data -> loop ->
+checkpoint (SD single file), loss log and resume state. Each job trains one epoch from the
+arm's resume state; every random stream is seeded from ``(seed, epoch)``, so an epoch gives the
+same tensors whichever process runs it (on the same device and software).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import time
@@ -18,18 +19,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from dreamgrid.errors import DreamgridError, SpecError
 from dreamgrid.io import atomic_path, list_images
-from dreamgrid.train.checkpoint import load_checkpoint_into, read_metadata, save_checkpoint
 from dreamgrid.train.data import DreamBoothDataset, collate_fn, derive_seed, epoch_items
 from dreamgrid.train.data import steps_per_epoch as count_steps
+from dreamgrid.train.export import save_sd_checkpoint
 from dreamgrid.train.spec import TrainSpec
+from dreamgrid.train.state import StateInfo, file_digest, load_state, save_state
+from dreamgrid.train.state import read_info as read_state_info
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT = "dreamgrid-optimizer-v1"
 MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -50,40 +53,53 @@ class Models:
 def run(spec: TrainSpec) -> dict[str, Any]:
     """Train epoch ``spec.epoch`` of arm ``spec.arm`` and write its outputs.
 
+    Epoch e resumes from the arm's state file when it holds epoch e-1 of these settings (the
+    state that wrote ``spec.previous_meta``). Otherwise (state deleted, overwritten by a later
+    epoch, or from other settings) epochs 1..e-1 are replayed from the base model first: every
+    epoch is seeded from ``(seed, epoch)``, so the replay gives the same tensors, only slower.
+
     Args:
         spec: the job's settings (base model, data, hyperparameters, resume and output paths).
 
     Returns:
         dict with ``checkpoint``, ``state``, ``loss_log`` (paths), ``epoch``, ``steps`` (optimizer
-        steps so far, all epochs), ``steps_per_epoch``, ``mean_loss`` and ``seconds``.
+        steps so far, all epochs), ``steps_per_epoch``, ``mean_loss``, ``replayed`` (epochs
+        retrained because no usable state was found) and ``seconds``.
 
     Raises:
         SpecError: a missing or inconsistent input (base model, images, captions, resume files).
     """
     started = time.perf_counter()
+    spec.check_job()
     check_inputs(spec)
     items = epoch_items(spec)  # reads and checks the captions before any model is loaded
     accelerator = make_accelerator(spec)
     models = load_models(spec, accelerator.device)
-    previous_steps = resume_weights(spec, models)
-    optimizer, dataloader, lr_scheduler = prepare_training(spec, accelerator, models, items)
-
+    optimizer, lr_scheduler = prepare_optimizer(spec, accelerator, models)
+    done, steps = restore(spec, models, optimizer)
+    for epoch in range(done + 1, spec.epoch):
+        replay = dataclasses.replace(spec, epoch=epoch, previous_meta=None)
+        steps += len(
+            train_epoch(replay, accelerator, models, epoch_items(replay), optimizer, lr_scheduler)
+        )
+    losses = train_epoch(spec, accelerator, models, items, optimizer, lr_scheduler)
     n_images = len({item.image for item in items if not item.is_reg})
     n_steps = count_steps(n_images, spec.repeats, spec.batch_size, spec.regularization)
-    losses = train_epoch(spec, accelerator, models, dataloader, optimizer, lr_scheduler)
     if len(losses) != n_steps:
         raise DreamgridError(f"{spec.arm}: trained {len(losses)} steps, expected {n_steps}.")
-    steps = previous_steps + n_steps
+    previous_steps, steps = steps, steps + n_steps
 
     metadata = checkpoint_metadata(spec, items, steps, n_steps, losses)
     loss_log = write_loss_log(spec, losses, previous_steps, lr_scheduler.get_last_lr()[0])
-    save_optimizer_state(
-        spec.out_state, optimizer, {k: metadata[k] for k in ("arm", "epoch", "steps")}
+    unet = accelerator.unwrap_model(models.unet)
+    text_encoder = accelerator.unwrap_model(models.text_encoder)
+    save_sd_checkpoint(
+        spec.out_checkpoint, unet, models.vae, text_encoder, metadata, spec.save_precision
     )
-    modules = {"unet": accelerator.unwrap_model(models.unet)}
-    if spec.train_text_encoder:
-        modules["text_encoder"] = accelerator.unwrap_model(models.text_encoder)
-    save_checkpoint(spec.out_checkpoint, modules, metadata)
+    # Written last: a job killed before this point leaves the state of epoch e-1 to rerun from.
+    trained = {"unet": unet, **({"text_encoder": text_encoder} if spec.train_text_encoder else {})}
+    info = StateInfo(spec.epoch, steps, spec.fingerprint(), file_digest(meta_path(spec)))
+    save_state(spec.state, trained, optimizer, info)
     seconds = time.perf_counter() - started
     logger.info(
         "%s epoch %d: %d steps (%d total), mean loss %.5f, %.1f s -> %s",
@@ -97,14 +113,20 @@ def run(spec: TrainSpec) -> dict[str, Any]:
     )
     return {
         "checkpoint": spec.out_checkpoint,
-        "state": spec.out_state,
+        "state": spec.state,
         "loss_log": loss_log,
         "epoch": spec.epoch,
         "steps": steps,
         "steps_per_epoch": n_steps,
         "mean_loss": metadata["mean_loss"],
+        "replayed": spec.epoch - 1 - done,
         "seconds": seconds,
     }
+
+
+def meta_path(spec: TrainSpec) -> Path:
+    """The JSON written beside the checkpoint (what the next epoch's job declares as input)."""
+    return spec.out_checkpoint.with_suffix(".json")
 
 
 def check_inputs(spec: TrainSpec) -> None:
@@ -119,7 +141,7 @@ def check_inputs(spec: TrainSpec) -> None:
     list_images(spec.instance_dir)
     if spec.reg_dir is not None:
         list_images(spec.reg_dir)
-    for path in (spec.captions, spec.previous_checkpoint, spec.previous_state):
+    for path in (spec.captions, spec.previous_meta):
         if path is not None and not path.is_file():
             raise SpecError(f"{path}: file not found. Rerun the step that writes it.")
 
@@ -127,7 +149,6 @@ def check_inputs(spec: TrainSpec) -> None:
 def make_accelerator(spec: TrainSpec) -> Any:
     """Accelerator with the spec's mixed precision; seeds the global RNGs from (seed, epoch)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     if spec.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise SpecError(
@@ -140,7 +161,6 @@ def make_accelerator(spec: TrainSpec) -> Any:
             "dreamgrid trains with one process per job (Kohya step counts assume it); "
             "launch without --multi_gpu / --num_processes."
         )
-    set_seed(derive_seed(spec.seed, spec.epoch, "global") % 2**32)
     return accelerator
 
 
@@ -184,35 +204,66 @@ def load_models(spec: TrainSpec, device: torch.device) -> Models:
     return Models(tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype, params)
 
 
-def resume_weights(spec: TrainSpec, models: Models) -> int:
-    """Load the previous epoch's weights (epoch > 1); return the optimizer steps done so far."""
-    if spec.previous_checkpoint is None:
-        return 0
-    metadata = read_metadata(spec.previous_checkpoint)
-    if metadata.get("epoch") != spec.epoch - 1:
+def restore(spec: TrainSpec, models: Models, optimizer: Any) -> tuple[int, int]:
+    """Load the arm's state if it holds epoch e-1 of these settings.
+
+    Returns:
+        (last finished epoch now in the models, optimizer steps so far); ``(0, 0)`` means
+        start from the base model.
+    """
+    if spec.epoch == 1:
+        return 0, 0
+    previous = json.loads(spec.previous_meta.read_text())
+    if previous.get("epoch") != spec.epoch - 1:
         raise SpecError(
-            f"{spec.previous_checkpoint}: holds epoch {metadata.get('epoch')}, but epoch "
+            f"{spec.previous_meta}: holds epoch {previous.get('epoch')}, but epoch "
             f"{spec.epoch} must continue epoch {spec.epoch - 1}."
         )
-    if spec.train_text_encoder and not metadata.get("train_text_encoder"):
-        raise SpecError(
-            f"{spec.previous_checkpoint}: trained without the text encoder; "
-            f"train_text_encoder must be the same for every epoch of an arm."
+    info = read_state_info(spec.state)
+    problem = None
+    if info is None:
+        problem = "there is no resume state"
+    elif info.fingerprint != spec.fingerprint():
+        problem = "the resume state was trained with other settings"
+    elif info.epoch != spec.epoch - 1:
+        problem = f"the resume state holds epoch {info.epoch}"
+    elif info.meta_digest != file_digest(spec.previous_meta):
+        problem = f"the resume state did not write {spec.previous_meta}"
+    if problem:
+        logger.warning(
+            "%s epoch %d: %s (%s); replaying epochs 1-%d from the base model "
+            "(same result, more time).",
+            spec.arm,
+            spec.epoch,
+            problem,
+            spec.state,
+            spec.epoch - 1,
         )
+        return 0, 0
     modules = {"unet": models.unet}
     if spec.train_text_encoder:
         modules["text_encoder"] = models.text_encoder
-    load_checkpoint_into(spec.previous_checkpoint, modules)
-    return int(metadata["steps"])
+    load_state(spec.state, modules, optimizer, models.params)
+    logger.info("%s: resumed from %s (epoch %d)", spec.arm, spec.state, info.epoch)
+    return info.epoch, info.steps
 
 
-def prepare_training(
-    spec: TrainSpec, accelerator: Any, models: Models, items: list[Any]
-) -> tuple[Any, Any, Any]:
-    """Data loader, optimizer (+ previous state) and LR schedule, prepared by accelerate.
+def prepare_optimizer(spec: TrainSpec, accelerator: Any, models: Models) -> tuple[Any, Any]:
+    """Optimizer and LR schedule, prepared by accelerate with the trained models.
 
     Replaces ``models.unet`` (and a trained ``models.text_encoder``) by their prepared forms.
     """
+    optimizer, lr_scheduler = make_optimizer(spec, models.params)
+    parts = [models.unet] + ([models.text_encoder] if spec.train_text_encoder else [])
+    prepared = accelerator.prepare(*parts, optimizer, lr_scheduler)
+    models.unet = prepared[0]
+    if spec.train_text_encoder:
+        models.text_encoder = prepared[1]
+    return prepared[-2], prepared[-1]
+
+
+def make_dataloader(spec: TrainSpec, accelerator: Any, models: Models, items: list[Any]) -> Any:
+    """One epoch's batches in the seeded order of ``items``."""
     dataloader = torch.utils.data.DataLoader(
         DreamBoothDataset(items, models.tokenizer, spec.resolution),
         batch_size=spec.batch_size,
@@ -220,16 +271,7 @@ def prepare_training(
         collate_fn=collate_fn,
         num_workers=0,
     )
-    optimizer, lr_scheduler = make_optimizer(spec, models.params)
-    parts = [models.unet] + ([models.text_encoder] if spec.train_text_encoder else [])
-    prepared = accelerator.prepare(*parts, optimizer, dataloader, lr_scheduler)
-    models.unet = prepared[0]
-    if spec.train_text_encoder:
-        models.text_encoder = prepared[1]
-    optimizer, dataloader, lr_scheduler = prepared[len(parts) :]
-    if spec.previous_state is not None:
-        load_optimizer_state(spec.previous_state, optimizer, models.params, spec.epoch - 1)
-    return optimizer, dataloader, lr_scheduler
+    return accelerator.prepare(dataloader)
 
 
 def make_optimizer(spec: TrainSpec, params: list[torch.nn.Parameter]) -> tuple[Any, Any]:
@@ -250,11 +292,13 @@ def train_epoch(
     spec: TrainSpec,
     accelerator: Any,
     models: Models,
-    dataloader: Any,
+    items: list[Any],
     optimizer: Any,
     lr_scheduler: Any,
 ) -> list[float]:
-    """One pass over the epoch's batches; returns the loss of every optimizer step."""
+    """One pass over the epoch's items; returns the loss of every optimizer step."""
+    set_seed(derive_seed(spec.seed, spec.epoch, "global") % 2**32)
+    dataloader = make_dataloader(spec, accelerator, models, items)
     generator = torch.Generator(device=accelerator.device)
     generator.manual_seed(derive_seed(spec.seed, spec.epoch, "noise"))
     losses: list[float] = []
@@ -330,6 +374,7 @@ def checkpoint_metadata(
         "learning_rate": spec.learning_rate,
         "lr_scheduler": spec.lr_scheduler,
         "mixed_precision": spec.mixed_precision,
+        "save_precision": spec.save_precision,
         "train_text_encoder": spec.train_text_encoder,
         "token": spec.token,
         "class_word": spec.class_word,
@@ -355,82 +400,3 @@ def write_loss_log(spec: TrainSpec, losses: list[float], first_step: int, lr: fl
         for i, loss in enumerate(losses, start=first_step + 1):
             writer.writerow([i, spec.epoch, repr(loss), repr(lr)])
     return path
-
-
-def save_optimizer_state(path: Path, optimizer: Any, metadata: dict[str, Any]) -> None:
-    """Write the optimizer's state as safetensors (no pickle), atomically.
-
-    Tensors are named ``state.<param index>.<key>`` (e.g. ``state.0.exp_avg``); the
-    ``param_groups`` (hyperparameters, parameter indices) and any non-tensor state values are
-    JSON in the header, with ``metadata`` (arm, epoch, steps).
-    """
-    from safetensors.torch import save_file
-
-    state_dict = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for index, state in state_dict["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"state.{index}.{key}"] = value.detach().to("cpu").contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
-    header = {
-        "format": STATE_FORMAT,
-        "param_groups": json.dumps(state_dict["param_groups"]),
-        "scalars": json.dumps(scalars),
-        **{k: json.dumps(v) for k, v in metadata.items()},
-    }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
-
-
-def load_optimizer_state(
-    path: Path, optimizer: Any, params: list[torch.nn.Parameter], epoch: int
-) -> None:
-    """Restore moments and step counts from :func:`save_optimizer_state`'s file.
-
-    Hyperparameters come from the spec (the optimizer as built), not the file; a difference is
-    logged. Raises SpecError if the file is not for these parameters or for ``epoch``.
-    """
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is not iterable
-    if header.get("format") != STATE_FORMAT:
-        raise SpecError(
-            f"{path}: not a dreamgrid optimizer state (format {header.get('format')!r})."
-        )
-    if json.loads(header.get("epoch", "null")) != epoch:
-        raise SpecError(
-            f"{path}: optimizer state of epoch {header.get('epoch')}, expected {epoch}."
-        )
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    for key, value in json.loads(header["scalars"]).items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    for index, entry in state.items():
-        moment = entry.get("exp_avg")
-        if index >= len(params) or (moment is not None and moment.shape != params[index].shape):
-            raise SpecError(f"{path}: optimizer state does not match the model being trained.")
-    current = optimizer.state_dict()["param_groups"]
-    saved = json.loads(header["param_groups"])
-    if [len(g["params"]) for g in saved] != [len(g["params"]) for g in current]:
-        raise SpecError(f"{path}: optimizer state is for a different set of parameters.")
-    for old, new in zip(saved, current, strict=True):
-        changed = {k for k in new if k != "params" and _plain(old.get(k)) != _plain(new[k])}
-        if changed:
-            logger.warning(
-                "%s: hyperparameters %s differ from the spec; using the spec's.",
-                path,
-                sorted(changed),
-            )
-    optimizer.load_state_dict({"state": state, "param_groups": current})
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

@@ -27,11 +27,14 @@ _PATH_FIELDS = (
     "instance_dir",
     "captions",
     "reg_dir",
-    "previous_checkpoint",
-    "previous_state",
+    "previous_meta",
+    "state",
     "out_checkpoint",
-    "out_state",
 )
+# Fields that say where files go, not what is trained: left out of the fingerprint that ties a
+# resume state to the settings that made it.
+_LOCATION_FIELDS = ("epoch", "previous_meta", "state", "out_checkpoint")
+SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 _BOOL_FIELDS = ("gradient_checkpointing", "train_text_encoder")
 
 
@@ -41,7 +44,9 @@ class TrainSpec:
 
     Paths may be given as ``str``; they are stored as ``Path``. ``None`` for ``captions`` means
     no captions (every caption is ``"<token> <class_word>"``), for ``reg_dir`` no
-    regularization, and ``previous_*`` must be ``None`` exactly when ``epoch == 1``.
+    regularization. ``previous_meta`` (epoch e-1's checkpoint JSON) must be ``None`` exactly
+    when ``epoch == 1``. ``state`` is the arm's one resume file (full-precision weights and
+    optimizer state of the last finished epoch), rewritten by every epoch.
     """
 
     arm: str
@@ -64,13 +69,13 @@ class TrainSpec:
     max_grad_norm: float
     seed: int
     epoch: int
-    previous_checkpoint: Path | None
-    previous_state: Path | None
+    previous_meta: Path | None
+    state: Path
     mixed_precision: str
     gradient_checkpointing: bool
     train_text_encoder: bool
+    save_precision: str
     out_checkpoint: Path
-    out_state: Path
 
     def __post_init__(self) -> None:
         for name in _PATH_FIELDS:
@@ -135,31 +140,39 @@ class TrainSpec:
             )
         if self.mixed_precision not in MIXED_PRECISION:
             fail(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
-        for name in ("out_checkpoint", "out_state"):
+        if self.save_precision not in SAVE_PRECISIONS:
+            fail(f"save_precision must be one of {SAVE_PRECISIONS}, got {self.save_precision!r}.")
+        for name in ("out_checkpoint", "state"):
             if getattr(self, name).suffix != ".safetensors":
                 fail(f"{name} must end in .safetensors, got {getattr(self, name)}.")
-        if self.out_checkpoint == self.out_state:
-            fail("out_checkpoint and out_state must be different files.")
+        if self.out_checkpoint == self.state:
+            fail("out_checkpoint and state must be different files.")
 
     def _check_resume(self) -> None:
-        previous = {
-            "previous_checkpoint": self.previous_checkpoint,
-            "previous_state": self.previous_state,
-        }
-        if self.epoch == 1:
-            given = [k for k, v in previous.items() if v is not None]
-            if given:
-                raise SpecError(
-                    f"train spec {self.arm}: epoch 1 starts from the base model; "
-                    f"remove {', '.join(given)}."
-                )
-        else:
-            missing = [k for k, v in previous.items() if v is None]
-            if missing:
-                raise SpecError(
-                    f"train spec {self.arm}: epoch {self.epoch} continues epoch "
-                    f"{self.epoch - 1}; set {', '.join(missing)} to its outputs."
-                )
+        # previous_meta None with epoch > 1 is allowed only inside the job (replaying epochs).
+        if self.epoch == 1 and self.previous_meta is not None:
+            raise SpecError(
+                f"train spec {self.arm}: epoch 1 starts from the base model; remove previous_meta."
+            )
+
+    def check_job(self) -> None:
+        """What a job's spec (not a replayed epoch) must also satisfy."""
+        if self.epoch > 1 and self.previous_meta is None:
+            raise SpecError(
+                f"train spec {self.arm}: epoch {self.epoch} continues epoch "
+                f"{self.epoch - 1}; set previous_meta to its checkpoint's .json."
+            )
+
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes what the epochs compute (not where files go).
+
+        A resume state records it; a state made with other settings is never resumed from.
+        """
+        import hashlib
+
+        settings = {k: v for k, v in self.to_dict().items() if k not in _LOCATION_FIELDS}
+        text = json.dumps(settings, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def regularization(self) -> bool:
