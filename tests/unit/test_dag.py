@@ -86,3 +86,14 @@ def test_report_outputs_and_statistics_params():
     assert set(g.statistics_params()) == {"alpha", "bootstrap_resamples", "confidence", "seed"}
     axes = g.arm_axes()["rare-genreg-blip"]
     assert axes == {"token": "rare", "regularization": "generated", "captions": "blip"}
+
+
+def test_match_steps_doubles_passes_of_no_reg_arms_only():
+    assert {grid().train_passes(a) for a in grid().arm_ids} == {1}
+    matched = grid(match_steps=True)
+    passes = {a: matched.train_passes(a) for a in matched.arm_ids}
+    no_reg = {a for a in matched.arm_ids if matched.arms[a].regularization == "none"}
+    assert {a for a, p in passes.items() if p == 2} == no_reg and len(no_reg) == 4
+    assert "match_steps" not in matched.training_params()  # reg arms do not rerun
+    paired = grid(match_steps=True, reg_mode="paired")  # no doubling to match
+    assert {paired.train_passes(a) for a in paired.arm_ids} == {1}

@@ -37,6 +37,8 @@ def spec_fields(tmp_path_factory):
         "class_word": "woman",
         "reg_dir": None,
         "prior_loss_weight": 1.0,
+        "reg_mode": "kohya",
+        "passes": 1,
         "resolution": 64,
         "repeats": 20,
         "batch_size": 1,

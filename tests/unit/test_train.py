@@ -61,6 +61,8 @@ def make_spec(tiny_model: Path, data: dict[str, Path], out: Path, **changes) -> 
         "class_word": "woman",
         "reg_dir": None,
         "prior_loss_weight": 1.0,
+        "reg_mode": "kohya",
+        "passes": 1,
         "resolution": 64,
         "repeats": 1,
         "batch_size": 2,
@@ -128,6 +130,11 @@ def test_steps_per_epoch_kohya_numbers():
     assert steps_per_epoch(3, 2, 4, regularization=True) == 3  # ceil(12 / 4)
     with pytest.raises(SpecError, match="batch_size"):
         steps_per_epoch(3, 1, 0, regularization=False)
+    # diffusers' prior preservation: class images share the batch, no extra steps.
+    assert steps_per_epoch(25, 25, 1, regularization=True, reg_mode="paired") == 625
+    # match_steps: a no-reg arm runs its data twice per epoch, as many steps as a reg arm.
+    assert steps_per_epoch(25, 25, 1, regularization=False, passes=2) == 1250
+    assert steps_per_epoch(3, 1, 2, regularization=False, passes=2) == 4  # 2 x ceil(3 / 2)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -163,6 +170,22 @@ def write_captions(path: Path, rows: list[tuple[str, str]]) -> Path:
     lines = ["image,caption"] + [f'{name},"{caption}"' for name, caption in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_paired_mode_puts_instance_then_class_items_in_each_batch(tiny_model, data, tmp_path):
+    spec = make_spec(tiny_model, data, tmp_path, reg_dir=data["reg"], reg_mode="paired")
+    items = epoch_items(spec)  # 3 instance items, batch 2 -> batches [i i c c], [i c]
+    assert [item.is_reg for item in items] == [False, False, True, True, False, True]
+    assert sorted(i.image.name for i in items if not i.is_reg) == ["a.png", "b.png", "c.png"]
+    assert all(i.weight == spec.prior_loss_weight for i in items if i.is_reg)
+
+
+def test_two_passes_shuffle_each_pass_and_keep_the_first(tiny_model, data, tmp_path):
+    one = epoch_items(make_spec(tiny_model, data, tmp_path, repeats=4))
+    two = epoch_items(make_spec(tiny_model, data, tmp_path, repeats=4, passes=2))
+    assert len(two) == 2 * len(one) and two[: len(one)] == one
+    assert sorted(i.image for i in two[len(one) :]) == sorted(i.image for i in one)
+    assert two[len(one) :] != one  # the second pass is shuffled anew
 
 
 def test_captions_are_composed_with_token_and_class(tiny_model, data, tmp_path):
@@ -258,6 +281,8 @@ def test_spec_json_round_trip(tiny_model, data, tmp_path):
         ({"arm": "Has Spaces"}, "arm id"),
         ({"repeats": 1.5}, "repeats must be an integer"),
         ({"state": "state.pt"}, r"\.safetensors"),
+        ({"reg_mode": "mixed"}, "reg_mode"),
+        ({"passes": 0}, "passes"),
     ],
 )
 def test_spec_rejects_conflicts(tiny_model, data, tmp_path, changes, message):
@@ -415,6 +440,27 @@ def test_regularization_doubles_steps_and_text_encoder_training(tiny_model, data
     base = {k.removeprefix("text_model."): v for k, v in base.items()}
     assert trained.keys() == base.keys()
     assert any(not torch.equal(base[k], trained[k]) for k in base)
+
+
+def test_paired_regularization_and_two_passes_train_the_counted_steps(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    paired = make_spec(
+        tiny_model,
+        data,
+        tmp_path / "p",
+        arm="ohwx-genreg-nocap",
+        reg_dir=data["reg"],
+        reg_mode="paired",
+    )
+    result = run(paired)
+    assert result["steps"] == steps_per_epoch(3, 1, 2, True, "paired") == 2
+    meta = read_metadata(paired.out_checkpoint)
+    assert meta["reg_mode"] == "paired" and meta["reg_images"] == 2
+    doubled = make_spec(tiny_model, data, tmp_path / "d", passes=2)
+    assert run(doubled)["steps"] == 4
+    meta = read_metadata(doubled.out_checkpoint)
+    assert meta["steps_per_epoch"] == 4 and meta["kohya_epochs"] == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed with a GPU")

@@ -34,9 +34,10 @@ SCORES_TABLE = f"{RESULTS}/scores.tsv"
 SUMMARY = f"{RESULTS}/summary.csv"
 SUMMARY_MD = f"{RESULTS}/report/summary.md"
 
-# Training settings that do not change what one epoch's job computes: editing them must not
-# rerun existing epochs (more epochs only add jobs).
-NOT_PER_EPOCH = ("epochs", "keep_checkpoints")
+# Training settings that are not passed to every job as they are: `epochs` and
+# `keep_checkpoints` do not change what an epoch's job computes (more epochs only add jobs),
+# and `match_steps` reaches only the arms it changes, as `passes` (Grid.train_passes).
+NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "match_steps")
 
 # ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
 #: One shard of a checkpoint's renders (a folder under renders/) and its render table.
@@ -89,6 +90,15 @@ class Grid:
     def training_params(self) -> dict[str, Any]:
         training = self.config["training"]
         return canonical({k: v for k, v in training.items() if k not in NOT_PER_EPOCH})
+
+    def train_passes(self, arm: str) -> int:
+        """Data passes per epoch: 2 for a no-regularization arm under ``match_steps`` when
+        regularization doubles the steps (Kohya mode), so its checkpoints fall at the same
+        step counts as the regularized arms'; else 1."""
+        training = self.config["training"]
+        doubled = training.get("reg_mode", "kohya") == "kohya"
+        no_reg = self.arms[arm].regularization == "none"
+        return 2 if training.get("match_steps", False) and doubled and no_reg else 1
 
     def class_image_params(self) -> dict[str, Any]:
         """Settings of the generated class images; count null = one per training image."""

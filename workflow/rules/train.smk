@@ -19,6 +19,7 @@ rule train_dreambooth:
     params:
         arm=lambda wildcards: GRID.arm_params(wildcards.arm),
         state=lambda wildcards: dag.RESUME_STATE.format(arm=wildcards.arm),
+        passes=lambda wildcards: GRID.train_passes(wildcards.arm),
         training=GRID.training_params(),
         class_word=config["subject"]["class_word"],
         impl=versions.TRAIN,

@@ -19,6 +19,7 @@ with logs.job(snakemake.log[0]):
             epoch=int(snakemake.wildcards.epoch),
             previous_meta=snakemake.input.get("previous_meta"),
             state=snakemake.params.state,
+            passes=snakemake.params.passes,
             out_checkpoint=snakemake.output.checkpoint,
             **snakemake.params.training,
         )

@@ -84,7 +84,9 @@ def run(spec: TrainSpec) -> dict[str, Any]:
         )
     losses = train_epoch(spec, accelerator, models, items, optimizer, lr_scheduler)
     n_images = len({item.image for item in items if not item.is_reg})
-    n_steps = count_steps(n_images, spec.repeats, spec.batch_size, spec.regularization)
+    n_steps = count_steps(
+        n_images, spec.repeats, spec.batch_size, spec.regularization, spec.reg_mode, spec.passes
+    )
     if len(losses) != n_steps:
         raise DreamgridError(f"{spec.arm}: trained {len(losses)} steps, expected {n_steps}.")
     previous_steps, steps = steps, steps + n_steps
@@ -264,9 +266,11 @@ def prepare_optimizer(spec: TrainSpec, accelerator: Any, models: Models) -> tupl
 
 def make_dataloader(spec: TrainSpec, accelerator: Any, models: Models, items: list[Any]) -> Any:
     """One epoch's batches in the seeded order of ``items``."""
+    paired = spec.reg_mode == "paired" and spec.regularization
     dataloader = torch.utils.data.DataLoader(
         DreamBoothDataset(items, models.tokenizer, spec.resolution),
-        batch_size=spec.batch_size,
+        # paired: epoch_items laid out each batch's instance items, then its class items
+        batch_size=spec.batch_size * (2 if paired else 1),
         shuffle=False,  # the order is the seeded per-epoch shuffle in epoch_items
         collate_fn=collate_fn,
         num_workers=0,
@@ -296,18 +300,27 @@ def train_epoch(
     optimizer: Any,
     lr_scheduler: Any,
 ) -> list[float]:
-    """One pass over the epoch's items; returns the loss of every optimizer step."""
+    """The epoch's passes over its items; returns the loss of every optimizer step.
+
+    Each pass has its own loader, so a pass ends in a short batch exactly as a Kohya epoch
+    does. The bar shows loss, steps/s and the time left (tqdm's rate and ETA).
+    """
     set_seed(derive_seed(spec.seed, spec.epoch, "global") % 2**32)
-    dataloader = make_dataloader(spec, accelerator, models, items)
+    per_pass = len(items) // spec.passes
+    loaders = [
+        make_dataloader(spec, accelerator, models, items[i * per_pass : (i + 1) * per_pass])
+        for i in range(spec.passes)
+    ]
     generator = torch.Generator(device=accelerator.device)
     generator.manual_seed(derive_seed(spec.seed, spec.epoch, "noise"))
     losses: list[float] = []
     progress = tqdm(
-        total=len(dataloader),
+        total=sum(len(loader) for loader in loaders),
         desc=f"{spec.arm} epoch {spec.epoch}",
+        unit="step",
         disable=not accelerator.is_local_main_process,
     )
-    for batch in dataloader:
+    for batch in (batch for loader in loaders for batch in loader):
         loss = compute_loss(spec, models, batch, generator, accelerator.device)
         accelerator.backward(loss)
         if accelerator.sync_gradients:
@@ -329,7 +342,11 @@ def compute_loss(
     generator: torch.Generator,
     device: torch.device,
 ) -> torch.Tensor:
-    """Weighted noise-prediction MSE of one batch (instance weight 1, class prior_loss_weight)."""
+    """Weighted noise-prediction MSE of one batch (instance weight 1, class prior_loss_weight).
+
+    Kohya averages the weighted per-item losses over the batch. In ``paired`` batches the sum
+    is divided by the instance items only, as diffusers' ``instance + w * prior`` does.
+    """
     scheduler = models.noise_scheduler
     pixel_values = batch["pixel_values"].to(device, dtype=models.weight_dtype)
     with torch.no_grad():
@@ -355,7 +372,10 @@ def compute_loss(
         target = noise
     per_item = F.mse_loss(model_pred.float(), target.float(), reduction="none")
     per_item = per_item.mean(dim=list(range(1, per_item.ndim)))
-    return (per_item * batch["weight"].to(device)).mean()
+    weighted = per_item * batch["weight"].to(device)
+    if spec.reg_mode == "paired" and spec.regularization:
+        return weighted.sum() / (~batch["is_reg"]).sum().to(device)
+    return weighted.mean()
 
 
 def checkpoint_metadata(
@@ -380,6 +400,9 @@ def checkpoint_metadata(
         "class_word": spec.class_word,
         "regularization": spec.regularization,
         "prior_loss_weight": spec.prior_loss_weight,
+        "reg_mode": spec.reg_mode,
+        "passes": spec.passes,
+        "kohya_epochs": spec.epoch * spec.passes,
         "train_images": len({item.image for item in items if not item.is_reg}),
         "reg_images": len({item.image for item in items if item.is_reg}),
         "mean_loss": sum(losses) / len(losses),

@@ -35,6 +35,7 @@ _PATH_FIELDS = (
 # resume state to the settings that made it.
 _LOCATION_FIELDS = ("epoch", "previous_meta", "state", "out_checkpoint")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
+REG_MODES = ("kohya", "paired")
 _BOOL_FIELDS = ("gradient_checkpointing", "train_text_encoder")
 
 
@@ -57,6 +58,8 @@ class TrainSpec:
     class_word: str
     reg_dir: Path | None
     prior_loss_weight: float
+    reg_mode: str
+    passes: int
     resolution: int
     repeats: int
     batch_size: int
@@ -87,7 +90,7 @@ class TrainSpec:
         self._check_resume()
 
     def _check_types(self) -> None:
-        for name in ("resolution", "repeats", "batch_size", "seed", "epoch"):
+        for name in ("resolution", "repeats", "batch_size", "seed", "epoch", "passes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise SpecError(f"train spec {self.arm}: {name} must be an integer, got {value!r}.")
@@ -111,6 +114,10 @@ class TrainSpec:
             fail(f"repeats must be >= 1, got {self.repeats}.")
         if self.batch_size < 1:
             fail(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.passes < 1:
+            fail(f"passes must be >= 1, got {self.passes}.")
+        if self.reg_mode not in REG_MODES:
+            fail(f"reg_mode must be one of {REG_MODES}, got {self.reg_mode!r}.")
         if self.resolution < 8 or self.resolution % 8:
             fail(f"resolution must be a positive multiple of 8, got {self.resolution}.")
         if self.seed < 0:
