@@ -97,3 +97,23 @@ def test_match_steps_doubles_passes_of_no_reg_arms_only():
     assert "match_steps" not in matched.training_params()  # reg arms do not rerun
     paired = grid(match_steps=True, reg_mode="paired")  # no doubling to match
     assert {paired.train_passes(a) for a in paired.arm_ids} == {1}
+
+
+def test_lora_method_axis_adds_arms_with_their_own_settings():
+    plain = grid()
+    both = dag.Grid(
+        cfg.validate(
+            {
+                **plain.config,
+                "axes": {**plain.config["axes"], "method": ["full", "lora"]},
+                "lora": {"rank": 8, "alpha": 4},
+            }
+        )
+    )
+    assert len(both.arm_ids) == 2 * len(plain.arm_ids)
+    assert set(plain.arm_ids) < set(both.arm_ids)  # full arms keep their ids and params
+    assert all(both.arm_params(a) == plain.arm_params(a) for a in plain.arm_ids)
+    lora = both.method_params("rare-noreg-nocap-lora")
+    assert lora["method"] == "lora" and lora["lora_rank"] == 8 and lora["lora_alpha"] == 4.0
+    assert lora["learning_rate"] == 1e-4 and lora["lora_target_modules"][0] == "to_k"
+    assert both.method_params("rare-noreg-nocap")["lora_rank"] is None

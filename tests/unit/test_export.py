@@ -146,3 +146,40 @@ def test_sampler_loads_the_sd_file(tiny_pipe, tmp_path):
     for name in ("unet", "vae", "text_encoder"):
         ours, theirs = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
         assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
+
+
+def test_lora_in_kohya_format_loads_with_diffusers_and_renders_alike(tiny_pipe, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+
+    from dreamgrid.sample import load_pipeline
+    from dreamgrid.train.export import save_lora
+
+    base, _ = tiny_pipe
+    pipe = StableDiffusionPipeline.from_pretrained(
+        base, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    before = render(pipe)
+    torch.manual_seed(3)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    # init_lora_weights=False: both matrices random, so the adapter visibly changes renders.
+    pipe.unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=2.0, init_lora_weights=False, target_modules=targets)
+    )
+    in_memory = render(pipe)
+    assert np.abs(in_memory - before).max() > 1e-3
+
+    path = tmp_path / "epoch-1.safetensors"
+    save_lora(path, pipe.unet, 2.0, {"epoch": 1}, "fp32")
+    tensors = load_file(str(path))
+    name = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+    assert {f"{name}.lora_down.weight", f"{name}.lora_up.weight", f"{name}.alpha"} <= set(tensors)
+    assert tensors[f"{name}.lora_down.weight"].shape[0] == 4
+    assert float(tensors[f"{name}.alpha"]) == 2.0
+    assert all(k.startswith("lora_unet_") for k in tensors)
+    assert read_metadata(path) == {"epoch": 1}
+
+    # diffusers' own loader reads Kohya's keys and alpha; the sampler goes through it too.
+    loaded = load_pipeline(base, path, device="cpu")
+    np.testing.assert_allclose(render(loaded), in_memory, atol=1e-5)

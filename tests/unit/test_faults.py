@@ -55,6 +55,12 @@ def spec_fields(tmp_path_factory):
         "gradient_checkpointing": False,
         "train_text_encoder": False,
         "save_precision": "fp16",
+        "method": "full",
+        "lora_rank": None,
+        "lora_alpha": None,
+        "lora_target_modules": None,
+        "text_encoder_lr": None,
+        "text_encoder_stop_epoch": None,
     }
 
 

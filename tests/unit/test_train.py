@@ -81,6 +81,12 @@ def make_spec(tiny_model: Path, data: dict[str, Path], out: Path, **changes) -> 
         "gradient_checkpointing": False,
         "train_text_encoder": False,
         "save_precision": "fp16",
+        "method": "full",
+        "lora_rank": None,
+        "lora_alpha": None,
+        "lora_target_modules": None,
+        "text_encoder_lr": None,
+        "text_encoder_stop_epoch": None,
         "out_checkpoint": out / "epoch-1.safetensors",
     }
     fields.update(changes)
@@ -283,6 +289,10 @@ def test_spec_json_round_trip(tiny_model, data, tmp_path):
         ({"state": "state.pt"}, r"\.safetensors"),
         ({"reg_mode": "mixed"}, "reg_mode"),
         ({"passes": 0}, "passes"),
+        ({"method": "lora"}, "method lora needs lora_rank"),
+        ({"lora_rank": 4}, "leave them null"),
+        ({"text_encoder_lr": 1e-5}, "need train_text_encoder"),
+        ({"method": "dora"}, "method must be one of"),
     ],
 )
 def test_spec_rejects_conflicts(tiny_model, data, tmp_path, changes, message):
@@ -469,3 +479,63 @@ def test_fp16_without_gpu_is_a_spec_error(tiny_model, data, tmp_path):
 
     with pytest.raises(SpecError, match="fp16.*CUDA"):
         run(make_spec(tiny_model, data, tmp_path, mixed_precision="fp16"))
+
+
+def test_lora_arm_trains_only_the_adapter_and_saves_it_kohya_style(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    fields = {
+        "method": "lora",
+        "lora_rank": 4,
+        "lora_alpha": 4.0,
+        "lora_target_modules": ["to_q", "to_k", "to_v", "to_out.0"],
+        "arm": "ohwx-noreg-nocap-lora",
+        "save_precision": "fp32",
+    }
+    spec = make_spec(tiny_model, data, tmp_path, **fields)
+    result = run(spec)
+    assert result["steps"] == 2
+    tensors = load_file(str(spec.out_checkpoint))
+    assert tensors and all(k.startswith("lora_unet_") for k in tensors)
+    ups = [v for k, v in tensors.items() if k.endswith("lora_up.weight")]
+    assert any(v.abs().max() > 0 for v in ups)  # lora_up starts at zero: it was trained
+    with safe_open(str(spec.state), framework="pt") as handle:
+        weights = [k for k in handle.keys() if k.startswith("weights.")]  # noqa: SIM118
+    assert weights and all(".lora_" in k for k in weights)  # the frozen UNet is not in it
+    meta = read_metadata(spec.out_checkpoint)
+    assert meta["method"] == "lora" and meta["lora_rank"] == 4
+
+    # Epoch 2 resumes the adapter and its moments from the state; a replay gives the same.
+    resumed = next_epoch(spec, tmp_path / "a", state=copy_state(spec, tmp_path / "sa"))
+    replayed = next_epoch(spec, tmp_path / "b", state=tmp_path / "none.safetensors")
+    assert run(resumed)["replayed"] == 0 and run(replayed)["replayed"] == 1
+    ta, tb = load_file(str(resumed.out_checkpoint)), load_file(str(replayed.out_checkpoint))
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_text_encoder_own_learning_rate_and_stop_epoch(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    spec = make_spec(
+        tiny_model,
+        data,
+        tmp_path,
+        train_text_encoder=True,
+        text_encoder_lr=5e-4,
+        text_encoder_stop_epoch=1,
+        save_precision="fp32",
+    )
+    run(spec)
+    with safe_open(str(spec.state), framework="pt") as handle:
+        groups = json.loads(handle.metadata()["param_groups"])
+    assert [g["lr"] for g in groups] == [1e-3, 5e-4]
+    second = next_epoch(spec, tmp_path / "e2")
+    run(second)
+    prefix = "cond_stage_model."
+    first_te = {k: v for k, v in load_file(str(spec.out_checkpoint)).items() if prefix in k}
+    second_te = {k: v for k, v in load_file(str(second.out_checkpoint)).items() if prefix in k}
+    assert all(torch.equal(first_te[k], second_te[k]) for k in first_te)  # stopped after 1
+    assert not torch.equal(
+        *(unet_of(p)["out.2.weight"] for p in (spec.out_checkpoint, second.out_checkpoint))
+    )
+    assert read_metadata(second.out_checkpoint)["text_encoder_trained"] is False

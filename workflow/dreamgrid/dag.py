@@ -91,6 +91,23 @@ class Grid:
         training = self.config["training"]
         return canonical({k: v for k, v in training.items() if k not in NOT_PER_EPOCH})
 
+    def method_params(self, arm: str) -> dict[str, Any]:
+        """TrainSpec fields of the arm's method: LoRA settings (and the LoRA learning rate)
+        for lora arms, nulls for full arms, so editing `lora` reruns only the lora arms."""
+        if self.arms[arm].method != "lora":
+            return {
+                "method": "full",
+                **dict.fromkeys(("lora_rank", "lora_alpha", "lora_target_modules"), None),
+            }
+        lora = self.config["lora"]
+        return {
+            "method": "lora",
+            "lora_rank": lora["rank"],
+            "lora_alpha": float(lora["alpha"]),
+            "lora_target_modules": list(lora["target_modules"]),
+            "learning_rate": lora["learning_rate"],
+        }
+
     def train_passes(self, arm: str) -> int:
         """Data passes per epoch: 2 for a no-regularization arm under ``match_steps`` when
         regularization doubles the steps (Kohya mode), so its checkpoints fall at the same

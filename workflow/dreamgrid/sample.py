@@ -172,7 +172,7 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
     from diffusers import StableDiffusionPipeline
 
     from dreamgrid.train.checkpoint import load_checkpoint_into
-    from dreamgrid.train.export import is_sd_checkpoint, load_sd_pipeline
+    from dreamgrid.train.export import is_lora_checkpoint, is_sd_checkpoint, load_sd_pipeline
     from dreamgrid.train.export import read_metadata as read_sd_metadata
 
     base_model = Path(base_model)
@@ -193,7 +193,11 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
         pipe = StableDiffusionPipeline.from_pretrained(
             base_model, **_dtype_kwarg(dtype), safety_checker=None, requires_safety_checker=False
         )
-    if checkpoint is not None and not is_sd_checkpoint(checkpoint):
+    if checkpoint is not None and is_lora_checkpoint(checkpoint):
+        # A LoRA arm's epoch: the adapter (Kohya format) over the base model.
+        pipe.load_lora_weights(str(checkpoint))
+        log.info("loaded LoRA %s (%s)", checkpoint, read_sd_metadata(checkpoint))
+    elif checkpoint is not None and not is_sd_checkpoint(checkpoint):
         meta = load_checkpoint_into(
             Path(checkpoint), {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
         )

@@ -21,6 +21,6 @@ with logs.job(snakemake.log[0]):
             state=snakemake.params.state,
             passes=snakemake.params.passes,
             out_checkpoint=snakemake.output.checkpoint,
-            **snakemake.params.training,
+            **{**snakemake.params.training, **snakemake.params.method},
         )
     )

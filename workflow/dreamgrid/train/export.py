@@ -1,4 +1,5 @@
-"""Checkpoints as single files in the original Stable Diffusion (LDM) layout.
+"""Checkpoints as single files in the original Stable Diffusion (LDM) layout; LoRA adapters in
+Kohya's format.
 
 ComfyUI, A1111 and Kohya load SD 1.x weights as one ``.safetensors`` file whose keys are
 ``model.diffusion_model.*`` (UNet), ``first_stage_model.*`` (VAE) and
@@ -214,10 +215,12 @@ def save_sd_checkpoint(
 
 def is_sd_checkpoint(path: Path) -> bool:
     """Whether ``path`` is a checkpoint written by :func:`save_sd_checkpoint`."""
-    from safetensors import safe_open
+    return checkpoint_format(path) == FORMAT
 
-    with safe_open(str(path), framework="pt") as handle:
-        return (handle.metadata() or {}).get("format") == FORMAT
+
+def is_lora_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a LoRA adapter written by :func:`save_lora`."""
+    return checkpoint_format(path) == LORA_FORMAT
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -226,12 +229,14 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
     with safe_open(str(path), framework="pt") as handle:
         header = handle.metadata() or {}
-    if header.get("format") != FORMAT:
+    if header.get("format") not in (FORMAT, LORA_FORMAT):
         raise SpecError(
             f"{path}: not a dreamgrid SD checkpoint (format {header.get('format')!r}). "
             "Rerun the train stage to rewrite it."
         )
-    return {k: json.loads(v) for k, v in header.items() if k != "format"}
+    return {
+        k: json.loads(v) for k, v in header.items() if k != "format" and not k.startswith("ss_")
+    }
 
 
 def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
@@ -259,3 +264,67 @@ def load_sd_pipeline(path: Path, config_dir: Path, dtype: Any = None) -> Any:
     if dtype is not None:
         kwargs.update(_dtype_kwarg(dtype))
     return StableDiffusionPipeline.from_single_file(str(path), **kwargs)
+
+
+# ---- LoRA adapters in Kohya's format ------------------------------------------------------
+LORA_FORMAT = "dreamgrid-lora-v1"
+KOHYA_UNET_PREFIX = "lora_unet_"
+
+
+def lora_to_kohya(peft_state: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """peft LoRA weights of a diffusers UNet as Kohya's ``networks.lora`` keys.
+
+    ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight`` becomes
+    ``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight``
+    (``lora_B`` -> ``lora_up``), with a scalar ``.alpha`` per module (scale = alpha / rank).
+    """
+    import torch
+
+    out: dict[str, Any] = {}
+    for key, value in peft_state.items():
+        for suffix, kohya in ((".lora_A.weight", "lora_down"), (".lora_B.weight", "lora_up")):
+            if key.endswith(suffix):
+                name = KOHYA_UNET_PREFIX + key[: -len(suffix)].replace(".", "_")
+                out[f"{name}.{kohya}.weight"] = value
+                out[f"{name}.alpha"] = torch.tensor(float(alpha))
+                break
+        else:
+            raise SpecError(f"LoRA weight {key!r} is not a lora_A/lora_B matrix.")
+    return out
+
+
+def save_lora(
+    path: Path, unet: Any, alpha: float, metadata: dict[str, Any], precision: str = "fp16"
+) -> None:
+    """Write the UNet's LoRA adapter as a Kohya-format safetensors file (+ ``.json``).
+
+    The header also carries Kohya's ``ss_network_*`` keys, which UIs read for dim and alpha.
+    """
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    dtype = torch_dtype(precision)
+    tensors = {
+        k: v.detach().to("cpu", dtype=dtype).contiguous()
+        for k, v in lora_to_kohya(get_peft_model_state_dict(unet), alpha).items()
+    }
+    rank = next(v.shape[0] for k, v in tensors.items() if k.endswith("lora_down.weight"))
+    header = {
+        "format": LORA_FORMAT,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(alpha),
+        **{k: json.dumps(v) for k, v in metadata.items()},
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    with atomic_path(Path(path).with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+
+
+def checkpoint_format(path: Path) -> str | None:
+    """The ``format`` in a safetensors header (None if absent)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return (handle.metadata() or {}).get("format")

@@ -26,7 +26,7 @@ from dreamgrid.errors import DreamgridError, SpecError
 from dreamgrid.io import atomic_path, list_images
 from dreamgrid.train.data import DreamBoothDataset, collate_fn, derive_seed, epoch_items
 from dreamgrid.train.data import steps_per_epoch as count_steps
-from dreamgrid.train.export import save_sd_checkpoint
+from dreamgrid.train.export import save_lora, save_sd_checkpoint
 from dreamgrid.train.spec import TrainSpec
 from dreamgrid.train.state import StateInfo, file_digest, load_state, save_state
 from dreamgrid.train.state import read_info as read_state_info
@@ -39,7 +39,8 @@ DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 @dataclass
 class Models:
-    """The pipeline parts training uses; ``params`` are the trainable parameters in order."""
+    """The pipeline parts training uses; ``named_params`` are the trained parameters in the
+    optimizer's order (``unet.<name>`` then ``text_encoder.<name>``)."""
 
     tokenizer: Any
     text_encoder: Any
@@ -47,7 +48,11 @@ class Models:
     unet: Any
     noise_scheduler: Any
     weight_dtype: torch.dtype
-    params: list[torch.nn.Parameter]
+    named_params: dict[str, torch.nn.Parameter]
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return list(self.named_params.values())
 
 
 def run(spec: TrainSpec) -> dict[str, Any]:
@@ -94,14 +99,16 @@ def run(spec: TrainSpec) -> dict[str, Any]:
     metadata = checkpoint_metadata(spec, items, steps, n_steps, losses)
     loss_log = write_loss_log(spec, losses, previous_steps, lr_scheduler.get_last_lr()[0])
     unet = accelerator.unwrap_model(models.unet)
-    text_encoder = accelerator.unwrap_model(models.text_encoder)
-    save_sd_checkpoint(
-        spec.out_checkpoint, unet, models.vae, text_encoder, metadata, spec.save_precision
-    )
+    if spec.method == "lora":
+        save_lora(spec.out_checkpoint, unet, spec.lora_alpha, metadata, spec.save_precision)
+    else:
+        text_encoder = accelerator.unwrap_model(models.text_encoder)
+        save_sd_checkpoint(
+            spec.out_checkpoint, unet, models.vae, text_encoder, metadata, spec.save_precision
+        )
     # Written last: a job killed before this point leaves the state of epoch e-1 to rerun from.
-    trained = {"unet": unet, **({"text_encoder": text_encoder} if spec.train_text_encoder else {})}
     info = StateInfo(spec.epoch, steps, spec.fingerprint(), file_digest(meta_path(spec)))
-    save_state(spec.state, trained, optimizer, info)
+    save_state(spec.state, models.named_params, optimizer, info)
     seconds = time.perf_counter() - started
     logger.info(
         "%s epoch %d: %d steps (%d total), mean loss %.5f, %.1f s -> %s",
@@ -193,6 +200,8 @@ def load_models(spec: TrainSpec, device: torch.device) -> Models:
         text_encoder.train()
     else:
         text_encoder.to(device, **cast)
+    if spec.method == "lora":
+        add_lora(spec, unet, device, weight_dtype)
     unet.train()
     if spec.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -200,10 +209,34 @@ def load_models(spec: TrainSpec, device: torch.device) -> Models:
             # transformers 5 renamed gradient_checkpointing_enable.
             enable = getattr(text_encoder, "activation_checkpointing_enable", None)
             (enable or text_encoder.gradient_checkpointing_enable)()
-    params = list(unet.parameters())
+    named = {f"unet.{k}": p for k, p in unet.named_parameters() if p.requires_grad}
     if spec.train_text_encoder:
-        params += list(text_encoder.parameters())
-    return Models(tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype, params)
+        named.update({f"text_encoder.{k}": p for k, p in text_encoder.named_parameters()})
+    return Models(tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype, named)
+
+
+def add_lora(spec: TrainSpec, unet: Any, device: torch.device, weight_dtype: torch.dtype) -> None:
+    """Freeze the UNet and give it a peft LoRA adapter (diffusers' train_dreambooth_lora).
+
+    The frozen weights run in the mixed-precision dtype; the adapter stays float32. Its
+    random init is seeded from the spec's seed, so every epoch's replay starts alike.
+    """
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    if weight_dtype != torch.float32:
+        unet.to(device, dtype=weight_dtype)
+    set_seed(derive_seed(spec.seed, 0, "lora-init") % 2**32)
+    unet.add_adapter(
+        LoraConfig(
+            r=spec.lora_rank,
+            lora_alpha=spec.lora_alpha,
+            init_lora_weights="gaussian",
+            target_modules=list(spec.lora_target_modules),
+        )
+    )
+    cast_training_params(unet, dtype=torch.float32)
 
 
 def restore(spec: TrainSpec, models: Models, optimizer: Any) -> tuple[int, int]:
@@ -242,10 +275,7 @@ def restore(spec: TrainSpec, models: Models, optimizer: Any) -> tuple[int, int]:
             spec.epoch - 1,
         )
         return 0, 0
-    modules = {"unet": models.unet}
-    if spec.train_text_encoder:
-        modules["text_encoder"] = models.text_encoder
-    load_state(spec.state, modules, optimizer, models.params)
+    load_state(spec.state, models.named_params, optimizer)
     logger.info("%s: resumed from %s (epoch %d)", spec.arm, spec.state, info.epoch)
     return info.epoch, info.steps
 
@@ -255,7 +285,7 @@ def prepare_optimizer(spec: TrainSpec, accelerator: Any, models: Models) -> tupl
 
     Replaces ``models.unet`` (and a trained ``models.text_encoder``) by their prepared forms.
     """
-    optimizer, lr_scheduler = make_optimizer(spec, models.params)
+    optimizer, lr_scheduler = make_optimizer(spec, models)
     parts = [models.unet] + ([models.text_encoder] if spec.train_text_encoder else [])
     prepared = accelerator.prepare(*parts, optimizer, lr_scheduler)
     models.unet = prepared[0]
@@ -278,12 +308,21 @@ def make_dataloader(spec: TrainSpec, accelerator: Any, models: Models, items: li
     return accelerator.prepare(dataloader)
 
 
-def make_optimizer(spec: TrainSpec, params: list[torch.nn.Parameter]) -> tuple[Any, Any]:
-    """AdamW over the trainable parameters and the spec's learning-rate schedule."""
+def make_optimizer(spec: TrainSpec, models: Models) -> tuple[Any, Any]:
+    """AdamW over the trained parameters and the spec's learning-rate schedule.
+
+    The text encoder, when trained, is its own parameter group with ``text_encoder_lr``
+    (default: the UNet's learning rate), as Kohya's ``--learning_rate_te``.
+    """
     from diffusers.optimization import get_scheduler
 
+    unet = [p for k, p in models.named_params.items() if k.startswith("unet.")]
+    groups = [{"params": unet, "lr": spec.learning_rate}]
+    if spec.train_text_encoder:
+        text = [p for k, p in models.named_params.items() if k.startswith("text_encoder.")]
+        groups.append({"params": text, "lr": spec.text_encoder_lr or spec.learning_rate})
     optimizer = torch.optim.AdamW(
-        params,
+        groups,
         lr=spec.learning_rate,
         betas=(spec.adam_beta1, spec.adam_beta2),
         weight_decay=spec.adam_weight_decay,
@@ -306,6 +345,9 @@ def train_epoch(
     does. The bar shows loss, steps/s and the time left (tqdm's rate and ETA).
     """
     set_seed(derive_seed(spec.seed, spec.epoch, "global") % 2**32)
+    if spec.train_text_encoder:
+        # After its stop epoch the text encoder gets no gradients, so AdamW leaves it alone.
+        models.text_encoder.requires_grad_(spec.text_encoder_trains(spec.epoch))
     per_pass = len(items) // spec.passes
     loaders = [
         make_dataloader(spec, accelerator, models, items[i * per_pass : (i + 1) * per_pass])
@@ -361,7 +403,7 @@ def compute_loss(
         device=device,
     ).long()
     noisy_latents = scheduler.add_noise(latents, noise, timesteps)
-    with torch.set_grad_enabled(spec.train_text_encoder):
+    with torch.set_grad_enabled(spec.text_encoder_trains(spec.epoch)):
         encoder_hidden_states = models.text_encoder(
             batch["input_ids"].to(device), return_dict=False
         )[0]
@@ -396,6 +438,15 @@ def checkpoint_metadata(
         "mixed_precision": spec.mixed_precision,
         "save_precision": spec.save_precision,
         "train_text_encoder": spec.train_text_encoder,
+        "text_encoder_lr": spec.text_encoder_lr,
+        "text_encoder_stop_epoch": spec.text_encoder_stop_epoch,
+        "text_encoder_trained": spec.text_encoder_trains(spec.epoch),
+        "method": spec.method,
+        "lora_rank": spec.lora_rank,
+        "lora_alpha": spec.lora_alpha,
+        "lora_target_modules": (
+            list(spec.lora_target_modules) if spec.lora_target_modules else None
+        ),
         "token": spec.token,
         "class_word": spec.class_word,
         "regularization": spec.regularization,

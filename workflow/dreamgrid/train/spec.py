@@ -36,6 +36,7 @@ _PATH_FIELDS = (
 _LOCATION_FIELDS = ("epoch", "previous_meta", "state", "out_checkpoint")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 REG_MODES = ("kohya", "paired")
+METHODS = ("full", "lora")
 _BOOL_FIELDS = ("gradient_checkpointing", "train_text_encoder")
 
 
@@ -78,6 +79,12 @@ class TrainSpec:
     gradient_checkpointing: bool
     train_text_encoder: bool
     save_precision: str
+    method: str
+    lora_rank: int | None
+    lora_alpha: float | None
+    lora_target_modules: tuple[str, ...] | None
+    text_encoder_lr: float | None
+    text_encoder_stop_epoch: int | None
     out_checkpoint: Path
 
     def __post_init__(self) -> None:
@@ -85,6 +92,8 @@ class TrainSpec:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))
+        if isinstance(self.lora_target_modules, list):  # JSON gives lists
+            object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
         self._check_types()
         self._check_values()
         self._check_resume()
@@ -118,6 +127,7 @@ class TrainSpec:
             fail(f"passes must be >= 1, got {self.passes}.")
         if self.reg_mode not in REG_MODES:
             fail(f"reg_mode must be one of {REG_MODES}, got {self.reg_mode!r}.")
+        self._check_method(fail)
         if self.resolution < 8 or self.resolution % 8:
             fail(f"resolution must be a positive multiple of 8, got {self.resolution}.")
         if self.seed < 0:
@@ -155,6 +165,48 @@ class TrainSpec:
         if self.out_checkpoint == self.state:
             fail("out_checkpoint and state must be different files.")
 
+    def _check_method(self, fail: Any) -> None:
+        if self.method not in METHODS:
+            fail(f"method must be one of {METHODS}, got {self.method!r}.")
+        lora = {
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha,
+            "lora_target_modules": self.lora_target_modules,
+        }
+        if self.method == "lora":
+            missing = [k for k, v in lora.items() if v is None]
+            if missing:
+                fail(f"method lora needs {', '.join(missing)} (config section lora).")
+            if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int):
+                fail(f"lora_rank must be an integer, got {self.lora_rank!r}.")
+            if self.lora_rank < 1:
+                fail(f"lora_rank must be >= 1, got {self.lora_rank}.")
+            if not _finite(self.lora_alpha) or self.lora_alpha <= 0:
+                fail(f"lora_alpha must be a positive number, got {self.lora_alpha!r}.")
+            if not self.lora_target_modules or not all(
+                isinstance(m, str) and m for m in self.lora_target_modules
+            ):
+                fail("lora_target_modules must be a non-empty list of module names.")
+            if self.train_text_encoder:
+                fail("method lora trains UNet adapters only; set train_text_encoder false.")
+        elif any(v is not None for v in lora.values()):
+            fail("lora_* settings are for method lora; leave them null for a full fine-tune.")
+        te = {"text_encoder_lr": self.text_encoder_lr, "stop": self.text_encoder_stop_epoch}
+        if not self.train_text_encoder and any(v is not None for v in te.values()):
+            fail("text_encoder_lr / text_encoder_stop_epoch need train_text_encoder true.")
+        if self.text_encoder_lr is not None and (
+            not _finite(self.text_encoder_lr) or self.text_encoder_lr <= 0
+        ):
+            fail(f"text_encoder_lr must be a positive number, got {self.text_encoder_lr!r}.")
+        stop = self.text_encoder_stop_epoch
+        if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop < 1):
+            fail(f"text_encoder_stop_epoch must be an integer >= 1, got {stop!r}.")
+
+    def text_encoder_trains(self, epoch: int) -> bool:
+        """Whether the text encoder is updated in ``epoch`` (until its stop epoch)."""
+        stop = self.text_encoder_stop_epoch
+        return self.train_text_encoder and (stop is None or epoch <= stop)
+
     def _check_resume(self) -> None:
         # previous_meta None with epoch > 1 is allowed only inside the job (replaying epochs).
         if self.epoch == 1 and self.previous_meta is not None:
@@ -189,6 +241,8 @@ class TrainSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (paths as strings)."""
         out = dataclasses.asdict(self)
+        if out["lora_target_modules"] is not None:
+            out["lora_target_modules"] = list(out["lora_target_modules"])
         for name in _PATH_FIELDS:
             if out[name] is not None:
                 out[name] = str(out[name])

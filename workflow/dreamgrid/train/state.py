@@ -2,7 +2,8 @@
 
 It holds what an exported checkpoint cannot give back exactly: the trained weights in full
 precision (checkpoints are fp16 by default) and the optimizer's moments and step counts.
-Tensors are ``weights.<module>.<name>`` and ``optimizer.<param index>.<key>``; the header holds
+Tensors are ``weights.<module>.<parameter name>`` (every parameter the optimizer updates) and
+``optimizer.<param index>.<key>``; the header holds
 ``epoch``, ``steps``, the spec's ``fingerprint`` and ``meta_digest`` (sha256 of the epoch's
 checkpoint JSON, so epoch e+1 resumes only from the state that made the epoch e Snakemake sees),
 plus the optimizer's ``param_groups`` and non-tensor values. No pickle is written or read.
@@ -39,20 +40,14 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def save_state(
-    path: Path,
-    modules: dict[str, Any],
-    optimizer: Any,
-    info: StateInfo,
-) -> None:
-    """Write trained weights (``modules``: name -> module) and optimizer state atomically."""
+def save_state(path: Path, params: dict[str, Any], optimizer: Any, info: StateInfo) -> None:
+    """Write the trained parameters (name -> tensor) and the optimizer state atomically."""
     import torch
     from safetensors.torch import save_file
 
     tensors: dict[str, Any] = {}
-    for name, module in modules.items():
-        for key, value in module.state_dict().items():
-            tensors[f"weights.{name}.{key}"] = value.detach().to("cpu").contiguous()
+    for name, value in params.items():
+        tensors[f"weights.{name}"] = value.detach().to("cpu").contiguous()
     state_dict = optimizer.state_dict()
     scalars: dict[str, Any] = {}
     for index, entry in state_dict["state"].items():
@@ -95,22 +90,23 @@ def read_info(path: Path) -> StateInfo | None:
     )
 
 
-def load_state(path: Path, modules: dict[str, Any], optimizer: Any, params: list[Any]) -> None:
-    """Load weights into ``modules`` (strict) and moments into ``optimizer`` (built by the spec).
-
-    Hyperparameters come from the spec (the optimizer as built), not the file.
+def load_state(path: Path, named: dict[str, Any], optimizer: Any) -> None:
+    """Copy weights into the parameters ``named`` (all of them, nothing else) and moments into
+    ``optimizer`` (built by the spec: hyperparameters come from the spec, not the file).
     """
+    import torch
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         header = handle.metadata() or {}
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not iterable
-    for name, module in modules.items():
-        prefix = f"weights.{name}."
-        sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if not sub:
-            raise SpecError(f"{path}: resume state holds no {name} weights.")
-        module.load_state_dict(sub, strict=True)
+    weights = {k[len("weights.") :]: v for k, v in tensors.items() if k.startswith("weights.")}
+    if weights.keys() != named.keys():
+        raise SpecError(f"{path}: resume state holds other parameters than the model trained.")
+    with torch.no_grad():
+        for name, param in named.items():
+            param.copy_(weights[name])
+    params = list(named.values())
     moments: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
