@@ -61,6 +61,12 @@ def spec_fields(tmp_path_factory):
         "lora_target_modules": None,
         "text_encoder_lr": None,
         "text_encoder_stop_epoch": None,
+        "optimizer": "adamw",
+        "noise_offset": 0.0,
+        "min_snr_gamma": None,
+        "cache_latents": False,
+        "cache_text_embeddings": False,
+        "cache_dir": None,
     }
 
 

@@ -87,6 +87,12 @@ def make_spec(tiny_model: Path, data: dict[str, Path], out: Path, **changes) -> 
         "lora_target_modules": None,
         "text_encoder_lr": None,
         "text_encoder_stop_epoch": None,
+        "optimizer": "adamw",
+        "noise_offset": 0.0,
+        "min_snr_gamma": None,
+        "cache_latents": False,
+        "cache_text_embeddings": False,
+        "cache_dir": None,
         "out_checkpoint": out / "epoch-1.safetensors",
     }
     fields.update(changes)
@@ -539,3 +545,65 @@ def test_text_encoder_own_learning_rate_and_stop_epoch(tiny_model, data, tmp_pat
         *(unet_of(p)["out.2.weight"] for p in (spec.out_checkpoint, second.out_checkpoint))
     )
     assert read_metadata(second.out_checkpoint)["text_encoder_trained"] is False
+
+
+def test_cached_latents_are_shared_by_content_and_reused(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    cache = tmp_path / "cache"
+    fields = {"cache_latents": True, "cache_text_embeddings": True, "cache_dir": cache}
+    first = make_spec(tiny_model, data, tmp_path / "a", **fields)
+    run(first)
+    files = sorted(cache.iterdir())
+    assert len(files) == 3  # one per training image
+    stamps = [p.stat().st_mtime_ns for p in files]
+    # Another arm with the same images (and class images added) reuses the three files.
+    other = make_spec(
+        tiny_model, data, tmp_path / "b", arm="ohwx-genreg-nocap", reg_dir=data["reg"], **fields
+    )
+    run(other)
+    assert len(list(cache.iterdir())) == 5
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+    # Same settings from a warm cache: the same checkpoint.
+    again = make_spec(tiny_model, data, tmp_path / "c", **fields)
+    run(again)
+    ta, tb = unet_of(first.out_checkpoint), unet_of(again.out_checkpoint)
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    # And close to the uncached path (same draws; only the VAE's batching differs).
+    plain = make_spec(tiny_model, data, tmp_path / "d")
+    run(plain)
+    tc = unet_of(plain.out_checkpoint)
+    assert all(torch.allclose(ta[k].float(), tc[k].float(), atol=2e-3) for k in ta)
+
+
+def test_min_snr_weights_damp_low_noise_steps_only(tiny_model):
+    from diffusers import DDPMScheduler
+
+    from dreamgrid.train.loop import min_snr_weights
+
+    scheduler = DDPMScheduler.from_pretrained(tiny_model, subfolder="scheduler")
+    weights = min_snr_weights(scheduler, torch.tensor([1, 50, 500, 999]), gamma=5.0)
+    assert weights[0] < weights[1] < 1.0  # high SNR (little noise): down-weighted
+    assert torch.equal(weights[2:], torch.ones(2))  # SNR below gamma: plain MSE
+
+
+def test_noise_offset_and_8bit_fallback_change_training_as_asked(
+    tiny_model, data, tmp_path, caplog
+):
+    from dreamgrid.train import run
+
+    plain = make_spec(tiny_model, data, tmp_path / "plain")
+    run(plain)
+    base = unet_of(plain.out_checkpoint)
+    offset = make_spec(tiny_model, data, tmp_path / "offset", noise_offset=0.1)
+    run(offset)
+    other = unet_of(offset.out_checkpoint)
+    assert any(not torch.equal(base[k], other[k]) for k in base)
+    assert read_metadata(offset.out_checkpoint)["noise_offset"] == 0.1
+    if not torch.cuda.is_available():
+        spec = make_spec(tiny_model, data, tmp_path / "8bit", optimizer="adamw8bit")
+        with caplog.at_level("WARNING"):
+            run(spec)
+        assert "using torch AdamW instead" in caplog.text
+        fallback = unet_of(spec.out_checkpoint)
+        assert all(torch.equal(base[k], fallback[k]) for k in base)

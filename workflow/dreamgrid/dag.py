@@ -19,6 +19,8 @@ ARM_DIR = f"{RESULTS}/arms/{{arm}}"
 CHECKPOINT = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.safetensors"
 CHECKPOINT_META = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.json"
 LOSS_LOG = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.loss.csv"
+#: VAE latents of training and class images, by content (dreamgrid.train.cache), shared by arms.
+LATENT_CACHE = f"{RESULTS}/cache/latents"
 #: What keep_checkpoints: best kept and removed of one arm's checkpoints.
 CHECKPOINTS_KEPT = f"{ARM_DIR}/checkpoints/kept.json"
 #: The arm's one resume state (full-precision weights + optimizer), rewritten by every epoch.

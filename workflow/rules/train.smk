@@ -20,6 +20,7 @@ rule train_dreambooth:
         arm=lambda wildcards: GRID.arm_params(wildcards.arm),
         state=lambda wildcards: dag.RESUME_STATE.format(arm=wildcards.arm),
         passes=lambda wildcards: GRID.train_passes(wildcards.arm),
+        cache_dir=dag.LATENT_CACHE,
         method=lambda wildcards: GRID.method_params(wildcards.arm),
         training=GRID.training_params(),
         class_word=config["subject"]["class_word"],

@@ -20,6 +20,7 @@ with logs.job(snakemake.log[0]):
             previous_meta=snakemake.input.get("previous_meta"),
             state=snakemake.params.state,
             passes=snakemake.params.passes,
+            cache_dir=snakemake.params.cache_dir,
             out_checkpoint=snakemake.output.checkpoint,
             **{**snakemake.params.training, **snakemake.params.method},
         )

@@ -182,13 +182,18 @@ def preprocess(path: Path, resolution: int) -> Any:
 class DreamBoothDataset:
     """Map-style dataset over an epoch's items (a ``torch.utils.data.Dataset`` by protocol).
 
-    Each image is preprocessed once and cached: with repeats the same few images recur.
+    Each image is preprocessed once and cached: with repeats the same few images recur. With
+    a ``latents`` cache (:class:`dreamgrid.train.cache.LatentCache`) items carry the VAE's
+    latent mean and std instead of pixels.
     """
 
-    def __init__(self, items: list[Item], tokenizer: Any, resolution: int) -> None:
+    def __init__(
+        self, items: list[Item], tokenizer: Any, resolution: int, latents: Any = None
+    ) -> None:
         self.items = items
         self.tokenizer = tokenizer
         self.resolution = resolution
+        self.latents = latents
         self._pixels: dict[Path, Any] = {}
 
     def __len__(self) -> int:
@@ -196,8 +201,12 @@ class DreamBoothDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
-        if item.image not in self._pixels:
-            self._pixels[item.image] = preprocess(item.image, self.resolution)
+        if self.latents is not None:
+            image = dict(zip(("latent_mean", "latent_std"), self.latents.get(item.image)))
+        else:
+            if item.image not in self._pixels:
+                self._pixels[item.image] = preprocess(item.image, self.resolution)
+            image = {"pixel_values": self._pixels[item.image]}
         input_ids = self.tokenizer(
             item.caption,
             padding="max_length",
@@ -206,7 +215,7 @@ class DreamBoothDataset:
             return_tensors="pt",
         ).input_ids[0]
         return {
-            "pixel_values": self._pixels[item.image],
+            **image,
             "input_ids": input_ids,
             "weight": item.weight,
             "is_reg": item.is_reg,
@@ -214,11 +223,13 @@ class DreamBoothDataset:
 
 
 def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack a batch: pixel_values (B,3,H,W), input_ids (B,77), weight (B,), is_reg (B,)."""
+    """Stack a batch: pixel_values (B,3,H,W) or latent_mean/latent_std (B,C,h,w),
+    input_ids (B,77), weight (B,), is_reg (B,)."""
     import torch
 
+    images = [k for k in ("pixel_values", "latent_mean", "latent_std") if k in examples[0]]
     return {
-        "pixel_values": torch.stack([e["pixel_values"] for e in examples]).float(),
+        **{k: torch.stack([e[k] for e in examples]).float() for k in images},
         "input_ids": torch.stack([e["input_ids"] for e in examples]),
         "weight": torch.tensor([e["weight"] for e in examples], dtype=torch.float32),
         "is_reg": torch.tensor([e["is_reg"] for e in examples], dtype=torch.bool),

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@dataclass
+@dataclasses.dataclass
 class Models:
     """The pipeline parts training uses; ``named_params`` are the trained parameters in the
     optimizer's order (``unet.<name>`` then ``text_encoder.<name>``)."""
@@ -49,6 +48,8 @@ class Models:
     noise_scheduler: Any
     weight_dtype: torch.dtype
     named_params: dict[str, torch.nn.Parameter]
+    latents: Any = None  # LatentCache when spec.cache_latents
+    text_embeddings: dict[bytes, torch.Tensor] = dataclasses.field(default_factory=dict)
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -80,6 +81,17 @@ def run(spec: TrainSpec) -> dict[str, Any]:
     items = epoch_items(spec)  # reads and checks the captions before any model is loaded
     accelerator = make_accelerator(spec)
     models = load_models(spec, accelerator.device)
+    if spec.cache_latents:
+        from dreamgrid.train.cache import LatentCache, vae_key
+
+        models.latents = LatentCache(
+            spec.cache_dir,
+            models.vae,
+            vae_key(spec.base_model),
+            spec.resolution,
+            accelerator.device,
+            models.weight_dtype,
+        )
     optimizer, lr_scheduler = prepare_optimizer(spec, accelerator, models)
     done, steps = restore(spec, models, optimizer)
     for epoch in range(done + 1, spec.epoch):
@@ -202,6 +214,11 @@ def load_models(spec: TrainSpec, device: torch.device) -> Models:
         text_encoder.to(device, **cast)
     if spec.method == "lora":
         add_lora(spec, unet, device, weight_dtype)
+    # torch's scaled_dot_product_attention (flash / memory-efficient kernels on GPU); diffusers
+    # picks it on torch 2 anyway, set here so no saved processor config overrides it.
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet.set_attn_processor(AttnProcessor2_0())
     unet.train()
     if spec.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -298,7 +315,7 @@ def make_dataloader(spec: TrainSpec, accelerator: Any, models: Models, items: li
     """One epoch's batches in the seeded order of ``items``."""
     paired = spec.reg_mode == "paired" and spec.regularization
     dataloader = torch.utils.data.DataLoader(
-        DreamBoothDataset(items, models.tokenizer, spec.resolution),
+        DreamBoothDataset(items, models.tokenizer, spec.resolution, models.latents),
         # paired: epoch_items laid out each batch's instance items, then its class items
         batch_size=spec.batch_size * (2 if paired else 1),
         shuffle=False,  # the order is the seeded per-epoch shuffle in epoch_items
@@ -321,7 +338,7 @@ def make_optimizer(spec: TrainSpec, models: Models) -> tuple[Any, Any]:
     if spec.train_text_encoder:
         text = [p for k, p in models.named_params.items() if k.startswith("text_encoder.")]
         groups.append({"params": text, "lr": spec.text_encoder_lr or spec.learning_rate})
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw_class(spec)(
         groups,
         lr=spec.learning_rate,
         betas=(spec.adam_beta1, spec.adam_beta2),
@@ -329,6 +346,28 @@ def make_optimizer(spec: TrainSpec, models: Models) -> tuple[Any, Any]:
         eps=spec.adam_epsilon,
     )
     return optimizer, get_scheduler(spec.lr_scheduler, optimizer=optimizer)
+
+
+def adamw_class(spec: TrainSpec) -> Any:
+    """torch's AdamW, or bitsandbytes' 8-bit AdamW when asked for and usable (CUDA + package).
+
+    Without either the job falls back to torch's AdamW and says so: same update rule, more
+    memory for the moments.
+    """
+    if spec.optimizer != "adamw8bit":
+        return torch.optim.AdamW
+    if not torch.cuda.is_available():
+        logger.warning("optimizer adamw8bit needs a CUDA GPU; using torch AdamW instead.")
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError:
+        logger.warning(
+            "optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes); "
+            "using torch AdamW instead."
+        )
+        return torch.optim.AdamW
+    return bitsandbytes.optim.AdamW8bit
 
 
 def train_epoch(
@@ -390,11 +429,24 @@ def compute_loss(
     is divided by the instance items only, as diffusers' ``instance + w * prior`` does.
     """
     scheduler = models.noise_scheduler
-    pixel_values = batch["pixel_values"].to(device, dtype=models.weight_dtype)
-    with torch.no_grad():
-        latents = models.vae.encode(pixel_values).latent_dist.sample(generator=generator)
+    if "latent_mean" in batch:
+        # Cached distribution: the same draw DiagonalGaussianDistribution.sample makes.
+        mean = batch["latent_mean"].to(device, dtype=models.weight_dtype)
+        std = batch["latent_std"].to(device, dtype=models.weight_dtype)
+        sample = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
+        latents = mean + std * sample
+    else:
+        pixel_values = batch["pixel_values"].to(device, dtype=models.weight_dtype)
+        with torch.no_grad():
+            latents = models.vae.encode(pixel_values).latent_dist.sample(generator=generator)
     latents = latents * models.vae.config.scaling_factor
     noise = torch.randn(latents.shape, generator=generator, device=device).to(latents.dtype)
+    if spec.noise_offset:
+        # Kohya / diffusers noise offset: a per-channel shift lets the model learn brightness.
+        shift = torch.randn(
+            (latents.shape[0], latents.shape[1], 1, 1), generator=generator, device=device
+        )
+        noise = noise + spec.noise_offset * shift.to(latents.dtype)
     timesteps = torch.randint(
         0,
         scheduler.config.num_train_timesteps,
@@ -403,10 +455,7 @@ def compute_loss(
         device=device,
     ).long()
     noisy_latents = scheduler.add_noise(latents, noise, timesteps)
-    with torch.set_grad_enabled(spec.text_encoder_trains(spec.epoch)):
-        encoder_hidden_states = models.text_encoder(
-            batch["input_ids"].to(device), return_dict=False
-        )[0]
+    encoder_hidden_states = encode_text(spec, models, batch["input_ids"].to(device))
     model_pred = models.unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise, timesteps)
@@ -414,10 +463,43 @@ def compute_loss(
         target = noise
     per_item = F.mse_loss(model_pred.float(), target.float(), reduction="none")
     per_item = per_item.mean(dim=list(range(1, per_item.ndim)))
+    if spec.min_snr_gamma is not None:
+        per_item = per_item * min_snr_weights(scheduler, timesteps, spec.min_snr_gamma)
     weighted = per_item * batch["weight"].to(device)
     if spec.reg_mode == "paired" and spec.regularization:
         return weighted.sum() / (~batch["is_reg"]).sum().to(device)
     return weighted.mean()
+
+
+def encode_text(spec: TrainSpec, models: Models, input_ids: torch.Tensor) -> torch.Tensor:
+    """Text encoder hidden states; while the encoder is frozen, memoized per caption."""
+    if spec.text_encoder_trains(spec.epoch):
+        return models.text_encoder(input_ids, return_dict=False)[0]
+    if not spec.cache_text_embeddings:
+        with torch.no_grad():
+            return models.text_encoder(input_ids, return_dict=False)[0]
+    rows = []
+    for ids in input_ids:
+        key = ids.cpu().numpy().tobytes()
+        if key not in models.text_embeddings:
+            with torch.no_grad():
+                models.text_embeddings[key] = models.text_encoder(ids[None], return_dict=False)[0][
+                    0
+                ]
+        rows.append(models.text_embeddings[key])
+    return torch.stack(rows)
+
+
+def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023), as diffusers' training scripts use them:
+    ``min(snr, gamma) / snr`` for epsilon, ``/ (snr + 1)`` for v-prediction."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, timesteps)
+    weights = torch.clamp(snr, max=gamma)
+    if scheduler.config.prediction_type == "v_prediction":
+        return weights / (snr + 1)
+    return weights / snr
 
 
 def checkpoint_metadata(
@@ -444,6 +526,9 @@ def checkpoint_metadata(
         "method": spec.method,
         "lora_rank": spec.lora_rank,
         "lora_alpha": spec.lora_alpha,
+        "optimizer": spec.optimizer,
+        "noise_offset": spec.noise_offset,
+        "min_snr_gamma": spec.min_snr_gamma,
         "lora_target_modules": (
             list(spec.lora_target_modules) if spec.lora_target_modules else None
         ),

@@ -29,15 +29,22 @@ _PATH_FIELDS = (
     "reg_dir",
     "previous_meta",
     "state",
+    "cache_dir",
     "out_checkpoint",
 )
 # Fields that say where files go, not what is trained: left out of the fingerprint that ties a
 # resume state to the settings that made it.
-_LOCATION_FIELDS = ("epoch", "previous_meta", "state", "out_checkpoint")
+_LOCATION_FIELDS = ("epoch", "previous_meta", "state", "cache_dir", "out_checkpoint")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 REG_MODES = ("kohya", "paired")
 METHODS = ("full", "lora")
-_BOOL_FIELDS = ("gradient_checkpointing", "train_text_encoder")
+_BOOL_FIELDS = (
+    "gradient_checkpointing",
+    "train_text_encoder",
+    "cache_latents",
+    "cache_text_embeddings",
+)
+OPTIMIZERS = ("adamw", "adamw8bit")
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,12 @@ class TrainSpec:
     lora_target_modules: tuple[str, ...] | None
     text_encoder_lr: float | None
     text_encoder_stop_epoch: int | None
+    optimizer: str
+    noise_offset: float
+    min_snr_gamma: float | None
+    cache_latents: bool
+    cache_text_embeddings: bool
+    cache_dir: Path | None
     out_checkpoint: Path
 
     def __post_init__(self) -> None:
@@ -128,6 +141,15 @@ class TrainSpec:
         if self.reg_mode not in REG_MODES:
             fail(f"reg_mode must be one of {REG_MODES}, got {self.reg_mode!r}.")
         self._check_method(fail)
+        if self.optimizer not in OPTIMIZERS:
+            fail(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        if not _finite(self.noise_offset) or self.noise_offset < 0:
+            fail(f"noise_offset must be a number >= 0, got {self.noise_offset!r}.")
+        gamma = self.min_snr_gamma
+        if gamma is not None and (not _finite(gamma) or gamma <= 0):
+            fail(f"min_snr_gamma must be a positive number or null, got {gamma!r}.")
+        if self.cache_latents and self.cache_dir is None:
+            fail("cache_latents needs cache_dir (the workflow sets results/cache/latents).")
         if self.resolution < 8 or self.resolution % 8:
             fail(f"resolution must be a positive multiple of 8, got {self.resolution}.")
         if self.seed < 0:
