@@ -21,6 +21,8 @@ CHECKPOINT_META = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.json"
 LOSS_LOG = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.loss.csv"
 #: VAE latents of training and class images, by content (dreamgrid.train.cache), shared by arms.
 LATENT_CACHE = f"{RESULTS}/cache/latents"
+#: One arm's training loss against steps (from its epochs' .loss.csv files).
+LOSS_CURVE = f"{RESULTS}/plots/loss/{{arm}}.png"
 #: What keep_checkpoints: best kept and removed of one arm's checkpoints.
 CHECKPOINTS_KEPT = f"{ARM_DIR}/checkpoints/kept.json"
 #: The arm's one resume state (full-precision weights + optimizer), rewritten by every epoch.
@@ -178,9 +180,13 @@ class Grid:
             return []
         return [CHECKPOINTS_KEPT.format(arm=a) for a in self.arms]
 
+    def arm_loss_logs(self, wildcards: Any) -> list[str]:
+        return [LOSS_LOG.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
+
     def final_outputs(self) -> list[str]:
         return [
             *self.retention_outputs(),
+            *[LOSS_CURVE.format(arm=a) for a in self.arms],
             SUMMARY,
             SUMMARY_MD,
             SCORES_TABLE,

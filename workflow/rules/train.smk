@@ -46,3 +46,25 @@ rule keep_best_checkpoint:
         impl=versions.TRAIN,
     script:
         "../scripts/keep_best_checkpoint.py"
+
+
+rule plot_loss_curve:
+    input:
+        losses=GRID.arm_loss_logs,
+    output:
+        report(
+            dag.LOSS_CURVE,
+            caption="../report/loss_curve.rst",
+            category="3. Curves",
+            labels={"arm": "{arm}", "figure": "training loss"},
+        ),
+    log:
+        "results/logs/plot_loss_curve/{arm}.log",
+    benchmark:
+        "results/benchmarks/plot_loss_curve/{arm}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        impl=versions.TRAIN,
+    script:
+        "../scripts/plot_loss_curve.py"
