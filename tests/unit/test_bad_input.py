@@ -234,13 +234,16 @@ def test_disk_estimate_counts_only_missing_checkpoints(subject):
     config = cfg.load(Path(__file__).resolve().parents[2] / "config" / "experiment.yaml")
     estimate = preflight.estimate_disk(config, subject / "results")
     arms, epochs = len(cfg.expand_arms(config)), config["training"]["epochs"]
-    assert estimate["checkpoints"] == arms * epochs * preflight.SD15_UNET_BYTES
-    assert estimate["optimizer_states"] == 2 * estimate["checkpoints"]
+    full_model = (
+        preflight.SD15_UNET_BYTES + preflight.SD15_TEXT_ENCODER_BYTES + preflight.SD15_VAE_BYTES
+    ) // 2  # fp16 single files
+    assert estimate["checkpoints"] == arms * epochs * full_model
+    assert estimate["resume_states"] == arms * 3 * preflight.SD15_UNET_BYTES  # one per arm
     done = subject / "results" / "arms" / "rare-noreg-nocap" / "checkpoints" / "epoch-1.safetensors"
     done.parent.mkdir(parents=True)
     done.write_bytes(b"")
     after = preflight.estimate_disk(config, subject / "results")
-    assert after["checkpoints"] == estimate["checkpoints"] - preflight.SD15_UNET_BYTES
+    assert after["checkpoints"] == estimate["checkpoints"] - full_model
 
 
 def test_not_enough_disk_stops_with_the_estimate(subject, monkeypatch):

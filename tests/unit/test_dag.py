@@ -28,13 +28,10 @@ def test_first_epoch_starts_from_base_model_only():
 
 def test_later_epochs_continue_from_previous_epoch():
     inputs = grid().train_inputs(SimpleNamespace(arm="celebrity-genreg-blip", epoch="3"))
-    assert (
-        inputs["previous_checkpoint"]
-        == "results/arms/celebrity-genreg-blip/checkpoints/epoch-2.safetensors"
-    )
-    assert (
-        inputs["previous_state"] == "results/arms/celebrity-genreg-blip/state/epoch-2.safetensors"
-    )
+    # The previous epoch's small JSON orders the jobs; its weights come from the arm's resume
+    # state, so a removed checkpoint (keep_checkpoints) is not wanted back.
+    assert inputs["previous_meta"] == "results/arms/celebrity-genreg-blip/checkpoints/epoch-2.json"
+    assert not any(str(v).endswith(".safetensors") for v in inputs.values())
     assert inputs["captions"] == "results/captions/blip/captions.csv"
     assert inputs["reg"] == "results/regularization/generated/images"
 
@@ -91,3 +88,34 @@ def test_report_outputs_and_statistics_params():
     assert set(g.statistics_params()) == {"alpha", "bootstrap_resamples", "confidence", "seed"}
     axes = g.arm_axes()["rare-genreg-blip"]
     assert axes == {"token": "rare", "regularization": "generated", "captions": "blip"}
+
+
+def test_match_steps_doubles_passes_of_no_reg_arms_only():
+    assert {grid().train_passes(a) for a in grid().arm_ids} == {1}
+    matched = grid(match_steps=True)
+    passes = {a: matched.train_passes(a) for a in matched.arm_ids}
+    no_reg = {a for a in matched.arm_ids if matched.arms[a].regularization == "none"}
+    assert {a for a, p in passes.items() if p == 2} == no_reg and len(no_reg) == 4
+    assert "match_steps" not in matched.training_params()  # reg arms do not rerun
+    paired = grid(match_steps=True, reg_mode="paired")  # no doubling to match
+    assert {paired.train_passes(a) for a in paired.arm_ids} == {1}
+
+
+def test_lora_method_axis_adds_arms_with_their_own_settings():
+    plain = grid()
+    both = dag.Grid(
+        cfg.validate(
+            {
+                **plain.config,
+                "axes": {**plain.config["axes"], "method": ["full", "lora"]},
+                "lora": {"rank": 8, "alpha": 4},
+            }
+        )
+    )
+    assert len(both.arm_ids) == 2 * len(plain.arm_ids)
+    assert set(plain.arm_ids) < set(both.arm_ids)  # full arms keep their ids and params
+    assert all(both.arm_params(a) == plain.arm_params(a) for a in plain.arm_ids)
+    lora = both.method_params("rare-noreg-nocap-lora")
+    assert lora["method"] == "lora" and lora["lora_rank"] == 8 and lora["lora_alpha"] == 4.0
+    assert lora["learning_rate"] == 1e-4 and lora["lora_target_modules"][0] == "to_k"
+    assert both.method_params("rare-noreg-nocap")["lora_rank"] is None

@@ -1,5 +1,5 @@
 """Faults: a training job killed with SIGKILL leaves nothing half-written, and its rerun
-gives exactly the checkpoint an uninterrupted run gives."""
+gives exactly the checkpoint (and resume state) an uninterrupted run gives."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def spec_fields(tmp_path_factory):
         "class_word": "woman",
         "reg_dir": None,
         "prior_loss_weight": 1.0,
+        "reg_mode": "kohya",
+        "passes": 1,
         "resolution": 64,
         "repeats": 20,
         "batch_size": 1,
@@ -49,12 +51,34 @@ def spec_fields(tmp_path_factory):
         "max_grad_norm": 1.0,
         "seed": 11,
         "epoch": 1,
-        "previous_checkpoint": None,
-        "previous_state": None,
         "mixed_precision": "no",
         "gradient_checkpointing": False,
         "train_text_encoder": False,
+        "save_precision": "fp16",
+        "method": "full",
+        "lora_rank": None,
+        "lora_alpha": None,
+        "lora_target_modules": None,
+        "text_encoder_lr": None,
+        "text_encoder_stop_epoch": None,
+        "optimizer": "adamw",
+        "noise_offset": 0.0,
+        "min_snr_gamma": None,
+        "cache_latents": False,
+        "cache_text_embeddings": False,
+        "cache_dir": None,
     }
+
+
+def epoch_spec(fields: dict, out: Path, epoch: int) -> TrainSpec:
+    """Epoch ``epoch`` of the arm whose files live in ``out`` (as the workflow lays them out)."""
+    previous = out / f"epoch-{epoch - 1}.json" if epoch > 1 else None
+    return TrainSpec(
+        **{**fields, "epoch": epoch},
+        previous_meta=previous,
+        state=out / "state" / "resume.safetensors",
+        out_checkpoint=out / f"epoch-{epoch}.safetensors",
+    )
 
 
 def train_cli(spec: TrainSpec, workdir: Path) -> subprocess.Popen:
@@ -68,43 +92,53 @@ def train_cli(spec: TrainSpec, workdir: Path) -> subprocess.Popen:
     )
 
 
-def test_killed_training_leaves_no_output_and_rerun_matches(spec_fields, tmp_path):
-    out = tmp_path / "killed"
-    out.mkdir()
-    spec = TrainSpec(
-        **spec_fields,
-        out_checkpoint=out / "epoch-1.safetensors",
-        out_state=out / "epoch-1.state.safetensors",
-    )
-    job = train_cli(spec, out)
+def kill_mid_epoch(spec: TrainSpec, workdir: Path) -> None:
+    job = train_cli(spec, workdir)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and job.poll() is None:
         # wait until the progress bar shows real steps, then kill mid-epoch
-        steps = re.findall(r"(\d+)/60\b", (out / "train.log").read_text(errors="replace"))
+        steps = re.findall(r"(\d+)/60\b", (workdir / "train.log").read_text(errors="replace"))
         if steps and int(steps[-1]) >= 5:
             break
         time.sleep(0.2)
     assert job.poll() is None, "training finished before it could be killed"
     os.kill(job.pid, signal.SIGKILL)
     job.wait()
-    assert not spec.out_checkpoint.exists() and not spec.out_state.exists()
 
-    rerun = train_cli(spec, out)
-    assert rerun.wait(timeout=600) == 0, (out / "train.log").read_text()[-3000:]
-    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
+
+def run_cli(spec: TrainSpec, workdir: Path) -> None:
+    assert train_cli(spec, workdir).wait(timeout=600) == 0, (workdir / "train.log").read_text()[
+        -3000:
+    ]
+
+
+@pytest.mark.parametrize("killed_epoch", [1, 2])
+def test_killed_training_leaves_no_output_and_rerun_matches(spec_fields, tmp_path, killed_epoch):
+    out = tmp_path / "killed"
+    out.mkdir()
+    for epoch in range(1, killed_epoch):
+        run_cli(epoch_spec(spec_fields, out, epoch), out)
+    spec = epoch_spec(spec_fields, out, killed_epoch)
+    state_before = spec.state.read_bytes() if spec.state.exists() else None
+    kill_mid_epoch(spec, out)
+    assert (
+        not spec.out_checkpoint.exists() and not spec.out_checkpoint.with_suffix(".json").exists()
+    )
+    # The resume state still holds the last finished epoch, untouched.
+    assert (spec.state.read_bytes() if spec.state.exists() else None) == state_before
+
+    run_cli(spec, out)
+    assert "replaying" not in (out / "train.log").read_text()  # resumed, not retrained
+    leftovers = [p for d in (out, spec.state.parent) for p in d.iterdir() if p.name[0] == "."]
+    assert not leftovers, "temp files left behind"
+    assert [p.name for p in spec.state.parent.iterdir()] == ["resume.safetensors"]
 
     reference_dir = tmp_path / "uninterrupted"
     reference_dir.mkdir()
-    reference = TrainSpec(
-        **spec_fields,
-        out_checkpoint=reference_dir / "epoch-1.safetensors",
-        out_state=reference_dir / "epoch-1.state.safetensors",
-    )
-    assert train_cli(reference, reference_dir).wait(timeout=600) == 0
-    for a, b in [
-        (spec.out_checkpoint, reference.out_checkpoint),
-        (spec.out_state, reference.out_state),
-    ]:
+    for epoch in range(1, killed_epoch + 1):
+        run_cli(epoch_spec(spec_fields, reference_dir, epoch), reference_dir)
+    reference = epoch_spec(spec_fields, reference_dir, killed_epoch)
+    for a, b in [(spec.out_checkpoint, reference.out_checkpoint), (spec.state, reference.state)]:
         left, right = load_file(str(a)), load_file(str(b))
         assert left.keys() == right.keys()
         for key in left:

@@ -17,8 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from dreamgrid.errors import SpecError
-from dreamgrid.train.checkpoint import read_metadata
 from dreamgrid.train.data import epoch_items, instance_items, preprocess, steps_per_epoch
+from dreamgrid.train.export import read_metadata
 from dreamgrid.train.spec import TrainSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +61,8 @@ def make_spec(tiny_model: Path, data: dict[str, Path], out: Path, **changes) -> 
         "class_word": "woman",
         "reg_dir": None,
         "prior_loss_weight": 1.0,
+        "reg_mode": "kohya",
+        "passes": 1,
         "resolution": 64,
         "repeats": 1,
         "batch_size": 2,
@@ -73,28 +75,53 @@ def make_spec(tiny_model: Path, data: dict[str, Path], out: Path, **changes) -> 
         "max_grad_norm": 1.0,
         "seed": 7,
         "epoch": 1,
-        "previous_checkpoint": None,
-        "previous_state": None,
+        "previous_meta": None,
+        "state": out / "state" / "resume.safetensors",
         "mixed_precision": "no",
         "gradient_checkpointing": False,
         "train_text_encoder": False,
+        "save_precision": "fp16",
+        "method": "full",
+        "lora_rank": None,
+        "lora_alpha": None,
+        "lora_target_modules": None,
+        "text_encoder_lr": None,
+        "text_encoder_stop_epoch": None,
+        "optimizer": "adamw",
+        "noise_offset": 0.0,
+        "min_snr_gamma": None,
+        "cache_latents": False,
+        "cache_text_embeddings": False,
+        "cache_dir": None,
         "out_checkpoint": out / "epoch-1.safetensors",
-        "out_state": out / "epoch-1.state.safetensors",
     }
     fields.update(changes)
     return TrainSpec(**fields)
 
 
-def next_epoch(spec: TrainSpec, out: Path) -> TrainSpec:
+def next_epoch(spec: TrainSpec, out: Path, state: Path | None = None) -> TrainSpec:
+    """The arm's next epoch, writing into ``out`` (resume state ``state``, default the same)."""
     e = spec.epoch + 1
     return dataclasses.replace(
         spec,
         epoch=e,
-        previous_checkpoint=spec.out_checkpoint,
-        previous_state=spec.out_state,
+        previous_meta=spec.out_checkpoint.with_suffix(".json"),
+        state=state or spec.state,
         out_checkpoint=out / f"epoch-{e}.safetensors",
-        out_state=out / f"epoch-{e}.state.safetensors",
     )
+
+
+def copy_state(spec: TrainSpec, out: Path) -> Path:
+    """A private copy of the arm's resume state (so two branches can continue from it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    copy = out / "resume.safetensors"
+    copy.write_bytes(spec.state.read_bytes())
+    return copy
+
+
+def unet_of(checkpoint: Path) -> dict[str, torch.Tensor]:
+    prefix = "model.diffusion_model."
+    return {k[len(prefix) :]: v for k, v in load_file(str(checkpoint)).items() if prefix in k}
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +142,11 @@ def test_steps_per_epoch_kohya_numbers():
     assert steps_per_epoch(3, 2, 4, regularization=True) == 3  # ceil(12 / 4)
     with pytest.raises(SpecError, match="batch_size"):
         steps_per_epoch(3, 1, 0, regularization=False)
+    # diffusers' prior preservation: class images share the batch, no extra steps.
+    assert steps_per_epoch(25, 25, 1, regularization=True, reg_mode="paired") == 625
+    # match_steps: a no-reg arm runs its data twice per epoch, as many steps as a reg arm.
+    assert steps_per_epoch(25, 25, 1, regularization=False, passes=2) == 1250
+    assert steps_per_epoch(3, 1, 2, regularization=False, passes=2) == 4  # 2 x ceil(3 / 2)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -141,9 +173,7 @@ def test_order_is_seeded_per_epoch(tiny_model, data, tmp_path):
     spec = make_spec(tiny_model, data, tmp_path, repeats=4)
     names = [i.image.name for i in epoch_items(spec)]
     assert names == [i.image.name for i in epoch_items(spec)]
-    later = dataclasses.replace(
-        spec, epoch=2, previous_checkpoint=tmp_path / "x", previous_state=tmp_path / "y"
-    )
+    later = dataclasses.replace(spec, epoch=2, previous_meta=tmp_path / "x.json")
     assert names != [i.image.name for i in epoch_items(later)]
     assert sorted(names) == sorted(i.image.name for i in epoch_items(later))
 
@@ -152,6 +182,22 @@ def write_captions(path: Path, rows: list[tuple[str, str]]) -> Path:
     lines = ["image,caption"] + [f'{name},"{caption}"' for name, caption in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_paired_mode_puts_instance_then_class_items_in_each_batch(tiny_model, data, tmp_path):
+    spec = make_spec(tiny_model, data, tmp_path, reg_dir=data["reg"], reg_mode="paired")
+    items = epoch_items(spec)  # 3 instance items, batch 2 -> batches [i i c c], [i c]
+    assert [item.is_reg for item in items] == [False, False, True, True, False, True]
+    assert sorted(i.image.name for i in items if not i.is_reg) == ["a.png", "b.png", "c.png"]
+    assert all(i.weight == spec.prior_loss_weight for i in items if i.is_reg)
+
+
+def test_two_passes_shuffle_each_pass_and_keep_the_first(tiny_model, data, tmp_path):
+    one = epoch_items(make_spec(tiny_model, data, tmp_path, repeats=4))
+    two = epoch_items(make_spec(tiny_model, data, tmp_path, repeats=4, passes=2))
+    assert len(two) == 2 * len(one) and two[: len(one)] == one
+    assert sorted(i.image for i in two[len(one) :]) == sorted(i.image for i in one)
+    assert two[len(one) :] != one  # the second pass is shuffled anew
 
 
 def test_captions_are_composed_with_token_and_class(tiny_model, data, tmp_path):
@@ -235,18 +281,24 @@ def test_spec_json_round_trip(tiny_model, data, tmp_path):
     ("changes", "message"),
     [
         ({"epoch": 0}, "epoch must be >= 1"),
-        ({"epoch": 2}, "set previous_checkpoint, previous_state"),
-        ({"previous_state": "x.safetensors"}, "epoch 1 starts from the base model"),
+        ({"previous_meta": "x.json"}, "epoch 1 starts from the base model"),
         ({"repeats": 0}, "repeats"),
         ({"batch_size": 0}, "batch_size"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
+        ({"save_precision": "fp8"}, "save_precision"),
         ({"lr_scheduler": "cosine"}, "lr_scheduler"),
         ({"resolution": 60}, "resolution"),
         ({"adam_beta2": 1.0}, "adam_beta2"),
         ({"arm": "Has Spaces"}, "arm id"),
         ({"repeats": 1.5}, "repeats must be an integer"),
-        ({"out_state": "state.pt"}, r"\.safetensors"),
+        ({"state": "state.pt"}, r"\.safetensors"),
+        ({"reg_mode": "mixed"}, "reg_mode"),
+        ({"passes": 0}, "passes"),
+        ({"method": "lora"}, "method lora needs lora_rank"),
+        ({"lora_rank": 4}, "leave them null"),
+        ({"text_encoder_lr": 1e-5}, "need train_text_encoder"),
+        ({"method": "dora"}, "method must be one of"),
     ],
 )
 def test_spec_rejects_conflicts(tiny_model, data, tmp_path, changes, message):
@@ -254,54 +306,72 @@ def test_spec_rejects_conflicts(tiny_model, data, tmp_path, changes, message):
         make_spec(tiny_model, data, tmp_path, **changes)
 
 
+def test_fingerprint_follows_settings_not_locations(tiny_model, data, tmp_path):
+    spec = make_spec(tiny_model, data, tmp_path)
+    moved = next_epoch(spec, tmp_path / "elsewhere", state=tmp_path / "other.safetensors")
+    assert moved.fingerprint() == spec.fingerprint()
+    assert dataclasses.replace(spec, learning_rate=2e-3).fingerprint() != spec.fingerprint()
+    assert dataclasses.replace(spec, save_precision="fp32").fingerprint() != spec.fingerprint()
+
+
 # --- training -------------------------------------------------------------------------------
 
 
-def test_epoch1_writes_checkpoint_state_and_loss_log(epoch1, tiny_model):
+def test_epoch1_writes_sd_checkpoint_state_and_loss_log(epoch1, tiny_model):
     spec, result = epoch1
     assert result["steps"] == result["steps_per_epoch"] == steps_per_epoch(3, 1, 2, False) == 2
+    assert result["replayed"] == 0
     meta = read_metadata(spec.out_checkpoint)
     assert meta["steps"] == 2 and meta["epoch"] == 1 and meta["arm"] == spec.arm
+    assert meta["steps_per_epoch"] == 2 and meta["save_precision"] == "fp16"
     assert meta["train_images"] == 3 and meta["reg_images"] == 0 and not meta["regularization"]
     assert json.loads(spec.out_checkpoint.with_suffix(".json").read_text()) == meta
     rows = result["loss_log"].read_text().splitlines()
     assert rows[0] == "step,epoch,loss,lr" and len(rows) == 3
     assert np.isfinite(meta["mean_loss"])
 
-    trained = load_file(str(spec.out_checkpoint))
-    assert trained and all(k.startswith("unet.") for k in trained)  # frozen parts not saved
+    # A full model in the original SD layout, fp16: UNet, VAE and text encoder.
+    tensors = load_file(str(spec.out_checkpoint))
+    prefixes = {k.split(".")[0] for k in tensors}
+    assert prefixes == {"model", "first_stage_model", "cond_stage_model"}
+    assert {v.dtype for v in tensors.values()} == {torch.float16}
+    # The exported UNet is the trained one (the state's full-precision weights, rounded).
+    with safe_open(str(spec.state), framework="pt") as handle:
+        conv_out = handle.get_tensor("weights.unet.conv_out.weight")
+    assert torch.equal(tensors["model.diffusion_model.out.2.weight"], conv_out.half())
     base = load_file(str(tiny_model / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert trained.keys() == {f"unet.{k}" for k in base}
-    changed = [k for k in base if not torch.equal(base[k], trained[f"unet.{k}"])]
-    assert len(changed) > len(base) // 2
+    assert not torch.equal(base["conv_out.weight"].half(), conv_out.half())
 
 
-def test_state_file_is_safetensors_not_pickle(epoch1):
+def test_resume_state_is_one_safetensors_file_per_arm(epoch1):
     spec, _ = epoch1
-    assert spec.out_state.read_bytes()[:2] != b"\x80\x04"  # no pickle protocol header
-    with safe_open(str(spec.out_state), framework="pt") as handle:
+    assert [p.name for p in spec.state.parent.iterdir()] == ["resume.safetensors"]
+    assert spec.state.read_bytes()[:2] != b"\x80\x04"  # no pickle protocol header
+    with safe_open(str(spec.state), framework="pt") as handle:
         header = handle.metadata()
         keys = list(handle.keys())
-    assert header["format"] == "dreamgrid-optimizer-v1"
-    assert json.loads(header["epoch"]) == 1 and json.loads(header["steps"]) == 2
-    groups = json.loads(header["param_groups"])
-    assert groups[0]["lr"] == spec.learning_rate
-    assert {"state.0.exp_avg", "state.0.exp_avg_sq", "state.0.step"} <= set(keys)
+        dtypes = {handle.get_tensor(k).dtype for k in keys if k.startswith("weights.")}
+    assert header["format"] == "dreamgrid-resume-v1"
+    assert header["epoch"] == "1" and header["steps"] == "2"
+    assert header["fingerprint"] == spec.fingerprint()
+    assert json.loads(header["param_groups"])[0]["lr"] == spec.learning_rate
+    assert {"optimizer.0.exp_avg", "optimizer.0.exp_avg_sq", "optimizer.0.step"} <= set(keys)
+    assert dtypes == {torch.float32}  # full precision, unlike the fp16 checkpoint
 
 
 def test_epoch2_continues_and_is_deterministic_across_processes(epoch1, tmp_path):
     from dreamgrid.train import run
 
     spec1, _ = epoch1
-    in_process = next_epoch(spec1, tmp_path / "a")
+    in_process = next_epoch(spec1, tmp_path / "a", state=copy_state(spec1, tmp_path / "sa"))
     result = run(in_process)
-    assert result["steps"] == 2 * result["steps_per_epoch"] == 4
+    assert result["steps"] == 2 * result["steps_per_epoch"] == 4 and result["replayed"] == 0
     assert read_metadata(in_process.out_checkpoint)["steps"] == 4
     rows = result["loss_log"].read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["3", "4"]
 
     # The same epoch in a fresh process via the CLI gives bit-identical tensors.
-    separate = next_epoch(spec1, tmp_path / "b")
+    separate = next_epoch(spec1, tmp_path / "b", state=copy_state(spec1, tmp_path / "sb"))
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(separate.to_json())
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
@@ -314,12 +384,20 @@ def test_epoch2_continues_and_is_deterministic_across_processes(epoch1, tmp_path
     )
     for a, b in [
         (in_process.out_checkpoint, separate.out_checkpoint),
-        (in_process.out_state, separate.out_state),
+        (in_process.state, separate.state),
     ]:
         ta, tb = load_file(str(a)), load_file(str(b))
         assert ta.keys() == tb.keys()
         assert all(torch.equal(ta[k], tb[k]) for k in ta), f"{a.name} differs between runs"
     assert read_metadata(in_process.out_checkpoint) == read_metadata(separate.out_checkpoint)
+
+    # Without a usable state (deleted, or already moved on to epoch 2) epoch 2 replays epoch 1
+    # from the base model and still gives the same checkpoint.
+    replayed = next_epoch(spec1, tmp_path / "c", state=in_process.state)  # holds epoch 2 now
+    assert run(replayed)["replayed"] == 1
+    ta, tb = unet_of(in_process.out_checkpoint), unet_of(replayed.out_checkpoint)
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert read_metadata(replayed.out_checkpoint)["steps"] == 4
 
 
 def test_epoch1_rerun_is_identical(epoch1, tiny_model, data, tmp_path):
@@ -327,11 +405,19 @@ def test_epoch1_rerun_is_identical(epoch1, tiny_model, data, tmp_path):
 
     spec1, _ = epoch1
     again = dataclasses.replace(
-        spec1, out_checkpoint=tmp_path / "e1.safetensors", out_state=tmp_path / "e1s.safetensors"
+        spec1, out_checkpoint=tmp_path / "e1.safetensors", state=tmp_path / "s.safetensors"
     )
     run(again)
     ta, tb = load_file(str(spec1.out_checkpoint)), load_file(str(again.out_checkpoint))
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_later_epoch_needs_the_previous_epoch(epoch1, tmp_path):
+    from dreamgrid.train import run
+
+    spec1, _ = epoch1
+    with pytest.raises(SpecError, match="set previous_meta"):
+        run(dataclasses.replace(spec1, epoch=2))
 
 
 def test_resume_rejects_wrong_epoch(epoch1, tmp_path):
@@ -354,16 +440,43 @@ def test_regularization_doubles_steps_and_text_encoder_training(tiny_model, data
         reg_dir=data["reg"],
         train_text_encoder=True,
         gradient_checkpointing=True,
+        save_precision="fp32",
     )
     result = run(spec)
     assert result["steps"] == steps_per_epoch(3, 1, 2, True) == 3
     meta = read_metadata(spec.out_checkpoint)
     assert meta["regularization"] and meta["reg_images"] == 2 and meta["train_images"] == 3
-    trained = load_file(str(spec.out_checkpoint))
+    prefix = "cond_stage_model.transformer.text_model."
+    trained = {
+        k[len(prefix) :]: v
+        for k, v in load_file(str(spec.out_checkpoint)).items()
+        if k.startswith(prefix)
+    }
     base = load_file(str(tiny_model / "text_encoder" / "model.safetensors"))
-    te = {k[len("text_encoder.") :]: v for k, v in trained.items() if k.startswith("text_encoder.")}
-    assert te.keys() == base.keys()
-    assert any(not torch.equal(base[k], te[k]) for k in base)
+    base = {k.removeprefix("text_model."): v for k, v in base.items()}
+    assert trained.keys() == base.keys()
+    assert any(not torch.equal(base[k], trained[k]) for k in base)
+
+
+def test_paired_regularization_and_two_passes_train_the_counted_steps(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    paired = make_spec(
+        tiny_model,
+        data,
+        tmp_path / "p",
+        arm="ohwx-genreg-nocap",
+        reg_dir=data["reg"],
+        reg_mode="paired",
+    )
+    result = run(paired)
+    assert result["steps"] == steps_per_epoch(3, 1, 2, True, "paired") == 2
+    meta = read_metadata(paired.out_checkpoint)
+    assert meta["reg_mode"] == "paired" and meta["reg_images"] == 2
+    doubled = make_spec(tiny_model, data, tmp_path / "d", passes=2)
+    assert run(doubled)["steps"] == 4
+    meta = read_metadata(doubled.out_checkpoint)
+    assert meta["steps_per_epoch"] == 4 and meta["kohya_epochs"] == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed with a GPU")
@@ -372,3 +485,125 @@ def test_fp16_without_gpu_is_a_spec_error(tiny_model, data, tmp_path):
 
     with pytest.raises(SpecError, match="fp16.*CUDA"):
         run(make_spec(tiny_model, data, tmp_path, mixed_precision="fp16"))
+
+
+def test_lora_arm_trains_only_the_adapter_and_saves_it_kohya_style(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    fields = {
+        "method": "lora",
+        "lora_rank": 4,
+        "lora_alpha": 4.0,
+        "lora_target_modules": ["to_q", "to_k", "to_v", "to_out.0"],
+        "arm": "ohwx-noreg-nocap-lora",
+        "save_precision": "fp32",
+    }
+    spec = make_spec(tiny_model, data, tmp_path, **fields)
+    result = run(spec)
+    assert result["steps"] == 2
+    tensors = load_file(str(spec.out_checkpoint))
+    assert tensors and all(k.startswith("lora_unet_") for k in tensors)
+    ups = [v for k, v in tensors.items() if k.endswith("lora_up.weight")]
+    assert any(v.abs().max() > 0 for v in ups)  # lora_up starts at zero: it was trained
+    with safe_open(str(spec.state), framework="pt") as handle:
+        weights = [k for k in handle.keys() if k.startswith("weights.")]  # noqa: SIM118
+    assert weights and all(".lora_" in k for k in weights)  # the frozen UNet is not in it
+    meta = read_metadata(spec.out_checkpoint)
+    assert meta["method"] == "lora" and meta["lora_rank"] == 4
+
+    # Epoch 2 resumes the adapter and its moments from the state; a replay gives the same.
+    resumed = next_epoch(spec, tmp_path / "a", state=copy_state(spec, tmp_path / "sa"))
+    replayed = next_epoch(spec, tmp_path / "b", state=tmp_path / "none.safetensors")
+    assert run(resumed)["replayed"] == 0 and run(replayed)["replayed"] == 1
+    ta, tb = load_file(str(resumed.out_checkpoint)), load_file(str(replayed.out_checkpoint))
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_text_encoder_own_learning_rate_and_stop_epoch(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    spec = make_spec(
+        tiny_model,
+        data,
+        tmp_path,
+        train_text_encoder=True,
+        text_encoder_lr=5e-4,
+        text_encoder_stop_epoch=1,
+        save_precision="fp32",
+    )
+    run(spec)
+    with safe_open(str(spec.state), framework="pt") as handle:
+        groups = json.loads(handle.metadata()["param_groups"])
+    assert [g["lr"] for g in groups] == [1e-3, 5e-4]
+    second = next_epoch(spec, tmp_path / "e2")
+    run(second)
+    prefix = "cond_stage_model."
+    first_te = {k: v for k, v in load_file(str(spec.out_checkpoint)).items() if prefix in k}
+    second_te = {k: v for k, v in load_file(str(second.out_checkpoint)).items() if prefix in k}
+    assert all(torch.equal(first_te[k], second_te[k]) for k in first_te)  # stopped after 1
+    assert not torch.equal(
+        *(unet_of(p)["out.2.weight"] for p in (spec.out_checkpoint, second.out_checkpoint))
+    )
+    assert read_metadata(second.out_checkpoint)["text_encoder_trained"] is False
+
+
+def test_cached_latents_are_shared_by_content_and_reused(tiny_model, data, tmp_path):
+    from dreamgrid.train import run
+
+    cache = tmp_path / "cache"
+    fields = {"cache_latents": True, "cache_text_embeddings": True, "cache_dir": cache}
+    first = make_spec(tiny_model, data, tmp_path / "a", **fields)
+    run(first)
+    files = sorted(cache.iterdir())
+    assert len(files) == 3  # one per training image
+    stamps = [p.stat().st_mtime_ns for p in files]
+    # Another arm with the same images (and class images added) reuses the three files.
+    other = make_spec(
+        tiny_model, data, tmp_path / "b", arm="ohwx-genreg-nocap", reg_dir=data["reg"], **fields
+    )
+    run(other)
+    assert len(list(cache.iterdir())) == 5
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+    # Same settings from a warm cache: the same checkpoint.
+    again = make_spec(tiny_model, data, tmp_path / "c", **fields)
+    run(again)
+    ta, tb = unet_of(first.out_checkpoint), unet_of(again.out_checkpoint)
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    # And close to the uncached path (same draws; only the VAE's batching differs).
+    plain = make_spec(tiny_model, data, tmp_path / "d")
+    run(plain)
+    tc = unet_of(plain.out_checkpoint)
+    assert all(torch.allclose(ta[k].float(), tc[k].float(), atol=2e-3) for k in ta)
+
+
+def test_min_snr_weights_damp_low_noise_steps_only(tiny_model):
+    from diffusers import DDPMScheduler
+
+    from dreamgrid.train.loop import min_snr_weights
+
+    scheduler = DDPMScheduler.from_pretrained(tiny_model, subfolder="scheduler")
+    weights = min_snr_weights(scheduler, torch.tensor([1, 50, 500, 999]), gamma=5.0)
+    assert weights[0] < weights[1] < 1.0  # high SNR (little noise): down-weighted
+    assert torch.equal(weights[2:], torch.ones(2))  # SNR below gamma: plain MSE
+
+
+def test_noise_offset_and_8bit_fallback_change_training_as_asked(
+    tiny_model, data, tmp_path, caplog
+):
+    from dreamgrid.train import run
+
+    plain = make_spec(tiny_model, data, tmp_path / "plain")
+    run(plain)
+    base = unet_of(plain.out_checkpoint)
+    offset = make_spec(tiny_model, data, tmp_path / "offset", noise_offset=0.1)
+    run(offset)
+    other = unet_of(offset.out_checkpoint)
+    assert any(not torch.equal(base[k], other[k]) for k in base)
+    assert read_metadata(offset.out_checkpoint)["noise_offset"] == 0.1
+    if not torch.cuda.is_available():
+        spec = make_spec(tiny_model, data, tmp_path / "8bit", optimizer="adamw8bit")
+        with caplog.at_level("WARNING"):
+            run(spec)
+        assert "using torch AdamW instead" in caplog.text
+        fallback = unet_of(spec.out_checkpoint)
+        assert all(torch.equal(base[k], fallback[k]) for k in base)

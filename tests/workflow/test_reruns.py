@@ -194,3 +194,36 @@ def test_clip_scores_add_one_job_per_checkpoint_and_run(demo_run):
     table = pd.read_csv(demo_run / target)
     assert len(table) == config["sample"]["count"]
     assert table["clip_score"].between(0, 100).all() and set(table["epoch"]) == {2}
+
+
+def test_removed_checkpoints_are_not_retrained_and_epochs_still_add(demo_run):
+    # keep_checkpoints removes scored checkpoints; the next epoch's job needs only the
+    # previous epoch's JSON (its weights come from the arm's resume state), and Snakemake
+    # leaves a missing intermediate alone while everything after it is up to date.
+    checkpoints = sorted((demo_run / "results" / "arms").glob("*/checkpoints/epoch-*.safetensors"))
+    assert len(checkpoints) == 16
+    states = sorted((demo_run / "results" / "arms").glob("*/state/*"))
+    assert [p.name for p in states] == ["resume.safetensors"] * 8  # one per arm
+    backup = demo_run / "checkpoints-backup"
+    backup.mkdir()
+    for i, path in enumerate(checkpoints):
+        path.rename(backup / str(i))
+    try:
+        assert planned_jobs(demo_run) == []
+        config = demo_config()
+        config["training"]["epochs"] = 3
+        jobs = planned_jobs(demo_run, config)
+    finally:
+        for i, path in enumerate(checkpoints):
+            (backup / str(i)).rename(path)
+        backup.rmdir()
+    assert {wc["epoch"] for rule, wc in jobs if rule == "train_dreambooth"} == {"3"}
+
+
+@pytest.mark.parametrize("keep", ["none", "best"])
+def test_keep_checkpoints_retrains_nothing(demo_run, keep):
+    config = demo_config()
+    config["training"]["keep_checkpoints"] = keep
+    rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
+    expected = {"keep_best_checkpoint": 8, "all": 1} if keep == "best" else {}
+    assert dict(rules) == expected

@@ -105,6 +105,19 @@ def _build_tiny(args: argparse.Namespace) -> None:
         tiny.build_tiny_blip(args.blip)
 
 
+def _import_kohya(args: argparse.Namespace) -> None:
+    from dreamgrid.train.kohya import import_dataset
+
+    found = import_dataset(args.source, args.train, args.captions)
+    print(
+        f"# {found['images']} images, {found['captions']} captions imported. Config values:\n"
+        f"subject:\n  train_images: {args.train}\n  caption_overrides: {args.captions}\n"
+        + (f"  class_word: {found['class_word']}\n" if found["class_word"] else "")
+        + f"axes:\n  token:\n    rare: {found['token']}\n"
+        f"training:\n  repeats: {found['repeats']}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgrid", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -169,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("config-docs", help="write config/README.md from the schema")
     docs.add_argument("--out", type=Path, default=Path("config/README.md"))
     docs.set_defaults(func=_config_docs)
+
+    kohya = sub.add_parser(
+        "import-kohya", help="copy a Kohya 'N_token class' image folder into dreamgrid's layout"
+    )
+    kohya.add_argument("source", type=Path, help="Kohya train_data_dir or one N_token class folder")
+    kohya.add_argument("--train", type=Path, required=True, help="new folder for the photos")
+    kohya.add_argument("--captions", type=Path, required=True, help="new folder for captions")
+    kohya.set_defaults(func=_import_kohya)
 
     build = sub.add_parser("build-tiny", help="build tiny random-weight models (tests, demo)")
     build.add_argument("out", type=Path, help="folder for the tiny SD pipeline")

@@ -35,10 +35,14 @@ class Arm:
     token: str
     regularization: str
     captions: str
+    method: str = "full"
 
     def as_params(self) -> dict[str, str]:
         """The arm's settings as passed to its jobs (and nothing else, so edits stay local)."""
-        return asdict(self)
+        params = asdict(self)
+        if self.method == "full":
+            del params["method"]  # full arms' params stay as before the method axis
+        return params
 
 
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
@@ -82,6 +86,11 @@ def check(config: dict[str, Any], source: str = "config") -> None:
                 f"in that range (DeepFace's own for {config['score']['model']} is written "
                 "to each scores.meta.json)."
             )
+    if "lora" in axes.get("method", []) and config["training"]["train_text_encoder"]:
+        raise SpecError(
+            f"{source}: axes.method lists lora, which trains UNet adapters only, but "
+            "training.train_text_encoder is true. Set it false or drop lora from axes.method."
+        )
     arms = expand_arms(config)
     finder = config["token_finder"]
     if finder["enabled"] or any(arm.token == "auto" for arm in arms):
@@ -154,14 +163,20 @@ def expand_arms(config: dict[str, Any]) -> list[Arm]:
     axes = config["axes"]
     arms = [
         Arm(
-            arm=f"{name}-{REGULARIZATION_SLUG[reg]}-{CAPTIONS_SLUG[cap]}",
+            # Full fine-tunes keep the ids they had before the method axis existed.
+            arm=f"{name}-{REGULARIZATION_SLUG[reg]}-{CAPTIONS_SLUG[cap]}"
+            + ("" if method == "full" else f"-{method}"),
             token_name=name,
             token=token,
             regularization=reg,
             captions=cap,
+            method=method,
         )
-        for (name, token), reg, cap in itertools.product(
-            axes["token"].items(), axes["regularization"], axes["captions"]
+        for (name, token), reg, cap, method in itertools.product(
+            axes["token"].items(),
+            axes["regularization"],
+            axes["captions"],
+            axes.get("method", ["full"]),
         )
     ]
     ids = [a.arm for a in arms]

@@ -23,7 +23,16 @@ ARM_DIR = f"{RESULTS}/arms/{{arm}}"
 CHECKPOINT = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.safetensors"
 CHECKPOINT_META = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.json"
 LOSS_LOG = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.loss.csv"
-OPTIMIZER_STATE = f"{ARM_DIR}/state/epoch-{{epoch}}.safetensors"
+#: VAE latents of training and class images, by content (dreamgrid.train.cache), shared by arms.
+LATENT_CACHE = f"{RESULTS}/cache/latents"
+#: One arm's training loss against steps (from its epochs' .loss.csv files).
+LOSS_CURVE = f"{RESULTS}/plots/loss/{{arm}}.png"
+#: What keep_checkpoints: best kept and removed of one arm's checkpoints.
+CHECKPOINTS_KEPT = f"{ARM_DIR}/checkpoints/kept.json"
+#: The arm's one resume state (full-precision weights + optimizer), rewritten by every epoch.
+#: Not a declared output: epoch e+1 reads it, and it must survive the last epoch so that added
+#: epochs continue (Snakemake would delete a temp() output no job needs yet).
+RESUME_STATE = f"{ARM_DIR}/state/resume.safetensors"
 #: One checkpoint's renders and scores for one prompt set (``main`` = ``sample.prompt``).
 PROMPT_DIR = f"{ARM_DIR}/epoch-{{epoch}}/{{prompt_set}}"
 RENDERS = f"{PROMPT_DIR}/renders"
@@ -37,9 +46,10 @@ SCORES_TABLE = f"{RESULTS}/scores.tsv"
 SUMMARY = f"{RESULTS}/summary.csv"
 SUMMARY_MD = f"{RESULTS}/report/summary.md"
 
-# Training settings that do not change what one epoch's job computes: editing them must not
-# rerun existing epochs (more epochs only add jobs).
-NOT_PER_EPOCH = ("epochs",)
+# Training settings that are not passed to every job as they are: `epochs` and
+# `keep_checkpoints` do not change what an epoch's job computes (more epochs only add jobs),
+# and `match_steps` reaches only the arms it changes, as `passes` (Grid.train_passes).
+NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "match_steps")
 
 # ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
 #: One shard of a checkpoint's renders (a folder under renders/) and its render table.
@@ -171,6 +181,32 @@ class Grid:
         training = self.config["training"]
         return canonical({k: v for k, v in training.items() if k not in NOT_PER_EPOCH})
 
+    def method_params(self, arm: str) -> dict[str, Any]:
+        """TrainSpec fields of the arm's method: LoRA settings (and the LoRA learning rate)
+        for lora arms, nulls for full arms, so editing `lora` reruns only the lora arms."""
+        if self.arms[arm].method != "lora":
+            return {
+                "method": "full",
+                **dict.fromkeys(("lora_rank", "lora_alpha", "lora_target_modules"), None),
+            }
+        lora = self.config["lora"]
+        return {
+            "method": "lora",
+            "lora_rank": lora["rank"],
+            "lora_alpha": float(lora["alpha"]),
+            "lora_target_modules": list(lora["target_modules"]),
+            "learning_rate": lora["learning_rate"],
+        }
+
+    def train_passes(self, arm: str) -> int:
+        """Data passes per epoch: 2 for a no-regularization arm under ``match_steps`` when
+        regularization doubles the steps (Kohya mode), so its checkpoints fall at the same
+        step counts as the regularized arms'; else 1."""
+        training = self.config["training"]
+        doubled = training.get("reg_mode", "kohya") == "kohya"
+        no_reg = self.arms[arm].regularization == "none"
+        return 2 if training.get("match_steps", False) and doubled and no_reg else 1
+
     def class_image_params(self) -> dict[str, Any]:
         """Settings of the generated class images; count null = one per training image."""
         settings = dict(self.config["regularization"])
@@ -216,8 +252,9 @@ class Grid:
             inputs["reg"] = REG_IMAGES.format(reg=arm.regularization)
         self.wait_for_token(wildcards)
         if epoch > 1:
-            inputs["previous_checkpoint"] = CHECKPOINT.format(arm=arm.arm, epoch=epoch - 1)
-            inputs["previous_state"] = OPTIMIZER_STATE.format(arm=arm.arm, epoch=epoch - 1)
+            # The small JSON, not the weights: checkpoints may be removed once scored
+            # (keep_checkpoints) without making the next epoch's job want them back.
+            inputs["previous_meta"] = CHECKPOINT_META.format(arm=arm.arm, epoch=epoch - 1)
         return inputs
 
     # ---- targets --------------------------------------------------------------------------
@@ -246,9 +283,27 @@ class Grid:
 
         return "|".join(re.escape(name) for name in self.prompt_sets())
 
+    @property
+    def keep_checkpoints(self) -> str:
+        return self.config["training"].get("keep_checkpoints", "all")
+
+    def arm_checkpoints(self, arm: str) -> dict[int, str]:
+        """Epoch -> checkpoint path of one arm (the only files keep_checkpoints removes)."""
+        return {e: CHECKPOINT.format(arm=arm, epoch=e) for e in self.epochs}
+
+    def retention_outputs(self) -> list[str]:
+        if self.keep_checkpoints != "best":
+            return []
+        return [CHECKPOINTS_KEPT.format(arm=a) for a in self.arms]
+
+    def arm_loss_logs(self, wildcards: Any) -> list[str]:
+        return [LOSS_LOG.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
+
     def final_outputs(self) -> list[str]:
         finder = [RANKING, CANDIDATE_SHEET] if self.finder_active() else []
         return [
+            *self.retention_outputs(),
+            *[LOSS_CURVE.format(arm=a) for a in self.arms],
             SUMMARY,
             SUMMARY_MD,
             SCORES_TABLE,

@@ -71,6 +71,7 @@ def check_reference_faces(config: dict[str, Any], cache: Path | None) -> None:
 # Sizes used before the base model is on disk: SD 1.5's fp32 UNet and CLIP-L text encoder.
 SD15_UNET_BYTES = 3_438_167_536
 SD15_TEXT_ENCODER_BYTES = 492_265_168
+SD15_VAE_BYTES = 334_643_268
 TINY_UNET_BYTES = 2_000_000
 PNG_BYTES_PER_PIXEL = 1.5  # photo-like PNGs compress RGB to about half
 
@@ -89,13 +90,20 @@ def _unet_bytes(base_model: str) -> int:
 
 
 def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> dict[str, int]:
-    """Bytes the grid still needs: per (arm, epoch) not yet trained, its checkpoint (fp32
-    weights), optimizer state (two Adam moments) and renders; plus class images."""
+    """Bytes the grid still needs: per (arm, epoch) not yet trained, its checkpoint (UNet, VAE
+    and text encoder at ``save_precision``) and renders; per arm with epochs to train, one
+    resume state (fp32 trained weights and two Adam moments); plus class images."""
     from dreamgrid import dag
 
-    weights = _unet_bytes(config["base_model"])
-    if config["training"]["train_text_encoder"]:
-        weights += SD15_TEXT_ENCODER_BYTES if weights != TINY_UNET_BYTES else 0
+    training = config["training"]
+    unet = _unet_bytes(config["base_model"])
+    tiny = unet == TINY_UNET_BYTES
+    trained = unet
+    if training["train_text_encoder"] and not tiny:
+        trained += SD15_TEXT_ENCODER_BYTES
+    full_model = unet if tiny else unet + SD15_TEXT_ENCODER_BYTES + SD15_VAE_BYTES
+    if training.get("save_precision", "fp16") != "fp32":
+        full_model //= 2
     sample = config["sample"]
     renders = int(sample["count"] * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
     grid = dag.Grid(config)
@@ -104,9 +112,10 @@ def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> di
         for path in grid.checkpoints(dag.CHECKPOINT)
         if not (Path(results).parent / path).exists()
     ]
+    arms_todo = {path.split("/")[2] for path in todo}  # results/arms/{arm}/...
     estimate = {
-        "checkpoints": len(todo) * weights,
-        "optimizer_states": len(todo) * 2 * weights,
+        "checkpoints": len(todo) * full_model,
+        "resume_states": len(arms_todo) * 3 * trained,
         "renders": len(todo) * renders,
     }
     if "generated" in config["axes"]["regularization"]:

@@ -159,8 +159,9 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
 
     Args:
         base_model: diffusers folder of the base model (``model_index.json`` inside).
-        checkpoint: ``.safetensors`` written by ``dreamgrid.train.checkpoint.save_checkpoint``,
-            or None to render the base model itself.
+        checkpoint: ``.safetensors`` written by the train stage (a full model in the SD
+            layout, or the older ``dreamgrid.train.checkpoint`` weights-only file), or None to
+            render the base model itself.
         device: torch device; default CUDA when available, else CPU.
 
     Returns:
@@ -175,6 +176,8 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
     from diffusers import StableDiffusionPipeline
 
     from dreamgrid.train.checkpoint import load_checkpoint_into
+    from dreamgrid.train.export import is_lora_checkpoint, is_sd_checkpoint, load_sd_pipeline
+    from dreamgrid.train.export import read_metadata as read_sd_metadata
 
     base_model = Path(base_model)
     if not (base_model / "model_index.json").is_file():
@@ -184,15 +187,23 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
         )
     device = device or default_device()
     dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(
-        base_model, **_dtype_kwarg(dtype), safety_checker=None, requires_safety_checker=False
-    )
-    if checkpoint is not None:
-        checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise SpecError(f"{checkpoint}: checkpoint not found. Run the train stage first.")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise SpecError(f"{checkpoint}: checkpoint not found. Run the train stage first.")
+    if checkpoint is not None and is_sd_checkpoint(checkpoint):
+        # Full model in the SD layout (train stage since issue #3); base_model gives configs.
+        pipe = load_sd_pipeline(checkpoint, base_model, dtype)
+        log.info("loaded %s (%s)", checkpoint, read_sd_metadata(checkpoint))
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            base_model, **_dtype_kwarg(dtype), safety_checker=None, requires_safety_checker=False
+        )
+    if checkpoint is not None and is_lora_checkpoint(checkpoint):
+        # A LoRA arm's epoch: the adapter (Kohya format) over the base model.
+        pipe.load_lora_weights(str(checkpoint))
+        log.info("loaded LoRA %s (%s)", checkpoint, read_sd_metadata(checkpoint))
+    elif checkpoint is not None and not is_sd_checkpoint(checkpoint):
         meta = load_checkpoint_into(
-            checkpoint, {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+            Path(checkpoint), {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
         )
         log.info("loaded %s (%s)", checkpoint, meta)
     pipe = pipe.to(device)

@@ -7,7 +7,7 @@ alters its outputs, and exactly the jobs of that stage (and what depends on them
 MODELS = 3
 CAPTION = 1
 REGULARIZATION = 1
-TRAIN = 1
+TRAIN = 2  # single-file SD checkpoints, one resume state per arm (#3)
 SAMPLE = 3
 SCORE = 3
 AGGREGATE = 3

@@ -2,9 +2,11 @@ rule train_dreambooth:
     input:
         unpack(GRID.train_inputs),
     output:
-        checkpoint=dag.CHECKPOINT,
+        # keep_checkpoints none: Snakemake deletes each checkpoint once its renders exist.
+        checkpoint=(
+            temp(dag.CHECKPOINT) if GRID.keep_checkpoints == "none" else dag.CHECKPOINT
+        ),
         meta=dag.CHECKPOINT_META,
-        state=dag.OPTIMIZER_STATE,
         loss=dag.LOSS_LOG,
     log:
         "results/logs/train_dreambooth/{arm}/epoch-{epoch}.log",
@@ -16,8 +18,53 @@ rule train_dreambooth:
         gpu=1,
     params:
         arm=lambda wildcards: GRID.arm_params(wildcards.arm),
+        state=lambda wildcards: dag.RESUME_STATE.format(arm=wildcards.arm),
+        passes=lambda wildcards: GRID.train_passes(wildcards.arm),
+        cache_dir=dag.LATENT_CACHE,
+        method=lambda wildcards: GRID.method_params(wildcards.arm),
         training=GRID.training_params(),
         class_word=config["subject"]["class_word"],
         impl=versions.TRAIN,
     script:
         "../scripts/train_dreambooth.py"
+
+
+rule keep_best_checkpoint:
+    input:
+        summary=dag.SUMMARY,
+    output:
+        dag.CHECKPOINTS_KEPT,
+    log:
+        "results/logs/keep_best_checkpoint/{arm}.log",
+    benchmark:
+        "results/benchmarks/keep_best_checkpoint/{arm}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        checkpoints=lambda wildcards: GRID.arm_checkpoints(wildcards.arm),
+        model=config["score"]["model"],
+        impl=versions.TRAIN,
+    script:
+        "../scripts/keep_best_checkpoint.py"
+
+
+rule plot_loss_curve:
+    input:
+        losses=GRID.arm_loss_logs,
+    output:
+        report(
+            dag.LOSS_CURVE,
+            caption="../report/loss_curve.rst",
+            category="3. Curves",
+            labels={"arm": "{arm}", "figure": "training loss"},
+        ),
+    log:
+        "results/logs/plot_loss_curve/{arm}.log",
+    benchmark:
+        "results/benchmarks/plot_loss_curve/{arm}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        impl=versions.TRAIN,
+    script:
+        "../scripts/plot_loss_curve.py"

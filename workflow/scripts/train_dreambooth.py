@@ -17,10 +17,11 @@ with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
             captions=snakemake.input.get("captions"),
             reg_dir=snakemake.input.get("reg"),
             epoch=int(snakemake.wildcards.epoch),
-            previous_checkpoint=snakemake.input.get("previous_checkpoint"),
-            previous_state=snakemake.input.get("previous_state"),
+            previous_meta=snakemake.input.get("previous_meta"),
+            state=snakemake.params.state,
+            passes=snakemake.params.passes,
+            cache_dir=snakemake.params.cache_dir,
             out_checkpoint=snakemake.output.checkpoint,
-            out_state=snakemake.output.state,
-            **snakemake.params.training,
+            **{**snakemake.params.training, **snakemake.params.method},
         )
     )

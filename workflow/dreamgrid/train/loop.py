@@ -1,42 +1,45 @@
 """Train one epoch of one arm: diffusers ``train_dreambooth.py`` order, one function per step.
 
-spec -> accelerator and seed -> frozen models -> resume weights -> optimizer (+ state) ->
-data -> loop -> checkpoint, optimizer state and loss log. Each job trains exactly one epoch
-from the previous epoch's outputs; every random stream is seeded from ``(seed, epoch)``, so an
-epoch gives the same tensors whichever process runs it (on the same device and software).
+spec -> accelerator and seed -> frozen models -> optimizer -> resume state -> data -> loop ->
+checkpoint (SD single file), loss log and resume state. Each job trains one epoch from the
+arm's resume state; every random stream is seeded from ``(seed, epoch)``, so an epoch gives the
+same tensors whichever process runs it (on the same device and software).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from dreamgrid.errors import DreamgridError, SpecError
 from dreamgrid.io import atomic_path, list_images
-from dreamgrid.train.checkpoint import load_checkpoint_into, read_metadata, save_checkpoint
 from dreamgrid.train.data import DreamBoothDataset, collate_fn, derive_seed, epoch_items
 from dreamgrid.train.data import steps_per_epoch as count_steps
+from dreamgrid.train.export import save_lora, save_sd_checkpoint
 from dreamgrid.train.spec import TrainSpec
+from dreamgrid.train.state import StateInfo, file_digest, load_state, save_state
+from dreamgrid.train.state import read_info as read_state_info
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT = "dreamgrid-optimizer-v1"
 MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@dataclass
+@dataclasses.dataclass
 class Models:
-    """The pipeline parts training uses; ``params`` are the trainable parameters in order."""
+    """The pipeline parts training uses; ``named_params`` are the trained parameters in the
+    optimizer's order (``unet.<name>`` then ``text_encoder.<name>``)."""
 
     tokenizer: Any
     text_encoder: Any
@@ -44,46 +47,80 @@ class Models:
     unet: Any
     noise_scheduler: Any
     weight_dtype: torch.dtype
-    params: list[torch.nn.Parameter]
+    named_params: dict[str, torch.nn.Parameter]
+    latents: Any = None  # LatentCache when spec.cache_latents
+    text_embeddings: dict[bytes, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return list(self.named_params.values())
 
 
 def run(spec: TrainSpec) -> dict[str, Any]:
     """Train epoch ``spec.epoch`` of arm ``spec.arm`` and write its outputs.
+
+    Epoch e resumes from the arm's state file when it holds epoch e-1 of these settings (the
+    state that wrote ``spec.previous_meta``). Otherwise (state deleted, overwritten by a later
+    epoch, or from other settings) epochs 1..e-1 are replayed from the base model first: every
+    epoch is seeded from ``(seed, epoch)``, so the replay gives the same tensors, only slower.
 
     Args:
         spec: the job's settings (base model, data, hyperparameters, resume and output paths).
 
     Returns:
         dict with ``checkpoint``, ``state``, ``loss_log`` (paths), ``epoch``, ``steps`` (optimizer
-        steps so far, all epochs), ``steps_per_epoch``, ``mean_loss`` and ``seconds``.
+        steps so far, all epochs), ``steps_per_epoch``, ``mean_loss``, ``replayed`` (epochs
+        retrained because no usable state was found) and ``seconds``.
 
     Raises:
         SpecError: a missing or inconsistent input (base model, images, captions, resume files).
     """
     started = time.perf_counter()
+    spec.check_job()
     check_inputs(spec)
     items = epoch_items(spec)  # reads and checks the captions before any model is loaded
     accelerator = make_accelerator(spec)
     models = load_models(spec, accelerator.device)
-    previous_steps = resume_weights(spec, models)
-    optimizer, dataloader, lr_scheduler = prepare_training(spec, accelerator, models, items)
+    if spec.cache_latents:
+        from dreamgrid.train.cache import LatentCache, vae_key
 
+        models.latents = LatentCache(
+            spec.cache_dir,
+            models.vae,
+            vae_key(spec.base_model),
+            spec.resolution,
+            accelerator.device,
+            models.weight_dtype,
+        )
+    optimizer, lr_scheduler = prepare_optimizer(spec, accelerator, models)
+    done, steps = restore(spec, models, optimizer)
+    for epoch in range(done + 1, spec.epoch):
+        replay = dataclasses.replace(spec, epoch=epoch, previous_meta=None)
+        steps += len(
+            train_epoch(replay, accelerator, models, epoch_items(replay), optimizer, lr_scheduler)
+        )
+    losses = train_epoch(spec, accelerator, models, items, optimizer, lr_scheduler)
     n_images = len({item.image for item in items if not item.is_reg})
-    n_steps = count_steps(n_images, spec.repeats, spec.batch_size, spec.regularization)
-    losses = train_epoch(spec, accelerator, models, dataloader, optimizer, lr_scheduler)
+    n_steps = count_steps(
+        n_images, spec.repeats, spec.batch_size, spec.regularization, spec.reg_mode, spec.passes
+    )
     if len(losses) != n_steps:
         raise DreamgridError(f"{spec.arm}: trained {len(losses)} steps, expected {n_steps}.")
-    steps = previous_steps + n_steps
+    previous_steps, steps = steps, steps + n_steps
 
     metadata = checkpoint_metadata(spec, items, steps, n_steps, losses)
     loss_log = write_loss_log(spec, losses, previous_steps, lr_scheduler.get_last_lr()[0])
-    save_optimizer_state(
-        spec.out_state, optimizer, {k: metadata[k] for k in ("arm", "epoch", "steps")}
-    )
-    modules = {"unet": accelerator.unwrap_model(models.unet)}
-    if spec.train_text_encoder:
-        modules["text_encoder"] = accelerator.unwrap_model(models.text_encoder)
-    save_checkpoint(spec.out_checkpoint, modules, metadata)
+    unet = accelerator.unwrap_model(models.unet)
+    if spec.method == "lora":
+        save_lora(spec.out_checkpoint, unet, spec.lora_alpha, metadata, spec.save_precision)
+    else:
+        text_encoder = accelerator.unwrap_model(models.text_encoder)
+        save_sd_checkpoint(
+            spec.out_checkpoint, unet, models.vae, text_encoder, metadata, spec.save_precision
+        )
+    # Written last: a job killed before this point leaves the state of epoch e-1 to rerun from.
+    info = StateInfo(spec.epoch, steps, spec.fingerprint(), file_digest(meta_path(spec)))
+    save_state(spec.state, models.named_params, optimizer, info)
     seconds = time.perf_counter() - started
     logger.info(
         "%s epoch %d: %d steps (%d total), mean loss %.5f, %.1f s -> %s",
@@ -97,14 +134,20 @@ def run(spec: TrainSpec) -> dict[str, Any]:
     )
     return {
         "checkpoint": spec.out_checkpoint,
-        "state": spec.out_state,
+        "state": spec.state,
         "loss_log": loss_log,
         "epoch": spec.epoch,
         "steps": steps,
         "steps_per_epoch": n_steps,
         "mean_loss": metadata["mean_loss"],
+        "replayed": spec.epoch - 1 - done,
         "seconds": seconds,
     }
+
+
+def meta_path(spec: TrainSpec) -> Path:
+    """The JSON written beside the checkpoint (what the next epoch's job declares as input)."""
+    return spec.out_checkpoint.with_suffix(".json")
 
 
 def check_inputs(spec: TrainSpec) -> None:
@@ -119,7 +162,7 @@ def check_inputs(spec: TrainSpec) -> None:
     list_images(spec.instance_dir)
     if spec.reg_dir is not None:
         list_images(spec.reg_dir)
-    for path in (spec.captions, spec.previous_checkpoint, spec.previous_state):
+    for path in (spec.captions, spec.previous_meta):
         if path is not None and not path.is_file():
             raise SpecError(f"{path}: file not found. Rerun the step that writes it.")
 
@@ -127,7 +170,6 @@ def check_inputs(spec: TrainSpec) -> None:
 def make_accelerator(spec: TrainSpec) -> Any:
     """Accelerator with the spec's mixed precision; seeds the global RNGs from (seed, epoch)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     if spec.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise SpecError(
@@ -140,7 +182,6 @@ def make_accelerator(spec: TrainSpec) -> Any:
             "dreamgrid trains with one process per job (Kohya step counts assume it); "
             "launch without --multi_gpu / --num_processes."
         )
-    set_seed(derive_seed(spec.seed, spec.epoch, "global") % 2**32)
     return accelerator
 
 
@@ -171,6 +212,13 @@ def load_models(spec: TrainSpec, device: torch.device) -> Models:
         text_encoder.train()
     else:
         text_encoder.to(device, **cast)
+    if spec.method == "lora":
+        add_lora(spec, unet, device, weight_dtype)
+    # torch's scaled_dot_product_attention (flash / memory-efficient kernels on GPU); diffusers
+    # picks it on torch 2 anyway, set here so no saved processor config overrides it.
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet.set_attn_processor(AttnProcessor2_0())
     unet.train()
     if spec.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -178,66 +226,120 @@ def load_models(spec: TrainSpec, device: torch.device) -> Models:
             # transformers 5 renamed gradient_checkpointing_enable.
             enable = getattr(text_encoder, "activation_checkpointing_enable", None)
             (enable or text_encoder.gradient_checkpointing_enable)()
-    params = list(unet.parameters())
+    named = {f"unet.{k}": p for k, p in unet.named_parameters() if p.requires_grad}
     if spec.train_text_encoder:
-        params += list(text_encoder.parameters())
-    return Models(tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype, params)
+        named.update({f"text_encoder.{k}": p for k, p in text_encoder.named_parameters()})
+    return Models(tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype, named)
 
 
-def resume_weights(spec: TrainSpec, models: Models) -> int:
-    """Load the previous epoch's weights (epoch > 1); return the optimizer steps done so far."""
-    if spec.previous_checkpoint is None:
-        return 0
-    metadata = read_metadata(spec.previous_checkpoint)
-    if metadata.get("epoch") != spec.epoch - 1:
+def add_lora(spec: TrainSpec, unet: Any, device: torch.device, weight_dtype: torch.dtype) -> None:
+    """Freeze the UNet and give it a peft LoRA adapter (diffusers' train_dreambooth_lora).
+
+    The frozen weights run in the mixed-precision dtype; the adapter stays float32. Its
+    random init is seeded from the spec's seed, so every epoch's replay starts alike.
+    """
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    if weight_dtype != torch.float32:
+        unet.to(device, dtype=weight_dtype)
+    set_seed(derive_seed(spec.seed, 0, "lora-init") % 2**32)
+    unet.add_adapter(
+        LoraConfig(
+            r=spec.lora_rank,
+            lora_alpha=spec.lora_alpha,
+            init_lora_weights="gaussian",
+            target_modules=list(spec.lora_target_modules),
+        )
+    )
+    cast_training_params(unet, dtype=torch.float32)
+
+
+def restore(spec: TrainSpec, models: Models, optimizer: Any) -> tuple[int, int]:
+    """Load the arm's state if it holds epoch e-1 of these settings.
+
+    Returns:
+        (last finished epoch now in the models, optimizer steps so far); ``(0, 0)`` means
+        start from the base model.
+    """
+    if spec.epoch == 1:
+        return 0, 0
+    previous = json.loads(spec.previous_meta.read_text())
+    if previous.get("epoch") != spec.epoch - 1:
         raise SpecError(
-            f"{spec.previous_checkpoint}: holds epoch {metadata.get('epoch')}, but epoch "
+            f"{spec.previous_meta}: holds epoch {previous.get('epoch')}, but epoch "
             f"{spec.epoch} must continue epoch {spec.epoch - 1}."
         )
-    if spec.train_text_encoder and not metadata.get("train_text_encoder"):
-        raise SpecError(
-            f"{spec.previous_checkpoint}: trained without the text encoder; "
-            f"train_text_encoder must be the same for every epoch of an arm."
+    info = read_state_info(spec.state)
+    problem = None
+    if info is None:
+        problem = "there is no resume state"
+    elif info.fingerprint != spec.fingerprint():
+        problem = "the resume state was trained with other settings"
+    elif info.epoch != spec.epoch - 1:
+        problem = f"the resume state holds epoch {info.epoch}"
+    elif info.meta_digest != file_digest(spec.previous_meta):
+        problem = f"the resume state did not write {spec.previous_meta}"
+    if problem:
+        logger.warning(
+            "%s epoch %d: %s (%s); replaying epochs 1-%d from the base model "
+            "(same result, more time).",
+            spec.arm,
+            spec.epoch,
+            problem,
+            spec.state,
+            spec.epoch - 1,
         )
-    modules = {"unet": models.unet}
-    if spec.train_text_encoder:
-        modules["text_encoder"] = models.text_encoder
-    load_checkpoint_into(spec.previous_checkpoint, modules)
-    return int(metadata["steps"])
+        return 0, 0
+    load_state(spec.state, models.named_params, optimizer)
+    logger.info("%s: resumed from %s (epoch %d)", spec.arm, spec.state, info.epoch)
+    return info.epoch, info.steps
 
 
-def prepare_training(
-    spec: TrainSpec, accelerator: Any, models: Models, items: list[Any]
-) -> tuple[Any, Any, Any]:
-    """Data loader, optimizer (+ previous state) and LR schedule, prepared by accelerate.
+def prepare_optimizer(spec: TrainSpec, accelerator: Any, models: Models) -> tuple[Any, Any]:
+    """Optimizer and LR schedule, prepared by accelerate with the trained models.
 
     Replaces ``models.unet`` (and a trained ``models.text_encoder``) by their prepared forms.
     """
+    optimizer, lr_scheduler = make_optimizer(spec, models)
+    parts = [models.unet] + ([models.text_encoder] if spec.train_text_encoder else [])
+    prepared = accelerator.prepare(*parts, optimizer, lr_scheduler)
+    models.unet = prepared[0]
+    if spec.train_text_encoder:
+        models.text_encoder = prepared[1]
+    return prepared[-2], prepared[-1]
+
+
+def make_dataloader(spec: TrainSpec, accelerator: Any, models: Models, items: list[Any]) -> Any:
+    """One epoch's batches in the seeded order of ``items``."""
+    paired = spec.reg_mode == "paired" and spec.regularization
     dataloader = torch.utils.data.DataLoader(
-        DreamBoothDataset(items, models.tokenizer, spec.resolution),
-        batch_size=spec.batch_size,
+        DreamBoothDataset(items, models.tokenizer, spec.resolution, models.latents),
+        # paired: epoch_items laid out each batch's instance items, then its class items
+        batch_size=spec.batch_size * (2 if paired else 1),
         shuffle=False,  # the order is the seeded per-epoch shuffle in epoch_items
         collate_fn=collate_fn,
         num_workers=0,
     )
-    optimizer, lr_scheduler = make_optimizer(spec, models.params)
-    parts = [models.unet] + ([models.text_encoder] if spec.train_text_encoder else [])
-    prepared = accelerator.prepare(*parts, optimizer, dataloader, lr_scheduler)
-    models.unet = prepared[0]
-    if spec.train_text_encoder:
-        models.text_encoder = prepared[1]
-    optimizer, dataloader, lr_scheduler = prepared[len(parts) :]
-    if spec.previous_state is not None:
-        load_optimizer_state(spec.previous_state, optimizer, models.params, spec.epoch - 1)
-    return optimizer, dataloader, lr_scheduler
+    return accelerator.prepare(dataloader)
 
 
-def make_optimizer(spec: TrainSpec, params: list[torch.nn.Parameter]) -> tuple[Any, Any]:
-    """AdamW over the trainable parameters and the spec's learning-rate schedule."""
+def make_optimizer(spec: TrainSpec, models: Models) -> tuple[Any, Any]:
+    """AdamW over the trained parameters and the spec's learning-rate schedule.
+
+    The text encoder, when trained, is its own parameter group with ``text_encoder_lr``
+    (default: the UNet's learning rate), as Kohya's ``--learning_rate_te``.
+    """
     from diffusers.optimization import get_scheduler
 
-    optimizer = torch.optim.AdamW(
-        params,
+    unet = [p for k, p in models.named_params.items() if k.startswith("unet.")]
+    groups = [{"params": unet, "lr": spec.learning_rate}]
+    if spec.train_text_encoder:
+        text = [p for k, p in models.named_params.items() if k.startswith("text_encoder.")]
+        groups.append({"params": text, "lr": spec.text_encoder_lr or spec.learning_rate})
+    optimizer = adamw_class(spec)(
+        groups,
         lr=spec.learning_rate,
         betas=(spec.adam_beta1, spec.adam_beta2),
         weight_decay=spec.adam_weight_decay,
@@ -246,24 +348,60 @@ def make_optimizer(spec: TrainSpec, params: list[torch.nn.Parameter]) -> tuple[A
     return optimizer, get_scheduler(spec.lr_scheduler, optimizer=optimizer)
 
 
+def adamw_class(spec: TrainSpec) -> Any:
+    """torch's AdamW, or bitsandbytes' 8-bit AdamW when asked for and usable (CUDA + package).
+
+    Without either the job falls back to torch's AdamW and says so: same update rule, more
+    memory for the moments.
+    """
+    if spec.optimizer != "adamw8bit":
+        return torch.optim.AdamW
+    if not torch.cuda.is_available():
+        logger.warning("optimizer adamw8bit needs a CUDA GPU; using torch AdamW instead.")
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError:
+        logger.warning(
+            "optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes); "
+            "using torch AdamW instead."
+        )
+        return torch.optim.AdamW
+    return bitsandbytes.optim.AdamW8bit
+
+
 def train_epoch(
     spec: TrainSpec,
     accelerator: Any,
     models: Models,
-    dataloader: Any,
+    items: list[Any],
     optimizer: Any,
     lr_scheduler: Any,
 ) -> list[float]:
-    """One pass over the epoch's batches; returns the loss of every optimizer step."""
+    """The epoch's passes over its items; returns the loss of every optimizer step.
+
+    Each pass has its own loader, so a pass ends in a short batch exactly as a Kohya epoch
+    does. The bar shows loss, steps/s and the time left (tqdm's rate and ETA).
+    """
+    set_seed(derive_seed(spec.seed, spec.epoch, "global") % 2**32)
+    if spec.train_text_encoder:
+        # After its stop epoch the text encoder gets no gradients, so AdamW leaves it alone.
+        models.text_encoder.requires_grad_(spec.text_encoder_trains(spec.epoch))
+    per_pass = len(items) // spec.passes
+    loaders = [
+        make_dataloader(spec, accelerator, models, items[i * per_pass : (i + 1) * per_pass])
+        for i in range(spec.passes)
+    ]
     generator = torch.Generator(device=accelerator.device)
     generator.manual_seed(derive_seed(spec.seed, spec.epoch, "noise"))
     losses: list[float] = []
     progress = tqdm(
-        total=len(dataloader),
+        total=sum(len(loader) for loader in loaders),
         desc=f"{spec.arm} epoch {spec.epoch}",
+        unit="step",
         disable=not accelerator.is_local_main_process,
     )
-    for batch in dataloader:
+    for batch in (batch for loader in loaders for batch in loader):
         loss = compute_loss(spec, models, batch, generator, accelerator.device)
         accelerator.backward(loss)
         if accelerator.sync_gradients:
@@ -285,13 +423,30 @@ def compute_loss(
     generator: torch.Generator,
     device: torch.device,
 ) -> torch.Tensor:
-    """Weighted noise-prediction MSE of one batch (instance weight 1, class prior_loss_weight)."""
+    """Weighted noise-prediction MSE of one batch (instance weight 1, class prior_loss_weight).
+
+    Kohya averages the weighted per-item losses over the batch. In ``paired`` batches the sum
+    is divided by the instance items only, as diffusers' ``instance + w * prior`` does.
+    """
     scheduler = models.noise_scheduler
-    pixel_values = batch["pixel_values"].to(device, dtype=models.weight_dtype)
-    with torch.no_grad():
-        latents = models.vae.encode(pixel_values).latent_dist.sample(generator=generator)
+    if "latent_mean" in batch:
+        # Cached distribution: the same draw DiagonalGaussianDistribution.sample makes.
+        mean = batch["latent_mean"].to(device, dtype=models.weight_dtype)
+        std = batch["latent_std"].to(device, dtype=models.weight_dtype)
+        sample = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
+        latents = mean + std * sample
+    else:
+        pixel_values = batch["pixel_values"].to(device, dtype=models.weight_dtype)
+        with torch.no_grad():
+            latents = models.vae.encode(pixel_values).latent_dist.sample(generator=generator)
     latents = latents * models.vae.config.scaling_factor
     noise = torch.randn(latents.shape, generator=generator, device=device).to(latents.dtype)
+    if spec.noise_offset:
+        # Kohya / diffusers noise offset: a per-channel shift lets the model learn brightness.
+        shift = torch.randn(
+            (latents.shape[0], latents.shape[1], 1, 1), generator=generator, device=device
+        )
+        noise = noise + spec.noise_offset * shift.to(latents.dtype)
     timesteps = torch.randint(
         0,
         scheduler.config.num_train_timesteps,
@@ -300,10 +455,7 @@ def compute_loss(
         device=device,
     ).long()
     noisy_latents = scheduler.add_noise(latents, noise, timesteps)
-    with torch.set_grad_enabled(spec.train_text_encoder):
-        encoder_hidden_states = models.text_encoder(
-            batch["input_ids"].to(device), return_dict=False
-        )[0]
+    encoder_hidden_states = encode_text(spec, models, batch["input_ids"].to(device))
     model_pred = models.unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise, timesteps)
@@ -311,7 +463,43 @@ def compute_loss(
         target = noise
     per_item = F.mse_loss(model_pred.float(), target.float(), reduction="none")
     per_item = per_item.mean(dim=list(range(1, per_item.ndim)))
-    return (per_item * batch["weight"].to(device)).mean()
+    if spec.min_snr_gamma is not None:
+        per_item = per_item * min_snr_weights(scheduler, timesteps, spec.min_snr_gamma)
+    weighted = per_item * batch["weight"].to(device)
+    if spec.reg_mode == "paired" and spec.regularization:
+        return weighted.sum() / (~batch["is_reg"]).sum().to(device)
+    return weighted.mean()
+
+
+def encode_text(spec: TrainSpec, models: Models, input_ids: torch.Tensor) -> torch.Tensor:
+    """Text encoder hidden states; while the encoder is frozen, memoized per caption."""
+    if spec.text_encoder_trains(spec.epoch):
+        return models.text_encoder(input_ids, return_dict=False)[0]
+    if not spec.cache_text_embeddings:
+        with torch.no_grad():
+            return models.text_encoder(input_ids, return_dict=False)[0]
+    rows = []
+    for ids in input_ids:
+        key = ids.cpu().numpy().tobytes()
+        if key not in models.text_embeddings:
+            with torch.no_grad():
+                models.text_embeddings[key] = models.text_encoder(ids[None], return_dict=False)[0][
+                    0
+                ]
+        rows.append(models.text_embeddings[key])
+    return torch.stack(rows)
+
+
+def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023), as diffusers' training scripts use them:
+    ``min(snr, gamma) / snr`` for epsilon, ``/ (snr + 1)`` for v-prediction."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, timesteps)
+    weights = torch.clamp(snr, max=gamma)
+    if scheduler.config.prediction_type == "v_prediction":
+        return weights / (snr + 1)
+    return weights / snr
 
 
 def checkpoint_metadata(
@@ -330,11 +518,27 @@ def checkpoint_metadata(
         "learning_rate": spec.learning_rate,
         "lr_scheduler": spec.lr_scheduler,
         "mixed_precision": spec.mixed_precision,
+        "save_precision": spec.save_precision,
         "train_text_encoder": spec.train_text_encoder,
+        "text_encoder_lr": spec.text_encoder_lr,
+        "text_encoder_stop_epoch": spec.text_encoder_stop_epoch,
+        "text_encoder_trained": spec.text_encoder_trains(spec.epoch),
+        "method": spec.method,
+        "lora_rank": spec.lora_rank,
+        "lora_alpha": spec.lora_alpha,
+        "optimizer": spec.optimizer,
+        "noise_offset": spec.noise_offset,
+        "min_snr_gamma": spec.min_snr_gamma,
+        "lora_target_modules": (
+            list(spec.lora_target_modules) if spec.lora_target_modules else None
+        ),
         "token": spec.token,
         "class_word": spec.class_word,
         "regularization": spec.regularization,
         "prior_loss_weight": spec.prior_loss_weight,
+        "reg_mode": spec.reg_mode,
+        "passes": spec.passes,
+        "kohya_epochs": spec.epoch * spec.passes,
         "train_images": len({item.image for item in items if not item.is_reg}),
         "reg_images": len({item.image for item in items if item.is_reg}),
         "mean_loss": sum(losses) / len(losses),
@@ -355,82 +559,3 @@ def write_loss_log(spec: TrainSpec, losses: list[float], first_step: int, lr: fl
         for i, loss in enumerate(losses, start=first_step + 1):
             writer.writerow([i, spec.epoch, repr(loss), repr(lr)])
     return path
-
-
-def save_optimizer_state(path: Path, optimizer: Any, metadata: dict[str, Any]) -> None:
-    """Write the optimizer's state as safetensors (no pickle), atomically.
-
-    Tensors are named ``state.<param index>.<key>`` (e.g. ``state.0.exp_avg``); the
-    ``param_groups`` (hyperparameters, parameter indices) and any non-tensor state values are
-    JSON in the header, with ``metadata`` (arm, epoch, steps).
-    """
-    from safetensors.torch import save_file
-
-    state_dict = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for index, state in state_dict["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"state.{index}.{key}"] = value.detach().to("cpu").contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
-    header = {
-        "format": STATE_FORMAT,
-        "param_groups": json.dumps(state_dict["param_groups"]),
-        "scalars": json.dumps(scalars),
-        **{k: json.dumps(v) for k, v in metadata.items()},
-    }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
-
-
-def load_optimizer_state(
-    path: Path, optimizer: Any, params: list[torch.nn.Parameter], epoch: int
-) -> None:
-    """Restore moments and step counts from :func:`save_optimizer_state`'s file.
-
-    Hyperparameters come from the spec (the optimizer as built), not the file; a difference is
-    logged. Raises SpecError if the file is not for these parameters or for ``epoch``.
-    """
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is not iterable
-    if header.get("format") != STATE_FORMAT:
-        raise SpecError(
-            f"{path}: not a dreamgrid optimizer state (format {header.get('format')!r})."
-        )
-    if json.loads(header.get("epoch", "null")) != epoch:
-        raise SpecError(
-            f"{path}: optimizer state of epoch {header.get('epoch')}, expected {epoch}."
-        )
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    for key, value in json.loads(header["scalars"]).items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    for index, entry in state.items():
-        moment = entry.get("exp_avg")
-        if index >= len(params) or (moment is not None and moment.shape != params[index].shape):
-            raise SpecError(f"{path}: optimizer state does not match the model being trained.")
-    current = optimizer.state_dict()["param_groups"]
-    saved = json.loads(header["param_groups"])
-    if [len(g["params"]) for g in saved] != [len(g["params"]) for g in current]:
-        raise SpecError(f"{path}: optimizer state is for a different set of parameters.")
-    for old, new in zip(saved, current, strict=True):
-        changed = {k for k in new if k != "params" and _plain(old.get(k)) != _plain(new[k])}
-        if changed:
-            logger.warning(
-                "%s: hyperparameters %s differ from the spec; using the spec's.",
-                path,
-                sorted(changed),
-            )
-    optimizer.load_state_dict({"state": state, "param_groups": current})
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

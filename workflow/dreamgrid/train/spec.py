@@ -27,12 +27,24 @@ _PATH_FIELDS = (
     "instance_dir",
     "captions",
     "reg_dir",
-    "previous_checkpoint",
-    "previous_state",
+    "previous_meta",
+    "state",
+    "cache_dir",
     "out_checkpoint",
-    "out_state",
 )
-_BOOL_FIELDS = ("gradient_checkpointing", "train_text_encoder")
+# Fields that say where files go, not what is trained: left out of the fingerprint that ties a
+# resume state to the settings that made it.
+_LOCATION_FIELDS = ("epoch", "previous_meta", "state", "cache_dir", "out_checkpoint")
+SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
+REG_MODES = ("kohya", "paired")
+METHODS = ("full", "lora")
+_BOOL_FIELDS = (
+    "gradient_checkpointing",
+    "train_text_encoder",
+    "cache_latents",
+    "cache_text_embeddings",
+)
+OPTIMIZERS = ("adamw", "adamw8bit")
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,9 @@ class TrainSpec:
 
     Paths may be given as ``str``; they are stored as ``Path``. ``None`` for ``captions`` means
     no captions (every caption is ``"<token> <class_word>"``), for ``reg_dir`` no
-    regularization, and ``previous_*`` must be ``None`` exactly when ``epoch == 1``.
+    regularization. ``previous_meta`` (epoch e-1's checkpoint JSON) must be ``None`` exactly
+    when ``epoch == 1``. ``state`` is the arm's one resume file (full-precision weights and
+    optimizer state of the last finished epoch), rewritten by every epoch.
     """
 
     arm: str
@@ -52,6 +66,8 @@ class TrainSpec:
     class_word: str
     reg_dir: Path | None
     prior_loss_weight: float
+    reg_mode: str
+    passes: int
     resolution: int
     repeats: int
     batch_size: int
@@ -64,25 +80,39 @@ class TrainSpec:
     max_grad_norm: float
     seed: int
     epoch: int
-    previous_checkpoint: Path | None
-    previous_state: Path | None
+    previous_meta: Path | None
+    state: Path
     mixed_precision: str
     gradient_checkpointing: bool
     train_text_encoder: bool
+    save_precision: str
+    method: str
+    lora_rank: int | None
+    lora_alpha: float | None
+    lora_target_modules: tuple[str, ...] | None
+    text_encoder_lr: float | None
+    text_encoder_stop_epoch: int | None
+    optimizer: str
+    noise_offset: float
+    min_snr_gamma: float | None
+    cache_latents: bool
+    cache_text_embeddings: bool
+    cache_dir: Path | None
     out_checkpoint: Path
-    out_state: Path
 
     def __post_init__(self) -> None:
         for name in _PATH_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))
+        if isinstance(self.lora_target_modules, list):  # JSON gives lists
+            object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
         self._check_types()
         self._check_values()
         self._check_resume()
 
     def _check_types(self) -> None:
-        for name in ("resolution", "repeats", "batch_size", "seed", "epoch"):
+        for name in ("resolution", "repeats", "batch_size", "seed", "epoch", "passes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise SpecError(f"train spec {self.arm}: {name} must be an integer, got {value!r}.")
@@ -106,6 +136,20 @@ class TrainSpec:
             fail(f"repeats must be >= 1, got {self.repeats}.")
         if self.batch_size < 1:
             fail(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.passes < 1:
+            fail(f"passes must be >= 1, got {self.passes}.")
+        if self.reg_mode not in REG_MODES:
+            fail(f"reg_mode must be one of {REG_MODES}, got {self.reg_mode!r}.")
+        self._check_method(fail)
+        if self.optimizer not in OPTIMIZERS:
+            fail(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        if not _finite(self.noise_offset) or self.noise_offset < 0:
+            fail(f"noise_offset must be a number >= 0, got {self.noise_offset!r}.")
+        gamma = self.min_snr_gamma
+        if gamma is not None and (not _finite(gamma) or gamma <= 0):
+            fail(f"min_snr_gamma must be a positive number or null, got {gamma!r}.")
+        if self.cache_latents and self.cache_dir is None:
+            fail("cache_latents needs cache_dir (the workflow sets results/cache/latents).")
         if self.resolution < 8 or self.resolution % 8:
             fail(f"resolution must be a positive multiple of 8, got {self.resolution}.")
         if self.seed < 0:
@@ -135,31 +179,81 @@ class TrainSpec:
             )
         if self.mixed_precision not in MIXED_PRECISION:
             fail(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
-        for name in ("out_checkpoint", "out_state"):
+        if self.save_precision not in SAVE_PRECISIONS:
+            fail(f"save_precision must be one of {SAVE_PRECISIONS}, got {self.save_precision!r}.")
+        for name in ("out_checkpoint", "state"):
             if getattr(self, name).suffix != ".safetensors":
                 fail(f"{name} must end in .safetensors, got {getattr(self, name)}.")
-        if self.out_checkpoint == self.out_state:
-            fail("out_checkpoint and out_state must be different files.")
+        if self.out_checkpoint == self.state:
+            fail("out_checkpoint and state must be different files.")
+
+    def _check_method(self, fail: Any) -> None:
+        if self.method not in METHODS:
+            fail(f"method must be one of {METHODS}, got {self.method!r}.")
+        lora = {
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha,
+            "lora_target_modules": self.lora_target_modules,
+        }
+        if self.method == "lora":
+            missing = [k for k, v in lora.items() if v is None]
+            if missing:
+                fail(f"method lora needs {', '.join(missing)} (config section lora).")
+            if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int):
+                fail(f"lora_rank must be an integer, got {self.lora_rank!r}.")
+            if self.lora_rank < 1:
+                fail(f"lora_rank must be >= 1, got {self.lora_rank}.")
+            if not _finite(self.lora_alpha) or self.lora_alpha <= 0:
+                fail(f"lora_alpha must be a positive number, got {self.lora_alpha!r}.")
+            if not self.lora_target_modules or not all(
+                isinstance(m, str) and m for m in self.lora_target_modules
+            ):
+                fail("lora_target_modules must be a non-empty list of module names.")
+            if self.train_text_encoder:
+                fail("method lora trains UNet adapters only; set train_text_encoder false.")
+        elif any(v is not None for v in lora.values()):
+            fail("lora_* settings are for method lora; leave them null for a full fine-tune.")
+        te = {"text_encoder_lr": self.text_encoder_lr, "stop": self.text_encoder_stop_epoch}
+        if not self.train_text_encoder and any(v is not None for v in te.values()):
+            fail("text_encoder_lr / text_encoder_stop_epoch need train_text_encoder true.")
+        if self.text_encoder_lr is not None and (
+            not _finite(self.text_encoder_lr) or self.text_encoder_lr <= 0
+        ):
+            fail(f"text_encoder_lr must be a positive number, got {self.text_encoder_lr!r}.")
+        stop = self.text_encoder_stop_epoch
+        if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop < 1):
+            fail(f"text_encoder_stop_epoch must be an integer >= 1, got {stop!r}.")
+
+    def text_encoder_trains(self, epoch: int) -> bool:
+        """Whether the text encoder is updated in ``epoch`` (until its stop epoch)."""
+        stop = self.text_encoder_stop_epoch
+        return self.train_text_encoder and (stop is None or epoch <= stop)
 
     def _check_resume(self) -> None:
-        previous = {
-            "previous_checkpoint": self.previous_checkpoint,
-            "previous_state": self.previous_state,
-        }
-        if self.epoch == 1:
-            given = [k for k, v in previous.items() if v is not None]
-            if given:
-                raise SpecError(
-                    f"train spec {self.arm}: epoch 1 starts from the base model; "
-                    f"remove {', '.join(given)}."
-                )
-        else:
-            missing = [k for k, v in previous.items() if v is None]
-            if missing:
-                raise SpecError(
-                    f"train spec {self.arm}: epoch {self.epoch} continues epoch "
-                    f"{self.epoch - 1}; set {', '.join(missing)} to its outputs."
-                )
+        # previous_meta None with epoch > 1 is allowed only inside the job (replaying epochs).
+        if self.epoch == 1 and self.previous_meta is not None:
+            raise SpecError(
+                f"train spec {self.arm}: epoch 1 starts from the base model; remove previous_meta."
+            )
+
+    def check_job(self) -> None:
+        """What a job's spec (not a replayed epoch) must also satisfy."""
+        if self.epoch > 1 and self.previous_meta is None:
+            raise SpecError(
+                f"train spec {self.arm}: epoch {self.epoch} continues epoch "
+                f"{self.epoch - 1}; set previous_meta to its checkpoint's .json."
+            )
+
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes what the epochs compute (not where files go).
+
+        A resume state records it; a state made with other settings is never resumed from.
+        """
+        import hashlib
+
+        settings = {k: v for k, v in self.to_dict().items() if k not in _LOCATION_FIELDS}
+        text = json.dumps(settings, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def regularization(self) -> bool:
@@ -169,6 +263,8 @@ class TrainSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (paths as strings)."""
         out = dataclasses.asdict(self)
+        if out["lora_target_modules"] is not None:
+            out["lora_target_modules"] = list(out["lora_target_modules"])
         for name in _PATH_FIELDS:
             if out[name] is not None:
                 out[name] = str(out[name])

@@ -1,0 +1,59 @@
+"""keep_checkpoints: best removes every checkpoint but the arm's best epoch's, and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dreamgrid.errors import SpecError
+from dreamgrid.train.retention import keep_best
+
+
+def arm_files(root, arm, epochs):
+    folder = root / "arms" / arm / "checkpoints"
+    folder.mkdir(parents=True)
+    paths = {}
+    for e in epochs:
+        paths[e] = folder / f"epoch-{e}.safetensors"
+        paths[e].write_bytes(b"weights")
+        (folder / f"epoch-{e}.json").write_text("{}")
+    return paths
+
+
+def test_keeps_only_the_best_epoch_of_the_primary_model(tmp_path):
+    summary = tmp_path / "summary.csv"
+    summary.write_text(
+        "arm,epoch,model,steps,best\n"
+        "a,1,Dlib,2,False\na,2,Dlib,4,True\na,3,Dlib,6,False\n"
+        "a,3,Facenet,6,True\nb,1,Dlib,2,True\n"
+    )
+    paths = arm_files(tmp_path, "a", [1, 2, 3])
+    other = arm_files(tmp_path, "b", [1])
+    user_file = paths[1].parent / "my-notes.txt"
+    user_file.write_text("mine")
+    record = keep_best(summary, "a", paths, tmp_path / "kept.json", model="Dlib")
+    assert record == {"arm": "a", "kept": [2], "removed": [1, 3], "missing": []}
+    assert json.loads((tmp_path / "kept.json").read_text()) == record
+    assert [e for e, p in paths.items() if p.exists()] == [2]
+    # Metadata, other arms and files the workflow did not write stay.
+    assert all(p.with_suffix(".json").exists() for p in paths.values())
+    assert other[1].exists() and user_file.exists()
+    # Run again (e.g. after thresholds changed): nothing left to remove.
+    again = keep_best(summary, "a", paths, tmp_path / "kept.json", model="Dlib")
+    assert again["removed"] == [] and again["kept"] == [2]
+
+
+def test_no_best_flag_keeps_everything(tmp_path):
+    summary = tmp_path / "summary.csv"
+    summary.write_text("arm,epoch,best\na,1,False\na,2,False\n")
+    paths = arm_files(tmp_path, "a", [1, 2])
+    assert keep_best(summary, "a", paths, tmp_path / "kept.json")["kept"] == [1, 2]
+    assert all(p.exists() for p in paths.values())
+
+
+def test_summary_without_best_column_names_the_file(tmp_path):
+    summary = tmp_path / "summary.csv"
+    summary.write_text("arm,epoch\na,1\n")
+    with pytest.raises(SpecError, match="summary.csv: no column"):
+        keep_best(summary, "a", {}, tmp_path / "kept.json")

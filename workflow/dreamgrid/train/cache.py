@@ -1,0 +1,75 @@
+"""VAE latents computed once per image and reused by every epoch and every arm.
+
+An image's latent distribution (mean and std of the VAE's diagonal Gaussian) depends only on
+its pixels, the training resolution and the VAE, so its file is named by the hash of those
+three: arms that share images (the same photos, the same class images) share the files, and
+an edited photo gets a new file rather than a stale one. Training still draws a fresh latent
+sample per step from the cached distribution, as the uncached path does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from dreamgrid.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+
+def vae_key(base_model: Path) -> str:
+    """Hash of the base model's VAE weights (and config) files."""
+    digest = hashlib.sha256()
+    folder = Path(base_model) / "vae"
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class LatentCache:
+    """Latent distributions by image, on disk in ``folder`` (one small safetensors each)."""
+
+    def __init__(
+        self, folder: Path, vae: Any, vae_id: str, resolution: int, device: Any, dtype: Any
+    ) -> None:
+        self.folder = Path(folder)
+        self.vae, self.vae_id, self.resolution = vae, vae_id, resolution
+        self.device, self.dtype = device, dtype
+        self._memory: dict[Path, tuple[Any, Any]] = {}
+        self.encoded = 0  # images encoded by this process (the rest came from disk)
+
+    def path_for(self, image: Path) -> Path:
+        content = hashlib.sha256(Path(image).read_bytes()).hexdigest()[:32]
+        return self.folder / f"{content}-{self.vae_id}-{self.resolution}.safetensors"
+
+    def get(self, image: Path) -> tuple[Any, Any]:
+        """(mean, std) float32 tensors of shape (C, h, w) for ``image``."""
+        if image not in self._memory:
+            self._memory[image] = self._load_or_encode(image)
+        return self._memory[image]
+
+    def _load_or_encode(self, image: Path) -> tuple[Any, Any]:
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        from dreamgrid.train.data import preprocess
+
+        path = self.path_for(image)
+        if path.is_file():
+            tensors = load_file(str(path))
+            return tensors["mean"], tensors["std"]
+        pixels = preprocess(image, self.resolution)[None].to(self.device, dtype=self.dtype)
+        with torch.no_grad():
+            dist = self.vae.encode(pixels).latent_dist
+        mean = dist.mean[0].float().cpu().contiguous()
+        std = dist.std[0].float().cpu().contiguous()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file({"mean": mean, "std": std}, str(tmp))
+        self.encoded += 1
+        return mean, std

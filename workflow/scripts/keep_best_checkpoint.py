@@ -1,0 +1,15 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from dreamgrid import logs
+from dreamgrid.train import retention
+
+with logs.job(snakemake.log[0]):
+    retention.keep_best(
+        summary=Path(snakemake.input.summary),
+        arm=snakemake.wildcards.arm,
+        checkpoints={int(e): Path(p) for e, p in snakemake.params.checkpoints.items()},
+        out=Path(snakemake.output[0]),
+        model=snakemake.params.model,
+    )
