@@ -154,7 +154,7 @@ class Grid:
         return canonical(
             {
                 "names": list(self.candidate_names().values()),
-                "threshold": min(score["thresholds"]),
+                "threshold": self.config["token_finder"]["threshold"],
                 **{k: score[k] for k in ("model", "detector", "metric", "align")},
                 "multiple_faces": score["multiple_faces"],
                 "deepface_home": score["deepface_home"],
