@@ -607,3 +607,37 @@ def test_noise_offset_and_8bit_fallback_change_training_as_asked(
         assert "using torch AdamW instead" in caplog.text
         fallback = unet_of(spec.out_checkpoint)
         assert all(torch.equal(base[k], fallback[k]) for k in base)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_bf16_mixed_precision_runs_on_cpu(tiny_model, data, tmp_path, method):
+    # The path a GPU takes with fp16: frozen parts cast down, trained parameters fp32.
+    # In a fresh process: accelerate keeps one mixed-precision setting per process.
+    lora = {"lora_rank": 2, "lora_alpha": 2.0, "lora_target_modules": ["to_q", "to_v"]}
+    spec = make_spec(
+        tiny_model,
+        data,
+        tmp_path,
+        mixed_precision="bf16",
+        method=method,
+        cache_latents=True,
+        cache_dir=tmp_path / "cache",
+        **(lora if method == "lora" else {}),
+    )
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(spec.to_json())
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    done = subprocess.run(
+        [sys.executable, "-m", "dreamgrid.train", "--spec", str(spec_file)],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_metadata(spec.out_checkpoint)["mixed_precision"] == "bf16"
+    with safe_open(str(spec.state), framework="pt") as handle:
+        keys = [k for k in handle.keys() if k.startswith("weights.")]  # noqa: SIM118
+        dtypes = {handle.get_tensor(k).dtype for k in keys}
+    assert dtypes == {torch.float32}

@@ -37,7 +37,7 @@ def plot(loss_logs: Sequence[Path], out: Path, arm: str, window: int = 25) -> Pa
     figure = Figure(figsize=(8, 3.5), layout="constrained")
     ax = figure.add_subplot()
     ax.plot(steps, losses, lw=0.6, alpha=0.35, label="loss per step")
-    width = max(1, min(window, len(losses)))
+    width = max(1, min(window, len(losses) // 5))  # short demo runs still get a trend line
     running = np.convolve(losses, np.ones(width) / width, mode="valid")
     ax.plot(steps[width - 1 :], running, lw=1.6, label=f"running mean ({width} steps)")
     ends = {}
