@@ -119,3 +119,17 @@ def test_lora_method_axis_adds_arms_with_their_own_settings():
     assert lora["method"] == "lora" and lora["lora_rank"] == 8 and lora["lora_alpha"] == 4.0
     assert lora["learning_rate"] == 1e-4 and lora["lora_target_modules"][0] == "to_k"
     assert both.method_params("rare-noreg-nocap")["lora_rank"] is None
+
+
+def test_the_method_is_a_factorial_axis_when_the_grid_has_several():
+    assert "method" not in grid().arm_axes()["rare-genreg-blip"]
+    config = cfg.validate(
+        {
+            "subject": {"class_word": "woman", "train_images": "photos", "references": "refs"},
+            "base_model": "tiny",
+            "axes": {"token": {"rare": "ohwx"}, "method": ["full", "lora"]},
+        }
+    )
+    axes = dag.Grid(config).arm_axes()
+    assert axes["rare-noreg-nocap"]["method"] == "full"
+    assert axes["rare-noreg-nocap-lora"]["method"] == "lora"

@@ -435,12 +435,16 @@ class Grid:
         return [RENDER_SHARD.format(**where, shard=k) for k in self.shard_ids()]
 
     def arm_axes(self) -> dict[str, dict[str, str]]:
-        """Axis levels per arm for the factorial view (token names, not token strings)."""
+        """Axis levels per arm for the factorial view (token names, not token strings); the
+        training method is an axis when the grid has more than one (full and LoRA arms must
+        not be pooled)."""
+        methods = {arm.method for arm in self.arms.values()}
         return {
             arm.arm: {
                 "token": arm.token_name,
                 "regularization": arm.regularization,
                 "captions": arm.captions,
+                **({"method": arm.method} if len(methods) > 1 else {}),
             }
             for arm in self.arms.values()
         }
