@@ -195,7 +195,7 @@ start() {
 stop() {
   local pidfile
   for pidfile in "$STATE"/slurmd.pid "$STATE"/slurmctld.pid "$STATE"/slurmdbd.pid; do
-    [[ -s $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    if [[ -s $pidfile ]]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
   done
   if pgrep -x mariadbd >/dev/null && [[ -e $CONF_DIR/slurmdbd.conf ]]; then
     mariadb-admin shutdown 2>/dev/null || true
