@@ -57,8 +57,9 @@ def planned_jobs(
         result = snakemake(workdir, "--dry-run", "--cores", "2", *targets, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
-        header = re.match(r"(?:local)?rule (\w+):", block)
+    # Jobs print as "rule x:", "localrule x:" or, for checkpoints, "checkpoint x:".
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", result.stdout):
+        header = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
         if not header:
             continue
         found = re.search(r"^\s+wildcards: (.*)$", block, flags=re.MULTILINE)
