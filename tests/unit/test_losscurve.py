@@ -4,7 +4,7 @@
 def test_loss_curve_reads_every_epoch_in_step_order(tmp_path):
     from PIL import Image
 
-    from dreamgrid.train.losscurve import plot, read_losses
+    from dreamgrid.losscurve import plot, read_losses
 
     logs = []
     for epoch, steps in ((2, range(4, 7)), (1, range(1, 4))):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dreamgrid.errors import SpecError
-from dreamgrid.train.retention import keep_best
+from dreamgrid.retention import keep_best
 
 
 def arm_files(root, arm, epochs):

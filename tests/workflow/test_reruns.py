@@ -37,12 +37,14 @@ def test_changing_thresholds_reruns_only_aggregation(demo_run):
     config["score"]["thresholds"] = [0.5, 0.65]
     rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
     # Only aggregation and report figures; the reference baseline and the contact sheets
-    # do not depend on thresholds.
+    # do not depend on thresholds. The manifest records the config's hash, so it follows
+    # every edit.
     assert set(rules) == {
         "aggregate_scores",
         "plot_histogram",
         "plot_arm_histograms",
         "plot_curves",
+        "write_manifest",
         "all",
     }
 
@@ -231,5 +233,8 @@ def test_keep_checkpoints_retrains_nothing(demo_run, keep):
     config = demo_config()
     config["training"]["keep_checkpoints"] = keep
     rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
-    expected = {"keep_best_checkpoint": 8, "all": 1} if keep == "best" else {}
+    # Only the manifest (it records the config's hash), and with best the cleanup per arm.
+    expected = {"write_manifest": 1, "all": 1}
+    if keep == "best":
+        expected["keep_best_checkpoint"] = 8
     assert dict(rules) == expected

@@ -2,8 +2,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import logs
-from dreamgrid.train import retention
+from dreamgrid import logs, retention
 
 with logs.job(snakemake.log[0]):
     retention.keep_best(
