@@ -225,8 +225,6 @@ def run_rank_cli(
 
 # ---- the candidate list and the chosen token (workflow side) ----------------------------------
 
-#: Token value that asks the finder for the name.
-AUTO = "auto"
 #: Lists shipped with dreamgrid, one per class word (``<class_word>.txt``).
 SHIPPED = Path(__file__).resolve().parents[2] / "resources" / "candidates"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamgrid.errors import SpecError
+from dreamgrid.prompts import AUTO_TOKEN
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
@@ -91,12 +92,18 @@ def check(config: dict[str, Any], source: str = "config") -> None:
             f"{source}: axes.method lists lora, which trains UNet adapters only, but "
             "training.train_text_encoder is true. Set it false or drop lora from axes.method."
         )
-    arms = expand_arms(config)
-    finder = config["token_finder"]
-    if finder["enabled"] or any(arm.token == "auto" for arm in arms):
+    expand_arms(config)
+    if finder_runs(config):
         from dreamgrid import candidates
 
+        finder = config["token_finder"]
         candidates.read_names(candidates.list_path(finder, config["subject"]["class_word"]))
+
+
+def finder_runs(config: dict[str, Any]) -> bool:
+    """Whether the look-alike finder runs: a token is ``auto`` or it is enabled by hand."""
+    tokens = config["axes"]["token"].values()
+    return config["token_finder"]["enabled"] or AUTO_TOKEN in tokens
 
 
 def _describe(err: BaseException) -> str:

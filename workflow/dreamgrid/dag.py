@@ -9,9 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dreamgrid import config as cfg
-from dreamgrid.prompts import MAIN_PROMPT_SET
-
-AUTO = "auto"  # the token value the finder fills in (dreamgrid.candidates.AUTO)
+from dreamgrid.prompts import AUTO_TOKEN, MAIN_PROMPT_SET
 
 RESULTS = "results"
 BASE_MODEL_DIR = f"{RESULTS}/models/base"
@@ -106,14 +104,13 @@ class Grid:
         """One arm's own settings (token, regularization, captions); an ``auto`` token is
         the finder's top-ranked name, so a new ranking with the same winner reruns nothing."""
         params = self.arms[arm].as_params()
-        if params["token"] == AUTO:
+        if params["token"] == AUTO_TOKEN:
             params["token"] = self.chosen_token()
         return canonical(params)
 
     # ---- issue #7: token finder -----------------------------------------------------------
     def finder_active(self) -> bool:
-        finder = self.config["token_finder"]
-        return finder["enabled"] or any(a.token == AUTO for a in self.arms.values())
+        return cfg.finder_runs(self.config)
 
     def candidate_names(self) -> dict[str, str]:
         """Candidate slug -> name, in list order ({} when the finder does not run)."""
@@ -173,7 +170,7 @@ class Grid:
         """Input function of jobs that use an arm's token: none, but for an ``auto`` token
         it asks for the final ranking first (no file, so a re-ranking with the same winner
         reruns nothing; a new winner changes the token param, which reruns the arm)."""
-        if self.arms[wildcards.arm].token == AUTO:
+        if self.arms[wildcards.arm].token == AUTO_TOKEN:
             self.chosen_token()
         return []
 

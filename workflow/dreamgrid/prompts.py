@@ -8,6 +8,8 @@ from dreamgrid.errors import SpecError
 
 #: Name of the prompt set rendered from ``sample.prompt`` (extra sets: ``sample.prompt_sets``).
 MAIN_PROMPT_SET = "main"
+#: Token value that asks the look-alike finder for the name (``axes.token: {x: auto}``).
+AUTO_TOKEN = "auto"
 
 
 def fill(template: str, token: str, class_word: str) -> str:
