@@ -83,67 +83,26 @@ def build_sd15(out: Path) -> Path:
 
 
 def make_spec(base: Path, images: Path, out: Path, **changes):
-    from dreamgrid.train.spec import TrainSpec
+    from dreamgrid.train.testing import tiny_train_spec
 
-    fields = {
-        "arm": "bench",
-        "base_model": base,
-        "instance_dir": images,
-        "captions": None,
-        "token": "ohwx",
-        "class_word": "woman",
-        "reg_dir": None,
-        "prior_loss_weight": 1.0,
-        "reg_mode": "kohya",
-        "passes": 1,
-        "resolution": 64,
-        "repeats": 10,
-        "batch_size": 1,
-        "learning_rate": 1e-5,
-        "lr_scheduler": "constant",
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.999,
-        "adam_weight_decay": 1e-2,
-        "adam_epsilon": 1e-8,
-        "max_grad_norm": 1.0,
-        "seed": 1,
-        "epoch": 1,
-        "previous_meta": None,
-        "state": out / "state.safetensors",
-        "mixed_precision": "no",
-        "gradient_checkpointing": False,
-        "train_text_encoder": False,
-        "save_precision": "fp16",
-        "method": "full",
-        "lora_rank": None,
-        "lora_alpha": None,
-        "lora_target_modules": None,
-        "text_encoder_lr": None,
-        "text_encoder_stop_epoch": None,
-        "optimizer": "adamw",
-        "noise_offset": 0.0,
-        "min_snr_gamma": None,
-        "cache_latents": False,
-        "cache_text_embeddings": False,
-        "cache_dir": None,
-        "out_checkpoint": out / "epoch-1.safetensors",
-    }
-    fields.update(changes)
-    return TrainSpec(**fields)
+    fields = {"arm": "bench", "repeats": 10, "batch_size": 1, "learning_rate": 1e-5, "seed": 1}
+    return tiny_train_spec(
+        base, images, out, state=out / "state.safetensors", **{**fields, **changes}
+    )
 
 
 def setup(spec):
-    """Accelerator, models, optimizer and the epoch's items, exactly as ``loop.run`` makes them."""
+    """Accelerator, models, optimizer and the epoch's batches, exactly as ``loop.run`` makes them."""
     from dreamgrid.train import loop
-    from dreamgrid.train.data import epoch_items
+    from dreamgrid.train.data import epoch_batches
 
     accelerator = loop.make_accelerator(spec)
     models = loop.load_models(spec, accelerator.device)
     optimizer, lr_scheduler = loop.prepare_optimizer(spec, accelerator, models)
-    return accelerator, models, optimizer, lr_scheduler, epoch_items(spec)
+    return accelerator, models, optimizer, lr_scheduler, epoch_batches(spec)
 
 
-def reference_epoch(spec, accelerator, models, items, optimizer, lr_scheduler) -> list[float]:
+def reference_epoch(spec, accelerator, models, batches, optimizer, lr_scheduler) -> list[float]:
     """diffusers train_dreambooth.py's training step, fed our batches and random draws."""
     import torch
     import torch.nn.functional as F
@@ -151,7 +110,7 @@ def reference_epoch(spec, accelerator, models, items, optimizer, lr_scheduler) -
     from dreamgrid.train import loop
     from dreamgrid.train.data import derive_seed
 
-    dataloader = loop.make_dataloader(spec, accelerator, models, items)
+    dataloader = loop.make_dataloader(accelerator, models, batches)
     generator = torch.Generator(device=accelerator.device)
     generator.manual_seed(derive_seed(spec.seed, spec.epoch, "noise"))
     vae, unet, text_encoder, scheduler = (
@@ -222,14 +181,14 @@ def time_side(spec, side: str, warmup: int) -> dict:
 
     from dreamgrid.train import loop
 
-    accelerator, models, optimizer, lr_scheduler, items = setup(spec)
+    accelerator, models, optimizer, lr_scheduler, batches = setup(spec)
     step = loop.train_epoch if side == "ours" else reference_epoch
     if warmup:
         warm = dataclasses.replace(spec, repeats=1)
-        step(warm, accelerator, models, items[:warmup], optimizer, lr_scheduler)
+        step(warm, accelerator, models, batches[:warmup], optimizer, lr_scheduler)
     peak_memory_reset()
     started = time.perf_counter()
-    losses = step(spec, accelerator, models, items, optimizer, lr_scheduler)
+    losses = step(spec, accelerator, models, batches, optimizer, lr_scheduler)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started

@@ -66,6 +66,16 @@ def test_bad_values_name_the_key(overrides, where):
         cfg.validate(minimal(**overrides), source="my.yaml")
 
 
+def test_bucket_settings_are_checked_before_any_job():
+    with pytest.raises(SpecError, match=r"my\.yaml: training \(aspect_ratio buckets\).*within"):
+        cfg.validate(
+            minimal(training__aspect_ratio="buckets", training__bucket_max_size=448),
+            source="my.yaml",
+        )
+    # The same sizes are fine while center-cropping (they are not used).
+    cfg.validate(minimal(training__bucket_max_size=448))
+
+
 def test_ground_truth_axis_needs_folder():
     with pytest.raises(SpecError, match="subject.ground_truth"):
         cfg.validate(minimal(axes__regularization=["none", "ground_truth"]))

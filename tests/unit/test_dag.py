@@ -101,6 +101,29 @@ def test_match_steps_doubles_passes_of_no_reg_arms_only():
     assert {paired.train_passes(a) for a in paired.arm_ids} == {1}
 
 
+def test_bucket_sizes_reach_the_jobs_only_with_buckets():
+    # Editing bucket sizes while center-cropping must not retrain (or redo ground truth).
+    plain, edited = grid(), grid(bucket_step=32)
+    assert plain.training_params() == edited.training_params()
+    assert plain.training_params()["bucket_step"] is None
+    assert (
+        plain.ground_truth_params()
+        == edited.ground_truth_params()
+        == {
+            "resolution": 512,
+            "max_side": None,
+        }
+    )
+    buckets = grid(aspect_ratio="buckets", bucket_max_size=768)
+    params = buckets.training_params()
+    assert (params["bucket_min_size"], params["bucket_max_size"], params["bucket_step"]) == (
+        256,
+        768,
+        64,
+    )
+    assert buckets.ground_truth_params()["max_side"] == 768
+
+
 def test_lora_method_axis_adds_arms_with_their_own_settings():
     plain = grid()
     both = dag.Grid(

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from dreamgrid.tiny import build_tiny_sd
 from dreamgrid.train.spec import TrainSpec
+from dreamgrid.train.testing import tiny_train_spec
 
 
 @pytest.fixture(scope="module")
@@ -28,46 +29,14 @@ def spec_fields(tmp_path_factory):
     rng = np.random.default_rng(3)
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    return {
-        "arm": "rare-noreg-nocap",
-        "base_model": build_tiny_sd(root / "sd"),
-        "instance_dir": images,
-        "captions": None,
-        "token": "ohwx",
-        "class_word": "woman",
-        "reg_dir": None,
-        "prior_loss_weight": 1.0,
-        "reg_mode": "kohya",
-        "passes": 1,
-        "resolution": 64,
-        "repeats": 20,
-        "batch_size": 1,
-        "learning_rate": 1e-3,
-        "lr_scheduler": "constant",
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.999,
-        "adam_weight_decay": 1e-2,
-        "adam_epsilon": 1e-8,
-        "max_grad_norm": 1.0,
-        "seed": 11,
-        "epoch": 1,
-        "mixed_precision": "no",
-        "gradient_checkpointing": False,
-        "train_text_encoder": False,
-        "save_precision": "fp16",
-        "method": "full",
-        "lora_rank": None,
-        "lora_alpha": None,
-        "lora_target_modules": None,
-        "text_encoder_lr": None,
-        "text_encoder_stop_epoch": None,
-        "optimizer": "adamw",
-        "noise_offset": 0.0,
-        "min_snr_gamma": None,
-        "cache_latents": False,
-        "cache_text_embeddings": False,
-        "cache_dir": None,
-    }
+    base = build_tiny_sd(root / "sd")
+    spec = tiny_train_spec(
+        base, images, root, arm="rare-noreg-nocap", repeats=20, batch_size=1, seed=11
+    )
+    fields = spec.to_dict()
+    for name in ("previous_meta", "state", "out_checkpoint"):
+        del fields[name]  # epoch_spec sets them per epoch
+    return fields
 
 
 def epoch_spec(fields: dict, out: Path, epoch: int) -> TrainSpec:

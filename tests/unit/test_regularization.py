@@ -110,6 +110,17 @@ def test_prepare_ground_truth(tmp_path):
     assert {p.name: digest(p) for p in src.iterdir()} == before
 
 
+def test_ground_truth_for_buckets_keeps_each_photos_shape(tmp_path):
+    src = tmp_path / "others"
+    make_photos(src)
+    index = prepare_ground_truth(src, 32, tmp_path / "gt", max_side=100)
+    sizes = {name: Image.open(tmp_path / "gt" / name).size for name in index.image}
+    # Training fits each to its bucket; here only the 120 px wide photo is shrunk.
+    assert sizes == {"clear.png": (40, 40), "tall.png": (50, 90), "wide.png": (100, 50)}
+    wide = np.asarray(Image.open(tmp_path / "gt" / "wide.png")).astype(int)
+    assert wide[:, :10, 0].mean() > 240  # the red sides are still there: nothing cropped
+
+
 def test_ground_truth_bad_file_is_named(tmp_path):
     src = tmp_path / "others"
     make_photos(src)
@@ -138,7 +149,7 @@ def test_resize_center_crop_matches_training_preprocess(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(rng.integers(0, 256, (70, 123, 3), dtype=np.uint8)).save(path)
     ours = np.asarray(resize_center_crop(Image.open(path).convert("RGB"), 48), np.float32)
-    train = (preprocess(path, 48).permute(1, 2, 0).numpy() + 1.0) * 127.5
+    train = (preprocess(path, (48, 48)).permute(1, 2, 0).numpy() + 1.0) * 127.5
     assert np.abs(ours - train).max() < 1e-3
 
 

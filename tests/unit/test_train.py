@@ -17,9 +17,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from dreamgrid.errors import SpecError
-from dreamgrid.train.data import epoch_items, instance_items, preprocess, steps_per_epoch
+from dreamgrid.train.data import epoch_batches, instance_items, preprocess, steps_per_epoch
 from dreamgrid.train.export import read_metadata
 from dreamgrid.train.spec import TrainSpec
+from dreamgrid.train.testing import tiny_train_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,51 +53,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
 
 
 def make_spec(tiny_model: Path, data: dict[str, Path], out: Path, **changes) -> TrainSpec:
-    fields = {
-        "arm": "ohwx-noreg-nocaptions",
-        "base_model": tiny_model,
-        "instance_dir": data["instance"],
-        "captions": None,
-        "token": "ohwx",
-        "class_word": "woman",
-        "reg_dir": None,
-        "prior_loss_weight": 1.0,
-        "reg_mode": "kohya",
-        "passes": 1,
-        "resolution": 64,
-        "repeats": 1,
-        "batch_size": 2,
-        "learning_rate": 1e-3,
-        "lr_scheduler": "constant",
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.999,
-        "adam_weight_decay": 1e-2,
-        "adam_epsilon": 1e-8,
-        "max_grad_norm": 1.0,
-        "seed": 7,
-        "epoch": 1,
-        "previous_meta": None,
-        "state": out / "state" / "resume.safetensors",
-        "mixed_precision": "no",
-        "gradient_checkpointing": False,
-        "train_text_encoder": False,
-        "save_precision": "fp16",
-        "method": "full",
-        "lora_rank": None,
-        "lora_alpha": None,
-        "lora_target_modules": None,
-        "text_encoder_lr": None,
-        "text_encoder_stop_epoch": None,
-        "optimizer": "adamw",
-        "noise_offset": 0.0,
-        "min_snr_gamma": None,
-        "cache_latents": False,
-        "cache_text_embeddings": False,
-        "cache_dir": None,
-        "out_checkpoint": out / "epoch-1.safetensors",
-    }
-    fields.update(changes)
-    return TrainSpec(**fields)
+    return tiny_train_spec(tiny_model, data["instance"], out, **changes)
 
 
 def next_epoch(spec: TrainSpec, out: Path, state: Path | None = None) -> TrainSpec:
@@ -152,6 +109,11 @@ def test_steps_per_epoch_kohya_numbers():
 # --- data -----------------------------------------------------------------------------------
 
 
+def epoch_items(spec: TrainSpec) -> list:
+    """The epoch's items in training order (its batches laid end to end)."""
+    return [item for batch in epoch_batches(spec) for item in batch]
+
+
 def test_items_without_and_with_regularization(tiny_model, data, tmp_path):
     spec = make_spec(tiny_model, data, tmp_path, repeats=2)
     items = epoch_items(spec)
@@ -186,8 +148,9 @@ def write_captions(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def test_paired_mode_puts_instance_then_class_items_in_each_batch(tiny_model, data, tmp_path):
     spec = make_spec(tiny_model, data, tmp_path, reg_dir=data["reg"], reg_mode="paired")
-    items = epoch_items(spec)  # 3 instance items, batch 2 -> batches [i i c c], [i c]
-    assert [item.is_reg for item in items] == [False, False, True, True, False, True]
+    batches = epoch_batches(spec)  # 3 instance items, batch 2 -> batches [i i c c], [i c]
+    assert [[item.is_reg for item in b] for b in batches] == [[0, 0, 1, 1], [0, 1]]
+    items = [item for batch in batches for item in batch]
     assert sorted(i.image.name for i in items if not i.is_reg) == ["a.png", "b.png", "c.png"]
     assert all(i.weight == spec.prior_loss_weight for i in items if i.is_reg)
 
@@ -254,7 +217,7 @@ def test_preprocess_resizes_center_crops_and_normalizes(tmp_path):
     image = np.zeros((40, 80, 3), dtype=np.uint8)  # wide: 80 x 40
     image[:, 20:60] = 255  # white centre band, exactly what the crop keeps
     Image.fromarray(image).save(tmp_path / "wide.png")
-    pixels = preprocess(tmp_path / "wide.png", 32)
+    pixels = preprocess(tmp_path / "wide.png", (32, 32))
     assert pixels.shape == (3, 32, 32) and pixels.dtype == torch.float32
     assert pixels.min() >= -1 and pixels.max() <= 1
     assert pixels[:, :, 4:28].min() > 0.9  # the centre band survived the crop

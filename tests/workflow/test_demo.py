@@ -40,6 +40,20 @@ def test_summary_has_a_row_per_checkpoint_with_kohya_steps(demo_run):
         assert row.renders == config["sample"]["count"]
 
 
+def test_portraits_trained_in_aspect_ratio_buckets(demo_run):
+    from dreamgrid.buckets import image_size
+
+    photos = sorted((demo_run / "resources/demo/train").iterdir())
+    assert all(w < h for w, h in map(image_size, photos))  # the demo's photos are portraits
+    for arm in ARMS:
+        meta = json.loads((demo_run / f"results/arms/{arm}/checkpoints/epoch-1.json").read_text())
+        assert meta["aspect_ratio"] == "buckets"
+        sizes = [tuple(map(int, label.split("x"))) for label in meta["train_sizes"]]
+        assert sum(meta["train_sizes"].values()) == len(photos)
+        assert any(w < h for w, h in sizes)  # not all squeezed into the square bucket
+        assert all(w * h <= 64 * 64 for w, h in sizes)
+
+
 def test_faceless_renders_are_face_rate_zero_not_distance_zero(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
     assert (summary["face_rate"] == 0).all()

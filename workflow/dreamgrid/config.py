@@ -92,6 +92,18 @@ def check(config: dict[str, Any], source: str = "config") -> None:
             f"{source}: axes.method lists lora, which trains UNet adapters only, but "
             "training.train_text_encoder is true. Set it false or drop lora from axes.method."
         )
+    training = config["training"]
+    if training["aspect_ratio"] == "buckets":
+        from dreamgrid.buckets import check_bucket_settings
+
+        problem = check_bucket_settings(
+            training["resolution"],
+            training["bucket_min_size"],
+            training["bucket_max_size"],
+            training["bucket_step"],
+        )
+        if problem:
+            raise SpecError(f"{source}: training (aspect_ratio buckets): {problem}")
     expand_arms(config)
     if finder_runs(config):
         from dreamgrid import candidates

@@ -48,6 +48,7 @@ SUMMARY_MD = f"{RESULTS}/report/summary.md"
 # `keep_checkpoints` do not change what an epoch's job computes (more epochs only add jobs),
 # and `match_steps` reaches only the arms it changes, as `passes` (Grid.train_passes).
 NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "match_steps")
+BUCKET_KEYS = ("bucket_min_size", "bucket_max_size", "bucket_step")
 
 # ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
 #: One shard of a checkpoint's renders (a folder under renders/) and its render table.
@@ -175,8 +176,22 @@ class Grid:
         return []
 
     def training_params(self) -> dict[str, Any]:
+        """The training section as TrainSpec fields; bucket sizes are null unless
+        aspect_ratio is buckets, so editing them does not retrain center-cropped arms."""
+        training = {k: v for k, v in self.config["training"].items() if k not in NOT_PER_EPOCH}
+        if training["aspect_ratio"] != "buckets":
+            training.update(dict.fromkeys(BUCKET_KEYS, None))
+        return canonical(training)
+
+    def ground_truth_params(self) -> dict[str, Any]:
+        """How ground-truth photos are prepared: center-cropped at the training resolution,
+        or (buckets) kept in shape, only shrunk to the longest bucket side."""
         training = self.config["training"]
-        return canonical({k: v for k, v in training.items() if k not in NOT_PER_EPOCH})
+        buckets = training["aspect_ratio"] == "buckets"
+        return {
+            "resolution": training["resolution"],
+            "max_side": training["bucket_max_size"] if buckets else None,
+        }
 
     def method_params(self, arm: str) -> dict[str, Any]:
         """TrainSpec fields of the arm's method: LoRA settings (and the LoRA learning rate)

@@ -121,14 +121,21 @@ def resize_center_crop(image, resolution: int):
     Training photos and ground-truth regularization photos both go through this, so they
     are prepared identically.
     """
+    return resize_cover_crop(image, resolution, resolution)
+
+
+def resize_cover_crop(image, width: int, height: int):
+    """Resize (bilinear, aspect kept) to the smallest size covering ``width`` x ``height``,
+    then center-crop to it: Kohya's fit for an aspect-ratio bucket, and a square center crop
+    when ``width == height``."""
     from PIL import Image
 
-    width, height = image.size
-    scale = resolution / min(width, height)
-    new_w = max(resolution, round(width * scale))
-    new_h = max(resolution, round(height * scale))
-    if (new_w, new_h) != (width, height):
+    old_w, old_h = image.size
+    scale = max(width / old_w, height / old_h)
+    new_w = max(width, round(old_w * scale))
+    new_h = max(height, round(old_h * scale))
+    if (new_w, new_h) != (old_w, old_h):
         image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left = (new_w - resolution) // 2
-    top = (new_h - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
+    left = (new_w - width) // 2
+    top = (new_h - height) // 2
+    return image.crop((left, top, left + width, top + height))

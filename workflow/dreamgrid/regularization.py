@@ -6,7 +6,8 @@ Two kinds of regularization set, each written as a folder of PNGs plus ``index.c
   model with the Euler scheduler, image ``i`` from seed ``seed + i`` (one generator per image,
   so the set does not depend on the batch size). Made once and shared by every arm.
 * ground truth: the user's real photos of other people, decoded, resized and center-cropped
-  exactly like the training images (:func:`resize_center_crop`). The source files are only read.
+  exactly like the training images (:func:`resize_center_crop`), or with aspect-ratio buckets
+  kept in shape for training to fit. The source files are only read.
 """
 
 from __future__ import annotations
@@ -103,13 +104,17 @@ def generate_class_images(
     return index
 
 
-def prepare_ground_truth(src_dir: Path, resolution: int, out_dir: Path) -> pd.DataFrame:
+def prepare_ground_truth(
+    src_dir: Path, resolution: int, out_dir: Path, max_side: int | None = None
+) -> pd.DataFrame:
     """Decode, resize and center-crop real photos of other people into ``out_dir``.
 
     Args:
         src_dir: the user's folder of photos (only read, never modified).
         resolution: side of the square output images, as in training.
         out_dir: folder to create; built under a temporary name and renamed when complete.
+        max_side: with aspect-ratio buckets: keep each photo's shape (training fits it to its
+            bucket), only shrinking it so its longer side is at most ``max_side``.
 
     Returns:
         The index (also written to ``out_dir/index.csv``): columns image (output file name,
@@ -119,6 +124,7 @@ def prepare_ground_truth(src_dir: Path, resolution: int, out_dir: Path) -> pd.Da
         SpecError: the folder is missing or empty, a photo cannot be decoded (naming it), or
             two photos share a file stem.
     """
+    from PIL import Image
     from tqdm.auto import tqdm
 
     if resolution < 8 or resolution % 8:
@@ -130,11 +136,16 @@ def prepare_ground_truth(src_dir: Path, resolution: int, out_dir: Path) -> pd.Da
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for path in tqdm(sources, desc="ground truth", unit="img"):
-            image = resize_center_crop(load_rgb(path), resolution)
+            image = load_rgb(path)
+            if max_side is None:
+                image = resize_center_crop(image, resolution)
+            elif max(image.size) > max_side:
+                image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             name = f"{path.stem}.png"
             image.save(tmp / name)
             rows.append({"image": name, "source": str(path)})
         index = pd.DataFrame(rows, columns=["image", "source"])
         index.to_csv(tmp / INDEX, index=False)
-    log.info("%d ground-truth photos prepared at %d px in %s", len(index), resolution, out_dir)
+    fitted = f"{resolution} px" if max_side is None else f"their own shape (at most {max_side} px)"
+    log.info("%d ground-truth photos prepared at %s in %s", len(index), fitted, out_dir)
     return index

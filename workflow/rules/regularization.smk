@@ -30,7 +30,7 @@ rule prepare_ground_truth:
     conda:
         "../../envs/train.yaml"
     params:
-        resolution=config["training"]["resolution"],
+        fit=GRID.ground_truth_params(),
         impl=versions.REGULARIZATION,
     script:
         "../scripts/prepare_ground_truth.py"

@@ -7,6 +7,6 @@ from dreamgrid import logs, regularization
 with logs.job(snakemake.log[0]):
     regularization.prepare_ground_truth(
         src_dir=Path(snakemake.input.photos),
-        resolution=snakemake.params.resolution,
+        **snakemake.params.fit,
         out_dir=Path(snakemake.output[0]),
     )

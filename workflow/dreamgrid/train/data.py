@@ -3,8 +3,13 @@
 One epoch holds every training image ``repeats`` times, each with its composed caption
 (``"<token> <class>, <raw caption>"``), plus, with regularization, as many class images as
 instance items (cycling through the class folder), captioned ``"<class>"`` and weighted by
-``prior_loss_weight`` in the loss: as extra items (Kohya) or in the same batch (``paired``). The order is shuffled per epoch from a generator seeded by
-``(seed, epoch)``, so an epoch's batches do not depend on what ran before it.
+``prior_loss_weight`` in the loss: as extra items (Kohya) or in the same batch (``paired``).
+The order is shuffled per epoch from a generator seeded by ``(seed, epoch)``, so an epoch's
+batches do not depend on what ran before it.
+
+Images are center-cropped to ``resolution²``, or with ``aspect_ratio: buckets`` fitted to
+Kohya's aspect-ratio buckets (:mod:`dreamgrid.buckets`); then each batch holds one
+bucket's images and an epoch has one short batch per bucket, as in Kohya.
 
 Importing this module needs only the standard library (``steps_per_epoch`` is used by the
 report stage); torch, numpy and PIL are imported where images are loaded.
@@ -13,14 +18,16 @@ report stage); torch, numpy and PIL are imported where images are loaded.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamgrid.buckets import bucket_resolutions, image_size, select_bucket
 from dreamgrid.errors import SpecError
-from dreamgrid.io import list_images, load_rgb, resize_center_crop
+from dreamgrid.io import list_images, load_rgb, resize_cover_crop
 from dreamgrid.prompts import check_caption, compose_caption
 from dreamgrid.train.spec import REG_MODES
 
@@ -33,13 +40,14 @@ def steps_per_epoch(
     reg_mode: str = "kohya",
     passes: int = 1,
 ) -> int:
-    """Optimizer steps in one epoch, as Kohya counts them.
+    """Optimizer steps in one center-cropped epoch, as Kohya counts them.
 
     ``ceil(n_images * repeats * (2 if regularization else 1) / batch_size)`` per pass: with
     regularization each epoch adds as many class items as instance items. In diffusers'
     ``paired`` mode a class item rides in the same batch as each instance item, so
     regularization adds no steps. ``passes`` > 1 (``match_steps``) runs the data that many
-    times per epoch, each pass shuffled anew.
+    times per epoch, each pass shuffled anew. With aspect-ratio buckets every bucket ends in
+    its own short batch: see :func:`bucket_steps`.
     """
     for name, value in (
         ("n_images", n_images),
@@ -56,6 +64,13 @@ def steps_per_epoch(
     return passes * math.ceil(items / batch_size)
 
 
+def bucket_steps(bucket_items: list[int], batch_size: int, passes: int = 1) -> int:
+    """Optimizer steps in one bucketed epoch: ``passes * sum(ceil(n_b / batch_size))`` over
+    the items per bucket ``n_b`` (Kohya's ``BucketBatchIndex`` count). In ``paired`` mode
+    count only the instance items: class items ride along."""
+    return passes * sum(math.ceil(n / batch_size) for n in bucket_items if n)
+
+
 def derive_seed(seed: int, epoch: int, stream: str) -> int:
     """A 63-bit seed for one random stream (``"order"``, ``"noise"``, ...) of one epoch.
 
@@ -67,12 +82,14 @@ def derive_seed(seed: int, epoch: int, stream: str) -> int:
 
 @dataclass(frozen=True)
 class Item:
-    """One training example of an epoch."""
+    """One training example of an epoch; ``size`` is the ``(width, height)`` it is fitted to
+    (``(resolution, resolution)`` when center-cropped)."""
 
     image: Path
     caption: str
     weight: float
     is_reg: bool
+    size: tuple[int, int]
 
 
 def read_captions(path: Path, images: list[Path]) -> dict[str, str]:
@@ -124,21 +141,21 @@ def instance_items(spec: Any) -> list[Item]:
         caption = compose_caption(raw.get(image.name), spec.token, spec.class_word)
         source = f"{image} (caption from {spec.captions})" if spec.captions else str(image)
         check_caption(caption, spec.token, spec.class_word, source=source)
-        items.append(Item(image, caption, 1.0, False))
+        items.append(Item(image, caption, 1.0, False, (spec.resolution, spec.resolution)))
     return [item for _ in range(spec.repeats) for item in items]
 
 
-def epoch_items(spec: Any) -> list[Item]:
-    """The epoch's items in training order, one pass after another.
+def epoch_batches(spec: Any) -> list[list[Item]]:
+    """The epoch's batches in training order, one pass after another.
 
-    ``kohya``: instance and class items shuffled together. ``paired``: instance items
-    shuffled, class items shuffled, then laid out batch by batch as ``batch_size`` instance
-    items followed by as many class items (a loader with ``2 * batch_size`` per batch then
-    yields diffusers' prior-preservation batches).
+    Center crop: ``kohya`` shuffles instance and class items together; ``paired`` shuffles
+    each and lays every batch out as ``batch_size`` instance items followed by as many
+    class items (diffusers' prior-preservation batches). Buckets: see
+    :func:`_bucket_batches`. Each pass ends in its own short batch, as a Kohya epoch does.
     """
     import torch
 
-    def shuffled(items: list[Item], stream: str) -> list[Item]:
+    def shuffled(items: list[Any], stream: str) -> list[Any]:
         generator = torch.Generator().manual_seed(derive_seed(spec.seed, spec.epoch, stream))
         return [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
 
@@ -147,34 +164,79 @@ def epoch_items(spec: Any) -> list[Item]:
     if spec.reg_dir is not None:
         class_images = list_images(spec.reg_dir)
         weight = float(spec.prior_loss_weight)
+        square = (spec.resolution, spec.resolution)
         reg = [
-            Item(class_images[i % len(class_images)], spec.class_word, weight, True)
+            Item(class_images[i % len(class_images)], spec.class_word, weight, True, square)
             for i in range(len(instance))
         ]
-    passes = spec.passes
-    out: list[Item] = []
-    for index in range(passes):
+    if spec.aspect_ratio == "buckets":
+        return _bucket_batches(spec, instance, reg, shuffled)
+    paired = spec.reg_mode == "paired" and bool(reg)
+    size = spec.batch_size
+    out: list[list[Item]] = []
+    for index in range(spec.passes):
         # Pass 0 keeps the stream name of one-pass epochs, so their order is unchanged.
         suffix = f":{index}" if index else ""
-        if spec.reg_mode == "paired" and reg:
+        if paired:
             inst, cls = shuffled(instance, f"order{suffix}"), shuffled(reg, f"class{suffix}")
-            size = spec.batch_size
-            for start in range(0, len(inst), size):
-                out += inst[start : start + size] + cls[start : start + size]
+            out += [
+                inst[start : start + size] + cls[start : start + size]
+                for start in range(0, len(inst), size)
+            ]
         else:
-            out += shuffled(instance + reg, f"order{suffix}")
+            order = shuffled(instance + reg, f"order{suffix}")
+            out += [order[start : start + size] for start in range(0, len(order), size)]
     return out
 
 
-def preprocess(path: Path, resolution: int) -> Any:
-    """Load an image, resize its shorter side to ``resolution``, center-crop, scale to [-1, 1].
+def _bucket_batches(
+    spec: Any, instance: list[Item], reg: list[Item], shuffled: Any
+) -> list[list[Item]]:
+    """Kohya's bucketed epoch: items grouped by bucket, each bucket shuffled and cut into
+    batches, then the batches shuffled. In ``paired`` mode only instance items are bucketed;
+    each batch's class items (drawn in shuffled order) are fitted to that batch's bucket."""
+    buckets = bucket_resolutions(
+        spec.resolution, spec.bucket_min_size, spec.bucket_max_size, spec.bucket_step
+    )
+    fitted: dict[Path, tuple[int, int]] = {}
 
-    Returns a float32 tensor of shape (3, resolution, resolution).
+    def fit(item: Item) -> Item:
+        if item.image not in fitted:
+            fitted[item.image] = select_bucket(*image_size(item.image), buckets)
+        return dataclasses.replace(item, size=fitted[item.image])
+
+    paired = spec.reg_mode == "paired" and bool(reg)
+    bucketed = [fit(item) for item in (instance if paired else instance + reg)]
+    size = spec.batch_size
+    out: list[list[Item]] = []
+    for index in range(spec.passes):
+        suffix = f":{index}" if index else ""
+        batches: list[list[Item]] = []
+        for bucket in sorted({item.size for item in bucketed}):
+            members = [item for item in bucketed if item.size == bucket]
+            members = shuffled(members, f"bucket:{bucket[0]}x{bucket[1]}{suffix}")
+            batches += [members[start : start + size] for start in range(0, len(members), size)]
+        batches = shuffled(batches, f"batches{suffix}")
+        if paired:
+            classes = iter(shuffled(reg, f"class{suffix}"))
+            batches = [
+                batch + [dataclasses.replace(next(classes), size=batch[0].size) for _ in batch]
+                for batch in batches
+            ]
+        out += batches
+    return out
+
+
+def preprocess(path: Path, size: tuple[int, int]) -> Any:
+    """Load an image, resize it to cover ``size = (width, height)``, center-crop to it and
+    scale to [-1, 1] (a square ``size`` is the plain center crop).
+
+    Returns a float32 tensor of shape (3, height, width).
     """
     import numpy as np
     import torch
 
-    image = resize_center_crop(load_rgb(path), resolution)
+    image = resize_cover_crop(load_rgb(path), *size)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
@@ -182,19 +244,16 @@ def preprocess(path: Path, resolution: int) -> Any:
 class DreamBoothDataset:
     """Map-style dataset over an epoch's items (a ``torch.utils.data.Dataset`` by protocol).
 
-    Each image is preprocessed once and cached: with repeats the same few images recur. With
-    a ``latents`` cache (:class:`dreamgrid.train.cache.LatentCache`) items carry the VAE's
-    latent mean and std instead of pixels.
+    Each image is preprocessed once per size and cached: with repeats the same few images
+    recur. With a ``latents`` cache (:class:`dreamgrid.train.cache.LatentCache`) items carry
+    the VAE's latent mean and std instead of pixels.
     """
 
-    def __init__(
-        self, items: list[Item], tokenizer: Any, resolution: int, latents: Any = None
-    ) -> None:
+    def __init__(self, items: list[Item], tokenizer: Any, latents: Any = None) -> None:
         self.items = items
         self.tokenizer = tokenizer
-        self.resolution = resolution
         self.latents = latents
-        self._pixels: dict[Path, Any] = {}
+        self._pixels: dict[tuple[Path, tuple[int, int]], Any] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -202,11 +261,13 @@ class DreamBoothDataset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         if self.latents is not None:
-            image = dict(zip(("latent_mean", "latent_std"), self.latents.get(item.image)))
+            latent = self.latents.get(item.image, item.size)
+            image = dict(zip(("latent_mean", "latent_std"), latent))
         else:
-            if item.image not in self._pixels:
-                self._pixels[item.image] = preprocess(item.image, self.resolution)
-            image = {"pixel_values": self._pixels[item.image]}
+            key = (item.image, item.size)
+            if key not in self._pixels:
+                self._pixels[key] = preprocess(item.image, item.size)
+            image = {"pixel_values": self._pixels[key]}
         input_ids = self.tokenizer(
             item.caption,
             padding="max_length",

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from dreamgrid.errors import DreamgridError, SpecError
 from dreamgrid.io import atomic_path, list_images
-from dreamgrid.train.data import DreamBoothDataset, collate_fn, derive_seed, epoch_items
+from dreamgrid.train.data import DreamBoothDataset, collate_fn, derive_seed, epoch_batches
 from dreamgrid.train.data import steps_per_epoch as count_steps
 from dreamgrid.train.export import save_lora, save_sd_checkpoint
 from dreamgrid.train.spec import TrainSpec
@@ -78,7 +80,10 @@ def run(spec: TrainSpec) -> dict[str, Any]:
     started = time.perf_counter()
     spec.check_job()
     check_inputs(spec)
-    items = epoch_items(spec)  # reads and checks the captions before any model is loaded
+    batches = epoch_batches(spec)  # reads and checks captions and images before any model
+    if spec.aspect_ratio == "buckets":
+        sizes = checkpoint_metadata(spec, batches, 0, 0, [0.0])["train_sizes"]
+        logger.info("%s: training images per aspect-ratio bucket: %s", spec.arm, sizes)
     accelerator = make_accelerator(spec)
     models = load_models(spec, accelerator.device)
     if spec.cache_latents:
@@ -88,7 +93,6 @@ def run(spec: TrainSpec) -> dict[str, Any]:
             spec.cache_dir,
             models.vae,
             vae_key(spec.base_model),
-            spec.resolution,
             accelerator.device,
             models.weight_dtype,
         )
@@ -97,18 +101,15 @@ def run(spec: TrainSpec) -> dict[str, Any]:
     for epoch in range(done + 1, spec.epoch):
         replay = dataclasses.replace(spec, epoch=epoch, previous_meta=None)
         steps += len(
-            train_epoch(replay, accelerator, models, epoch_items(replay), optimizer, lr_scheduler)
+            train_epoch(replay, accelerator, models, epoch_batches(replay), optimizer, lr_scheduler)
         )
-    losses = train_epoch(spec, accelerator, models, items, optimizer, lr_scheduler)
-    n_images = len({item.image for item in items if not item.is_reg})
-    n_steps = count_steps(
-        n_images, spec.repeats, spec.batch_size, spec.regularization, spec.reg_mode, spec.passes
-    )
+    losses = train_epoch(spec, accelerator, models, batches, optimizer, lr_scheduler)
+    n_steps = expected_steps(spec, batches)
     if len(losses) != n_steps:
         raise DreamgridError(f"{spec.arm}: trained {len(losses)} steps, expected {n_steps}.")
     previous_steps, steps = steps, steps + n_steps
 
-    metadata = checkpoint_metadata(spec, items, steps, n_steps, losses)
+    metadata = checkpoint_metadata(spec, batches, steps, n_steps, losses)
     loss_log = write_loss_log(spec, losses, previous_steps, lr_scheduler.get_last_lr()[0])
     unet = accelerator.unwrap_model(models.unet)
     if spec.method == "lora":
@@ -143,6 +144,27 @@ def run(spec: TrainSpec) -> dict[str, Any]:
         "replayed": spec.epoch - 1 - done,
         "seconds": seconds,
     }
+
+
+def expected_steps(spec: TrainSpec, batches: list[list[Any]]) -> int:
+    """Optimizer steps the epoch must take, counted as Kohya does from the data (not from
+    the batches built), so a batching bug fails the job instead of shifting every step."""
+    from dreamgrid.train.data import bucket_steps
+
+    items = [item for batch in batches for item in batch]
+    instance = [item for item in items if not item.is_reg]
+    if spec.aspect_ratio == "buckets":
+        paired = spec.reg_mode == "paired" and spec.regularization
+        counted = instance if paired else items
+        per_pass = [
+            sum(1 for item in counted if item.size == size) // spec.passes
+            for size in {item.size for item in counted}
+        ]
+        return bucket_steps(per_pass, spec.batch_size, spec.passes)
+    n_images = len({item.image for item in instance})
+    return count_steps(
+        n_images, spec.repeats, spec.batch_size, spec.regularization, spec.reg_mode, spec.passes
+    )
 
 
 def meta_path(spec: TrainSpec) -> Path:
@@ -311,14 +333,13 @@ def prepare_optimizer(spec: TrainSpec, accelerator: Any, models: Models) -> tupl
     return prepared[-2], prepared[-1]
 
 
-def make_dataloader(spec: TrainSpec, accelerator: Any, models: Models, items: list[Any]) -> Any:
-    """One epoch's batches in the seeded order of ``items``."""
-    paired = spec.reg_mode == "paired" and spec.regularization
+def make_dataloader(accelerator: Any, models: Models, batches: list[list[Any]]) -> Any:
+    """A loader that yields ``batches`` as given (their seeded order, their sizes)."""
+    items = [item for batch in batches for item in batch]
+    bounds = itertools.accumulate((len(batch) for batch in batches), initial=0)
     dataloader = torch.utils.data.DataLoader(
-        DreamBoothDataset(items, models.tokenizer, spec.resolution, models.latents),
-        # paired: epoch_items laid out each batch's instance items, then its class items
-        batch_size=spec.batch_size * (2 if paired else 1),
-        shuffle=False,  # the order is the seeded per-epoch shuffle in epoch_items
+        DreamBoothDataset(items, models.tokenizer, models.latents),
+        batch_sampler=[list(range(a, b)) for a, b in itertools.pairwise(bounds)],
         collate_fn=collate_fn,
         num_workers=0,
     )
@@ -374,34 +395,29 @@ def train_epoch(
     spec: TrainSpec,
     accelerator: Any,
     models: Models,
-    items: list[Any],
+    batches: list[list[Any]],
     optimizer: Any,
     lr_scheduler: Any,
 ) -> list[float]:
-    """The epoch's passes over its items; returns the loss of every optimizer step.
+    """One optimizer step per batch of ``epoch_batches``; returns the loss of every step.
 
-    Each pass has its own loader, so a pass ends in a short batch exactly as a Kohya epoch
-    does. The bar shows loss, steps/s and the time left (tqdm's rate and ETA).
+    The bar shows loss, steps/s and the time left (tqdm's rate and ETA).
     """
     set_seed(derive_seed(spec.seed, spec.epoch, "global") % 2**32)
     if spec.train_text_encoder:
         # After its stop epoch the text encoder gets no gradients, so AdamW leaves it alone.
         models.text_encoder.requires_grad_(spec.text_encoder_trains(spec.epoch))
-    per_pass = len(items) // spec.passes
-    loaders = [
-        make_dataloader(spec, accelerator, models, items[i * per_pass : (i + 1) * per_pass])
-        for i in range(spec.passes)
-    ]
+    loader = make_dataloader(accelerator, models, batches)
     generator = torch.Generator(device=accelerator.device)
     generator.manual_seed(derive_seed(spec.seed, spec.epoch, "noise"))
     losses: list[float] = []
     progress = tqdm(
-        total=sum(len(loader) for loader in loaders),
+        total=len(loader),
         desc=f"{spec.arm} epoch {spec.epoch}",
         unit="step",
         disable=not accelerator.is_local_main_process,
     )
-    for batch in (batch for loader in loaders for batch in loader):
+    for batch in loader:
         loss = compute_loss(spec, models, batch, generator, accelerator.device)
         accelerator.backward(loss)
         if accelerator.sync_gradients:
@@ -503,9 +519,14 @@ def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> to
 
 
 def checkpoint_metadata(
-    spec: TrainSpec, items: list[Any], steps: int, n_steps: int, losses: list[float]
+    spec: TrainSpec, batches: list[list[Any]], steps: int, n_steps: int, losses: list[float]
 ) -> dict[str, Any]:
     """What the checkpoint header records about how it was trained."""
+    from dreamgrid.buckets import size_label
+
+    items = [item for batch in batches for item in batch]
+    # One size per training image (its bucket, or the square), counted per size.
+    fitted = {item.image: item.size for item in items if not item.is_reg}
     return {
         "arm": spec.arm,
         "epoch": spec.epoch,
@@ -539,7 +560,10 @@ def checkpoint_metadata(
         "reg_mode": spec.reg_mode,
         "passes": spec.passes,
         "kohya_epochs": spec.epoch * spec.passes,
-        "train_images": len({item.image for item in items if not item.is_reg}),
+        "aspect_ratio": spec.aspect_ratio,
+        # Training images per fitted size, e.g. {"448x576": 20, "512x512": 5}.
+        "train_sizes": dict(sorted(Counter(map(size_label, fitted.values())).items())),
+        "train_images": len(fitted),
         "reg_images": len({item.image for item in items if item.is_reg}),
         "mean_loss": sum(losses) / len(losses),
     }

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamgrid.buckets import check_bucket_settings
 from dreamgrid.errors import SpecError
 
 ARM_PATTERN = re.compile(r"[a-z0-9_-]+")
@@ -45,6 +46,8 @@ _BOOL_FIELDS = (
     "cache_text_embeddings",
 )
 OPTIMIZERS = ("adamw", "adamw8bit")
+ASPECT_RATIOS = ("center_crop", "buckets")
+_BUCKET_FIELDS = ("bucket_min_size", "bucket_max_size", "bucket_step")
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,10 @@ class TrainSpec:
     cache_latents: bool
     cache_text_embeddings: bool
     cache_dir: Path | None
+    aspect_ratio: str
+    bucket_min_size: int | None
+    bucket_max_size: int | None
+    bucket_step: int | None
     out_checkpoint: Path
 
     def __post_init__(self) -> None:
@@ -141,6 +148,7 @@ class TrainSpec:
         if self.reg_mode not in REG_MODES:
             fail(f"reg_mode must be one of {REG_MODES}, got {self.reg_mode!r}.")
         self._check_method(fail)
+        self._check_buckets(fail)
         if self.optimizer not in OPTIMIZERS:
             fail(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
         if not _finite(self.noise_offset) or self.noise_offset < 0:
@@ -223,6 +231,21 @@ class TrainSpec:
         stop = self.text_encoder_stop_epoch
         if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop < 1):
             fail(f"text_encoder_stop_epoch must be an integer >= 1, got {stop!r}.")
+
+    def _check_buckets(self, fail: Any) -> None:
+        if self.aspect_ratio not in ASPECT_RATIOS:
+            fail(f"aspect_ratio must be one of {ASPECT_RATIOS}, got {self.aspect_ratio!r}.")
+        values = [getattr(self, name) for name in _BUCKET_FIELDS]
+        if self.aspect_ratio == "center_crop":
+            if any(v is not None for v in values):
+                fail("bucket_* settings are for aspect_ratio buckets; leave them null.")
+            return
+        for name, value in zip(_BUCKET_FIELDS, values):
+            if isinstance(value, bool) or not isinstance(value, int):
+                fail(f"aspect_ratio buckets needs {name} as an integer, got {value!r}.")
+        problem = check_bucket_settings(self.resolution, *values)
+        if problem:
+            fail(problem)
 
     def text_encoder_trains(self, epoch: int) -> bool:
         """Whether the text encoder is updated in ``epoch`` (until its stop epoch)."""

@@ -1,0 +1,66 @@
+"""A TrainSpec for tests and benchmarks on the tiny random-weight model (dreamgrid.tiny)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dreamgrid.train.spec import TrainSpec
+
+
+def tiny_train_spec(base_model: Path, instance_dir: Path, out: Path, **changes: Any) -> TrainSpec:
+    """Epoch 1 of a plain full fine-tune of a tiny model at 64 px, writing under ``out``.
+
+    For tests and benchmarks (the workflow builds specs from the config schema's defaults):
+    one place that names every TrainSpec field, so a new field is added once. ``changes``
+    override any field.
+    """
+    out = Path(out)
+    fields = {
+        "arm": "ohwx-noreg-nocaptions",
+        "base_model": base_model,
+        "instance_dir": instance_dir,
+        "captions": None,
+        "token": "ohwx",
+        "class_word": "woman",
+        "reg_dir": None,
+        "prior_loss_weight": 1.0,
+        "reg_mode": "kohya",
+        "passes": 1,
+        "resolution": 64,
+        "repeats": 1,
+        "batch_size": 2,
+        "learning_rate": 1e-3,
+        "lr_scheduler": "constant",
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
+        "adam_weight_decay": 1e-2,
+        "adam_epsilon": 1e-8,
+        "max_grad_norm": 1.0,
+        "seed": 7,
+        "epoch": 1,
+        "previous_meta": None,
+        "state": out / "state" / "resume.safetensors",
+        "mixed_precision": "no",
+        "gradient_checkpointing": False,
+        "train_text_encoder": False,
+        "save_precision": "fp16",
+        "method": "full",
+        "lora_rank": None,
+        "lora_alpha": None,
+        "lora_target_modules": None,
+        "text_encoder_lr": None,
+        "text_encoder_stop_epoch": None,
+        "optimizer": "adamw",
+        "noise_offset": 0.0,
+        "min_snr_gamma": None,
+        "cache_latents": False,
+        "cache_text_embeddings": False,
+        "cache_dir": None,
+        "aspect_ratio": "center_crop",
+        "bucket_min_size": None,
+        "bucket_max_size": None,
+        "bucket_step": None,
+        "out_checkpoint": out / "epoch-1.safetensors",
+    }
+    return TrainSpec(**{**fields, **changes})
