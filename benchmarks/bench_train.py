@@ -199,7 +199,9 @@ def time_side(spec, side: str, warmup: int) -> dict:
         "peak_gpu_gib": peak_memory_gib(),
         "losses": losses,
     }
-    del accelerator, models, optimizer
+    # Free this side before the next is built: the scheduler and loader hold the optimizer and
+    # models too, and what stays allocated would count in the next side's peak memory.
+    del accelerator, models, optimizer, lr_scheduler, batches, step
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
