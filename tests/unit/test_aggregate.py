@@ -460,3 +460,15 @@ def test_run_warns_when_score_tables_come_from_other_deepface_versions(tmp_path)
     run(files, [0.6], 5.0, out / "s.tsv", out / "summary.csv", out / "summary.md", demo=False)
     text = (out / "summary.md").read_text()
     assert "## Warnings" in text and "deepface_version" in text and "0.0.99" in text
+
+
+def test_summary_counts_checkpoints_not_rows_per_prompt_set(tmp_path):
+    frames = []
+    for prompt_set in ("main", "bleed"):
+        rows = table(renders("a-noreg-nocap", 1, [0.5, 0.6]), renders("a-noreg-nocap", 2, [0.5]))
+        frames.append(rows.assign(prompt_set=prompt_set))
+    path = tmp_path / "scores.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    paths = outputs(tmp_path)
+    run([path], (0.6,), 5.0, demo=False, **paths)
+    assert "6 renders, 1 arms, 2 checkpoints × 2 prompt sets." in paths["out_markdown"].read_text()

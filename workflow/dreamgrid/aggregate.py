@@ -604,9 +604,12 @@ def markdown(
     if demo:
         parts.append(DEMO_WARNING)
     parts.append("# dreamgrid summary")
+    checkpoints = len(summary[["arm", "epoch"]].drop_duplicates())
+    sets = summary["prompt_set"].nunique() if "prompt_set" in summary.columns else 1
     parts.append(
-        f"{len(scores)} renders, {summary['arm'].nunique()} arms, {len(summary)} checkpoints. "
-        "Distances are DeepFace distances to the reference photos, averaged per render: "
+        f"{len(scores)} renders, {summary['arm'].nunique()} arms, {checkpoints} checkpoints"
+        + (f" × {sets} prompt sets" if sets > 1 else "")
+        + ". Distances are DeepFace distances to the reference photos, averaged per render: "
         "lower means more alike."
     )
     parts.append("## Verdict")
