@@ -158,6 +158,15 @@ class Grid:
             }
         )
 
+    def ranking_files(self) -> list[str]:
+        """The finder's ranking as an input of the summary, which names the pick ([] when
+        the finder does not run)."""
+        return [RANKING] if self.finder_active() else []
+
+    def tokens(self) -> dict[str, str]:
+        """Token name -> configured string (``auto`` included), for the summary."""
+        return dict(self.config["axes"]["token"])
+
     def chosen_token(self) -> str:
         """The finder's top-ranked name (waits for the ranking inside Snakemake)."""
         from dreamgrid import candidates
