@@ -57,19 +57,34 @@ def test_changing_thresholds_reruns_only_aggregation(demo_run):
 
 def test_adding_renders_adds_shards_only(demo_run):
     # The demo renders 4 per checkpoint in shards of 4: 2 more renders add shard 1 to each of
-    # the 16 checkpoints' prompt sets; shard 0 is neither re-rendered nor re-embedded, nothing
-    # retrains.
+    # the 16 checkpoints; shard 0 is neither re-rendered nor re-embedded, nothing retrains.
+    # The extra prompt sets keep their own count (sample.prompt_sets_count): untouched.
     config = demo_config()
     config["sample"]["count"] += 2
     jobs = planned_jobs(demo_run, config)
     rules = Counter(rule for rule, _ in jobs)
-    assert rules["sample_checkpoint"] == 16 * SETS
-    assert rules["embed_renders"] == 16 * SETS
+    assert rules["sample_checkpoint"] == 16
+    assert rules["embed_renders"] == 16
     for rule in ("sample_checkpoint", "embed_renders"):
         assert {wc["shard"] for r, wc in jobs if r == rule} == {"1"}, rule
-    assert rules["score_faces"] == 16 * SETS  # merges the shards of each checkpoint
+    assert rules["score_faces"] == 16  # merges the shards of each checkpoint
+    for rule in ("sample_checkpoint", "embed_renders", "score_faces"):
+        assert {wc["prompt_set"] for r, wc in jobs if r == rule} == {"main"}, rule
     assert "train_dreambooth" not in rules
     assert not UPSTREAM & set(rules)
+    # More renders of the extra sets shard the same way: their partial shard 0 (2 of 4) is
+    # redone and shard 1 added; main's full shard 0 is still left alone.
+    config["sample"]["prompt_sets_count"] = 6
+    jobs = planned_jobs(demo_run, config)
+    sampled = Counter(
+        (wc["prompt_set"] == "main", wc["shard"]) for r, wc in jobs if r == "sample_checkpoint"
+    )
+    assert sampled == {
+        (True, "1"): 16,
+        (False, "0"): 16 * (SETS - 1),
+        (False, "1"): 16 * (SETS - 1),
+    }
+    assert not {"train_dreambooth", *UPSTREAM} & {rule for rule, _ in jobs}
 
 
 def test_adding_an_epoch_trains_only_the_new_epoch(demo_run):
@@ -153,11 +168,12 @@ def test_a_new_prompt_set_renders_and_scores_only_that_set(demo_run):
     assert result.returncode == 0, result.stderr[-3000:]
     scores = pd.read_csv(demo_run / target)
     assert set(scores["prompt_set"]) == {"closeup"}
-    assert len(scores) == config["sample"]["count"]
+    count = config["sample"]["prompt_sets_count"]  # an extra set: the extra sets' count
+    assert len(scores) == count
     renders = pd.read_csv(demo_run / target.replace("scores.csv", "renders/shard-0.csv"))
     assert set(renders["prompt"]) == {"close-up photo of a man"}
     main = pd.read_csv(demo_run / target.replace("closeup", "main"))
-    assert sorted(scores["seed"]) == sorted(main["seed"])  # paired with the main set
+    assert sorted(scores["seed"]) == sorted(main["seed"])[:count]  # paired with main's first
 
 
 def test_a_longer_candidate_list_renders_only_the_new_name(demo_run):
