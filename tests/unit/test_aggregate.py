@@ -460,3 +460,69 @@ def test_run_warns_when_score_tables_come_from_other_deepface_versions(tmp_path)
     run(files, [0.6], 5.0, out / "s.tsv", out / "summary.csv", out / "summary.md", demo=False)
     text = (out / "summary.md").read_text()
     assert "## Warnings" in text and "deepface_version" in text and "0.0.99" in text
+
+
+def ranking_csv(path: Path, averages: list[float | None]) -> Path:
+    """A token-finder ranking (rank order = the given order)."""
+    names = ["Denzel Washington", "Idris Elba", "Will Smith"][: len(averages)]
+    pd.DataFrame(
+        {
+            "candidate": names,
+            "renders": [2] * len(names),
+            "face_rate": [NAN if a is None else 1.0 for a in averages],
+            "average": [NAN if a is None else a for a in averages],
+            "pct_below_0.6": [NAN] * len(names),
+            "consistency": [NAN] * len(names),
+            "rank": range(1, len(names) + 1),
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+def test_summary_names_the_token_the_finder_chose_for_an_auto_token(tmp_path, score_files):
+    paths = outputs(tmp_path)
+    ranking = ranking_csv(tmp_path / "ranking.csv", [0.58, 0.64, None])
+    tokens = {"celebrity": "auto", "rare": "ohwx"}
+    run(score_files, (0.6, 0.7), 5.0, demo=False, tokens=tokens, ranking=ranking, **paths)
+    text = paths["out_markdown"].read_text()
+    section = text.split("## Tokens", 1)[1].split("\n## ", 1)[0]
+    assert "`celebrity`: `auto`; the token finder chose **Denzel Washington**" in section
+    assert f"rank 1 of 3 candidates in `{ranking}`" in section
+    assert "average distance 0.5800" in section
+    assert "- `rare`: `ohwx`." in section
+    assert "not measured" not in section  # faces were found: the pick was measured
+    # Placed after the verdict, before the per-checkpoint table.
+    assert text.index("## Verdict") < text.index("## Tokens") < text.index("## Per checkpoint")
+
+
+def test_a_pick_without_faces_is_called_list_order(tmp_path, score_files):
+    paths = outputs(tmp_path)
+    ranking = ranking_csv(tmp_path / "ranking.csv", [None, None])
+    run(score_files, (0.6,), 5.0, demo=True, tokens={"celebrity": "auto"}, ranking=ranking, **paths)
+    text = paths["out_markdown"].read_text()
+    assert "chose **Denzel Washington**" in text and "average distance n/a" in text
+    assert "only the order of the candidate list: the pick was not measured" in text
+
+
+def test_tokens_section_without_auto_or_without_tokens(tmp_path, score_files):
+    from dreamgrid.aggregate import tokens_markdown
+
+    ranking = pd.read_csv(ranking_csv(tmp_path / "ranking.csv", [0.5]))
+    text = tokens_markdown({"rare": "ohwx"}, ranking)
+    assert "no token is `auto`, so no arm trains on its pick" in text
+    assert "no token-finder ranking was given" in tokens_markdown({"c": "auto"}, None)
+    paths = outputs(tmp_path)
+    run(score_files, (0.6,), 5.0, demo=False, **paths)
+    assert "## Tokens" not in paths["out_markdown"].read_text()
+
+
+def test_summary_counts_checkpoints_not_rows_per_prompt_set(tmp_path):
+    frames = []
+    for prompt_set in ("main", "bleed"):
+        rows = table(renders("a-noreg-nocap", 1, [0.5, 0.6]), renders("a-noreg-nocap", 2, [0.5]))
+        frames.append(rows.assign(prompt_set=prompt_set))
+    path = tmp_path / "scores.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    paths = outputs(tmp_path)
+    run([path], (0.6,), 5.0, demo=False, **paths)
+    assert "6 renders, 1 arms, 2 checkpoints × 2 prompt sets." in paths["out_markdown"].read_text()

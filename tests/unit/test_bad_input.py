@@ -246,6 +246,15 @@ def test_disk_estimate_counts_only_missing_checkpoints(subject):
     assert after["checkpoints"] == estimate["checkpoints"] - full_model
 
 
+def test_disk_estimate_counts_the_renders_of_every_prompt_set(subject):
+    config = copy.deepcopy(config_for(subject))
+    config["sample"].update(count=8, width=64, height=64)
+    alone = preflight.estimate_disk(config, subject / "results")["renders"]
+    config["sample"]["prompt_sets"] = {"bleed": "a {class}", "painting": "a {token} {class}"}
+    config["sample"]["prompt_sets_count"] = 4
+    assert preflight.estimate_disk(config, subject / "results")["renders"] == alone * 2
+
+
 def test_not_enough_disk_stops_with_the_estimate(subject, monkeypatch):
     import collections
     import shutil as shutil_module

@@ -7,7 +7,7 @@ import pytest
 from dreamgrid import config as cfg
 from dreamgrid import dag
 from dreamgrid.errors import SpecError
-from dreamgrid.sample import shard_ranges
+from dreamgrid.sample import SampleSettings, shard_ranges
 
 
 def grid(sample=None, score=None):
@@ -110,3 +110,24 @@ def test_adding_a_prompt_set_leaves_the_main_sets_params_alone():
 def test_bad_prompt_sets_are_refused(prompt_sets, match):
     with pytest.raises(SpecError, match=match):
         grid({"prompt_sets": prompt_sets})
+
+
+def test_extra_prompt_sets_may_render_fewer_images_than_main():
+    sets = {"bleed": BLEED, "painting": "oil painting of {token} {class}"}
+    g = grid({"count": 12, "shard_size": 4, "prompt_sets": sets, "prompt_sets_count": 6})
+    assert g.prompt_set_count("main") == 12 and g.prompt_set_count("bleed") == 6
+    assert g.shard_ranges("main") == [(0, 4), (4, 8), (8, 12)]
+    assert g.shard_ranges("bleed") == [(0, 4), (4, 6)]
+    last = g.shard_settings(SimpleNamespace(shard="1", prompt_set="bleed"))
+    assert last["count"] == 6 and "prompt_sets_count" not in last
+    assert SampleSettings(**last).seeds[4:] == [4, 5]  # the first of main's seeds: paired
+    where = SimpleNamespace(arm="rare-noreg-nocap", epoch="1", prompt_set="painting")
+    assert len(g.score_inputs(where)["tables"]) == len(g.render_dirs(where)) == 2
+    main = SimpleNamespace(arm="rare-noreg-nocap", epoch="1", prompt_set="main")
+    assert len(g.score_inputs(main)["tables"]) == 3
+    # Setting it leaves `main`'s jobs alone; without it every set renders `count`.
+    wc = SimpleNamespace(shard="2", prompt_set="main")
+    assert g.shard_settings(wc) == grid({"count": 12, "shard_size": 4}).shard_settings(wc)
+    assert grid({"count": 12, "prompt_sets": sets}).prompt_set_count("bleed") == 12
+    with pytest.raises(SpecError, match="prompt_sets_count"):
+        grid({"prompt_sets": sets, "prompt_sets_count": 0})

@@ -58,6 +58,9 @@ def test_the_finder_renders_each_name_with_the_finders_prompt_and_seeds(tmp_path
     assert settings.seeds == [7, 8, 9]
     assert settings.prompt == "headshot photo of {token} {class}"
     assert dag.RANKING in grid.final_outputs() and dag.CANDIDATE_SHEET in grid.final_outputs()
+    # The summary reads the ranking to name the pick of each auto token.
+    assert grid.ranking_files() == [dag.RANKING]
+    assert grid.tokens() == {"celebrity": "auto", "rare": "ohwx"}
     # Grid axes other than the token do not touch the candidates' renders.
     other = config(tmp_path, renders=3, seed=7)
     other["axes"]["regularization"] = ["none", "generated"]
@@ -67,7 +70,7 @@ def test_the_finder_renders_each_name_with_the_finders_prompt_and_seeds(tmp_path
 def test_without_auto_the_finder_does_not_run(tmp_path):
     grid = dag.Grid(cfg.validate(config(tmp_path, token="idris elba")))
     assert not grid.finder_active() and grid.candidate_names() == {}
-    assert dag.RANKING not in grid.final_outputs()
+    assert dag.RANKING not in grid.final_outputs() and grid.ranking_files() == []
     assert dag.Grid(cfg.validate(config(tmp_path, token="x", enabled=True))).finder_active()
 
 

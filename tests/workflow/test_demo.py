@@ -16,6 +16,16 @@ ARMS = [
     for reg in ("noreg", "genreg")
     for cap in ("blip", "nocap")
 ]
+#: The demo's prompt sets: likeness (main), class bleed (no token), prompt following (token).
+SETS = ("main", "bleed", "painting")
+#: The name `token: auto` trains on: random weights show no face, so the list's first wins.
+CHOSEN = "Denzel Washington"
+
+
+def renders_per_checkpoint(prompt_set: str) -> int:
+    """`sample.count` for main, `sample.prompt_sets_count` for the extra sets."""
+    sample = demo_config()["sample"]
+    return sample["count"] if prompt_set == "main" else sample["prompt_sets_count"]
 
 
 def test_summary_has_a_row_per_checkpoint_with_kohya_steps(demo_run):
@@ -30,14 +40,16 @@ def test_summary_has_a_row_per_checkpoint_with_kohya_steps(demo_run):
         "pct_below_0.7_ci_low", "pct_below_0.7_ci_high", "best_not_worse",
     ]  # fmt: skip
     assert sorted(summary["arm"].unique()) == sorted(ARMS)
-    assert len(summary) == len(ARMS) * 2
+    assert len(summary) == len(ARMS) * 2 * len(SETS)  # a row per checkpoint and prompt set
+    assert Counter(summary["prompt_set"]) == {s: len(ARMS) * 2 for s in SETS}
     config = demo_config()
     images = len(list((demo_run / "resources/demo/train").iterdir()))
     per_epoch = images * config["training"]["repeats"] // config["training"]["batch_size"]
     for row in summary.itertuples():
         doubled = 2 if "-genreg-" in row.arm else 1
         assert row.steps == per_epoch * doubled * row.epoch
-        assert row.renders == config["sample"]["count"]
+        assert row.renders == renders_per_checkpoint(row.prompt_set)
+    assert renders_per_checkpoint("bleed") < renders_per_checkpoint("main")
 
 
 def test_portraits_trained_in_aspect_ratio_buckets(demo_run):
@@ -56,12 +68,14 @@ def test_portraits_trained_in_aspect_ratio_buckets(demo_run):
 
 def test_faceless_renders_are_face_rate_zero_not_distance_zero(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
-    assert (summary["face_rate"] == 0).all()
-    assert set(summary["prompt_set"]) == {"main"}
+    assert (summary["face_rate"] == 0).all()  # every prompt set, bleed and painting too
+    assert set(summary["prompt_set"]) == set(SETS)
     assert summary["average"].isna().all()
     assert not summary["best"].any()
     scores = pd.read_csv(demo_run / "results" / "scores.tsv", sep="\t")
-    assert len(scores) == len(ARMS) * 2 * demo_config()["sample"]["count"]
+    assert Counter(scores["prompt_set"]) == {
+        s: len(ARMS) * 2 * renders_per_checkpoint(s) for s in SETS
+    }
     assert not scores["face_found"].any()
     assert scores["mean_distance"].isna().all()
     distance_columns = [c for c in scores.columns if c.startswith("d:")]
@@ -69,10 +83,29 @@ def test_faceless_renders_are_face_rate_zero_not_distance_zero(demo_run):
     assert scores[distance_columns].isna().all().all()
 
 
-def test_seeds_are_paired_across_arms_and_epochs(demo_run):
+def test_seeds_are_paired_across_arms_epochs_and_prompt_sets(demo_run):
     scores = pd.read_csv(demo_run / "results" / "scores.tsv", sep="\t")
-    seed_sets = scores.groupby(["arm", "epoch"])["seed"].apply(lambda s: tuple(sorted(s)))
-    assert seed_sets.nunique() == 1
+    seeds = scores.groupby(["prompt_set", "arm", "epoch"])["seed"].apply(lambda s: sorted(s))
+    assert len(seeds) == len(ARMS) * 2 * len(SETS)
+    main = seeds["main"].iloc[0]
+    assert len(main) == renders_per_checkpoint("main")
+    for prompt_set in SETS:
+        # The same seeds in every arm and epoch; an extra set's are the first of main's.
+        assert all(s == main[: renders_per_checkpoint(prompt_set)] for s in seeds[prompt_set])
+
+
+def test_each_prompt_set_renders_its_own_prompt(demo_run):
+    arms = demo_run / "results/arms"
+    prompts = {
+        ("celebrity-noreg-blip", "main"): f"headshot photo of {CHOSEN} man",
+        ("celebrity-noreg-blip", "bleed"): "headshot photo of a man",  # no token: class bleed
+        ("celebrity-noreg-blip", "painting"): f"oil painting portrait of {CHOSEN} man",
+        ("rare-genreg-nocap", "bleed"): "headshot photo of a man",
+        ("rare-genreg-nocap", "painting"): "oil painting portrait of ohwx man",
+    }
+    for (arm, prompt_set), prompt in prompts.items():
+        table = pd.read_csv(arms / arm / "epoch-2" / prompt_set / "renders/shard-0.csv")
+        assert set(table["prompt"]) == {prompt}, (arm, prompt_set)
 
 
 def test_score_tables_carry_their_deepface_settings(demo_run):
@@ -86,10 +119,10 @@ def test_score_tables_carry_their_deepface_settings(demo_run):
 def test_histograms_and_demo_warning(demo_run):
     for arm in ARMS:
         for epoch in (1, 2):
-            with Image.open(
-                demo_run / f"results/plots/histograms/{arm}/main/epoch-{epoch}.png"
-            ) as im:
-                assert im.size[0] > 300 and im.size[1] > 200
+            for prompt_set in SETS:
+                path = demo_run / f"results/plots/histograms/{arm}/{prompt_set}/epoch-{epoch}.png"
+                with Image.open(path) as im:
+                    assert im.size[0] > 300 and im.size[1] > 200
     text = (demo_run / "results/report/summary.md").read_text()
     assert "mean nothing" in text.splitlines()[0]
     assert "config/experiment.yaml" in text
@@ -116,7 +149,10 @@ def test_html_report(demo_run):
     html = (demo_run / "results/report.html").read_text(errors="replace")
     assert len(html) > 50_000
     assert "summary.csv" in html and "epoch-2.png" in html
-    for name in ("by-steps.png", "all-epochs.png", "comparisons.csv", "effects.csv", "summary.md"):
+    for name in (
+        "by-steps.png", "all-epochs.png", "comparisons.csv", "effects.csv", "summary.md",
+        "flexibility.csv", "tradeoff.png", "ranking.csv",
+    ):  # fmt: skip
         assert name in html, name
     assert "Contact sheets" in html and "Verdict and statistics" in html
 
@@ -128,7 +164,9 @@ def test_statistics_curves_and_contact_sheets(demo_run):
         "arm_a", "arm_b", "epoch", "n_pairs", "mean_diff", "ci_low", "ci_high",
         "p_value", "p_adjusted",
     ]  # fmt: skip
-    assert len(comparisons) == len(ARMS) * (len(ARMS) - 1) // 2 * 2
+    # Arms are compared within a prompt set, never across sets.
+    per_set = len(ARMS) * (len(ARMS) - 1) // 2 * 2
+    assert Counter(comparisons["prompt_set"]) == {s: per_set for s in SETS}
     assert (comparisons["n_pairs"] == 0).all() and comparisons["mean_diff"].isna().all()
     effects = pd.read_csv(results / "effects.csv")
     assert set(effects["view"]) == {"equal_steps"}  # no arm has a best epoch without faces
@@ -139,18 +177,16 @@ def test_statistics_curves_and_contact_sheets(demo_run):
     assert baseline["mean_distance"].dropna().between(0, 2).all()
     own = baseline.set_index("photo")["excluded"]
     assert own["obama.jpg"] == "obama_closeup.jpg" and own["obama3.jpg"] == "obama3_closeup.jpg"
-    for name in ("by-epoch.png", "by-steps.png"):
-        with Image.open(results / "plots/curves/main" / name) as im:
-            assert im.size[0] > 600 and im.size[1] > 400
-    for arm in ARMS:
-        with Image.open(results / f"plots/histograms/{arm}/main/all-epochs.png") as im:
-            assert im.size[0] > 600
-        for epoch in (1, 2):
-            sheet = results / f"plots/contact-sheets/{arm}/main/epoch-{epoch}.png"
-            assert sheet.stat().st_size > 0
-    flex = pd.read_csv(results / "flexibility.csv")
-    assert len(flex) == len(ARMS) * 2 and not flex["tradeoff_best"].any()
-    assert {"likeness_pct", "bleed_pct", "prompts_face_rate"} <= set(flex.columns)
+    for prompt_set in SETS:
+        for name in ("by-epoch.png", "by-steps.png"):
+            with Image.open(results / "plots/curves" / prompt_set / name) as im:
+                assert im.size[0] > 600 and im.size[1] > 400
+        for arm in ARMS:
+            with Image.open(results / f"plots/histograms/{arm}/{prompt_set}/all-epochs.png") as im:
+                assert im.size[0] > 600
+            for epoch in (1, 2):
+                sheet = results / f"plots/contact-sheets/{arm}/{prompt_set}/epoch-{epoch}.png"
+                assert sheet.stat().st_size > 0
     text = (results / "report/summary.md").read_text()
     assert "Nothing to conclude" in text
     assert "As alike as real photos" in text
@@ -176,3 +212,44 @@ def test_token_finder_ranks_the_candidates_and_celebrity_arms_train_on_the_winne
         assert im.size[0] > 300
     table = results / "arms/celebrity-genreg-blip/epoch-2/main/renders/shard-0.csv"
     assert set(pd.read_csv(table)["prompt"]) == {"headshot photo of Denzel Washington man"}
+
+
+def test_flexibility_table_and_tradeoff_figure(demo_run):
+    results = demo_run / "results"
+    flex = pd.read_csv(results / "flexibility.csv")
+    model = ["model"] if "model" in flex.columns else []
+    # The columns flexibility.table documents (no prompts_clip: the demo has no CLIP model).
+    assert list(flex.columns) == [
+        "arm", "epoch", *model, "steps", "likeness_average", "likeness_pct",
+        "bleed_average", "bleed_pct", "prompts_face_rate", "prompts_average", "tradeoff_best",
+    ]  # fmt: skip
+    # One row per arm x epoch.
+    assert sorted(zip(flex["arm"], flex["epoch"])) == sorted((a, e) for a in ARMS for e in (1, 2))
+    summary = pd.read_csv(results / "summary.csv")
+    main = summary.loc[summary["prompt_set"] == "main"].set_index(["arm", "epoch"])["steps"]
+    assert flex.set_index(["arm", "epoch"])["steps"].to_dict() == main.to_dict()
+    # Random weights render noise: no face in any set, so the prompt-following face rate is a
+    # measured 0 and every distance-based column is empty, never 0; nothing is chosen.
+    assert (flex["prompts_face_rate"] == 0).all()
+    for column in ("likeness_average", "likeness_pct", "bleed_average", "bleed_pct"):
+        assert flex[column].isna().all(), column
+    assert flex["prompts_average"].isna().all()
+    assert not flex["tradeoff_best"].any()
+    with Image.open(results / "plots/curves/tradeoff.png") as im:
+        assert im.format == "PNG" and im.size[0] > 800 and im.size[1] > 300
+        im.load()  # decodes the whole file: a truncated PNG fails here
+        darkest, lightest = im.convert("L").getextrema()
+        assert darkest < 100 < lightest  # drawn (text, axes), not blank
+
+
+def test_summary_has_the_flexibility_section_and_names_the_auto_token(demo_run):
+    text = (demo_run / "results/report/summary.md").read_text()
+    assert f"{len(ARMS) * 2} checkpoints × {len(SETS)} prompt sets" in text
+    section = text.split("## Likeness, class bleed and prompt following", 1)[1]
+    assert "Class bleed is `bleed`" in section and "Prompt following is `painting`" in section
+    assert "| arm | epoch |" in section and "tradeoff_best" in section
+    assert "| celebrity-genreg-blip | 2 |" in section
+    tokens = text.split("## Tokens", 1)[1].split("\n## ", 1)[0]
+    assert f"`celebrity`: `auto`; the token finder chose **{CHOSEN}**, rank 1 of 4" in tokens
+    assert "- `rare`: `ohwx`." in tokens
+    assert "the pick was not measured" in tokens  # no candidate rendered a face

@@ -17,6 +17,8 @@ UPSTREAM = {
     "generate_class_images",
     "embed_references",
 }
+#: Prompt sets of the demo (main + sample.prompt_sets): each checkpoint renders every set.
+SETS = 1 + len(demo_config()["sample"]["prompt_sets"])
 
 
 def test_editing_one_token_reruns_only_its_arms(demo_run):
@@ -26,8 +28,9 @@ def test_editing_one_token_reruns_only_its_arms(demo_run):
     rules = Counter(rule for rule, _ in jobs)
     assert not UPSTREAM & set(rules)
     per_checkpoint = {"train_dreambooth", "sample_checkpoint", "score_faces", "plot_histogram"}
-    for rule in per_checkpoint:
-        assert rules[rule] == 4 * 2, rule  # 4 rare arms x 2 epochs
+    assert rules["train_dreambooth"] == 4 * 2  # 4 rare arms x 2 epochs
+    for rule in per_checkpoint - {"train_dreambooth"}:
+        assert rules[rule] == 4 * 2 * SETS, rule  # ... x every prompt set
     assert rules["aggregate_scores"] == 1
     arms = {wc["arm"] for rule, wc in jobs if rule in per_checkpoint}
     assert arms == {"rare-noreg-blip", "rare-noreg-nocap", "rare-genreg-blip", "rare-genreg-nocap"}
@@ -39,12 +42,14 @@ def test_changing_thresholds_reruns_only_aggregation(demo_run):
     rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
     # Only aggregation and report figures; the reference baseline and the contact sheets
     # do not depend on thresholds. The manifest records the config's hash, so it follows
-    # every edit.
+    # every edit. (The trade-off figure is drawn from flexibility.csv, which aggregation
+    # rewrites.)
     assert set(rules) == {
         "aggregate_scores",
         "plot_histogram",
         "plot_arm_histograms",
         "plot_curves",
+        "plot_tradeoff",
         "write_manifest",
         "all",
     }
@@ -53,6 +58,7 @@ def test_changing_thresholds_reruns_only_aggregation(demo_run):
 def test_adding_renders_adds_shards_only(demo_run):
     # The demo renders 4 per checkpoint in shards of 4: 2 more renders add shard 1 to each of
     # the 16 checkpoints; shard 0 is neither re-rendered nor re-embedded, nothing retrains.
+    # The extra prompt sets keep their own count (sample.prompt_sets_count): untouched.
     config = demo_config()
     config["sample"]["count"] += 2
     jobs = planned_jobs(demo_run, config)
@@ -62,8 +68,23 @@ def test_adding_renders_adds_shards_only(demo_run):
     for rule in ("sample_checkpoint", "embed_renders"):
         assert {wc["shard"] for r, wc in jobs if r == rule} == {"1"}, rule
     assert rules["score_faces"] == 16  # merges the shards of each checkpoint
+    for rule in ("sample_checkpoint", "embed_renders", "score_faces"):
+        assert {wc["prompt_set"] for r, wc in jobs if r == rule} == {"main"}, rule
     assert "train_dreambooth" not in rules
     assert not UPSTREAM & set(rules)
+    # More renders of the extra sets shard the same way: their partial shard 0 (2 of 4) is
+    # redone and shard 1 added; main's full shard 0 is still left alone.
+    config["sample"]["prompt_sets_count"] = 6
+    jobs = planned_jobs(demo_run, config)
+    sampled = Counter(
+        (wc["prompt_set"] == "main", wc["shard"]) for r, wc in jobs if r == "sample_checkpoint"
+    )
+    assert sampled == {
+        (True, "1"): 16,
+        (False, "0"): 16 * (SETS - 1),
+        (False, "1"): 16 * (SETS - 1),
+    }
+    assert not {"train_dreambooth", *UPSTREAM} & {rule for rule, _ in jobs}
 
 
 def test_adding_an_epoch_trains_only_the_new_epoch(demo_run):
@@ -82,7 +103,7 @@ def test_changing_the_metric_rescores_without_retraining(demo_run):
     config["score"]["metric"] = "euclidean_l2"
     jobs = planned_jobs(demo_run, config)
     rules = Counter(rule for rule, _ in jobs)
-    assert rules["score_faces"] == 16
+    assert rules["score_faces"] == 16 * SETS
     # Embeddings do not depend on the metric: only distances are recomputed.
     assert not {"generate_class_images", "embed_references"} & set(rules)
     # The look-alike ranking is redone with the new metric. Until it has run, a dry run
@@ -124,33 +145,35 @@ def test_a_killed_sampling_shard_is_redone_alone(demo_run):
 
 
 def test_a_new_prompt_set_renders_and_scores_only_that_set(demo_run):
+    # A set beside the demo's own (main, bleed, painting): those are never redone.
     config = demo_config()
-    config["sample"]["prompt_sets"] = {"bleed": "headshot photo of a {class}"}
+    config["sample"]["prompt_sets"]["closeup"] = "close-up photo of a {class}"
     jobs = planned_jobs(demo_run, config)
     rules = Counter(rule for rule, _ in jobs)
     assert not {"train_dreambooth", *UPSTREAM} & set(rules)
     per_checkpoint = ("sample_checkpoint", "embed_renders", "score_faces", "plot_contact_sheet")
     for rule in per_checkpoint:
         assert rules[rule] == 16, rule
-        assert {wc["prompt_set"] for r, wc in jobs if r == rule} == {"bleed"}, rule
+        assert {wc["prompt_set"] for r, wc in jobs if r == rule} == {"closeup"}, rule
     for rule in ("plot_histogram", "plot_arm_histograms"):
-        assert {wc["prompt_set"] for r, wc in jobs if r == rule} == {"bleed"}, rule
-    # `main` is only re-aggregated (the summary gains the new set's rows, so its curves are
-    # redrawn from the new summary file), never re-rendered or re-scored.
+        assert {wc["prompt_set"] for r, wc in jobs if r == rule} == {"closeup"}, rule
+    # The other sets are only re-aggregated (the summary gains the new set's rows, so their
+    # curves are redrawn from the new summary file), never re-rendered or re-scored.
     assert rules["aggregate_scores"] == 1
 
-    # And it really runs: one checkpoint's bleed renders, scored as their own set.
-    target = "results/arms/rare-noreg-nocap/epoch-1/bleed/scores.csv"
+    # And it really runs: one checkpoint's close-up renders, scored as their own set.
+    target = "results/arms/rare-noreg-nocap/epoch-1/closeup/scores.csv"
     with edited_config(demo_run, config):
         result = snakemake(demo_run, "--cores", "2", target)
     assert result.returncode == 0, result.stderr[-3000:]
     scores = pd.read_csv(demo_run / target)
-    assert set(scores["prompt_set"]) == {"bleed"}
-    assert len(scores) == config["sample"]["count"]
+    assert set(scores["prompt_set"]) == {"closeup"}
+    count = config["sample"]["prompt_sets_count"]  # an extra set: the extra sets' count
+    assert len(scores) == count
     renders = pd.read_csv(demo_run / target.replace("scores.csv", "renders/shard-0.csv"))
-    assert set(renders["prompt"]) == {"headshot photo of a man"}
-    main = pd.read_csv(demo_run / target.replace("bleed", "main"))
-    assert sorted(scores["seed"]) == sorted(main["seed"])  # paired with the main set
+    assert set(renders["prompt"]) == {"close-up photo of a man"}
+    main = pd.read_csv(demo_run / target.replace("closeup", "main"))
+    assert sorted(scores["seed"]) == sorted(main["seed"])[:count]  # paired with main's first
 
 
 def test_a_longer_candidate_list_renders_only_the_new_name(demo_run):
@@ -194,7 +217,7 @@ def test_clip_scores_add_one_job_per_checkpoint_and_run(demo_run):
     config["score"]["clip_model"] = str(clip)
     jobs = planned_jobs(demo_run, config)
     rules = Counter(rule for rule, _ in jobs)
-    assert rules["clip_score"] == 16
+    assert rules["clip_score"] == 16 * SETS  # every checkpoint's every prompt set
     assert not {"train_dreambooth", "sample_checkpoint", "embed_renders"} & set(rules)
     target = "results/arms/rare-genreg-nocap/epoch-2/main/clip.csv"
     with edited_config(demo_run, config):

@@ -27,8 +27,9 @@ PARTITION, ACCOUNT = "debug", "dreamgrid"
 # The local node has 2 CPUs: the profile's per-rule CPU counts and memory would never schedule.
 MAX_CPUS, MAX_MEM_MB = 1, 3000
 # Two arms, every epoch: between them every job kind (caption, class images, training with
-# and without regularization, sampling, embedding, scoring). The full demo is ~110 jobs, ~20 min
-# on 2 CPUs at ~10 s of start-up each; this is 19 jobs.
+# and without regularization, sampling, embedding, scoring), prompt set main only. The full
+# demo is ~300 jobs (three prompt sets), far too many at ~10 s of Slurm start-up each on
+# 2 CPUs; this is 19 jobs.
 ARMS = ("celebrity-genreg-blip", "rare-noreg-nocap")
 EPOCHS = (1, 2)
 TARGETS = tuple(f"results/arms/{a}/epoch-{e}/main/scores.csv" for a in ARMS for e in EPOCHS)

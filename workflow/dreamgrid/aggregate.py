@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dreamgrid import flexibility, stats
+from dreamgrid import candidates, flexibility, stats
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
-from dreamgrid.prompts import MAIN_PROMPT_SET
+from dreamgrid.prompts import AUTO_TOKEN, MAIN_PROMPT_SET
 
 log = logging.getLogger(__name__)
 
@@ -462,6 +462,46 @@ def _effect_sentence(row: pd.Series, alpha: float, confidence: float) -> str:
     )
 
 
+def tokens_markdown(
+    tokens: Mapping[str, str], ranking: pd.DataFrame | None, source: str = "ranking.csv"
+) -> str:
+    """The tokens section: each token's string, and for ``auto`` the name the finder chose.
+
+    Args:
+        tokens: token name (as in arm ids) -> configured string (``auto`` asks the finder).
+        ranking: the token finder's ranking (:func:`dreamgrid.candidates.rank`), or None.
+        source: what to call the ranking file in the text.
+    """
+    lines = ["## Tokens", ""]
+    pick = candidates.top(ranking, source) if ranking is not None else None
+    for name, token in tokens.items():
+        if token != AUTO_TOKEN:
+            lines.append(f"- `{name}`: `{token}`.")
+        elif pick is None:
+            lines.append(f"- `{name}`: `auto`, but no token-finder ranking was given.")
+        else:
+            lines.append(
+                f"- `{name}`: `auto`; the token finder chose **{pick['candidate']}**, rank "
+                f"{int(pick['rank'])} of {len(ranking)} candidates in `{source}` (average "
+                f"distance {_fmt(pick['average'], 4)}, face rate {_fmt(pick['face_rate'], 2)})."
+            )
+    if pick is not None:
+        if AUTO_TOKEN not in tokens.values():
+            lines.append(
+                f"- The token finder ranked {len(ranking)} candidates (first: "
+                f"**{pick['candidate']}**); no token is `auto`, so no arm trains on its pick."
+            )
+        if pd.to_numeric(ranking["average"], errors="coerce").isna().all():
+            lines += [
+                "",
+                (
+                    "No candidate's renders showed a face, so the ranking is only the order of "
+                    "the candidate list: the pick was not measured."
+                ),
+            ]
+    return "\n".join(lines)
+
+
 def verdict(
     summary: pd.DataFrame,
     comparisons: pd.DataFrame | None = None,
@@ -589,12 +629,17 @@ def markdown(
     confidence: float = stats.CONFIDENCE,
     alpha: float = 0.05,
     primary_model: str | None = None,
+    tokens: Mapping[str, str] | None = None,
+    ranking: pd.DataFrame | None = None,
+    ranking_source: str = "ranking.csv",
 ) -> str:
-    """Human summary: warning (demo), verdict, table, face rate, best epochs, statistics.
+    """Human summary: warning (demo), verdict, tokens, table, face rate, best epochs, statistics.
 
     The verdict reads prompt set ``main`` and ``primary_model`` (default: the first model in
     the summary) only: other prompt sets ask other questions (class bleed, styles), and
-    distances of different recognition models are not comparable.
+    distances of different recognition models are not comparable. ``tokens`` (token name ->
+    configured string) and the token finder's ``ranking`` add a section naming the token
+    each arm trained on (:func:`tokens_markdown`; ``ranking_source`` names the file).
     """
     pct_columns = _contract_pct_columns(summary)
     lowest = pct_columns[0] if pct_columns else None
@@ -604,9 +649,12 @@ def markdown(
     if demo:
         parts.append(DEMO_WARNING)
     parts.append("# dreamgrid summary")
+    checkpoints = len(summary[["arm", "epoch"]].drop_duplicates())
+    sets = summary["prompt_set"].nunique() if "prompt_set" in summary.columns else 1
     parts.append(
-        f"{len(scores)} renders, {summary['arm'].nunique()} arms, {len(summary)} checkpoints. "
-        "Distances are DeepFace distances to the reference photos, averaged per render: "
+        f"{len(scores)} renders, {summary['arm'].nunique()} arms, {checkpoints} checkpoints"
+        + (f" × {sets} prompt sets" if sets > 1 else "")
+        + ". Distances are DeepFace distances to the reference photos, averaged per render: "
         "lower means more alike."
     )
     parts.append("## Verdict")
@@ -628,6 +676,8 @@ def markdown(
             alpha=alpha,
         )
     )
+    if tokens:
+        parts.append(tokens_markdown(tokens, ranking, ranking_source))
     parts.append("## Per checkpoint")
     if "average_ci_low" in summary.columns:
         parts.append(
@@ -867,6 +917,8 @@ def run(
     prompt_sets: dict[str, str] | None = None,
     out_flexibility: Path | None = None,
     clip_files: Sequence[Path] = (),
+    tokens: Mapping[str, str] | None = None,
+    ranking: Path | None = None,
 ) -> pd.DataFrame:
     """Aggregate all checkpoints' scores.
 
@@ -889,6 +941,8 @@ def run(
         out_flexibility: that view as CSV, if wanted (needs ``prompt_sets``).
         clip_files: CLIPScore tables (:func:`dreamgrid.clip_score.run`); their mean per
             checkpoint and prompt set is appended to the summary as ``clip_score``.
+        tokens: token name -> configured string (``axes.token``), for the tokens section.
+        ranking: the token finder's ranking CSV, which names the pick of an ``auto`` token.
 
     Returns:
         The summary table.
@@ -920,6 +974,9 @@ def run(
         confidence=confidence,
         alpha=alpha,
         primary_model=primary_model,
+        tokens=tokens,
+        ranking=None if ranking is None else pd.read_csv(ranking),
+        ranking_source=str(ranking),
     )
     if prompt_sets and "prompt_set" in summary.columns:
         flex = flexibility.table(summary, prompt_sets, best_within)

@@ -279,8 +279,15 @@ def slug(name: str) -> str:
 
 def chosen(ranking: Path) -> str:
     """The name ranked first in a ranking table (what ``token: auto`` trains on)."""
-    table = pd.read_csv(ranking)
+    return str(top(pd.read_csv(ranking), str(ranking))["candidate"])
+
+
+def top(table: pd.DataFrame, source: str = "ranking") -> pd.Series:
+    """The row ranked first (rank 1) of a ranking table.
+
+    Raises:
+        SpecError: the table has no rows.
+    """
     if table.empty:
-        raise SpecError(f"{ranking}: no candidates ranked; rerun the token finder.")
-    top = table.sort_values("rank").iloc[0]
-    return str(top["candidate"])
+        raise SpecError(f"{source}: no candidates ranked; rerun the token finder.")
+    return table.sort_values("rank", kind="stable").iloc[0]

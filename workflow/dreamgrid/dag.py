@@ -62,7 +62,7 @@ FACE_CACHE = f"{RESULTS}/cache/faces"
 SAMPLER_KEYS = ("negative", "scheduler", "steps", "cfg", "width", "height", "batch_size")
 # Sample settings that are not a render's settings (each shard gets its own range instead,
 # and its own prompt set's template).
-NOT_PER_SHARD = ("count", "shard_size", "prompt_sets")
+NOT_PER_SHARD = ("count", "shard_size", "prompt_sets", "prompt_sets_count")
 # ---- end of issue #4 constants -----------------------------------------------------------
 
 
@@ -158,6 +158,15 @@ class Grid:
                 "deepface_home": score["deepface_home"],
             }
         )
+
+    def ranking_files(self) -> list[str]:
+        """The finder's ranking as an input of the summary, which names the pick ([] when
+        the finder does not run)."""
+        return [RANKING] if self.finder_active() else []
+
+    def tokens(self) -> dict[str, str]:
+        """Token name -> configured string (``auto`` included), for the summary."""
+        return dict(self.config["axes"]["token"])
 
     def chosen_token(self) -> str:
         """The finder's top-ranked name (waits for the ranking inside Snakemake)."""
@@ -289,6 +298,13 @@ class Grid:
     def prompt_set_names(self) -> list[str]:
         return list(self.prompt_sets())
 
+    def prompt_set_count(self, prompt_set: str = MAIN_PROMPT_SET) -> int:
+        """Renders per checkpoint of one prompt set: ``sample.count`` for ``main``, else
+        ``sample.prompt_sets_count`` when set."""
+        sample = self.config["sample"]
+        extra = sample.get("prompt_sets_count")
+        return sample["count"] if prompt_set == MAIN_PROMPT_SET or extra is None else extra
+
     def prompt_set_pattern(self) -> str:
         """Regex of the configured prompt set names (for the {prompt_set} wildcard)."""
         import re
@@ -326,29 +342,32 @@ class Grid:
         ]
 
     # ---- issue #4: sample shards and several face models ----------------------------------
-    def shard_ranges(self) -> list[tuple[int, int]]:
-        """Render index ranges ``[start, stop)`` of every checkpoint's shards."""
+    def shard_ranges(self, prompt_set: str = MAIN_PROMPT_SET) -> list[tuple[int, int]]:
+        """Render index ranges ``[start, stop)`` of one prompt set's shards (every
+        checkpoint's)."""
         from dreamgrid.sample import shard_ranges
 
         sample = self.config["sample"]
-        return shard_ranges(sample["count"], sample["shard_size"], sample["batch_size"])
+        count = self.prompt_set_count(prompt_set)
+        return shard_ranges(count, sample["shard_size"], sample["batch_size"])
 
-    def shard_ids(self) -> list[int]:
-        return list(range(len(self.shard_ranges())))
+    def shard_ids(self, prompt_set: str = MAIN_PROMPT_SET) -> list[int]:
+        return list(range(len(self.shard_ranges(prompt_set))))
 
     def shard_settings(self, wildcards: Any) -> dict[str, Any]:
         """SampleSettings of one shard: ``count`` is the shard's end, so raising the total
         count changes only the last (partial) shard's params and adds new shards."""
         sample = self.config["sample"]
         settings = {k: v for k, v in sample.items() if k not in NOT_PER_SHARD}
-        settings["count"] = self.shard_ranges()[int(wildcards.shard)][1]
+        settings["count"] = self.shard_ranges(wildcards.prompt_set)[int(wildcards.shard)][1]
         settings["prompt"] = self.prompt_sets()[wildcards.prompt_set]
         settings["prompt_set"] = wildcards.prompt_set
         return canonical(settings)
 
     def shard_first(self, wildcards: Any) -> int:
         """Index of the first render of one shard."""
-        return self.shard_ranges()[int(wildcards.shard)][0]
+        prompt_set = getattr(wildcards, "prompt_set", MAIN_PROMPT_SET)
+        return self.shard_ranges(prompt_set)[int(wildcards.shard)][0]
 
     def face_models(self) -> list[str]:
         """Recognition models scored: ``score.model`` first, then ``score.models``."""
@@ -395,7 +414,7 @@ class Grid:
         ``references_<i>``."""
         detector = self.config["score"]["detector"]
         where = self._where(wildcards)
-        shards = self.shard_ids()
+        shards = self.shard_ids(wildcards.prompt_set)
         inputs: dict[str, Any] = {
             "tables": [RENDER_SHARD_TABLE.format(**where, shard=k) for k in shards],
             "checkpoint_meta": CHECKPOINT_META.format(arm=wildcards.arm, epoch=wildcards.epoch),
@@ -444,7 +463,7 @@ class Grid:
     def render_dirs(self, wildcards: Any) -> list[str]:
         """Folders holding one checkpoint's renders (one per sample shard)."""
         where = self._where(wildcards)
-        return [RENDER_SHARD.format(**where, shard=k) for k in self.shard_ids()]
+        return [RENDER_SHARD.format(**where, shard=k) for k in self.shard_ids(where["prompt_set"])]
 
     def arm_axes(self) -> dict[str, dict[str, str]]:
         """Axis levels per arm for the factorial view (token names, not token strings); the

@@ -17,7 +17,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
 from dreamgrid.aggregate import as_bool
@@ -25,6 +24,8 @@ from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
 
 # No display on cluster nodes; figures below do not use pyplot, but seaborn imports it.
+# seaborn itself (~1 s to import) is imported only where it draws: every plot is its own job,
+# and contact sheets, candidate sheets and faceless histograms never need it.
 matplotlib.use("Agg")
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,19 @@ def _baseline_line(ax, baseline: float | None, vertical: bool = True) -> None:
     )
 
 
+def _palette(arms: int) -> list:
+    """Line colours: tab10 for up to ten arms, else evenly spaced hues."""
+    import seaborn as sns
+
+    return sns.color_palette("tab10" if arms <= 10 else "husl")
+
+
 def _histogram_panel(
     ax, values: np.ndarray, renders: int, levels: list[float], baseline: float | None
 ) -> None:
     if len(values):
+        import seaborn as sns
+
         sns.histplot(x=values, ax=ax, bins=min(30, max(5, len(values) // 4)), color="tab:blue")
         for level, color in zip(levels, _THRESHOLD_COLORS * len(levels), strict=False):
             share = 100.0 * float((values < level).sum()) / len(values)
@@ -250,7 +260,7 @@ def curves(
     nrows = -(-len(panels) // ncols)
     fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 1.2), dpi=DPI, layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    palette = sns.color_palette("tab10" if summary["arm"].nunique() <= 10 else "husl")
+    palette = _palette(summary["arm"].nunique())
     series = list(summary.groupby(keys, sort=True))
     empty = summary["average"].isna().all()
     for ax, (column, label) in zip(axes, panels, strict=False):
@@ -457,7 +467,7 @@ def tradeoff(flex: pd.DataFrame, out: Path) -> Path:
     ]
     fig = Figure(figsize=(12.0, 5.0), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, 2)
-    palette = sns.color_palette("tab10" if flex["arm"].nunique() <= 10 else "husl")
+    palette = _palette(flex["arm"].nunique())
     for ax, (column, label) in zip(axes, panels, strict=True):
         shown = flex.dropna(subset=["likeness_average", column])
         for index, (arm, group) in enumerate(shown.groupby("arm", sort=True)):

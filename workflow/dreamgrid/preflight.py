@@ -91,8 +91,9 @@ def _unet_bytes(base_model: str) -> int:
 
 def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> dict[str, int]:
     """Bytes the grid still needs: per (arm, epoch) not yet trained, its checkpoint (UNet, VAE
-    and text encoder at ``save_precision``) and renders; per arm with epochs to train, one
-    resume state (fp32 trained weights and two Adam moments); plus class images."""
+    and text encoder at ``save_precision``) and renders (every prompt set); per arm with
+    epochs to train, one resume state (fp32 trained weights and two Adam moments); plus class
+    images."""
     from dreamgrid import dag
 
     training = config["training"]
@@ -105,8 +106,10 @@ def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> di
     if training.get("save_precision", "fp16") != "fp32":
         full_model //= 2
     sample = config["sample"]
-    renders = int(sample["count"] * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
     grid = dag.Grid(config)
+    # Every prompt set renders its own images of each checkpoint.
+    per_checkpoint = sum(grid.prompt_set_count(p) for p in grid.prompt_set_names())
+    renders = int(per_checkpoint * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
     todo = [
         path
         for path in grid.checkpoints(dag.CHECKPOINT)

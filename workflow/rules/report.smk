@@ -30,6 +30,7 @@ rule aggregate_scores:
         scores=GRID.checkpoints(dag.SCORES),
         baseline=GRID.reference_baseline_file(),
         clip=GRID.clip_files(),
+        ranking=GRID.ranking_files(),
     output:
         scores=report(
             dag.SCORES_TABLE,
@@ -81,6 +82,7 @@ rule aggregate_scores:
         statistics=GRID.statistics_params(),
         model=config["score"]["model"],
         prompt_sets=GRID.prompt_sets(),
+        tokens=GRID.tokens(),
         impl=versions.AGGREGATE,
     script:
         "../scripts/aggregate_scores.py"

@@ -26,4 +26,6 @@ with logs.job(snakemake.log[0]):
         prompt_sets=snakemake.params.prompt_sets,
         out_flexibility=Path(snakemake.output.flexibility),
         clip_files=[Path(p) for p in snakemake.input.clip],
+        tokens=snakemake.params.tokens,
+        ranking=Path(snakemake.input.ranking[0]) if snakemake.input.ranking else None,
     )
