@@ -110,6 +110,19 @@ def test_compare_detects_real_effect_not_null_effect():
     pd.testing.assert_frame_equal(table, again)
 
 
+def test_holm_families_are_per_prompt_set_so_a_new_set_leaves_main_alone():
+    main = grid_scores().assign(prompt_set="main")
+    alone = stats.compare_arms(main)
+    bleed = grid_scores(token_effect=0.0, seed=2).assign(prompt_set="bleed")
+    both = stats.compare_arms(pd.concat([main, bleed], ignore_index=True))
+    main_rows = both[both["prompt_set"] == "main"].reset_index(drop=True)
+    pd.testing.assert_series_equal(main_rows["p_adjusted"], alone["p_adjusted"])
+    # Pooled into one family of twice the tests, main's adjusted p-values would have grown.
+    pooled = stats.holm(both["p_value"].to_numpy(dtype=float))[both["prompt_set"] == "main"]
+    assert (pooled >= alone["p_adjusted"].to_numpy()).all()
+    assert (pooled > alone["p_adjusted"].to_numpy()).any()
+
+
 def test_factorial_effects_known_effect_and_nulls():
     scores = grid_scores()
     summary = aggregate.summarize(scores)

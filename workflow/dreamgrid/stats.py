@@ -241,7 +241,8 @@ def compare_arms(
     Returns:
         :data:`COMPARE_COLUMNS` (plus model/prompt_set when present, at the end): ``mean_diff``
         is the mean of ``a - b`` over seeds where both found a face, ``p_value`` the Wilcoxon
-        signed-rank test, ``p_adjusted`` Holm over all rows of the table.
+        signed-rank test, ``p_adjusted`` Holm over the rows of each model and prompt set
+        (a family per question: adding a prompt set leaves ``main``'s verdict alone).
     """
     extra = group_columns(scores)
     rows = []
@@ -271,7 +272,11 @@ def compare_arms(
                     }
                 )
     table = pd.DataFrame(rows, columns=[*COMPARE_COLUMNS[:-1], *extra])
-    table["p_adjusted"] = holm(table["p_value"].to_numpy(dtype=float)) if len(table) else []
+    p_values = table["p_value"].astype(float)
+    if extra and len(table):
+        table["p_adjusted"] = p_values.groupby([table[c] for c in extra]).transform(holm)
+    else:
+        table["p_adjusted"] = holm(p_values.to_numpy()) if len(table) else []
     table = table.astype({"epoch": "int64", "n_pairs": "int64"})
     return table[[*COMPARE_COLUMNS, *extra]]
 

@@ -10,5 +10,5 @@ REGULARIZATION = 1
 TRAIN = 2  # single-file SD checkpoints, one resume state per arm (#3)
 SAMPLE = 3
 SCORE = 3
-AGGREGATE = 3
+AGGREGATE = 4  # Holm families per model and prompt set
 PLOTS = 4
