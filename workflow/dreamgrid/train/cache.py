@@ -2,9 +2,10 @@
 
 An image's latent distribution (mean and std of the VAE's diagonal Gaussian) depends only on
 its pixels, the size it is fitted to (the training resolution, or its aspect-ratio bucket) and
-the VAE, so its file is named by those three: arms that share images (the same photos, the same class images) share the files, and
-an edited photo gets a new file rather than a stale one. Training still draws a fresh latent
-sample per step from the cached distribution, as the uncached path does.
+the VAE, so its file is named by those three: arms that share images (the same photos, the
+same class images) share the files, and an edited photo gets a new file rather than a stale
+one. Training still draws a fresh latent sample per step from the cached distribution, as
+the uncached path does.
 """
 
 from __future__ import annotations

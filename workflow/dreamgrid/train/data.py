@@ -179,14 +179,16 @@ def epoch_batches(spec: Any) -> list[list[Item]]:
         suffix = f":{index}" if index else ""
         if paired:
             inst, cls = shuffled(instance, f"order{suffix}"), shuffled(reg, f"class{suffix}")
-            out += [
-                inst[start : start + size] + cls[start : start + size]
-                for start in range(0, len(inst), size)
-            ]
+            out += [i + c for i, c in zip(_chunks(inst, size), _chunks(cls, size), strict=True)]
         else:
             order = shuffled(instance + reg, f"order{suffix}")
-            out += [order[start : start + size] for start in range(0, len(order), size)]
+            out += _chunks(order, size)
     return out
+
+
+def _chunks(items: list[Item], size: int) -> list[list[Item]]:
+    """``items`` cut into batches of ``size``, the last one short."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _bucket_batches(
@@ -215,7 +217,7 @@ def _bucket_batches(
         for bucket in sorted({item.size for item in bucketed}):
             members = [item for item in bucketed if item.size == bucket]
             members = shuffled(members, f"bucket:{bucket[0]}x{bucket[1]}{suffix}")
-            batches += [members[start : start + size] for start in range(0, len(members), size)]
+            batches += _chunks(members, size)
         batches = shuffled(batches, f"batches{suffix}")
         if paired:
             classes = iter(shuffled(reg, f"class{suffix}"))

@@ -82,8 +82,9 @@ def run(spec: TrainSpec) -> dict[str, Any]:
     check_inputs(spec)
     batches = epoch_batches(spec)  # reads and checks captions and images before any model
     if spec.aspect_ratio == "buckets":
-        sizes = checkpoint_metadata(spec, batches, 0, 0, [0.0])["train_sizes"]
-        logger.info("%s: training images per aspect-ratio bucket: %s", spec.arm, sizes)
+        logger.info(
+            "%s: training images per aspect-ratio bucket: %s", spec.arm, train_sizes(batches)
+        )
     accelerator = make_accelerator(spec)
     models = load_models(spec, accelerator.device)
     if spec.cache_latents:
@@ -155,11 +156,8 @@ def expected_steps(spec: TrainSpec, batches: list[list[Any]]) -> int:
     instance = [item for item in items if not item.is_reg]
     if spec.aspect_ratio == "buckets":
         paired = spec.reg_mode == "paired" and spec.regularization
-        counted = instance if paired else items
-        per_pass = [
-            sum(1 for item in counted if item.size == size) // spec.passes
-            for size in {item.size for item in counted}
-        ]
+        per_bucket = Counter(item.size for item in (instance if paired else items))
+        per_pass = [n // spec.passes for n in per_bucket.values()]
         return bucket_steps(per_pass, spec.batch_size, spec.passes)
     n_images = len({item.image for item in instance})
     return count_steps(
@@ -522,11 +520,7 @@ def checkpoint_metadata(
     spec: TrainSpec, batches: list[list[Any]], steps: int, n_steps: int, losses: list[float]
 ) -> dict[str, Any]:
     """What the checkpoint header records about how it was trained."""
-    from dreamgrid.buckets import size_label
-
     items = [item for batch in batches for item in batch]
-    # One size per training image (its bucket, or the square), counted per size.
-    fitted = {item.image: item.size for item in items if not item.is_reg}
     return {
         "arm": spec.arm,
         "epoch": spec.epoch,
@@ -561,12 +555,19 @@ def checkpoint_metadata(
         "passes": spec.passes,
         "kohya_epochs": spec.epoch * spec.passes,
         "aspect_ratio": spec.aspect_ratio,
-        # Training images per fitted size, e.g. {"448x576": 20, "512x512": 5}.
-        "train_sizes": dict(sorted(Counter(map(size_label, fitted.values())).items())),
-        "train_images": len(fitted),
+        "train_sizes": train_sizes(batches),
+        "train_images": len({item.image for item in items if not item.is_reg}),
         "reg_images": len({item.image for item in items if item.is_reg}),
         "mean_loss": sum(losses) / len(losses),
     }
+
+
+def train_sizes(batches: list[list[Any]]) -> dict[str, int]:
+    """Training images per fitted size (bucket, or the square), e.g. ``{"448x576": 20}``."""
+    from dreamgrid.buckets import size_label
+
+    fitted = {item.image: item.size for batch in batches for item in batch if not item.is_reg}
+    return dict(sorted(Counter(map(size_label, fitted.values())).items()))
 
 
 def loss_log_path(out_checkpoint: Path) -> Path:
