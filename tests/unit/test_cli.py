@@ -1,5 +1,6 @@
 """The CLI contracts others script against: `dreamgrid score`, `summarize`, `check`."""
 
+import argparse
 import math
 import subprocess
 import sys
@@ -90,3 +91,54 @@ def test_check_cli_reports_one_clear_error(tmp_path):
     assert result.returncode == 2
     assert "bad.yaml" in result.stderr and "'axes' is a required property" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def help_text(*argv: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "dreamgrid", *argv, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_help_says_what_dreamgrid_is_and_how_the_workflow_runs():
+    text = help_text()
+    assert "which DreamBooth training recipe gives the best likeness" in text
+    assert "snakemake --cores all --configfile config/experiment.yaml" in text
+    assert "``" not in text and ":func:" not in text  # no raw reST
+
+
+def test_every_subcommand_describes_itself_and_every_option_has_help():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(commands.choices) >= 8
+    for name, sub in commands.choices.items():
+        assert sub.description and len(sub.description) > 40, name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}"
+        text = help_text(name)
+        assert "``" not in text, name
+        for action in sub._actions:
+            if (
+                action.option_strings
+                and not action.required
+                and action.default
+                not in (
+                    None,
+                    False,
+                    argparse.SUPPRESS,
+                )
+            ):
+                # The help shows each option's default.
+                assert f"(default: {action.default}" in " ".join(text.split()), (name, action.dest)
+
+
+def test_version():
+    from dreamgrid import __version__
+
+    result = subprocess.run(
+        [sys.executable, "-m", "dreamgrid", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == f"dreamgrid {__version__}"

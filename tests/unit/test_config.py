@@ -33,7 +33,6 @@ def test_defaults_come_from_the_schema():
     assert config["training"]["epochs"] == 6
     assert config["sample"]["cfg"] == 8.0
     assert config["sample"]["scheduler"] == "euler"
-    assert config["score"]["thresholds"] == [0.6, 0.7]
     assert config["axes"]["regularization"] == ["none"]
     assert config["subject"]["ground_truth"] is None
 
@@ -150,3 +149,33 @@ def test_every_schema_key_has_description_and_default():
 def test_config_readme_is_generated_from_the_schema():
     # Regenerate with `dreamgrid config-docs` after editing the schema.
     assert (ROOT / "config" / "README.md").read_text() == cfg.schema_markdown()
+
+
+@pytest.mark.parametrize(
+    ("model", "own", "stricter"),
+    # DeepFace 0.0.103's same-person thresholds for cosine: Dlib 0.07, VGG-Face 0.68.
+    [("Dlib", 0.07, 0.06), ("VGG-Face", 0.68, 0.58)],
+)
+def test_unset_thresholds_fit_the_face_model(model, own, stricter):
+    config = cfg.validate(minimal(score__model=model))
+    assert config["score"]["thresholds"] == [stricter, own]
+    assert config["token_finder"]["threshold"] == stricter
+
+
+def test_thresholds_set_by_hand_are_kept():
+    config = cfg.validate(minimal(score__thresholds=[0.05], token_finder__threshold=0.04))
+    assert config["score"]["thresholds"] == [0.05]
+    assert config["token_finder"]["threshold"] == 0.04
+
+
+def test_thresholds_far_above_the_models_own_are_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="dreamgrid.config"):
+        config = cfg.validate(minimal(score__thresholds=[0.6, 0.7]), source="mine.yaml")
+    assert config["score"]["thresholds"] == [0.6, 0.7]
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and all(m.startswith("mine.yaml: score.thresholds") for m in warned)
+    assert "8.6x DeepFace's same-person threshold for Dlib/cosine (0.07)" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dreamgrid.config"):
+        cfg.validate(minimal(score__model="VGG-Face", score__thresholds=[0.6, 0.7]))
+    assert caplog.records == []  # the seed study's thresholds fit VGG-Face

@@ -46,15 +46,19 @@ def edited_config(workdir: Path, config: dict | None) -> Iterator[None]:
 
 
 def planned_jobs(
-    workdir: Path, config: dict | None = None, targets: tuple[str, ...] = ()
+    workdir: Path,
+    config: dict | None = None,
+    targets: tuple[str, ...] = (),
+    options: tuple[str, ...] = (),
 ) -> list[tuple[str, dict[str, str]]]:
     """Jobs a dry run plans (for ``targets``, default all), as (rule, wildcards).
 
     ``config`` is written over ``config/config.yaml`` for the dry run, as a user edits it, and
-    the original is restored afterwards.
+    the original is restored afterwards; ``options`` go to snakemake as they are (e.g.
+    ``--configfile``).
     """
     with edited_config(workdir, config):
-        result = snakemake(workdir, "--dry-run", "--cores", "2", *targets, timeout=300)
+        result = snakemake(workdir, "--dry-run", "--cores", "2", *options, *targets, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = []
     # Jobs print as "rule x:", "localrule x:" or, for checkpoints, "checkpoint x:".

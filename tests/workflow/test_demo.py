@@ -34,10 +34,10 @@ def test_summary_has_a_row_per_checkpoint_with_kohya_steps(demo_run):
     # appended ones: median, bootstrap intervals and the uncertainty-aware best epoch.
     assert [c for c in summary.columns if c not in ("model", "prompt_set")] == [
         "arm", "epoch", "steps", "renders", "face_rate", "average",
-        "pct_below_0.6", "pct_below_0.7", "best",
+        "pct_below_0.06", "pct_below_0.07", "best",
         "median", "average_ci_low", "average_ci_high",
-        "pct_below_0.6_ci_low", "pct_below_0.6_ci_high",
-        "pct_below_0.7_ci_low", "pct_below_0.7_ci_high", "best_not_worse",
+        "pct_below_0.06_ci_low", "pct_below_0.06_ci_high",
+        "pct_below_0.07_ci_low", "pct_below_0.07_ci_high", "best_not_worse",
     ]  # fmt: skip
     assert sorted(summary["arm"].unique()) == sorted(ARMS)
     assert len(summary) == len(ARMS) * 2 * len(SETS)  # a row per checkpoint and prompt set
@@ -200,7 +200,7 @@ def test_token_finder_ranks_the_candidates_and_celebrity_arms_train_on_the_winne
     results = demo_run / "results"
     ranking = pd.read_csv(results / "token_finder/ranking.csv")
     assert list(ranking.columns) == [
-        "candidate", "renders", "face_rate", "average", "pct_below_0.6", "consistency", "rank",
+        "candidate", "renders", "face_rate", "average", "pct_below_0.06", "consistency", "rank",
     ]  # fmt: skip
     names = ["Denzel Washington", "Idris Elba", "Will Smith", "Morgan Freeman"]
     # Random weights render no face: every average is empty and the list order decides.

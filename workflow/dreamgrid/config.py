@@ -9,12 +9,15 @@ import copy
 import difflib
 import itertools
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dreamgrid.errors import SpecError
 from dreamgrid.prompts import AUTO_TOKEN
+
+log = logging.getLogger(__name__)
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
@@ -65,8 +68,37 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise SpecError(f"{source}: invalid config: {_describe(cause or err)}") from err
     # snakemake fills nested defaults into the schema's own default dicts; copy them out.
     config = copy.deepcopy(config)
+    fit_thresholds(config)
     check(config, source)
+    for warning in threshold_warnings(config):
+        log.warning("%s: %s", source, warning)
     return config
+
+
+def fit_thresholds(config: dict[str, Any]) -> None:
+    """Fill unset distance thresholds with ones that fit ``score.model`` (in place).
+
+    ``score.thresholds`` null: DeepFace's same-person threshold for the model and metric and
+    a stricter one (:func:`dreamgrid.faces.fitted_thresholds`); ``token_finder.threshold``
+    null: the stricter of those.
+    """
+    from dreamgrid.faces import fitted_thresholds
+
+    score, finder = config["score"], config["token_finder"]
+    if score["thresholds"] is None or finder["threshold"] is None:
+        fitted = fitted_thresholds(score["model"], score["metric"])
+        if score["thresholds"] is None:
+            score["thresholds"] = fitted
+        if finder["threshold"] is None:
+            finder["threshold"] = fitted[0]
+
+
+def threshold_warnings(config: dict[str, Any]) -> list[str]:
+    """Sentences for thresholds set far above DeepFace's own for ``score.model``."""
+    from dreamgrid.faces import threshold_warnings as warnings_for
+
+    score = config["score"]
+    return warnings_for(score["model"], score["metric"], score["thresholds"])
 
 
 def check(config: dict[str, Any], source: str = "config") -> None:

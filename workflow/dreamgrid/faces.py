@@ -191,6 +191,56 @@ def _check(settings: FaceSettings | EmbedSettings) -> None:
         )
 
 
+#: A threshold this many times DeepFace's own for the model is "far above" it: nearly every
+#: face, a stranger's too, falls below it.
+FAR_ABOVE = 1.5
+#: The stricter of the two thresholds fitted to a model, as a fraction of DeepFace's own (the
+#: seed study's 0.6 is 88% of VGG-Face's 0.68).
+STRICTER = 0.85
+
+
+def verification_threshold(model: str, metric: str) -> float | None:
+    """DeepFace's pretuned "same person" threshold for ``model`` and ``metric`` (None if it
+    has none). Reads deepface's table only: no weights, no ``DEEPFACE_HOME`` needed."""
+    from deepface.config.threshold import thresholds
+
+    value = thresholds.get(model, {}).get(metric)
+    return None if value is None else float(value)
+
+
+def fitted_thresholds(model: str, metric: str) -> list[float]:
+    """Report thresholds that fit a face model: ``STRICTER`` x DeepFace's threshold (two
+    significant digits) and the threshold itself, e.g. [0.06, 0.07] for Dlib/cosine and
+    [0.58, 0.68] for VGG-Face/cosine.
+
+    Raises:
+        SpecError: deepface has no threshold for this model and metric.
+    """
+    own = verification_threshold(model, metric)
+    if own is None:
+        raise SpecError(
+            f"score.model {model!r} with score.metric {metric!r} has no DeepFace threshold to "
+            "fit score.thresholds to; set score.thresholds yourself."
+        )
+    stricter = float(f"{STRICTER * own:.2g}")
+    return sorted({stricter, own})
+
+
+def threshold_warnings(model: str, metric: str, thresholds: Sequence[float]) -> list[str]:
+    """One sentence per threshold far above DeepFace's own for the model (empty if none)."""
+    own = verification_threshold(model, metric)
+    if own is None:
+        return []
+    return [
+        f"score.thresholds {t:g} is {t / own:.1f}x DeepFace's same-person threshold for "
+        f"{model}/{metric} ({own:g}): nearly every face, even a stranger's, falls below it, "
+        "so its share says little. Leave score.thresholds unset to use thresholds that fit "
+        "the model."
+        for t in thresholds
+        if t > FAR_ABOVE * own
+    ]
+
+
 def deepface_threshold(settings: FaceSettings) -> float:
     """DeepFace's own pretuned "same person" threshold for the model and metric."""
     _check(settings)
