@@ -275,3 +275,47 @@ def test_shards_equal_one_unsharded_render(tiny_sd, tmp_path):
         assert Image.open(tmp_path / "renders" / rel).text["seed"] == name[7:-4]
     with pytest.raises(SpecError, match="outside"):
         run_shard(tiny_sd, None, SETTINGS, "ohwx", "woman", 5, tmp_path / "x", tmp_path / "x.csv")
+
+
+def test_prompts_that_fit_are_left_to_the_pipeline(pipe):
+    from dreamgrid.sample import long_prompt_embeddings
+
+    assert long_prompt_embeddings(pipe, "photo of ohwx man", "cartoon") is None
+
+
+def test_long_prompts_are_encoded_in_chunks_not_truncated(pipe, caplog):
+    import torch
+
+    from dreamgrid.sample import long_prompt_embeddings
+
+    # A one-letter word is one token (CLIP's BPE): 160 words are 160 tokens.
+    long = "a " * 100 + "b " * 60
+    prompt_embeds, negative_embeds = long_prompt_embeddings(pipe, long, "cartoon")
+    width = pipe.text_encoder.config.hidden_size
+    assert prompt_embeds.shape == negative_embeds.shape == (1, 3 * 77, width)
+    # Chunk 1 is the first 75 tokens encoded as a prompt of its own, exactly as the pipeline
+    # encodes a prompt that fits; chunk 3 holds the last 10 tokens.
+    first, _ = pipe.encode_prompt("a " * 75, "cpu", 1, False)
+    assert torch.equal(prompt_embeds[:, :77], first)
+    last, _ = pipe.encode_prompt("b " * 10, "cpu", 1, False)
+    assert torch.equal(prompt_embeds[:, 2 * 77 :], last)
+    # The short negative is padded with chunks of the empty prompt.
+    negative, _ = pipe.encode_prompt("cartoon", "cpu", 1, False)
+    empty, _ = pipe.encode_prompt("", "cpu", 1, False)
+    assert torch.equal(negative_embeds[:, :77], negative)
+    assert torch.equal(negative_embeds[:, 77:154], empty)
+
+
+def test_a_long_prompt_renders_without_truncation(pipe, tmp_path, caplog):
+    from dreamgrid.sample import generate_images
+
+    def one(prompt: str) -> np.ndarray:
+        seed, image = next(generate_images(pipe, prompt, "x", [3], 2, 8.0, 64, 64, 1))
+        return np.asarray(image)
+
+    head = "a " * 75  # the whole window
+    with caplog.at_level("WARNING"):
+        full = one(head + "in a red hat")
+    assert "longer than the specified maximum" not in caplog.text
+    # The pipeline alone would cut the prompt to its first 75 tokens; the tail changes the render.
+    assert not np.array_equal(full, one(head))

@@ -223,6 +223,52 @@ def use_sdpa(pipe: Any) -> None:
             module.set_attn_processor(AttnProcessor2_0())
 
 
+def long_prompt_embeddings(pipe: Any, prompt: str, negative: str) -> tuple[Any, Any] | None:
+    """Text embeddings of prompts longer than the text encoder's window, as A1111 and ComfyUI
+    make them; None when both prompts fit (the pipeline then encodes them itself, unchanged).
+
+    CLIP reads 77 tokens (begin, 75 tokens, end). A longer prompt is cut into chunks of 75
+    tokens, each chunk is wrapped and padded like a short prompt and encoded on its own, and
+    the chunks' embeddings are concatenated along the sequence; the shorter of prompt and
+    negative gets chunks of the empty prompt so that both have the same length. Nothing is cut
+    off, where the pipeline would truncate at 77 tokens with only a warning.
+
+    Returns:
+        ``(prompt_embeds, negative_prompt_embeds)`` of shape (1, 77 x chunks, width), or None.
+    """
+    import torch
+
+    tokenizer = pipe.tokenizer
+    window = tokenizer.model_max_length - 2
+    ids = [
+        tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
+        for text in (prompt, negative)
+    ]
+    if max(len(i) for i in ids) <= window:
+        return None
+    chunks = max(-(-len(i) // window) for i in ids)
+    log.info(
+        "prompt of %d and negative of %d tokens: encoded in %d chunks of %d tokens",
+        len(ids[0]),
+        len(ids[1]),
+        chunks,
+        window,
+    )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = pipe.text_encoder.device
+    encoded = []
+    for tokens in ids:
+        parts = []
+        for k in range(chunks):
+            piece = tokens[k * window : (k + 1) * window]
+            row = [tokenizer.bos_token_id, *piece, tokenizer.eos_token_id]
+            row += [pad] * (window + 2 - len(row))
+            with torch.no_grad():
+                parts.append(pipe.text_encoder(torch.tensor([row], device=device))[0])
+        encoded.append(torch.cat(parts, dim=1).to(pipe.text_encoder.dtype))
+    return encoded[0], encoded[1]
+
+
 def generate_images(
     pipe: Any,
     prompt: str,
@@ -237,21 +283,29 @@ def generate_images(
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(seed, PIL image)`` for each seed, ``batch_size`` images per pipeline call.
 
-    Each image has its own CPU generator seeded with its seed, so image ``i`` is the same
+    Prompts longer than the text encoder's window are encoded in chunks
+    (:func:`long_prompt_embeddings`), not truncated. Each image has its own CPU generator seeded with its seed, so image ``i`` is the same
     whatever the batch size or the other seeds in its batch.
     """
     import torch
     from tqdm.auto import tqdm
 
     seeds = list(seeds)
+    long = long_prompt_embeddings(pipe, prompt, negative)
     with tqdm(total=len(seeds), desc=desc, unit="img") as bar:
         for start in range(0, len(seeds), batch_size):
             batch = seeds[start : start + batch_size]
             generators = [torch.Generator("cpu").manual_seed(s) for s in batch]
+            if long is None:
+                text = {"prompt": [prompt] * len(batch), "negative_prompt": [negative] * len(batch)}
+            else:
+                text = {
+                    "prompt_embeds": long[0].repeat(len(batch), 1, 1),
+                    "negative_prompt_embeds": long[1].repeat(len(batch), 1, 1),
+                }
             with torch.no_grad():
                 images = pipe(
-                    prompt=[prompt] * len(batch),
-                    negative_prompt=[negative] * len(batch),
+                    **text,
                     num_inference_steps=steps,
                     guidance_scale=cfg,
                     width=width,
