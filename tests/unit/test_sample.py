@@ -310,7 +310,7 @@ def test_a_long_prompt_renders_without_truncation(pipe, tmp_path, caplog):
     from dreamgrid.sample import generate_images
 
     def one(prompt: str) -> np.ndarray:
-        seed, image = next(generate_images(pipe, prompt, "x", [3], 2, 8.0, 64, 64, 1))
+        _seed, image = next(generate_images(pipe, prompt, "x", [3], 2, 8.0, 64, 64, 1))
         return np.asarray(image)
 
     head = "a " * 75  # the whole window
