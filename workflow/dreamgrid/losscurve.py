@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from dreamgrid.io import atomic_path
-
 
 def read_losses(loss_logs: Sequence[Path]) -> list[tuple[int, int, float]]:
     """(step, epoch, loss) rows of every epoch, in step order."""
@@ -21,15 +19,19 @@ def read_losses(loss_logs: Sequence[Path]) -> list[tuple[int, int, float]]:
     return sorted(rows)
 
 
-def plot(loss_logs: Sequence[Path], out: Path, arm: str, window: int = 25) -> Path:
+def plot(
+    loss_logs: Sequence[Path], out: Path, arm: str, window: int = 25, demo: bool = False
+) -> Path:
     """PNG of the per-step loss (faint), its running mean over ``window`` steps and the
-    epoch boundaries. Diffusion losses are noisy per step (random timesteps); the running
-    mean is what shows a trend."""
+    epoch boundaries (marked as a demo when ``demo``). Diffusion losses are noisy per step
+    (random timesteps); the running mean is what shows a trend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import numpy as np
     from matplotlib.figure import Figure
+
+    from dreamgrid.plots import save
 
     rows = read_losses(loss_logs)
     steps = np.array([r[0] for r in rows])
@@ -47,6 +49,4 @@ def plot(loss_logs: Sequence[Path], out: Path, arm: str, window: int = 25) -> Pa
         ax.axvline(step + 0.5, color="grey", lw=0.6, ls=":")
     ax.set(xlabel="optimizer step", ylabel="training loss", title=f"{arm}: training loss")
     ax.legend(loc="upper right", fontsize="small")
-    with atomic_path(out) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    return out
+    return save(figure, out, demo, dpi=110)

@@ -36,6 +36,48 @@ DPI = 100
 
 _THRESHOLD_COLORS = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink")
 
+#: Written across every figure of a demo run: its models have random weights.
+DEMO_MARK = "demo: random weights"
+#: Labels of the distance and share axes (the direction is part of the label).
+DISTANCE_LABEL = "mean distance (lower = more alike)"
+REAL_PHOTOS = "real photos (references)"
+
+
+def mark_demo(fig: Figure) -> None:
+    """Write ``DEMO_MARK`` across the figure, large and faint, and once plainly in a corner."""
+    fig.text(
+        0.5,
+        0.5,
+        DEMO_MARK,
+        fontsize=40,
+        color="tab:red",
+        alpha=0.18,
+        rotation=20,
+        ha="center",
+        va="center",
+        weight="bold",
+    )
+    fig.text(0.005, 0.005, DEMO_MARK, fontsize="small", color="tab:red", weight="bold")
+
+
+def save(fig: Figure, out: Path, demo: bool = False, dpi: int = DPI) -> Path:
+    """Write ``fig`` as a PNG under a temporary name (marked as a demo when ``demo``)."""
+    if demo:
+        mark_demo(fig)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return Path(out)
+
+
+def _show_lines(ax, xs: Sequence[float]) -> None:
+    """Extend the x axis so that every vertical reference line in ``xs`` lies inside it."""
+    xs = [x for x in xs if x is not None and np.isfinite(x)]
+    if not xs:
+        return
+    low, high = ax.get_xlim()
+    pad = 0.05 * max(high - low, max(xs) - min(xs), 1e-3)
+    ax.set_xlim(min(low, min(xs) - pad), max(high, max(xs) + pad))
+
 
 def _distances(scores: pd.DataFrame) -> tuple[np.ndarray, int]:
     """Distances of renders with a face, and the number of renders."""
@@ -48,26 +90,13 @@ def _distances(scores: pd.DataFrame) -> tuple[np.ndarray, int]:
     return values, len(scores)
 
 
-def histogram(
+def histogram_figure(
     scores: pd.DataFrame,
     thresholds: Sequence[float],
-    out: Path,
     title: str,
     baseline: float | None = None,
-) -> Path:
-    """Histogram of ``mean_distance`` for one checkpoint, with thresholds and mean marked.
-
-    Args:
-        scores: rows of one checkpoint (face_found, mean_distance); renders without a
-            face are left out of the histogram and counted in the subtitle.
-        thresholds: distances to mark, each labelled with the % of faces below it.
-        out: PNG to write (FIGSIZE x DPI pixels).
-        title: figure title, e.g. the arm and epoch.
-        baseline: the real-photos distance to mark (None or NaN: not drawn).
-
-    Returns:
-        ``out``.
-    """
+) -> Figure:
+    """The figure :func:`histogram` writes (for tests and callers that save it themselves)."""
     for key in ("arm", "epoch"):
         if key in scores.columns and scores[key].nunique() > 1:
             raise SpecError(
@@ -80,8 +109,34 @@ def histogram(
     ax = fig.subplots()
     _histogram_panel(ax, values, renders, levels, baseline)
     ax.set_title(f"{title}\n{_subtitle(values, renders)}", fontsize="medium")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+    return fig
+
+
+def histogram(
+    scores: pd.DataFrame,
+    thresholds: Sequence[float],
+    out: Path,
+    title: str,
+    baseline: float | None = None,
+    demo: bool = False,
+) -> Path:
+    """Histogram of ``mean_distance`` for one checkpoint, with thresholds and mean marked.
+
+    Args:
+        scores: rows of one checkpoint (face_found, mean_distance); renders without a
+            face are left out of the histogram and counted in the subtitle.
+        thresholds: distances to mark, each labelled with the % of faces below it.
+        out: PNG to write (FIGSIZE x DPI pixels).
+        title: figure title, e.g. the arm and epoch.
+        baseline: the real-photos distance to mark (None or NaN: not drawn).
+        demo: mark the figure as a demo (random weights).
+
+    Returns:
+        ``out``.
+    """
+    fig = histogram_figure(scores, thresholds, title, baseline)
+    save(fig, out, demo)
+    values, renders = _distances(scores)
     log.info("wrote %s (%d faces in %d renders)", out, len(values), renders)
     return Path(out)
 
@@ -94,9 +149,8 @@ def _baseline_line(ax, baseline: float | None, vertical: bool = True) -> None:
     if baseline is None or not np.isfinite(baseline):
         return
     draw = ax.axvline if vertical else ax.axhline
-    draw(
-        baseline, color="tab:green", linewidth=2, linestyle=":", label=f"real photos {baseline:.3f}"
-    )
+    # One label for every panel, so the figure's legend has one entry for it.
+    draw(baseline, color="tab:green", linewidth=2, linestyle=":", label=REAL_PHOTOS)
 
 
 def _palette(arms: int) -> list:
@@ -118,28 +172,29 @@ def _histogram_panel(
             ax.axvline(level, color=color, linestyle="--", label=f"{level:g}: {share:.1f}% below")
         mean = float(values.mean())
         ax.axvline(mean, color="black", linewidth=2, label=f"mean {mean:.4f}")
-        _baseline_line(ax, baseline)
-        ax.legend(loc="upper right", fontsize="small")
     else:
         for level, color in zip(levels, _THRESHOLD_COLORS * len(levels), strict=False):
             ax.axvline(level, color=color, linestyle="--", label=f"{level:g}")
         if levels:
-            ax.set_xlim(min(levels) - 0.2, max(levels) + 0.2)
+            pad = max(0.5 * (max(levels) - min(levels)), 0.2 * max(levels))
+            ax.set_xlim(min(levels) - pad, max(levels) + pad)
         ax.text(
             0.5,
             0.5,
-            f"no face found in {renders} renders",
+            f"no render in this checkpoint contained a face ({renders} renders)",
             transform=ax.transAxes,
             ha="center",
             va="center",
             fontsize="large",
             bbox={"facecolor": "white", "edgecolor": "none"},
         )
-        ax.set_ylabel("Count")
-        _baseline_line(ax, baseline)
-        if levels or (baseline is not None and np.isfinite(baseline)):
-            ax.legend(loc="upper right", fontsize="small")
-    ax.set_xlabel("mean face distance to the references (lower = more alike)")
+    _baseline_line(ax, baseline)
+    # Every line in the legend is inside the axes.
+    _show_lines(ax, [*levels, baseline if baseline is not None else np.nan])
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_ylabel("renders")
+    ax.set_xlabel(f"{DISTANCE_LABEL} to the references")
 
 
 def histograms(scores: pd.DataFrame, thresholds: Sequence[float], out_dir: Path) -> list[Path]:
@@ -168,25 +223,13 @@ def histograms(scores: pd.DataFrame, thresholds: Sequence[float], out_dir: Path)
     return paths
 
 
-def arm_histograms(
+def arm_histograms_figure(
     scores: pd.DataFrame,
     thresholds: Sequence[float],
-    out: Path,
     title: str,
     baseline: float | None = None,
-) -> Path:
-    """All checkpoints of one arm as one faceted figure: a histogram panel per epoch.
-
-    Args:
-        scores: renders of one arm (epoch, face_found, mean_distance, optionally steps).
-        thresholds: distances to mark in every panel.
-        out: PNG to write.
-        title: figure title (the arm).
-        baseline: the real-photos distance to mark.
-
-    Returns:
-        ``out``.
-    """
+) -> Figure:
+    """The figure :func:`arm_histograms` writes."""
     if "epoch" not in scores.columns:
         raise SpecError("scores: missing column epoch for the per-arm histograms.")
     epochs = sorted(int(e) for e in scores["epoch"].unique())
@@ -205,13 +248,36 @@ def arm_histograms(
         if "steps" in group.columns and group["steps"].nunique() == 1:
             label += f", {int(group['steps'].iloc[0])} steps"
         ax.set_title(f"{label}\n{_subtitle(values, renders)}", fontsize="small")
-        ax.set_xlabel("mean face distance")
+        ax.set_xlabel(DISTANCE_LABEL, fontsize="small")
     for ax in axes[len(epochs) :]:
         ax.set_visible(False)
     fig.suptitle(f"{title}: scores per checkpoint (lower = more alike)")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    log.info("wrote %s (%d epochs)", out, len(epochs))
+    return fig
+
+
+def arm_histograms(
+    scores: pd.DataFrame,
+    thresholds: Sequence[float],
+    out: Path,
+    title: str,
+    baseline: float | None = None,
+    demo: bool = False,
+) -> Path:
+    """All checkpoints of one arm as one faceted figure: a histogram panel per epoch.
+
+    Args:
+        scores: renders of one arm (epoch, face_found, mean_distance, optionally steps).
+        thresholds: distances to mark in every panel.
+        out: PNG to write.
+        title: figure title (the arm).
+        baseline: the real-photos distance to mark.
+        demo: mark the figure as a demo (random weights).
+
+    Returns:
+        ``out``.
+    """
+    save(arm_histograms_figure(scores, thresholds, title, baseline), out, demo)
+    log.info("wrote %s (%d epochs)", out, scores["epoch"].nunique())
     return Path(out)
 
 
@@ -219,39 +285,38 @@ def _series_label(row: pd.Series, keys: Sequence[str]) -> str:
     return " / ".join(str(row[k]) for k in keys)
 
 
-def curves(
+#: Curve panels: summary column -> (panel title, y-axis label).
+_CURVE_PANELS = {
+    "average": ("average distance of the faces", DISTANCE_LABEL),
+    "median": ("median distance of the faces", "median distance (lower = more alike)"),
+    "face_rate": ("face rate", "share of renders with a face (0-1)"),
+}
+
+
+def _curve_panels(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(column, title, y label) of each panel the summary has columns for."""
+    pct = [c for c in summary.columns if c.startswith("pct_below_") and "_ci_" not in c]
+    panels = [(c, *_CURVE_PANELS[c]) for c in ("average", "median")]
+    for column in pct:
+        level = column.removeprefix("pct_below_")
+        panels.append(
+            (column, f"share of faces below {level}", f"% below {level} (higher = more alike)")
+        )
+    panels.append(("face_rate", *_CURVE_PANELS["face_rate"]))
+    return [panel for panel in panels if panel[0] in summary.columns]
+
+
+def curves_figure(
     summary: pd.DataFrame,
-    out: Path,
     x: str = "epoch",
     baseline: pd.DataFrame | None = None,
     title: str = "",
     confidence: float = 0.95,
-) -> Path:
-    """Each metric of the summary against ``x`` (epoch or steps), a line per arm, CI bands.
-
-    Panels: average distance, median, each ``pct_below_<t>`` and the face rate. Bands are the
-    summary's bootstrap intervals. The real-photos line is the references' mean leave-one-out
-    distance on the distance panels and the share of references below ``t`` on the share panels.
-
-    Args:
-        summary: from :func:`dreamgrid.aggregate.summarize` (with intervals).
-        out: PNG to write.
-        x: ``epoch`` or ``steps`` (equal-steps comparison across arms).
-        baseline: reference leave-one-out table (``mean_distance`` per reference), or None.
-        title: what the figure shows (e.g. the prompt set); the axis and band coverage are
-            added to it.
-        confidence: coverage of the summary's intervals, for the title.
-
-    Returns:
-        ``out``.
-    """
+) -> Figure:
+    """The figure :func:`curves` writes."""
     if x not in summary.columns:
         raise SpecError(f"summary: no column {x!r} to plot against; has {list(summary.columns)}.")
-    pct = [c for c in summary.columns if c.startswith("pct_below_") and "_ci_" not in c]
-    panels = [("average", "average distance"), ("median", "median distance")]
-    panels += [(c, f"% of faces below {c.removeprefix('pct_below_')}") for c in pct]
-    panels += [("face_rate", "face rate")]
-    panels = [(c, label) for c, label in panels if c in summary.columns]
+    panels = _curve_panels(summary)
     ref = None
     if baseline is not None and len(baseline):
         ref = pd.to_numeric(baseline["mean_distance"], errors="coerce").dropna().to_numpy()
@@ -263,7 +328,8 @@ def curves(
     palette = _palette(summary["arm"].nunique())
     series = list(summary.groupby(keys, sort=True))
     empty = summary["average"].isna().all()
-    for ax, (column, label) in zip(axes, panels, strict=False):
+    bands = False
+    for ax, (column, label, ylabel) in zip(axes, panels, strict=False):
         for index, (_, group) in enumerate(series):
             group = group.sort_values(x)
             color = palette[index % len(palette)]
@@ -272,12 +338,17 @@ def curves(
             low, high = f"{column}_ci_low", f"{column}_ci_high"
             if low in group.columns and group[low].notna().any():
                 ax.fill_between(group[x], group[low], group[high], color=color, alpha=0.15)
+                bands = True
         if ref is not None and len(ref):
             if column in ("average", "median"):
                 _baseline_line(ax, float(ref.mean()), vertical=False)
             elif column.startswith("pct_below_"):
                 level = float(column.removeprefix("pct_below_"))
                 _baseline_line(ax, 100.0 * float((ref < level).mean()), vertical=False)
+        if column == "face_rate":
+            ax.set_ylim(-0.02, 1.02)
+        elif column.startswith("pct_below_"):
+            ax.set_ylim(-2, 102)
         if column != "face_rate" and empty:
             # Nothing plotted: keep the panel's x axis on the grid's epochs/steps anyway.
             xs = pd.to_numeric(summary[x], errors="coerce").dropna()
@@ -287,13 +358,14 @@ def curves(
             ax.text(
                 0.5,
                 0.5,
-                "no face found in any render",
+                "no render in any checkpoint\ncontained a face",
                 transform=ax.transAxes,
                 ha="center",
                 va="center",
                 bbox={"facecolor": "white", "edgecolor": "none"},
             )
         ax.set_title(label, fontsize="medium")
+        ax.set_ylabel(ylabel, fontsize="small")
         ax.set_xlabel("training steps" if x == "steps" else "epoch")
         if x == "epoch":
             ax.xaxis.get_major_locator().set_params(integer=True)
@@ -308,11 +380,45 @@ def curves(
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
     against = "training steps (equal-steps comparison)" if x == "steps" else "epoch"
-    heading = f"Metrics against {against}; bands: {100 * confidence:g}% bootstrap CI"
+    heading = f"Metrics against {against}"
+    if bands:
+        heading += f"; bands: {100 * confidence:g}% intervals"
     fig.suptitle(f"{title}: {heading}" if title else heading)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    log.info("wrote %s (%d series, %d panels)", out, len(series), len(panels))
+    return fig
+
+
+def curves(
+    summary: pd.DataFrame,
+    out: Path,
+    x: str = "epoch",
+    baseline: pd.DataFrame | None = None,
+    title: str = "",
+    confidence: float = 0.95,
+    demo: bool = False,
+) -> Path:
+    """Each metric of the summary against ``x`` (epoch or steps), a line per arm, CI bands.
+
+    Panels: average distance, median, each ``pct_below_<t>`` and the face rate (on 0-1), each
+    with its y-axis label and direction. Bands are the summary's intervals, drawn (and named in
+    the title) where the summary has them. The real-photos line is the references' mean
+    leave-one-out distance on the distance panels and the share of references below ``t`` on
+    the share panels; one legend entry serves all of them.
+
+    Args:
+        summary: from :func:`dreamgrid.aggregate.summarize` (with intervals).
+        out: PNG to write.
+        x: ``epoch`` or ``steps`` (equal-steps comparison across arms).
+        baseline: reference leave-one-out table (``mean_distance`` per reference), or None.
+        title: what the figure shows (e.g. the prompt set); the axis and band coverage are
+            added to it.
+        confidence: coverage of the summary's intervals, for the title.
+        demo: mark the figure as a demo (random weights).
+
+    Returns:
+        ``out``.
+    """
+    save(curves_figure(summary, x, baseline, title, confidence), out, demo)
+    log.info("wrote %s (%d arms)", out, summary["arm"].nunique())
     return Path(out)
 
 
@@ -357,6 +463,7 @@ def contact_sheet(
     out: Path,
     title: str,
     per_group: int = 4,
+    demo: bool = False,
 ) -> Path:
     """Renders of one checkpoint sorted by distance: best, median and worst rows.
 
@@ -366,6 +473,7 @@ def contact_sheet(
         out: PNG to write.
         title: figure title.
         per_group: renders per row.
+        demo: mark the figure as a demo (random weights).
 
     Returns:
         ``out``.
@@ -404,14 +512,18 @@ def contact_sheet(
             if c == 0:
                 ax.set_ylabel(name, fontsize="small")
     fig.suptitle(f"{title}: renders by distance (lower = more alike)")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+    save(fig, out, demo)
     log.info("wrote %s (%d rows)", out, len(rows))
     return Path(out)
 
 
 def candidate_sheet(
-    ranking: pd.DataFrame, folders: dict[str, Path], out: Path, top: int = 6, per_row: int = 6
+    ranking: pd.DataFrame,
+    folders: dict[str, Path],
+    out: Path,
+    top: int = 6,
+    per_row: int = 6,
+    demo: bool = False,
 ) -> Path:
     """The top-ranked candidate names, a row of their base-model renders each.
 
@@ -421,6 +533,7 @@ def candidate_sheet(
         out: PNG to write.
         top: candidates shown (best ranks first).
         per_row: renders shown per candidate.
+        demo: mark the figure as a demo (random weights).
     """
     from PIL import Image
 
@@ -431,7 +544,9 @@ def candidate_sheet(
         raise SpecError("ranking: no candidates to show.")
     images = {name: list_images(folders[name])[:per_row] for name in shown["candidate"]}
     ncols = max(len(v) for v in images.values())
-    fig = Figure(figsize=(2.0 * ncols, 2.3 * len(shown) + 0.6), dpi=DPI, layout="constrained")
+    # At least 6 inches wide, so that the title fits over a few renders.
+    width = max(2.0 * ncols, 6.0)
+    fig = Figure(figsize=(width, 2.3 * len(shown) + 0.9), dpi=DPI, layout="constrained")
     axes = np.atleast_1d(fig.subplots(len(shown), ncols, squeeze=False))
     for r, row in enumerate(shown.itertuples(index=False)):
         for c in range(ncols):
@@ -447,29 +562,35 @@ def candidate_sheet(
         axes[r, 0].set_ylabel(
             f"{row.rank}. {row.candidate}\n{average}, faces {row.face_rate:.0%}", fontsize="small"
         )
-    fig.suptitle("Look-alike candidates: base-model renders of the top-ranked names")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+    fig.suptitle("Look-alike candidates:\nbase-model renders of the top-ranked names")
+    save(fig, out, demo)
     log.info("wrote %s (%d candidates)", out, len(shown))
     return Path(out)
 
 
-def tradeoff(flex: pd.DataFrame, out: Path) -> Path:
-    """Likeness against class bleed and against prompt following, a line per arm.
-
-    Args:
-        flex: from :func:`dreamgrid.flexibility.table` (one face model).
-        out: PNG to write.
-    """
+def tradeoff_figure(flex: pd.DataFrame) -> Figure:
+    """The figure :func:`tradeoff` writes."""
     panels = [
-        ("bleed_average", "class bleed: average distance of class renders (lower = leak)"),
-        ("prompts_face_rate", "prompt following: face rate of other prompts"),
+        (
+            "bleed_average",
+            "class bleed: average distance of class renders",
+            "class renders' distance (lower = leak)",
+            "no class-bleed prompt set (without {token}), or no face in its renders",
+        ),
+        (
+            "prompts_face_rate",
+            "prompt following: face rate of other prompts",
+            "face rate of other prompts (0-1)",
+            "no other prompt set with {token}, or no face in its renders",
+        ),
     ]
     fig = Figure(figsize=(12.0, 5.0), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, 2)
     palette = _palette(flex["arm"].nunique())
-    for ax, (column, label) in zip(axes, panels, strict=True):
-        shown = flex.dropna(subset=["likeness_average", column])
+    no_likeness = "likeness_average" not in flex or flex["likeness_average"].isna().all()
+    for ax, (column, label, ylabel, missing) in zip(axes, panels, strict=True):
+        columns = ["likeness_average", column]
+        shown = flex.dropna(subset=columns) if set(columns) <= set(flex) else flex.iloc[:0]
         for index, (arm, group) in enumerate(shown.groupby("arm", sort=True)):
             group = group.sort_values("epoch")
             color = palette[index % len(palette)]
@@ -478,35 +599,59 @@ def tradeoff(flex: pd.DataFrame, out: Path) -> Path:
                 ax.annotate(f"{int(epoch)}", (x, y), fontsize="x-small", xytext=(3, 3),
                             textcoords="offset points")  # fmt: skip
         if shown.empty:
+            reason = "no render of prompt set main contained a face" if no_likeness else missing
             ax.text(
                 0.5,
                 0.5,
-                "no faces, or no such prompt set",
+                f"nothing to plot:\n{reason}",
                 transform=ax.transAxes,
                 ha="center",
                 va="center",
+                wrap=True,
             )
-        ax.set_xlabel("likeness: average distance of main renders (lower = more alike)")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if column == "prompts_face_rate":
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"likeness: main renders' {DISTANCE_LABEL}")
+        ax.set_ylabel(ylabel)
         ax.set_title(label, fontsize="medium")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
     fig.suptitle("Likeness against over-training (numbers are epochs)")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+    return fig
+
+
+def tradeoff(flex: pd.DataFrame, out: Path, demo: bool = False) -> Path:
+    """Likeness against class bleed and against prompt following, a line per arm.
+
+    Args:
+        flex: from :func:`dreamgrid.flexibility.table` (one face model).
+        out: PNG to write.
+        demo: mark the figure as a demo (random weights).
+    """
+    save(tradeoff_figure(flex), out, demo)
     log.info("wrote %s", out)
     return Path(out)
 
 
 __all__ = [
+    "DEMO_MARK",
     "DPI",
     "FIGSIZE",
     "arm_histograms",
+    "arm_histograms_figure",
     "candidate_sheet",
     "contact_sheet",
     "curves",
+    "curves_figure",
     "histogram",
+    "histogram_figure",
     "histograms",
+    "mark_demo",
     "pick_renders",
+    "save",
     "tradeoff",
+    "tradeoff_figure",
 ]

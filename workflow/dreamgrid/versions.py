@@ -11,4 +11,4 @@ TRAIN = 2  # single-file SD checkpoints, one resume state per arm (#3)
 SAMPLE = 4  # prompts over 77 tokens encoded in chunks, not truncated
 SCORE = 3
 AGGREGATE = 4  # Holm families per model and prompt set
-PLOTS = 4
+PLOTS = 5  # axis labels and limits, demo mark

@@ -7,7 +7,7 @@ rule reference_baseline:
         report(
             GRID.reference_baseline_file(),
             caption="../report/baseline.rst",
-            category="1. Verdict and statistics",
+            category="2. Tables",
             labels={"table": "real-photos baseline"},
         ),
     log:
@@ -47,25 +47,25 @@ rule aggregate_scores:
         markdown=report(
             dag.SUMMARY_MD,
             caption="../report/summary_md.rst",
-            category="1. Verdict and statistics",
+            category="2. Tables",
             labels={"table": "verdict and summary (text)"},
         ),
         comparisons=report(
             dag.COMPARISONS,
             caption="../report/comparisons.rst",
-            category="1. Verdict and statistics",
+            category="2. Tables",
             labels={"table": "paired comparisons"},
         ),
         effects=report(
             dag.EFFECTS,
             caption="../report/effects.rst",
-            category="1. Verdict and statistics",
+            category="2. Tables",
             labels={"table": "factorial effects"},
         ),
         flexibility=report(
             dag.FLEXIBILITY,
             caption="../report/flexibility.rst",
-            category="1. Verdict and statistics",
+            category="2. Tables",
             labels={"table": "likeness, class bleed, prompt following"},
         ),
     log:
@@ -107,6 +107,7 @@ rule plot_histogram:
     conda:
         "../../envs/report.yaml"
     params:
+        demo=GRID.demo,
         thresholds=config["score"]["thresholds"],
         model=config["score"]["model"],
         impl=versions.PLOTS,
@@ -133,6 +134,7 @@ rule plot_arm_histograms:
     conda:
         "../../envs/report.yaml"
     params:
+        demo=GRID.demo,
         thresholds=config["score"]["thresholds"],
         model=config["score"]["model"],
         impl=versions.PLOTS,
@@ -164,6 +166,7 @@ rule plot_curves:
     conda:
         "../../envs/report.yaml"
     params:
+        demo=GRID.demo,
         model=config["score"]["model"],
         confidence=config["report"]["confidence"],
         impl=versions.PLOTS,
@@ -190,6 +193,7 @@ rule plot_contact_sheet:
     conda:
         "../../envs/report.yaml"
     params:
+        demo=GRID.demo,
         per_row=config["report"]["contact_sheet_renders"],
         model=config["score"]["model"],
         impl=versions.PLOTS,
@@ -214,7 +218,61 @@ rule plot_tradeoff:
     conda:
         "../../envs/report.yaml"
     params:
+        demo=GRID.demo,
         model=config["score"]["model"],
         impl=versions.PLOTS,
     script:
         "../scripts/plot_tradeoff.py"
+
+
+rule render_report_pages:
+    input:
+        markdown=dag.SUMMARY_MD,
+        summary=dag.SUMMARY,
+        comparisons=dag.COMPARISONS,
+        effects=dag.EFFECTS,
+        flexibility=dag.FLEXIBILITY,
+        description=dag.WORKFLOW_DESCRIPTION,
+    output:
+        verdict=report(
+            dag.VERDICT_PAGE,
+            caption="../report/verdict_page.rst",
+            category="1. Verdict and statistics",
+            labels={"page": "1. verdict and summary"},
+        ),
+        summary=report(
+            dag.TABLE_PAGES["summary"],
+            caption="../report/summary.rst",
+            category="1. Verdict and statistics",
+            labels={"page": "2. per checkpoint"},
+        ),
+        comparisons=report(
+            dag.TABLE_PAGES["comparisons"],
+            caption="../report/comparisons.rst",
+            category="1. Verdict and statistics",
+            labels={"page": "3. paired comparisons"},
+        ),
+        effects=report(
+            dag.TABLE_PAGES["effects"],
+            caption="../report/effects.rst",
+            category="1. Verdict and statistics",
+            labels={"page": "4. factorial effects"},
+        ),
+        flexibility=report(
+            dag.TABLE_PAGES["flexibility"],
+            caption="../report/flexibility.rst",
+            category="1. Verdict and statistics",
+            labels={"page": "5. likeness, bleed, prompt following"},
+        ),
+        landing=dag.LANDING_PAGE,
+    log:
+        "results/logs/render_report_pages/all.log",
+    benchmark:
+        "results/benchmarks/render_report_pages/all.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        demo=GRID.demo,
+        impl=versions.PLOTS,
+    script:
+        "../scripts/render_report_pages.py"

@@ -67,8 +67,32 @@ rule plot_candidates:
     conda:
         "../../envs/report.yaml"
     params:
+        demo=GRID.demo,
         names=list(GRID.candidate_names().values()),
         top=config["token_finder"]["top"],
         impl=versions.PLOTS,
     script:
         "../scripts/plot_candidates.py"
+
+
+rule render_ranking_page:
+    input:
+        dag.RANKING,
+    output:
+        report(
+            dag.RANKING_PAGE,
+            caption="../report/ranking.rst",
+            category="1. Verdict and statistics",
+            labels={"page": "6. token finder ranking"},
+        ),
+    log:
+        "results/logs/render_ranking_page/all.log",
+    benchmark:
+        "results/benchmarks/render_ranking_page/all.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        demo=GRID.demo,
+        impl=versions.PLOTS,
+    script:
+        "../scripts/render_ranking_page.py"

@@ -65,6 +65,7 @@ rule plot_loss_curve:
     conda:
         "../../envs/report.yaml"
     params:
+        demo=GRID.demo,
         impl=versions.TRAIN,
     script:
         "../scripts/plot_loss_curve.py"

@@ -12,4 +12,5 @@ with logs.job(snakemake.log[0]):
         out=Path(snakemake.output[0]),
         title=f"{snakemake.wildcards.arm}, {snakemake.wildcards.prompt_set}",
         baseline=aggregate.baseline_mean(snakemake.input.baseline),
+        demo=snakemake.params.demo,
     )

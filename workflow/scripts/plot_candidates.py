@@ -13,4 +13,5 @@ with logs.job(snakemake.log[0]):
         folders=dict(zip(snakemake.params.names, folders, strict=True)),
         out=Path(snakemake.output[0]),
         top=snakemake.params.top,
+        demo=snakemake.params.demo,
     )

@@ -18,4 +18,5 @@ with logs.job(snakemake.log[0]):
             baseline=baseline,
             title=f"Prompt set {prompt_set}",
             confidence=snakemake.params.confidence,
+            demo=snakemake.params.demo,
         )

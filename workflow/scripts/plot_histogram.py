@@ -13,4 +13,5 @@ with logs.job(snakemake.log[0]):
         out=Path(snakemake.output[0]),
         title=f"{where.arm}, epoch {where.epoch}, {where.prompt_set}",
         baseline=aggregate.baseline_mean(snakemake.input.baseline),
+        demo=snakemake.params.demo,
     )

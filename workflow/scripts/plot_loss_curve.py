@@ -9,4 +9,5 @@ with logs.job(snakemake.log[0]):
         [Path(p) for p in snakemake.input.losses],
         Path(snakemake.output[0]),
         arm=snakemake.wildcards.arm,
+        demo=snakemake.params.demo,
     )

@@ -6,4 +6,4 @@ from dreamgrid import aggregate, logs, plots
 
 with logs.job(snakemake.log[0]):
     flex = aggregate.primary(aggregate.read_table(snakemake.input[0]), snakemake.params.model)
-    plots.tradeoff(flex, Path(snakemake.output[0]))
+    plots.tradeoff(flex, Path(snakemake.output[0]), demo=snakemake.params.demo)
