@@ -460,6 +460,18 @@ def test_run_warns_when_score_tables_come_from_other_deepface_versions(tmp_path)
     run(files, [0.6], 5.0, out / "s.tsv", out / "summary.csv", out / "summary.md", demo=False)
     text = (out / "summary.md").read_text()
     assert "## Warnings" in text and "deepface_version" in text and "0.0.99" in text
+    # The config's warnings (thresholds far above the model's own) go in the same section.
+    from dreamgrid import config as cfg
+
+    config = {"score": {"model": "Dlib", "metric": "cosine", "thresholds": [0.6]}}
+    warnings = cfg.threshold_warnings(config)
+    assert len(warnings) == 1
+    run(
+        files, [0.6], 5.0, out / "s.tsv", out / "summary.csv", out / "summary.md", demo=False,
+        warnings=warnings,
+    )  # fmt: skip
+    warned = (out / "summary.md").read_text().split("## Warnings")[1]
+    assert f"- {warnings[0]}" in warned and "deepface_version" in warned
 
 
 def ranking_csv(path: Path, averages: list[float | None]) -> Path:

@@ -100,3 +100,11 @@ def demo_run(tmp_path_factory) -> Path:
         )
         pytest.fail(f"demo run failed:\n{result.stderr[-5000:]}\n{logs[-10000:]}")
     return work
+
+
+@pytest.fixture(scope="session")
+def demo_report(demo_run) -> Path:
+    """The demo's HTML report (`snakemake --report results/report.html`)."""
+    result = snakemake(demo_run, "--report", "results/report.html", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return demo_run / "results" / "report.html"

@@ -919,6 +919,7 @@ def run(
     clip_files: Sequence[Path] = (),
     tokens: Mapping[str, str] | None = None,
     ranking: Path | None = None,
+    warnings: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Aggregate all checkpoints' scores.
 
@@ -943,6 +944,8 @@ def run(
             checkpoint and prompt set is appended to the summary as ``clip_score``.
         tokens: token name -> configured string (``axes.token``), for the tokens section.
         ranking: the token finder's ranking CSV, which names the pick of an ``auto`` token.
+        warnings: sentences about the config for the summary's Warnings section (e.g.
+            thresholds far above the face model's own).
 
     Returns:
         The summary table.
@@ -984,9 +987,9 @@ def run(
             _write_csv(flex, Path(out_flexibility))
         if len(prompt_sets) > 1:
             text += "\n" + flexibility.markdown(flex, prompt_sets, best_within) + "\n"
-    mismatches = check_score_metadata(score_files)
-    if mismatches:
-        text += "\n## Warnings\n\n" + "\n".join(f"- {m}" for m in mismatches) + "\n"
+    notes = [*warnings, *check_score_metadata(score_files)]
+    if notes:
+        text += "\n## Warnings\n\n" + "\n".join(f"- {m}" for m in notes) + "\n"
     with atomic_path(out_markdown) as tmp:
         tmp.write_text(text, encoding="utf-8")
     if not scores["face_found"].any():

@@ -83,6 +83,7 @@ rule aggregate_scores:
         model=config["score"]["model"],
         prompt_sets=GRID.prompt_sets(),
         tokens=GRID.tokens(),
+        warnings=dreamgrid_config.threshold_warnings(config),
         impl=versions.AGGREGATE,
     script:
         "../scripts/aggregate_scores.py"

@@ -28,4 +28,5 @@ with logs.job(snakemake.log[0]):
         clip_files=[Path(p) for p in snakemake.input.clip],
         tokens=snakemake.params.tokens,
         ranking=Path(snakemake.input.ranking[0]) if snakemake.input.ranking else None,
+        warnings=snakemake.params.warnings,
     )
