@@ -1,4 +1,9 @@
 import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 from PIL import Image
@@ -17,6 +22,64 @@ def test_atomic_path_renames_only_on_success(tmp_path):
     with io.atomic_path(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole"
+
+
+def _write_many(target: str, content: bytes, rounds: int, barrier) -> None:
+    """One writer of a shared, content-keyed entry (as two training jobs fill the latent cache)."""
+    barrier.wait()
+    for _ in range(rounds):
+        with io.atomic_path(target) as tmp, open(tmp, "wb") as handle:
+            for start in range(0, len(content), 4096):  # slow enough to overlap
+                handle.write(content[start : start + 4096])
+                handle.flush()
+
+
+def test_concurrent_writers_of_one_entry_all_succeed(tmp_path):
+    target = tmp_path / "cache" / "entry.safetensors"
+    content = os.urandom(1 << 20)
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    workers = [
+        context.Process(target=_write_many, args=(str(target), content, 15, barrier))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    # Before writers recorded their pid, each deleted the others' temps as "stale" and
+    # their rename failed with FileNotFoundError.
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert target.read_bytes() == content
+    assert [p.name for p in target.parent.iterdir()] == ["entry.safetensors"]
+
+
+def test_stale_temps_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    target = tmp_path / "out.txt"
+    host = io._HOST
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        temps = {
+            "dead": tmp_path / f".out.txt.tmp~{host}~{dead.stdout.strip()}~abc",
+            "live": tmp_path / f".out.txt.tmp~{host}~{live.pid}~def",
+            "other host, recent": tmp_path / ".out.txt.tmp~elsewhere~1~ghi",
+            "other host, old": tmp_path / ".out.txt.tmp~elsewhere~2~jkl",
+            "legacy, old": tmp_path / ".out.txt.mno",
+        }
+        for temp in temps.values():
+            temp.mkdir()
+        old = time.time() - io.STALE_AFTER_S - 60
+        for name in ("other host, old", "legacy, old"):
+            os.utime(temps[name], (old, old))
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("x")
+        left = {name for name, temp in temps.items() if temp.exists()}
+        assert left == {"live", "other host, recent"}
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_list_images_errors_name_the_folder(tmp_path):

@@ -7,7 +7,9 @@ import glob
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,19 +20,60 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
+#: A temporary sibling whose owner cannot be checked (another host, or an unknown name) is
+#: removed once it is this old: no single write of an output takes a day.
+STALE_AFTER_S = 24 * 3600
+_HOST = socket.gethostname().replace("~", "-")
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.<name>.tmp~<host>~<pid>~``: whose temporary sibling of ``path`` this is."""
+    return f".{path.name}.tmp~{_HOST}~{os.getpid()}~"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _is_stale(temp: Path, name: str) -> bool:
+    """Whether a temporary sibling of ``name`` was left by a writer that is gone.
+
+    A writer still running (this host, its pid alive) keeps its temp: two jobs may write the
+    same content-keyed cache entry at once. Temps of other hosts or of unknown names are
+    stale only when older than ``STALE_AFTER_S``.
+    """
+    owner = temp.name.removeprefix(f".{name}.").split("~")
+    if len(owner) == 4 and owner[0] == "tmp" and owner[1] == _HOST and owner[2].isdigit():
+        return not _pid_alive(int(owner[2]))
+    try:
+        return time.time() - temp.lstat().st_mtime > STALE_AFTER_S
+    except FileNotFoundError:
+        return False  # its writer just finished
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it to ``path`` only if the block succeeds.
 
     A killed or failed job therefore never leaves a half-written file under the final name.
-    Works for files and for directories (the block creates whichever it wants).
+    Works for files and for directories (the block creates whichever it wants). The temporary
+    name records its writer (host and pid), so temps left by killed writers are removed while
+    those of live writers of the same path are left alone; concurrent writers of one file each
+    rename their own complete copy over it (the last one wins, atomically).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
         # left by a killed run of the same job (a finally block cannot run after SIGKILL)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+        if _is_stale(stale, path.name):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent)) / path.name
     try:
         yield tmp
         if path.is_dir():

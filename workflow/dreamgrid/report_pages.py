@@ -29,6 +29,7 @@ DEMO_BANNER = (
     "snakemake --cores all --configfile config/experiment.yaml"
 )
 
+_LANDING_DEMO_STYLE = "background:#fff3cd;border:2px solid #d39e00;padding:.5em;color:#5c3c00"
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; line-height: 1.45; color: #1f2933; }
 .demo { background: #fff3cd; border: 2px solid #d39e00; padding: .6em 1em; font-weight: 600; }
@@ -118,7 +119,11 @@ def landing_rst(summary_md: str, description: str, demo: bool) -> str:
     verdict = verdict_markdown(summary_md) or "No verdict was written (see summary.md)."
     parts = []
     if demo:
-        parts.append(f'<p class="demo"><strong>{html.escape(DEMO_BANNER)}</strong></p>')
+        # Inline style: the report's own stylesheet knows no class of ours.
+        parts.append(
+            f'<p class="demo" style="{_LANDING_DEMO_STYLE}"><strong>'
+            f"{html.escape(DEMO_BANNER)}</strong></p>"
+        )
     parts.append("<h2>Verdict</h2>")
     parts.append(markdown_html(verdict))
     block = "\n".join(parts)
