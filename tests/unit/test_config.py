@@ -179,3 +179,73 @@ def test_thresholds_far_above_the_models_own_are_warned_about(caplog):
     with caplog.at_level("WARNING", logger="dreamgrid.config"):
         cfg.validate(minimal(score__model="VGG-Face", score__thresholds=[0.6, 0.7]))
     assert caplog.records == []  # the seed study's thresholds fit VGG-Face
+
+
+# ---- what a job would refuse is refused by validate, before any job --------------------------
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"training__epochs": 2.0}, "training.epochs is 2.0, a decimal number"),
+        ({"sample__count": 1e9}, r"sample.count is 1000000000.0, a decimal number.*\(1000000000\)"),
+        ({"training__seed": 4.5}, "training.seed: 4.5 is not of type .integer."),
+        ({"sample__cfg": float("nan")}, "sample.cfg is nan; give a finite number"),
+        ({"training__learning_rate": float("inf")}, "training.learning_rate is inf"),
+        ({"score__thresholds": [0.05, float("nan")]}, r"score.thresholds\[1\] is nan"),
+        ({"sample__count": 1_000_000_000}, "sample.count is 1000000000, above limits.max_renders"),
+        ({"training__epochs": 1_000_000}, "above limits.max_epochs"),
+        (
+            {"sample__count": 9000, "sample__shard_size": 1, "sample__batch_size": 1},
+            "about 108024 jobs .* above limits.max_jobs",
+        ),
+        ({"sample__prompt": "photo of a {class}"}, r"sample.prompt .* lacks \{token\}"),
+        ({"sample__prompt": "photo of {Token} {class}"}, r"has \{Token\}, which nothing fills in"),
+        (
+            {"sample__prompt_sets": {"x": "{token} at {place}"}},
+            r"sample.prompt_sets.x .* \{place\}",
+        ),
+        ({"sample__negative": "ugly {thing}"}, r"sample.negative .* \{thing\}"),
+        ({"token_finder__prompt": "{name} {token}"}, r"token_finder.prompt .* \{token\}"),
+        ({"sample__shard_size": 6, "sample__batch_size": 4}, "multiple of sample.batch_size"),
+    ],
+)
+def test_values_a_job_would_refuse_are_refused_up_front(overrides, message):
+    with pytest.raises(SpecError, match=message):
+        cfg.validate(minimal(**overrides), source="mine.yaml")
+
+
+def test_limits_can_be_raised_on_purpose():
+    config = cfg.validate(minimal(training__epochs=200, limits__max_epochs=500))
+    assert config["training"]["epochs"] == 200
+
+
+def test_a_prompt_set_may_leave_out_the_token():
+    config = cfg.validate(minimal(sample__prompt_sets={"bleed": "photo of a {class}"}))
+    assert config["sample"]["prompt_sets"] == {"bleed": "photo of a {class}"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"base_model: tiny\nbase_model: other\n", "duplicate key 'base_model'"),
+        (b"a: &x [1, 2]\nb: [*x, *x]\n", r"aliases \(\*name\) are not allowed"),
+        (b"- subject\n- axes\n", "the top level is a list, not a mapping"),
+        (b"just words\n", "the top level is a str"),
+        (b"__use_yte__: true\nbase_model: tiny\n", "__use_yte__ asks Snakemake to evaluate"),
+        ("base_model: caf\u00e9\n".encode("latin-1"), "not UTF-8 text"),
+    ],
+)
+def test_config_files_are_read_strictly(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(text)
+    with pytest.raises(SpecError, match=message) as err:
+        cfg.read_file(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_billion_laughs_file_is_refused_at_once(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SpecError, match="aliases"):
+        cfg.load(path)

@@ -108,3 +108,21 @@ def demo_report(demo_run) -> Path:
     result = snakemake(demo_run, "--report", "results/report.html", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return demo_run / "results" / "report.html"
+
+
+#: The study's photos folders, filled with the demo's photos (a dry run only lists them).
+STUDY_DATA = {
+    "data/subject/train": "resources/demo/train",
+    "data/subject/references": "resources/demo/references",
+    "data/ground_truth": "resources/demo/ground_truth",
+    "data/subject/captions": "resources/demo/captions",
+}
+
+
+@pytest.fixture(scope="session")
+def study_dir(tmp_path_factory) -> Path:
+    """A copy of the workflow with the study's data folders filled with the demo's photos."""
+    work = copy_workflow(tmp_path_factory.mktemp("study"))
+    for target, source in STUDY_DATA.items():
+        shutil.copytree(ROOT / source, work / target)
+    return work

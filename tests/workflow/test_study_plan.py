@@ -6,26 +6,17 @@ shards of 4). These dry runs check the plan the study and a partial user config 
 """
 
 import math
-import shutil
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, copy_workflow, planned_jobs
+from conftest import ROOT, planned_jobs
 
 pytestmark = pytest.mark.slow
 
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-#: The study's photos folders, filled with the demo's photos (a dry run only lists them).
-STUDY_DATA = {
-    "data/subject/train": "resources/demo/train",
-    "data/subject/references": "resources/demo/references",
-    "data/ground_truth": "resources/demo/ground_truth",
-    "data/subject/captions": "resources/demo/captions",
-}
 #: The models swapped for tiny local ones: nothing can be downloaded here.
 TINY_MODELS = ("--config", "base_model=tiny", 'caption={"model": "tiny"}')
 
@@ -35,14 +26,6 @@ def schema_default(*keys: str):
     for key in keys:
         node = node["properties"][key]
     return node["default"]
-
-
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory) -> Path:
-    work = copy_workflow(tmp_path_factory.mktemp("study"))
-    for target, source in STUDY_DATA.items():
-        shutil.copytree(ROOT / source, work / target)
-    return work
 
 
 def per_checkpoint(jobs, rule: str) -> Counter:

@@ -68,11 +68,131 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise SpecError(f"{source}: invalid config: {_describe(cause or err)}") from err
     # snakemake fills nested defaults into the schema's own default dicts; copy them out.
     config = copy.deepcopy(config)
+    check_numbers(config, source)
+    check_limits(config, source)
     fit_thresholds(config)
     check(config, source)
     for warning in threshold_warnings(config):
         log.warning("%s: %s", source, warning)
     return config
+
+
+def _schema() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _integer_keys(node: dict[str, Any], defs: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys the schema types as integers (alone or with null)."""
+    found = []
+    for key, sub in node.get("properties", {}).items():
+        sub = {**defs.get(sub.get("$ref", "").split("/")[-1], {}), **sub}
+        kind = sub.get("type")
+        kinds = kind if isinstance(kind, list) else [kind]
+        if "integer" in kinds:
+            found.append(f"{prefix}{key}")
+        found += _integer_keys(sub, defs, f"{prefix}{key}.")
+    return found
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def check_numbers(config: dict[str, Any], source: str = "config") -> None:
+    """Numbers the schema lets through but a job would choke on: NaN or infinity anywhere,
+    and a float (``2.0``, ``1e9``) where an integer belongs (JSON Schema counts 2.0 as one)."""
+    import math
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}[{index}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise SpecError(f"{source}: {where} is {node}; give a finite number.")
+
+    walk(config, "")
+    schema = _schema()
+    for key in _integer_keys(schema, schema.get("$defs", {})):
+        value = _lookup(config, key)
+        if isinstance(value, float):
+            hint = f" ({int(value)})" if value.is_integer() else ""
+            raise SpecError(
+                f"{source}: {key} is {value!r}, a decimal number; it must be a whole number "
+                f"written without a point or exponent{hint}."
+            )
+
+
+def check_limits(config: dict[str, Any], source: str = "config") -> None:
+    """Refuse a grid too big to plan before Snakemake builds its job graph (a typo such as
+    ``count: 1000000000`` would otherwise fill the memory while planning); ``limits.*``
+    raise the bounds on purpose."""
+    limits, sample = config["limits"], config["sample"]
+    checks = [
+        ("training.epochs", config["training"]["epochs"], "max_epochs"),
+        ("sample.count", sample["count"], "max_renders"),
+        ("sample.prompt_sets_count", sample["prompt_sets_count"] or 0, "max_renders"),
+        ("token_finder.renders", config["token_finder"]["renders"], "max_renders"),
+    ]
+    for key, value, limit in checks:
+        if value > limits[limit]:
+            raise SpecError(
+                f"{source}: {key} is {value}, above limits.{limit} ({limits[limit]}). Lower it, "
+                f"or raise limits.{limit} if you mean it."
+            )
+    arms = 1
+    for values in config["axes"].values():
+        arms *= len(values)
+    sets = 1 + len(sample.get("prompt_sets") or {})
+    shards = -(-sample["count"] // sample["shard_size"])
+    # Per checkpoint and prompt set: sampling, embedding, scoring and figures.
+    jobs = arms * config["training"]["epochs"] * (1 + sets * (2 * shards + 3))
+    if jobs > limits["max_jobs"]:
+        raise SpecError(
+            f"{source}: this grid plans about {jobs} jobs ({arms} arms x "
+            f"{config['training']['epochs']} epochs x {sets} prompt sets, {shards} sampling "
+            f"shards each), above limits.max_jobs ({limits['max_jobs']}). Shrink the grid or "
+            "raise sample.shard_size, or raise limits.max_jobs if you mean it."
+        )
+
+
+def check_prompts(config: dict[str, Any], source: str = "config") -> None:
+    """Prompt templates use only the placeholders that are filled in, and the main prompt
+    names the token (else every arm renders the same prompt)."""
+    import re
+
+    sample, finder = config["sample"], config["token_finder"]
+    templates = {
+        "sample.prompt": (sample["prompt"], {"{token}", "{class}"}),
+        "sample.negative": (sample["negative"], {"{token}", "{class}"}),
+        "regularization.prompt": (config["regularization"]["prompt"], {"{class}"}),
+        "regularization.negative": (config["regularization"]["negative"], {"{class}"}),
+        "token_finder.prompt": (finder["prompt"], {"{name}", "{class}"}),
+    }
+    for name, template in (sample.get("prompt_sets") or {}).items():
+        templates[f"sample.prompt_sets.{name}"] = (template, {"{token}", "{class}"})
+    for key, (template, allowed) in templates.items():
+        unknown = sorted(set(re.findall(r"\{[^{}]*\}", template)) - allowed)
+        if unknown:
+            raise SpecError(
+                f"{source}: {key} {template!r} has {', '.join(unknown)}, which nothing fills "
+                f"in; it may use {' and '.join(sorted(allowed))} (lower case)."
+            )
+    if "{token}" not in sample["prompt"]:
+        raise SpecError(
+            f"{source}: sample.prompt {sample['prompt']!r} lacks {{token}}, so every arm would "
+            "render the same prompt. Put {token} where the instance token goes, e.g. "
+            "'headshot photo of {token} {class}'."
+        )
 
 
 def fit_thresholds(config: dict[str, Any]) -> None:
@@ -136,6 +256,14 @@ def check(config: dict[str, Any], source: str = "config") -> None:
         )
         if problem:
             raise SpecError(f"{source}: training (aspect_ratio buckets): {problem}")
+    check_prompts(config, source)
+    from dreamgrid.sample import shard_ranges
+
+    sample = config["sample"]
+    try:
+        shard_ranges(sample["count"], sample["shard_size"], sample["batch_size"])
+    except SpecError as err:
+        raise SpecError(f"{source}: {err}") from err
     expand_arms(config)
     if finder_runs(config):
         from dreamgrid import candidates
@@ -169,24 +297,72 @@ def _describe(err: BaseException) -> str:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file and validate it."""
+    """Read a YAML config file (:func:`read_file`) and validate it."""
+    return validate(read_file(path), source=str(path))
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """Read a config file strictly: UTF-8, plain YAML without aliases, every key once, a
+    mapping at the top, and no ``__use_yte__`` (which would make Snakemake evaluate Python
+    expressions written in the config).
+
+    Raises:
+        SpecError: naming the file and what to change.
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: config file not found.")
     try:
-        config = yaml.load(path.read_text(), Loader=_unique_key_loader()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8."
+        ) from err
+    try:
+        config = yaml.load(text, Loader=_strict_loader())
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from err
-    return validate(config, source=str(path))
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise SpecError(
+            f"{path}: the top level is a {type(config).__name__}, not a mapping of keys "
+            "(subject:, base_model:, axes:, ...); see config/config.yaml."
+        )
+    if "__use_yte__" in config:
+        raise SpecError(
+            f"{path}: __use_yte__ asks Snakemake to evaluate Python expressions written in the "
+            "config; dreamgrid configs are plain data. Remove the key and write the values out."
+        )
+    return config
 
 
-def _unique_key_loader():
+def check_files(paths: list[str | Path]) -> None:
+    """Read each config file Snakemake loaded with :func:`read_file` (Snakemake keeps the
+    last of duplicate keys silently), so both paths refuse the same files."""
+    for path in paths:
+        read_file(path)
+
+
+def _strict_loader():
     import yaml
 
-    class UniqueKeyLoader(yaml.SafeLoader):
-        """Safe YAML loader that refuses a key given twice (plain YAML keeps the last one)."""
+    class StrictLoader(yaml.SafeLoader):
+        """Safe YAML loader that refuses a key given twice (plain YAML keeps the last one) and
+        aliases (``*name``: a few nested ones expand to gigabytes)."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.events.AliasEvent):
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    "YAML aliases (*name) are not allowed in a dreamgrid config; write the "
+                    "values out",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
 
         def construct_mapping(self, node, deep=False):
             seen = set()
@@ -202,7 +378,7 @@ def _unique_key_loader():
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
-    return UniqueKeyLoader
+    return StrictLoader
 
 
 def expand_arms(config: dict[str, Any]) -> list[Arm]:

@@ -8,6 +8,7 @@ from dreamgrid import dag, manifest, preflight, versions
 
 # snakemake.utils.validate against workflow/schemas/config.schema.yaml (defaults filled in),
 # plus cross-key checks, with one SpecError naming the file, the key and the fix.
+dreamgrid_config.check_files(workflow.configfiles)
 config.update(
     dreamgrid_config.validate(config, source=", ".join(map(str, workflow.configfiles)))
 )

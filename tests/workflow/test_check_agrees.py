@@ -1,0 +1,67 @@
+"""`dreamgrid check` and Snakemake refuse the same config files with the same message, before
+any job (and before Snakemake builds its job graph: a runaway `count` is refused at once)."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import snakemake
+
+pytestmark = pytest.mark.slow
+
+BASE = """\
+subject:
+  class_word: woman
+  train_images: data/subject/train
+  references: data/subject/references
+base_model: tiny
+caption: {model: tiny}
+axes: {token: {rare: ohwx}}
+"""
+
+CASES = {
+    "epochs written as a decimal": (
+        BASE + "training: {epochs: 2.0}\n",
+        "training.epochs is 2.0, a decimal number",
+    ),
+    "a billion renders": (BASE + "sample: {count: 1000000000}\n", "above limits.max_renders"),
+    "count as an exponent": (BASE + "sample: {count: 1.0e+9}\n", "sample.count is 1000000000.0"),
+    "NaN guidance": (BASE + "sample: {cfg: .nan}\n", "sample.cfg is nan"),
+    "main prompt without the token": (
+        BASE + "sample: {prompt: 'photo of a {class}'}\n",
+        "lacks {token}",
+    ),
+    "a misspelt placeholder": (
+        BASE + "sample: {prompt: 'photo of {Token} {class}'}\n",
+        "has {Token}, which nothing fills in",
+    ),
+    "shards that split a batch": (
+        BASE + "sample: {shard_size: 6, batch_size: 4}\n",
+        "must be a multiple of sample.batch_size",
+    ),
+    "a key given twice": (BASE + "base_model: other\n", "duplicate key 'base_model'"),
+    "aliases": (BASE + "x: &a [1]\ny: [*a, *a]\n", "aliases (*name) are not allowed"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_check_and_snakemake_give_the_same_message(study_dir, case):
+    text, message = CASES[case]
+    path = study_dir / "case.yaml"
+    path.write_text(text)
+    check = subprocess.run(
+        [sys.executable, "-m", "dreamgrid", "check", "case.yaml"],
+        cwd=study_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert check.returncode != 0
+    assert message in check.stderr, check.stderr
+    plan = snakemake(
+        study_dir, "--dry-run", "--cores", "1", "--configfile", "case.yaml", timeout=120
+    )
+    assert plan.returncode != 0
+    assert message in plan.stdout + plan.stderr, plan.stderr[-3000:]
+    assert not (study_dir / "results").exists()
