@@ -83,6 +83,27 @@ def test_truncated_image(subject):
         preflight.run(config_for(subject))
 
 
+@pytest.mark.parametrize("folder", ["train", "references", "ground_truth"])
+def test_unsupported_image_types_are_all_named_not_skipped(subject, folder):
+    for name in ("IMG_1.HEIC", "b.gif", "c.avif", "d.svg"):
+        (subject / folder / name).write_bytes(b"not read")
+    (subject / folder / "notes.txt").write_text("not an image: ignored")
+    with pytest.raises(SpecError, match=f"{folder}: 4 image file") as err:
+        preflight.run(config_for(subject))
+    assert all(n in str(err.value) for n in ("IMG_1.HEIC", "b.gif", "c.avif", "d.svg"))
+
+
+def test_hidden_files_are_ignored_everywhere(subject):
+    # macOS leaves ._name resource forks beside copied photos; they are not photos.
+    for folder in ("train", "references", "ground_truth"):
+        (subject / folder / "._obama.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+        (subject / folder / ".hidden.png").write_bytes(b"")
+    results = preflight.run(config_for(subject))
+    checked = [Path(r["image"]).name for r in results]
+    assert checked and not any(name.startswith(".") for name in checked)
+    assert all(p.name[0] != "." for p in io.list_images(subject / "references"))
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "P", "L", "CMYK", "I;16", "LA"])
 def test_odd_image_modes_are_converted_not_rejected(tmp_path, mode):
     rng = np.random.default_rng(0)

@@ -232,3 +232,16 @@ def test_strip_prompt():
     assert strip_prompt("a picture of  a woman\nin red", "a picture of ") == "a woman in red"
     assert strip_prompt("A Picture Of a cat", "a picture of") == "a cat"
     assert strip_prompt("a woman", "") == "a woman"
+
+
+def test_override_suffixes_match_in_any_case_and_hidden_files_are_ignored(tmp_path):
+    images = [tmp_path / "img1.jpg", tmp_path / "img2.jpg"]
+    overrides = tmp_path / "edited"
+    overrides.mkdir()
+    (overrides / "img1.TXT").write_text("ohwx woman, from Windows")
+    (overrides / "img2.Caption").write_text("ohwx woman, Kohya")
+    (overrides / "._img2.txt").write_bytes(b"\x00\x05 resource fork, not UTF-8 \xff")
+    assert read_overrides(overrides, images) == {
+        "img1.jpg": "ohwx woman, from Windows",
+        "img2.jpg": "ohwx woman, Kohya",
+    }

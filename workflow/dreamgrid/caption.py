@@ -121,7 +121,8 @@ class CaptionSettings:
 
 
 def read_overrides(overrides_dir: Path | None, images: Sequence[Path]) -> dict[str, str]:
-    """User captions for ``images``: ``<stem>.txt`` or ``<stem>.caption`` in ``overrides_dir``.
+    """User captions for ``images``: ``<stem>.txt`` or ``<stem>.caption`` in ``overrides_dir``
+    (suffixes in any case; hidden files ignored).
 
     Files are only read. Whitespace (newlines included) is collapsed to single spaces.
     ``overrides_dir`` may be the image folder itself (Kohya keeps captions next to images).
@@ -143,22 +144,22 @@ def read_overrides(overrides_dir: Path | None, images: Sequence[Path]) -> dict[s
     if not overrides_dir.is_dir():
         raise SpecError(f"{overrides_dir}: caption override folder not found. Fix the path.")
     images_by_stem = by_stem(list(images), "training images")
+    # Suffixes match in any case (X.TXT, Y.Caption), as cameras and Windows tools write them.
+    caption_files: dict[str, list[Path]] = {}
+    for path in sorted(overrides_dir.iterdir()):
+        if path.suffix.lower() in OVERRIDE_SUFFIXES and not path.name.startswith("."):
+            caption_files.setdefault(path.stem, []).append(path)
     captions: dict[str, str] = {}
     for stem, image in images_by_stem.items():
-        found = [overrides_dir / f"{stem}{suffix}" for suffix in OVERRIDE_SUFFIXES]
-        found = [path for path in found if path.is_file()]
+        found = caption_files.get(stem, [])
         if len(found) > 1:
             raise SpecError(
                 f"{found[0]} and {found[1]}: two caption files for {image.name}. Keep one of them."
             )
         if found:
             captions[image.name] = _read_caption_file(found[0])
-    used = set(images_by_stem)
-    stray = sorted(
-        p.name
-        for p in overrides_dir.iterdir()
-        if p.suffix in OVERRIDE_SUFFIXES and p.stem not in used
-    )
+    stray = sorted(p.name for stem, paths in caption_files.items() for p in paths
+                   if stem not in images_by_stem)  # fmt: skip
     if stray:
         log.warning(
             "%s: caption files without a matching image are ignored: %s",

@@ -76,12 +76,12 @@ def count_images(directory: str) -> int:
     """Images in a folder, 0 if it is missing (the preflight check then reports it)."""
     from pathlib import Path
 
-    from dreamgrid.io import IMAGE_SUFFIXES
+    from dreamgrid.io import is_image
 
     folder = Path(directory)
     if not folder.is_dir():
         return 0
-    return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sum(1 for p in folder.iterdir() if is_image(p))
 
 
 class Grid:

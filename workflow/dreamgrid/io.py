@@ -18,6 +18,16 @@ from dreamgrid.errors import SpecError
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+#: Image types a camera or phone writes that dreamgrid does not read: an error, not a skip.
+UNSUPPORTED_IMAGE_SUFFIXES = (
+    ".gif", ".heic", ".heif", ".avif", ".svg", ".tif", ".tiff", ".jxl", ".dng", ".cr2", ".nef",
+    ".arw",
+)  # fmt: skip
+
+
+def is_image(path: Path) -> bool:
+    """A file dreamgrid reads as an image: a supported suffix (any case), not hidden."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
 #: A temporary sibling whose owner cannot be checked (another host, or an unknown name) is
@@ -84,15 +94,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def list_images(directory: str | Path) -> list[Path]:
-    """Images in ``directory`` (not recursive), sorted by name.
+    """Images in ``directory`` (not recursive), sorted by name; hidden files (``.x.jpg``,
+    macOS's ``._x.jpg``) are ignored.
 
     Raises:
-        SpecError: the directory is missing or holds no image.
+        SpecError: the directory is missing or holds no image, or holds images of a type
+            dreamgrid does not read (all of them named in one message).
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise SpecError(f"{directory}: not a directory. Point the config at a folder of images.")
-    images = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = sorted(directory.iterdir())
+    unsupported = [
+        p.name
+        for p in entries
+        if p.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES and not p.name.startswith(".")
+    ]
+    if unsupported:
+        raise SpecError(
+            f"{directory}: {len(unsupported)} image file(s) of a type dreamgrid does not read: "
+            f"{', '.join(unsupported)}. Convert them to JPEG or PNG, or move them out."
+        )
+    hidden = [p.name for p in entries if p.name.startswith(".") and p.is_file()]
+    if hidden:
+        logger.debug("%s: hidden files ignored: %s", directory, ", ".join(hidden))
+    images = [p for p in entries if is_image(p)]
     if not images:
         raise SpecError(
             f"{directory}: no images ({', '.join(IMAGE_SUFFIXES)}) found. Add photos or fix the path."
