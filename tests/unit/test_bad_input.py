@@ -4,6 +4,7 @@ Each test is one case of the troubleshooting list in the README (issue #6).
 """
 
 import copy
+import os
 import shutil
 from pathlib import Path
 
@@ -299,3 +300,57 @@ def test_out_of_memory_names_the_settings_to_change(tmp_path):
     ):
         raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert "sample.batch_size" in (tmp_path / "job.log").read_text()
+
+
+# ---- one clear message instead of a traceback -------------------------------------------
+def test_a_decompression_bomb_is_named_with_its_size(subject, monkeypatch):
+    from PIL import Image as PILImage
+
+    # A 200-megapixel phone photo, scaled down: the limit is lowered instead of the file raised.
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
+    PILImage.new("RGB", (64, 64)).save(subject / "train" / "huge.jpg")
+    with pytest.raises(SpecError, match=r"huge\.jpg: too large to open .*4096 pixels"):
+        io.load_rgb(subject / "train" / "huge.jpg")
+
+
+def test_a_non_utf8_candidate_list_is_named(tmp_path):
+    from dreamgrid import candidates
+
+    names = tmp_path / "names.txt"
+    names.write_bytes("Zoë Saldaña\n".encode("latin-1"))
+    with pytest.raises(SpecError, match=r"names\.txt: not UTF-8 text"):
+        candidates.read_names(names)
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_deepface_home_that_cannot_hold_weights(tmp_path, kind):
+    from dreamgrid import faces
+
+    home = tmp_path / "home"
+    if kind == "file":
+        home.write_text("not a folder")
+    else:
+        home.mkdir()
+        home.chmod(0o500)
+        if os.access(home, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: a read-only folder is still writable")
+    with pytest.raises(DreamgridError, match="DEEPFACE_HOME .*cannot hold DeepFace's weights"):
+        faces.setup_deepface(home)
+
+
+def test_results_that_is_a_file(subject):
+    (subject / "results").write_text("mine")
+    with pytest.raises(SpecError, match="results: is a file"):
+        preflight.run(config_for(subject))
+    assert (subject / "results").read_text() == "mine"
+
+
+def test_braces_in_a_path_and_tilde_expansion(subject, monkeypatch):
+    monkeypatch.setenv("HOME", str(subject))
+    raw = config_for(subject)
+    raw["subject"]["train_images"] = "~/train"
+    config = cfg.validate(raw)
+    assert config["subject"]["train_images"] == str(subject / "train")
+    raw["subject"]["references"] = str(subject / "{refs}")
+    with pytest.raises(SpecError, match=r"subject.references .* contains \{ or \}"):
+        cfg.validate(raw)

@@ -251,7 +251,13 @@ def read_names(path: Path) -> list[str]:
         )
     names = []
     seen: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {err.start}); save the candidate list as UTF-8."
+        ) from err
+    for number, line in enumerate(text.splitlines(), 1):
         name = " ".join(line.split("#", 1)[0].split())
         if not name:
             continue

@@ -68,6 +68,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise SpecError(f"{source}: invalid config: {_describe(cause or err)}") from err
     # snakemake fills nested defaults into the schema's own default dicts; copy them out.
     config = copy.deepcopy(config)
+    check_paths(config, source)
     check_numbers(config, source)
     check_limits(config, source)
     fit_thresholds(config)
@@ -103,6 +104,37 @@ def _lookup(config: dict[str, Any], dotted: str) -> Any:
             return None
         node = node[key]
     return node
+
+
+#: Config keys that name a file or folder of the user's.
+PATH_KEYS = (
+    "subject.train_images",
+    "subject.references",
+    "subject.ground_truth",
+    "subject.caption_overrides",
+    "base_model",
+    "token_finder.candidates",
+    "score.deepface_home",
+)
+
+
+def check_paths(config: dict[str, Any], source: str = "config") -> None:
+    """Expand ``~`` in paths (in place), and refuse braces, which Snakemake would read as
+    wildcards in a rule's input."""
+    import os
+
+    for key in PATH_KEYS:
+        *parents, last = key.split(".")
+        node = _lookup(config, ".".join(parents)) if parents else config
+        value = node.get(last) if isinstance(node, dict) else None
+        if not isinstance(value, str):
+            continue
+        if "{" in value or "}" in value:
+            raise SpecError(
+                f"{source}: {key} {value!r} contains {{ or }}, which Snakemake reads as a "
+                "wildcard. Rename the folder or file without braces."
+            )
+        node[last] = os.path.expanduser(value)
 
 
 def check_numbers(config: dict[str, Any], source: str = "config") -> None:

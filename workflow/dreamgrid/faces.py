@@ -118,9 +118,18 @@ def setup_deepface(home: str | Path | None = None) -> Path:
     if home is None:
         home = os.environ.get("DEEPFACE_HOME") or DEFAULT_HOME
     home = Path(home).expanduser().resolve()
+    weights = home / ".deepface" / "weights"
+    try:
+        weights.mkdir(parents=True, exist_ok=True)
+        if not os.access(weights, os.W_OK | os.X_OK):
+            raise PermissionError(f"{weights} is not writable")
+    except OSError as err:
+        raise DreamgridError(
+            f"DEEPFACE_HOME {home}: cannot hold DeepFace's weights ({err}). Point "
+            "score.deepface_home (or the DEEPFACE_HOME variable) at a folder you can write."
+        ) from err
     os.environ["DEEPFACE_HOME"] = str(home)
     os.environ.setdefault("DEEPFACE_LOG_LEVEL", str(logging.WARNING))
-    weights = home / ".deepface" / "weights"
     missing = [name for name in DLIB_WEIGHTS if not (weights / name).is_file()]
     if missing:
         source = _bundled_weights_dir()

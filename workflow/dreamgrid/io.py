@@ -166,6 +166,13 @@ def load_rgb(path: str | Path):
             if mode != "RGB":
                 logger.info("%s: converted from %s to 8-bit RGB", path, mode)
             return image.convert("RGB")
+    except Image.DecompressionBombError as err:
+        # PIL refuses images over twice its pixel limit (about 179 megapixels) as a possible
+        # decompression bomb; its message holds the pixel count.
+        raise SpecError(
+            f"{path}: too large to open ({err}). Save a smaller copy (a few megapixels is "
+            "plenty for 512-1024 px training) and use that."
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SpecError(
             f"{path}: cannot be read as an image ({err}). Replace or remove the file."

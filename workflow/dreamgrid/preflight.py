@@ -161,6 +161,12 @@ def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
         One row per image checked (role, path, size).
     """
     subject = config["subject"]
+    results = Path("results")
+    if results.exists() and not results.is_dir():
+        raise SpecError(
+            f"{results.resolve()}: is a file, but the workflow writes its outputs into a "
+            "folder of that name. Move the file away."
+        )
     models.classify(config["base_model"], config["allow_pickle"])
     if "blip" in config["axes"]["captions"]:
         if config["caption"]["backend"] == "lavis":
