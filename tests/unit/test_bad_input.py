@@ -354,3 +354,56 @@ def test_braces_in_a_path_and_tilde_expansion(subject, monkeypatch):
     raw["subject"]["references"] = str(subject / "{refs}")
     with pytest.raises(SpecError, match=r"subject.references .* contains \{ or \}"):
         cfg.validate(raw)
+
+
+# ---- refused by the check, not by a job hours later ---------------------------------------
+@pytest.mark.parametrize(
+    ("section", "values", "where"),
+    [
+        ("training", {"seed": -1}, "training.seed"),
+        ("training", {"adam_beta1": 5}, "training.adam_beta1"),
+        ("training", {"adam_epsilon": 0}, "training.adam_epsilon"),
+        ("training", {"adam_weight_decay": -0.1}, "training.adam_weight_decay"),
+        ("caption", {"seed": 2**40}, "caption.seed"),
+    ],
+)
+def test_optimizer_and_seed_ranges(subject, section, values, where):
+    with pytest.raises(SpecError, match=where):
+        config_for(subject, **{section: {**({"resolution": 64} if section == "training" else {}),
+                                         **values}})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("score", "message"),
+    [
+        ({"models": ["Facenet521"]}, r"score.models: 'Facenet521' .*did you mean 'Facenet512'"),
+        ({"model": "vgg-face"}, r"score.model: 'vgg-face' .*did you mean 'VGG-Face'"),
+        ({"detector": "retina"}, r"score.detector: 'retina' is not a DeepFace name"),
+    ],
+)
+def test_face_model_and_detector_names(subject, score, message):
+    with pytest.raises(SpecError, match=message):
+        config_for(subject, score=score)
+
+
+def test_ground_truth_photos_that_share_a_name(subject):
+    Image.new("RGB", (64, 64), "gray").save(subject / "ground_truth" / "biden.png")
+    with pytest.raises(SpecError, match=r"biden\.(jpg|png) and .*biden\.(jpg|png)"):
+        preflight.run(config_for(subject))
+
+
+def test_a_lora_file_given_as_base_model(subject):
+    import torch
+    from safetensors.torch import save_file
+
+    lora = subject / "person.safetensors"
+    save_file(
+        {
+            "lora_unet_down_blocks_0_attn1_to_q.lora_down.weight": torch.zeros(4, 32),
+            "lora_unet_down_blocks_0_attn1_to_q.lora_up.weight": torch.zeros(32, 4),
+            "lora_unet_down_blocks_0_attn1_to_q.alpha": torch.tensor(4.0),
+        },
+        str(lora),
+    )
+    with pytest.raises(SpecError, match="a LoRA adapter, not a full model"):
+        preflight.run(config_for(subject, base_model=str(lora)))

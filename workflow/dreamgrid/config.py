@@ -71,7 +71,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     check_paths(config, source)
     check_numbers(config, source)
     check_limits(config, source)
-    fit_thresholds(config)
+    fit_thresholds(config, source)
     check(config, source)
     for warning in threshold_warnings(config):
         log.warning("%s: %s", source, warning)
@@ -227,16 +227,18 @@ def check_prompts(config: dict[str, Any], source: str = "config") -> None:
         )
 
 
-def fit_thresholds(config: dict[str, Any]) -> None:
-    """Fill unset distance thresholds with ones that fit ``score.model`` (in place).
+def fit_thresholds(config: dict[str, Any], source: str = "config") -> None:
+    """Check the face model and detector names, then fill unset distance thresholds with
+    ones that fit ``score.model`` (in place).
 
     ``score.thresholds`` null: DeepFace's same-person threshold for the model and metric and
     a stricter one (:func:`dreamgrid.faces.fitted_thresholds`); ``token_finder.threshold``
     null: the stricter of those.
     """
-    from dreamgrid.faces import fitted_thresholds
+    from dreamgrid.faces import check_names, fitted_thresholds
 
     score, finder = config["score"], config["token_finder"]
+    check_names([score["model"], *score["models"]], score["detector"], source)
     if score["thresholds"] is None or finder["threshold"] is None:
         fitted = fitted_thresholds(score["model"], score["metric"])
         if score["thresholds"] is None:

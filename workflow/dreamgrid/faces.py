@@ -217,6 +217,34 @@ def verification_threshold(model: str, metric: str) -> float | None:
     return None if value is None else float(value)
 
 
+def check_names(models: Sequence[str], detector: str, source: str = "config") -> None:
+    """Refuse a face model or detector deepface does not know, naming the config key (reads
+    deepface's tables only, so the config check stays fast).
+
+    Raises:
+        SpecError: with the known names.
+    """
+    import difflib
+
+    from deepface.config.threshold import thresholds
+    from deepface.modules.modeling import AVAILABLE_MODELS
+
+    for key, name, known in [
+        *[("score.model" if i == 0 else "score.models", m, list(thresholds)) for i, m in
+          enumerate(models)],
+        ("score.detector", detector, list(AVAILABLE_MODELS["face_detector"])),
+    ]:  # fmt: skip
+        if name not in known:
+            same_case = {k.lower(): k for k in known}
+            close = [same_case[name.lower()]] if name.lower() in same_case else []
+            close = close or difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(
+                f"{source}: {key}: {name!r} is not a DeepFace name{hint}. Use one of: "
+                f"{', '.join(known)}."
+            )
+
+
 def fitted_thresholds(model: str, metric: str) -> list[float]:
     """Report thresholds that fit a face model: ``STRICTER`` x DeepFace's threshold (two
     significant digits) and the threshold itself, e.g. [0.06, 0.07] for Dlib/cosine and

@@ -43,6 +43,12 @@ def classify(source: str, allow_pickle: bool = False) -> str:
     if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES):
         if not path.is_file():
             raise SpecError(f"{source}: base_model file not found. Fix the path in the config.")
+        if path.suffix.lower() == ".safetensors" and _is_lora(path):
+            raise SpecError(
+                f"{source}: a LoRA adapter, not a full model: it holds only low-rank weight "
+                "updates. Point base_model at the model it was trained on (a full "
+                ".safetensors checkpoint, a diffusers folder or a hub id)."
+            )
         return "single_file"
     if path.is_dir():
         if not (path / "model_index.json").is_file() and not (path / "config.json").is_file():
@@ -56,6 +62,20 @@ def classify(source: str, allow_pickle: bool = False) -> str:
             f"{source}: no such folder or file, and not a hub id like 'org/name'. Fix the path."
         )
     return "hub"
+
+
+def _is_lora(path: Path) -> bool:
+    """Whether a .safetensors file holds only LoRA weights (Kohya, diffusers or peft keys);
+    reads the header, not the tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            keys = list(handle.keys())
+    except Exception as err:  # safetensors raises its own error types
+        raise SpecError(f"{path}: not a readable .safetensors file ({err}).") from err
+    markers = ("lora_down", "lora_up", "lora_A", "lora_B", ".alpha")
+    return bool(keys) and all(any(m in key for m in markers) for key in keys)
 
 
 def prepare(source: str, kind: str, out: Path, allow_pickle: bool = False) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 from dreamgrid import config as cfg
 from dreamgrid import models
 from dreamgrid.errors import SpecError
-from dreamgrid.io import atomic_path, list_images, load_rgb
+from dreamgrid.io import atomic_path, by_stem, list_images, load_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +180,8 @@ def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
     images += check_images(subject["references"], "reference")
     if subject["ground_truth"]:
         images += check_images(subject["ground_truth"], "ground_truth", resolution)
+        # prepare_ground_truth names its outputs by stem: a.jpg and a.png would collide.
+        by_stem(list_images(subject["ground_truth"]), "ground-truth photos")
     overrides = subject["caption_overrides"]
     if overrides:
         from dreamgrid import caption
