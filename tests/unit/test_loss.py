@@ -147,3 +147,31 @@ def test_noise_offset_shifts_each_channel_by_its_size(tiny, tmp_path, offset):
     # Per-channel mean of N(0, 1) noise over size^2 pixels, plus the shift's offset^2.
     expected = 1 / size**2 + offset**2
     assert variance == pytest.approx(expected, rel=0.3)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_steps_of_the_trainer_equal_diffusers_reference_step(tiny, tmp_path, method):
+    """N optimizer steps of train_epoch against the inner loop of diffusers'
+    train_dreambooth.py (benchmarks/bench_train.py), same weights, batches and draws: every
+    step's loss equal, so every update before it was equal too."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_train
+
+    images = bench_train.make_images(tmp_path / "images", 2, 64)
+    lora = {
+        "method": "lora",
+        "lora_rank": 4,
+        "lora_alpha": 4.0,
+        "lora_target_modules": ("to_k", "to_q", "to_v", "to_out.0"),
+    }
+    spec = bench_train.make_spec(
+        tiny, images, tmp_path / "run", repeats=2, learning_rate=1e-3,
+        **(lora if method == "lora" else {}),
+    )  # fmt: skip
+    result = bench_train.compare(spec, warmup=0)
+    assert result["ours"]["steps"] == result["reference"]["steps"] == 4
+    assert result["max_abs_loss_difference"] == 0.0
+    first = result["first_losses"]
+    assert first["ours"][1] != first["ours"][0]  # the weights moved between steps
