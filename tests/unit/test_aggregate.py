@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dreamgrid.aggregate import collect_scores, pct_column, run, run_summarize_cli, summarize
+from dreamgrid.aggregate import run
+from dreamgrid.cli import run_summarize_cli
+from dreamgrid.scoretable import collect_scores, pct_column
+from dreamgrid.summary import summarize
 from dreamgrid.errors import SpecError
 
 NAN = float("nan")
@@ -505,7 +508,7 @@ def test_a_pick_without_faces_is_called_list_order(tmp_path, score_files):
 
 
 def test_tokens_section_without_auto_or_without_tokens(tmp_path, score_files):
-    from dreamgrid.aggregate import tokens_markdown
+    from dreamgrid.verdict import tokens_markdown
 
     ranking = pd.read_csv(ranking_csv(tmp_path / "ranking.csv", [0.5]))
     text = tokens_markdown({"rare": "ohwx"}, ranking)

@@ -111,7 +111,7 @@ def test_histograms_one_file_per_checkpoint(tmp_path):
 def test_curves_arm_histograms_and_contact_sheet(tmp_path):
     from PIL import Image
 
-    from dreamgrid.aggregate import summarize
+    from dreamgrid.summary import summarize
     from dreamgrid.plots import arm_histograms, contact_sheet, curves
 
     scores = pd.concat(

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from dreamgrid import aggregate, cli, stats
+from dreamgrid import aggregate, baseline, cli, stats, verdict
+from dreamgrid import summary as summary_mod
 
 ARMS = [
     f"{token}-{reg}-{cap}"
@@ -17,6 +18,10 @@ ARMS = [
     for reg in ("noreg", "genreg")
     for cap in ("blip", "nocap")
 ]
+AXES = {
+    arm: dict(zip(("token", "regularization", "captions"), arm.split("-"), strict=True))
+    for arm in ARMS
+}
 
 
 def grid_scores(token_effect=0.05, n_seeds=60, seed=1, epochs=(1, 2, 3), no_face=0.05):
@@ -125,8 +130,8 @@ def test_holm_families_are_per_prompt_set_so_a_new_set_leaves_main_alone():
 
 def test_factorial_effects_known_effect_and_nulls():
     scores = grid_scores()
-    summary = aggregate.summarize(scores)
-    axes = stats.arm_axes(ARMS)
+    summary = summary_mod.summarize(scores)
+    axes = stats.arm_axes(ARMS, AXES)
     assert list(axes.columns) == ["token", "regularization", "captions"]
     chosen = stats.select_checkpoints(summary, "equal_steps")
     # budget = 300 steps (noreg, epoch 3); genreg arms contribute epoch 1 (200 steps)
@@ -146,15 +151,15 @@ def test_factorial_effects_known_effect_and_nulls():
 
 def test_verdict_states_effect_and_null_and_nothing_without_faces():
     scores = grid_scores()
-    summary = aggregate.summarize(scores)
-    comparisons, effects = aggregate.comparisons_and_effects(scores, summary)
-    text = aggregate.verdict(summary, comparisons, effects, baseline=0.5)
+    summary = summary_mod.summarize(scores)
+    comparisons, effects = aggregate.comparisons_and_effects(scores, summary, AXES)
+    text = verdict.verdict(summary, comparisons, effects, baseline=0.5)
     assert "token: celebrity beats rare by 0.05" in text
     assert "captions (blip vs nocap): no significant effect" in text
     faceless = grid_scores(no_face=1.1)
-    summary = aggregate.summarize(faceless)
-    comparisons, effects = aggregate.comparisons_and_effects(faceless, summary)
-    text = aggregate.verdict(summary, comparisons, effects, baseline=0.5)
+    summary = summary_mod.summarize(faceless)
+    comparisons, effects = aggregate.comparisons_and_effects(faceless, summary, AXES)
+    text = verdict.verdict(summary, comparisons, effects, baseline=0.5)
     assert text.startswith("**Nothing to conclude.**")
 
 
@@ -172,7 +177,7 @@ def test_prompt_sets_are_summarized_apart_and_the_verdict_reads_main(tmp_path):
     out = {name: tmp_path / name for name in ("s.tsv", "s.csv", "s.md", "c.csv", "e.csv")}
     summary = aggregate.run(
         paths, [0.6, 0.7], 5.0, out["s.tsv"], out["s.csv"], out["s.md"], demo=False,
-        out_comparisons=out["c.csv"], out_effects=out["e.csv"], resamples=200,
+        out_comparisons=out["c.csv"], out_effects=out["e.csv"], resamples=200, arms=AXES,
     )  # fmt: skip
     assert len(summary) == 2 * len(ARMS) * 3
     assert set(summary["prompt_set"]) == {"main", "bleed"}
@@ -187,7 +192,7 @@ def test_prompt_sets_are_summarized_apart_and_the_verdict_reads_main(tmp_path):
 
 def test_summary_intervals_and_best_not_worse():
     scores = grid_scores()
-    summary = aggregate.summarize(scores)
+    summary = summary_mod.summarize(scores)
     assert (summary["average_ci_low"] < summary["average"]).all()
     assert (summary["average"] < summary["average_ci_high"]).all()
     assert (summary["pct_below_0.6_ci_low"] <= summary["pct_below_0.6"]).all()
@@ -196,7 +201,7 @@ def test_summary_intervals_and_best_not_worse():
     for _, group in summary.groupby("arm"):
         top = group.loc[group["pct_below_0.6"].idxmax(), "epoch"]
         assert group.loc[group["best_not_worse"], "epoch"].iloc[0] <= top
-    pd.testing.assert_frame_equal(summary, aggregate.summarize(scores))
+    pd.testing.assert_frame_equal(summary, summary_mod.summarize(scores))
 
 
 def test_reference_baseline_matches_deepface_find_distance():
@@ -207,8 +212,8 @@ def test_reference_baseline_matches_deepface_find_distance():
 
     rng = np.random.default_rng(0)
     embeddings = {name: rng.normal(size=128) for name in ("a.jpg", "b.jpg", "c.jpg")}
-    for metric in stats.METRICS:
-        table = stats.reference_baseline(embeddings, metric)
+    for metric in baseline.METRICS:
+        table = baseline.reference_baseline(embeddings, metric)
         assert list(table["reference"]) == ["a.jpg", "b.jpg", "c.jpg"]
         for name, value in table[["reference", "mean_distance"]].to_numpy():
             others = [o for o in embeddings if o != name]
@@ -216,7 +221,7 @@ def test_reference_baseline_matches_deepface_find_distance():
                 [float(find_distance(embeddings[name], embeddings[o], metric)) for o in others]
             )
             assert value == pytest.approx(expected, abs=1e-12)
-    assert stats.reference_baseline({"a": np.ones(3)}, "cosine").empty
+    assert baseline.reference_baseline({"a": np.ones(3)}, "cosine").empty
 
 
 def test_compare_cli(tmp_path):

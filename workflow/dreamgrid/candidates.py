@@ -18,12 +18,9 @@ import pandas as pd
 
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path, list_images
+from dreamgrid.scoretable import pct_column
 
 log = logging.getLogger(__name__)
-
-
-def pct_column(threshold: float) -> str:
-    return f"pct_below_{threshold:g}"
 
 
 def rank_columns(threshold: float) -> list[str]:
@@ -41,7 +38,7 @@ def rank_columns(threshold: float) -> list[str]:
 
 def consistency(embeddings: Sequence[np.ndarray], metric: str) -> float:
     """Mean distance of each face to the faces' centroid (NaN with fewer than two faces)."""
-    from dreamgrid.stats import distance
+    from dreamgrid.baseline import distance
 
     if len(embeddings) < 2:
         return math.nan

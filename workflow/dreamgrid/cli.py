@@ -13,11 +13,80 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dreamgrid.errors import DreamgridError
 
 logger = logging.getLogger("dreamgrid")
+
+
+def run_summarize_cli(
+    scores: Path, out: Path, thresholds: Sequence[float], best_within: float
+) -> Any:
+    """``dreamgrid summarize --scores FILE --out summary.csv``: summarize one score table.
+
+    Args:
+        scores: a score table (CSV, TSV or parquet) with the columns :func:`summarize` needs.
+        out: summary CSV to write.
+        thresholds: distance thresholds.
+        best_within: see :func:`summarize`.
+
+    Returns:
+        The summary that was written.
+
+    Raises:
+        SpecError: the file is unreadable or lacks a column (the message names the file).
+    """
+    from dreamgrid import scoretable
+    from dreamgrid.errors import SpecError
+    from dreamgrid.summary import summarize
+
+    table = scoretable.read_table(scores)
+    scoretable._require(table, scoretable.SUMMARY_INPUT_COLUMNS, str(scores))
+    try:
+        result = summarize(table, thresholds=thresholds, best_within=best_within)
+    except SpecError as err:
+        raise SpecError(f"{scores}: {err}") from err
+    scoretable._write_csv(result, out)
+    logger.info("wrote %s (%d checkpoints)", out, len(result))
+    return result
+
+
+def run_compare_cli(
+    scores: Path,
+    out: Path,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Any:
+    """``dreamgrid compare --scores FILE --out comparisons.csv``: paired arm comparisons.
+
+    Args:
+        scores: table with ``arm, epoch, seed, face_found, mean_distance`` (CSV/TSV/parquet).
+        out: CSV with :data:`dreamgrid.stats.COMPARE_COLUMNS`.
+
+    Returns:
+        The table written.
+
+    Raises:
+        SpecError: unreadable file, a missing column or a repeated seed (naming the file).
+    """
+    from dreamgrid import scoretable, stats
+    from dreamgrid.errors import SpecError
+
+    table = scoretable.read_table(scores)
+    scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
+    table = scoretable._normalise(table, str(scores))
+    try:
+        result = stats.compare_arms(table, seed=seed, resamples=resamples, confidence=confidence)
+    except ValueError as err:
+        raise SpecError(f"{scores}: {err}") from err
+    scoretable._write_csv(result, out)
+    logger.info("wrote %s (%d comparisons)", out, len(result))
+    return result
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -37,18 +106,14 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _summarize(args: argparse.Namespace) -> None:
-    from dreamgrid import aggregate
-
-    summary = aggregate.run_summarize_cli(
+    summary = run_summarize_cli(
         scores=args.scores, out=args.out, thresholds=args.thresholds, best_within=args.best_within
     )
     logger.info("%d checkpoints summarised -> %s", len(summary), args.out)
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from dreamgrid import aggregate
-
-    table = aggregate.run_compare_cli(
+    table = run_compare_cli(
         scores=args.scores,
         out=args.out,
         confidence=args.confidence,

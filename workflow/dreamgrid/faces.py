@@ -908,7 +908,7 @@ def reference_rows(embeddings: dict[str, np.ndarray], metric: str) -> pandas.Dat
     """Each reference scored against the *other* references (leave-one-out)."""
     import pandas as pd
 
-    from dreamgrid.stats import reference_baseline
+    from dreamgrid.baseline import reference_baseline
 
     loo = reference_baseline(embeddings, metric)
     return pd.DataFrame(

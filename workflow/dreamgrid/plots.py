@@ -2,7 +2,7 @@
 epoch and steps with confidence bands, and contact sheets of renders sorted by distance.
 
 Every distance plot draws the "as alike as real photos" line: the mean leave-one-out distance
-among the reference photos (:func:`dreamgrid.stats.reference_baseline`), when known.
+among the reference photos (:func:`dreamgrid.baseline.reference_baseline`), when known.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so
 nothing leaks between plots and no display is needed.
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dreamgrid.aggregate import as_bool
+from dreamgrid.scoretable import as_bool
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
 
@@ -234,7 +234,7 @@ def curves(
     distance on the distance panels and the share of references below ``t`` on the share panels.
 
     Args:
-        summary: from :func:`dreamgrid.aggregate.summarize` (with intervals).
+        summary: from :func:`dreamgrid.summary.summarize` (with intervals).
         out: PNG to write.
         x: ``epoch`` or ``steps`` (equal-steps comparison across arms).
         baseline: reference leave-one-out table (``mean_distance`` per reference), or None.

@@ -18,13 +18,13 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from dreamgrid.scoretable import group_columns, seed_matrix
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ RESAMPLES = 2000
 CONFIDENCE = 0.95
 SEED = 0
 
-#: Optional columns of score tables that split an arm into separate comparisons.
-GROUP_COLUMNS = ("model", "prompt_set")
 #: Columns of :func:`compare_arms`'s table (the ``dreamgrid compare`` contract), in order.
 COMPARE_COLUMNS = (
     "arm_a",
@@ -47,16 +45,11 @@ COMPARE_COLUMNS = (
     "p_value",
     "p_adjusted",
 )
-#: The arm-id slugs of :func:`dreamgrid.config.expand_arms`.
-ARM_ID = re.compile(
-    r"^(?P<token>.+)-(?P<regularization>noreg|genreg|gtreg)-(?P<captions>blip|nocap)$"
-)
 #: Axis levels in the order used as the reference level (first) of a contrast.
 AXIS_ORDER = {
     "regularization": ("none", "noreg", "generated", "genreg", "ground_truth", "gtreg"),
     "captions": ("none", "nocap", "blip"),
 }
-METRICS = ("cosine", "euclidean", "euclidean_l2", "angular")
 
 
 def rng_for(seed: int, *key: object) -> np.random.Generator:
@@ -103,15 +96,6 @@ def bootstrap_ci(
 
 def _mean(sample: np.ndarray) -> np.ndarray:
     return sample.mean(axis=1)
-
-
-def share_below(threshold: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Statistic for :func:`bootstrap_ci`: percent (0..100) of values below ``threshold``."""
-
-    def statistic(sample: np.ndarray) -> np.ndarray:
-        return 100.0 * (sample < threshold).mean(axis=1)
-
-    return statistic
 
 
 def checkpoint_intervals(
@@ -203,25 +187,6 @@ def paired_difference(
         "ci_high": high,
         "p_value": wilcoxon_p(diff),
     }
-
-
-def group_columns(scores: pd.DataFrame) -> list[str]:
-    """The optional grouping columns (model, prompt_set) present in ``scores``."""
-    return [c for c in GROUP_COLUMNS if c in scores.columns]
-
-
-def seed_matrix(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean distance per seed (rows) and (arm, epoch) (columns), NaN where no face.
-
-    Raises:
-        ValueError: a seed appears twice in one checkpoint.
-    """
-    face = scores["mean_distance"].where(scores["face_found"].astype(bool))
-    frame = scores.assign(mean_distance=face)
-    duplicated = frame.duplicated(["arm", "epoch", "seed"])
-    if duplicated.any():
-        raise ValueError("scores: a seed appears twice in one checkpoint; seeds must be unique.")
-    return frame.pivot(index="seed", columns=["arm", "epoch"], values="mean_distance")
 
 
 def compare_arms(
@@ -332,20 +297,16 @@ def earliest_not_worse(
 def arm_axes(
     arms: Sequence[str], table: Mapping[str, Mapping[str, str]] | None = None
 ) -> pd.DataFrame:
-    """Axis levels per arm: from ``table`` (arm → {axis: level}) or parsed from the arm ids.
+    """Axis levels per arm, from ``table`` (arm → {axis: level}).
 
     Returns:
-        One row per arm (index), one column per axis with more than one level; arms whose id
-        cannot be parsed (and are not in ``table``) are left out.
+        One row per arm (index), one column per axis with more than one level; arms not in
+        ``table`` are left out.
     """
     rows = {}
     for arm in arms:
         if table is not None and arm in table:
             rows[arm] = dict(table[arm])
-            continue
-        match = ARM_ID.match(arm)
-        if match:
-            rows[arm] = match.groupdict()
     frame = pd.DataFrame.from_dict(rows, orient="index")
     if frame.empty:
         return frame
@@ -502,79 +463,5 @@ def factorial_effects(
     return table[columns]
 
 
-# ---- reference baseline -------------------------------------------------------------------
-def distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
-    """Distance between two embeddings, equal to deepface's ``find_distance`` (6 decimals)."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    if metric in ("cosine", "angular"):
-        similarity = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
-        if metric == "cosine":
-            value = 1 - similarity
-        else:
-            value = np.arccos(np.clip(similarity, -1.0, 1.0)) / np.pi
-    elif metric == "euclidean":
-        value = np.linalg.norm(a - b)
-    elif metric == "euclidean_l2":
-        value = np.linalg.norm(a / (np.linalg.norm(a) + 1e-10) - b / (np.linalg.norm(b) + 1e-10))
-    else:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    return float(np.round(value, 6))
-
-
-def reference_baseline(embeddings: Mapping[str, np.ndarray], metric: str) -> pd.DataFrame:
-    """Leave-one-out scores of the reference photos: how alike real photos of the person are.
-
-    Each reference is scored like a render, against the *other* references: the mean of its
-    distances to them. A render as alike as the references themselves scores like these.
-
-    Returns:
-        Columns ``reference, mean_distance, n_others``, one row per reference (no rows with
-        fewer than two references).
-    """
-    names = sorted(embeddings)
-    rows = []
-    if len(names) >= 2:
-        for name in names:
-            others = [distance(embeddings[name], embeddings[o], metric) for o in names if o != name]
-            rows.append(
-                {
-                    "reference": name,
-                    "mean_distance": float(np.mean(others)),
-                    "n_others": len(others),
-                }
-            )
-    return pd.DataFrame(rows, columns=["reference", "mean_distance", "n_others"])
-
-
-def baseline_value(baseline: pd.DataFrame | None) -> float:
-    """The "as alike as real photos" line: mean of the references' leave-one-out scores."""
-    if baseline is None or baseline.empty:
-        return math.nan
-    return float(pd.to_numeric(baseline["mean_distance"], errors="coerce").mean())
-
-
 def significant(p_adjusted: float, alpha: float) -> bool:
     return bool(np.isfinite(p_adjusted) and p_adjusted < alpha)
-
-
-def describe_interval(estimate: float, low: float, high: float, digits: int = 3) -> str:
-    return f"{estimate:.{digits}f} (95% CI {low:.{digits}f} to {high:.{digits}f})"
-
-
-__all__: list[Any] = [
-    "COMPARE_COLUMNS",
-    "arm_axes",
-    "baseline_value",
-    "bootstrap_ci",
-    "checkpoint_intervals",
-    "compare_arms",
-    "distance",
-    "earliest_not_worse",
-    "factorial_effects",
-    "holm",
-    "paired_difference",
-    "reference_baseline",
-    "select_checkpoints",
-    "wilcoxon_p",
-]
