@@ -11,9 +11,9 @@ import pytest
 
 from dreamgrid.aggregate import run
 from dreamgrid.cli import run_summarize_cli
+from dreamgrid.errors import SpecError
 from dreamgrid.scoretable import collect_scores, pct_column
 from dreamgrid.summary import summarize
-from dreamgrid.errors import SpecError
 
 NAN = float("nan")
 #: Columns appended after the contract's (``best``) ones: median, intervals, best_not_worse.

@@ -111,8 +111,8 @@ def test_histograms_one_file_per_checkpoint(tmp_path):
 def test_curves_arm_histograms_and_contact_sheet(tmp_path):
     from PIL import Image
 
-    from dreamgrid.summary import summarize
     from dreamgrid.plots import arm_histograms, contact_sheet, curves
+    from dreamgrid.summary import summarize
 
     scores = pd.concat(
         [checkpoint(arm, e, 40, faces=True, seed=e) for arm in ("a", "b") for e in (1, 2, 3)],

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dreamgrid.scoretable import as_bool
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
+from dreamgrid.scoretable import as_bool
 
 # No display on cluster nodes; figures below do not use pyplot, but seaborn imports it.
 # seaborn itself (~1 s to import) is imported only where it draws: every plot is its own job,
