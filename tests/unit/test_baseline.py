@@ -78,3 +78,23 @@ def test_training_photos_are_scored_without_their_own_crops(tmp_path, settings, 
         assert full.loc[photo, f"d:{crop}"] < row["mean_distance"]
     text = verdict._baseline_markdown(baseline, baseline_mod.baseline_value(baseline))
     assert "obama.jpg ↔ obama_closeup.jpg" in text and "Pooled:" in text
+
+
+def test_reference_baseline_matches_deepface_find_distance():
+    from dreamgrid import faces
+
+    faces.setup_deepface()
+    from deepface.modules.verification import find_distance
+
+    rng = np.random.default_rng(0)
+    embeddings = {name: rng.normal(size=128) for name in ("a.jpg", "b.jpg", "c.jpg")}
+    for metric in baseline_mod.METRICS:
+        table = baseline_mod.reference_baseline(embeddings, metric)
+        assert list(table["reference"]) == ["a.jpg", "b.jpg", "c.jpg"]
+        for name, value in table[["reference", "mean_distance"]].to_numpy():
+            others = [o for o in embeddings if o != name]
+            expected = np.mean(
+                [float(find_distance(embeddings[name], embeddings[o], metric)) for o in others]
+            )
+            assert value == pytest.approx(expected, abs=1e-12)
+    assert baseline_mod.reference_baseline({"a": np.ones(3)}, "cosine").empty

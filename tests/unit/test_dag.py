@@ -85,7 +85,14 @@ def test_report_outputs_and_statistics_params():
     assert "results/references/Dlib-dlib.baseline.csv" in outputs
     assert len([p for p in outputs if p.endswith("/all-epochs.png")]) == 8
     assert len([p for p in outputs if "/contact-sheets/" in p]) == 8 * 3
-    assert set(g.statistics_params()) == {"alpha", "bootstrap_resamples", "confidence", "seed"}
+    assert set(g.statistics_params()) == {
+        "best_margin",
+        "best_margin_relative",
+        "bootstrap_resamples",
+        "confidence",
+        "min_faces",
+        "seed",
+    }
     axes = g.arm_axes()["rare-genreg-blip"]
     assert axes == {"token": "rare", "regularization": "generated", "captions": "blip"}
 

@@ -7,74 +7,131 @@ checkpoint (:mod:`dreamgrid.summary`), runs the paired comparisons and factorial
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dreamgrid import baseline as baseline_mod
-from dreamgrid import flexibility, stats, verdict
+from dreamgrid import flexibility, inference, stats, verdict
 from dreamgrid.io import atomic_path
-from dreamgrid.scoretable import _write_csv, check_score_metadata, collect_scores, group_columns
+from dreamgrid.scoretable import _write_csv, check_score_metadata, collect_scores
 from dreamgrid.summary import summarize
 
 log = logging.getLogger(__name__)
 
 
-def comparisons_and_effects(
+def build(
     scores: pd.DataFrame,
-    summary: pd.DataFrame,
-    arms: dict[str, dict[str, str]] | None = None,
     *,
+    thresholds: Sequence[float],
+    best_margin: float,
+    best_margin_relative: float,
+    min_faces: int,
+    demo: bool = False,
+    arms: Mapping[str, Mapping[str, str]] | None = None,
+    baseline: pd.DataFrame | None = None,
     confidence: float = stats.CONFIDENCE,
     resamples: int = stats.RESAMPLES,
     seed: int = stats.SEED,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Paired arm comparisons and the factorial effects at equal steps and at best epochs."""
-    options = {"seed": seed, "resamples": resamples, "confidence": confidence}
-    comparisons = stats.compare_arms(scores, **options)
-    axes = stats.arm_axes(sorted(scores["arm"].unique()), arms)
-    frames = []
-    extra = group_columns(scores)
-    groups = scores.groupby(extra, sort=True) if extra else [((), scores)]
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        part = summary
-        for column, value in zip(extra, key, strict=True):
-            part = part.loc[part[column] == value]
-        for view in ("equal_steps", "best"):
-            chosen = stats.select_checkpoints(part, view)
-            table = stats.factorial_effects(group, axes, chosen, view=view, **options)
-            for column, value in zip(extra, key, strict=True):
-                table[column] = value
-            frames.append(table)
-    frames = [f for f in frames if len(f)]
-    effects = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else stats.factorial_effects(scores, axes.iloc[0:0], {})
+    primary_model: str | None = None,
+    tokens: Mapping[str, str] | None = None,
+    ranking: pd.DataFrame | None = None,
+    ranking_source: str = "ranking.csv",
+    clip: pd.DataFrame | None = None,
+) -> dict[str, object]:
+    """Summary, inference and verdict of typed scores, in memory.
+
+    Returns:
+        ``summary``, ``comparisons``, ``effects`` (DataFrames), ``verdict`` (the
+        ``verdict.json`` object or list) and ``markdown`` (summary.md text).
+    """
+    options = {"confidence": confidence, "resamples": resamples, "seed": seed}
+    summary = summarize(
+        scores,
+        thresholds=thresholds,
+        best_margin=best_margin,
+        best_margin_relative=best_margin_relative,
+        min_faces=min_faces,
+        **options,
     )
-    return comparisons, effects
+    if clip is not None:
+        summary = summary.merge(clip, on=["arm", "epoch", "prompt_set"], how="left")
+    replicates = 1
+    if "replicate" in scores.columns:
+        replicates = int(scores.groupby("arm")["replicate"].nunique().min())
+    comparisons, effects, decisions = inference.analyse(scores, summary, arms, **options)
+    text = verdict.markdown(
+        summary,
+        scores,
+        demo,
+        comparisons=comparisons,
+        effects=effects,
+        decisions=decisions,
+        baseline=baseline,
+        confidence=confidence,
+        best_margin=best_margin,
+        best_margin_relative=best_margin_relative,
+        min_faces=min_faces,
+        replicates=replicates,
+        primary_model=primary_model,
+        tokens=tokens,
+        ranking=ranking,
+        ranking_source=ranking_source,
+    )
+    obj = verdict.verdict_objects(
+        summary, effects, decisions, replicates=replicates, best_margin=best_margin
+    )
+    return {
+        "summary": summary,
+        "comparisons": comparisons,
+        "effects": effects,
+        "verdict": obj,
+        "markdown": text,
+    }
+
+
+def write_json(obj: object, path: Path) -> None:
+    """``obj`` as indented JSON (NaN written as null), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_plain(obj), indent=2) + "\n", encoding="utf-8")
+
+
+def _plain(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 def run(
     score_files: Sequence[Path],
     thresholds: Sequence[float],
-    best_within: float,
+    best_margin: float,
     out_scores: Path,
     out_summary: Path,
     out_markdown: Path,
     demo: bool,
     *,
+    best_margin_relative: float = 0.25,
+    min_faces: int = 20,
     baseline: Path | None = None,
     arms: dict[str, dict[str, str]] | None = None,
     out_comparisons: Path | None = None,
     out_effects: Path | None = None,
+    out_verdict: Path | None = None,
     confidence: float = stats.CONFIDENCE,
     resamples: int = stats.RESAMPLES,
     seed: int = stats.SEED,
-    alpha: float = 0.05,
     primary_model: str | None = None,
     prompt_sets: dict[str, str] | None = None,
     out_flexibility: Path | None = None,
@@ -82,21 +139,24 @@ def run(
     tokens: Mapping[str, str] | None = None,
     ranking: Path | None = None,
 ) -> pd.DataFrame:
-    """Aggregate all checkpoints' scores.
+    """Aggregate all checkpoints' scores (the workflow's ``aggregate_scores`` step).
 
     Args:
         score_files: per-checkpoint score tables from the score stage.
         thresholds: distance thresholds for the ``pct_below_*`` columns.
-        best_within: margin in percentage points for the best epoch (see :func:`summarize`).
+        best_margin, best_margin_relative, min_faces: the chosen-epoch rule
+            (:func:`dreamgrid.summary.summarize`).
         out_scores: tidy table of all renders (TSV).
         out_summary: per-checkpoint summary (CSV).
         out_markdown: human summary (markdown) with the verdict.
         demo: start the markdown with a warning that demo numbers mean nothing.
-        baseline: reference leave-one-out CSV (:func:`run_baseline`), for the verdict.
-        arms: arm → {axis: level} for the factorial view (else parsed from the arm ids).
-        out_comparisons: paired comparisons between arms (CSV), if wanted.
-        out_effects: factorial main effects and interactions (CSV), if wanted.
-        confidence, resamples, seed: bootstrap settings; alpha: significance level.
+        baseline: the real-photos baseline CSV (:func:`dreamgrid.baseline.run_baseline`).
+        arms: arm -> {axis: level} for the factorial contrasts (else the score tables'
+            axis columns).
+        out_comparisons: the exploratory paired comparisons (CSV), if wanted.
+        out_effects: the planned contrasts (CSV), if wanted.
+        out_verdict: ``verdict.json``, if wanted.
+        confidence, resamples, seed: interval and resampling settings.
         primary_model: the face model the verdict reads (``score.model``).
         prompt_sets: the config's prompt sets (name -> template), for the likeness /
             class bleed / prompt following view (:mod:`dreamgrid.flexibility`).
@@ -110,42 +170,45 @@ def run(
         The summary table.
     """
     scores = collect_scores(score_files)
-    options = {"confidence": confidence, "resamples": resamples, "seed": seed}
-    summary = summarize(scores, thresholds=thresholds, best_within=best_within, **options)
+    clip = None
     if clip_files:
         from dreamgrid import clip_score
 
         clip = clip_score.summarize(clip_files)
-        summary = summary.merge(clip, on=["arm", "epoch", "prompt_set"], how="left")
-    comparisons, effects = comparisons_and_effects(scores, summary, arms, **options)
-    reference = baseline_mod.read_baseline(baseline)
-    _write_csv(scores, Path(out_scores), sep="\t")
-    _write_csv(summary, Path(out_summary))
-    if out_comparisons is not None:
-        _write_csv(comparisons, Path(out_comparisons))
-    if out_effects is not None:
-        _write_csv(effects, Path(out_effects))
-    text = verdict.markdown(
-        summary,
+    result = build(
         scores,
-        demo,
-        best_within,
-        comparisons=comparisons,
-        effects=effects,
-        baseline=reference,
+        thresholds=thresholds,
+        best_margin=best_margin,
+        best_margin_relative=best_margin_relative,
+        min_faces=min_faces,
+        demo=demo,
+        arms=arms,
+        baseline=baseline_mod.read_baseline(baseline),
         confidence=confidence,
-        alpha=alpha,
+        resamples=resamples,
+        seed=seed,
         primary_model=primary_model,
         tokens=tokens,
         ranking=None if ranking is None else pd.read_csv(ranking),
         ranking_source=str(ranking),
+        clip=clip,
     )
+    summary = result["summary"]
+    text = result["markdown"]
+    _write_csv(scores, Path(out_scores), sep="\t")
+    _write_csv(summary, Path(out_summary))
+    if out_comparisons is not None:
+        _write_csv(result["comparisons"], Path(out_comparisons))
+    if out_effects is not None:
+        _write_csv(result["effects"], Path(out_effects))
+    if out_verdict is not None:
+        write_json(result["verdict"], Path(out_verdict))
     if prompt_sets and "prompt_set" in summary.columns:
-        flex = flexibility.table(summary, prompt_sets, best_within)
+        flex = flexibility.table(summary, prompt_sets, best_margin)
         if out_flexibility is not None:
             _write_csv(flex, Path(out_flexibility))
         if len(prompt_sets) > 1:
-            text += "\n" + flexibility.markdown(flex, prompt_sets, best_within) + "\n"
+            text += "\n" + flexibility.markdown(flex, prompt_sets, best_margin) + "\n"
     mismatches = check_score_metadata(score_files)
     if mismatches:
         text += "\n## Warnings\n\n" + "\n".join(f"- {m}" for m in mismatches) + "\n"

@@ -1,8 +1,9 @@
 """The ``dreamgrid`` command: the stages' stable entry points for scripts and users.
 
 dreamgrid score --references DIR --images DIR --model M --detector D [--metric cosine] --out F.csv
-dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-within 5] --out summary.csv
+dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-margin 5] --out summary.csv
 dreamgrid compare --scores F.csv --out comparisons.csv   paired tests between arms
+dreamgrid report --scores F.csv --out DIR [--baseline B.csv]   tables, summary.md, verdict.json
 dreamgrid rank-candidates --references DIR --candidates DIR --out ranking.csv   look-alike names
 dreamgrid check CONFIG        validate a config and list its arms
 dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
@@ -23,7 +24,13 @@ logger = logging.getLogger("dreamgrid")
 
 
 def run_summarize_cli(
-    scores: Path, out: Path, thresholds: Sequence[float], best_within: float
+    scores: Path,
+    out: Path,
+    thresholds: Sequence[float],
+    best_margin: float,
+    *,
+    best_margin_relative: float = 0.25,
+    min_faces: int = 20,
 ) -> Any:
     """``dreamgrid summarize --scores FILE --out summary.csv``: summarize one score table.
 
@@ -31,7 +38,8 @@ def run_summarize_cli(
         scores: a score table (CSV, TSV or parquet) with the columns :func:`summarize` needs.
         out: summary CSV to write.
         thresholds: distance thresholds.
-        best_within: see :func:`summarize`.
+        best_margin, best_margin_relative, min_faces: the chosen-epoch rule
+            (:func:`dreamgrid.summary.summarize`).
 
     Returns:
         The summary that was written.
@@ -46,7 +54,13 @@ def run_summarize_cli(
     table = scoretable.read_table(scores)
     scoretable._require(table, scoretable.SUMMARY_INPUT_COLUMNS, str(scores))
     try:
-        result = summarize(table, thresholds=thresholds, best_within=best_within)
+        result = summarize(
+            table,
+            thresholds=thresholds,
+            best_margin=best_margin,
+            best_margin_relative=best_margin_relative,
+            min_faces=min_faces,
+        )
     except SpecError as err:
         raise SpecError(f"{scores}: {err}") from err
     scoretable._write_csv(result, out)
@@ -66,7 +80,7 @@ def run_compare_cli(
 
     Args:
         scores: table with ``arm, epoch, seed, face_found, mean_distance`` (CSV/TSV/parquet).
-        out: CSV with :data:`dreamgrid.stats.COMPARE_COLUMNS`.
+        out: CSV with :data:`dreamgrid.inference.COMPARE_COLUMNS`.
 
     Returns:
         The table written.
@@ -74,18 +88,75 @@ def run_compare_cli(
     Raises:
         SpecError: unreadable file, a missing column or a repeated seed (naming the file).
     """
-    from dreamgrid import scoretable, stats
+    from dreamgrid import inference, scoretable
     from dreamgrid.errors import SpecError
 
     table = scoretable.read_table(scores)
     scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
     table = scoretable._normalise(table, str(scores))
     try:
-        result = stats.compare_arms(table, seed=seed, resamples=resamples, confidence=confidence)
+        result = inference.compare_arms(
+            table, seed=seed, resamples=resamples, confidence=confidence
+        )
     except ValueError as err:
         raise SpecError(f"{scores}: {err}") from err
     scoretable._write_csv(result, out)
     logger.info("wrote %s (%d comparisons)", out, len(result))
+    return result
+
+
+def run_report_cli(
+    scores: Path,
+    out: Path,
+    *,
+    baseline: Path | None = None,
+    thresholds: Sequence[float] = (0.6, 0.7),
+    best_margin: float = 5.0,
+    best_margin_relative: float = 0.25,
+    min_faces: int = 20,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``dreamgrid report --scores FILE --out DIR``: what the workflow's aggregation writes.
+
+    Writes ``summary.csv``, ``comparisons.csv``, ``effects.csv``, ``summary.md`` and
+    ``verdict.json`` into ``out``. Input columns: ``arm, epoch, seed, face_found,
+    mean_distance``, optional ``steps``, ``replicate``, ``model``, ``prompt_set`` and axis
+    columns (``token``, ``regularization``, ``captions``, ``method``, ``base_model``).
+
+    Returns:
+        The tables, the verdict object and the markdown (see
+        :func:`dreamgrid.aggregate.build`).
+    """
+    from dreamgrid import aggregate, scoretable
+    from dreamgrid import baseline as baseline_mod
+    from dreamgrid.errors import SpecError
+
+    table = scoretable.read_table(scores)
+    scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
+    try:
+        table = scoretable._normalise(table, str(scores))
+        result = aggregate.build(
+            table,
+            thresholds=thresholds,
+            best_margin=best_margin,
+            best_margin_relative=best_margin_relative,
+            min_faces=min_faces,
+            baseline=baseline_mod.read_baseline(baseline),
+            confidence=confidence,
+            resamples=resamples,
+            seed=seed,
+        )
+    except ValueError as err:
+        raise SpecError(f"{scores}: {err}") from err
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("summary", "comparisons", "effects"):
+        scoretable._write_csv(result[name], out / f"{name}.csv")
+    aggregate.write_json(result["verdict"], out / "verdict.json")
+    (out / "summary.md").write_text(result["markdown"], encoding="utf-8")
+    logger.info("wrote summary, comparisons, effects, summary.md and verdict.json to %s", out)
     return result
 
 
@@ -107,7 +178,12 @@ def _score(args: argparse.Namespace) -> None:
 
 def _summarize(args: argparse.Namespace) -> None:
     summary = run_summarize_cli(
-        scores=args.scores, out=args.out, thresholds=args.thresholds, best_within=args.best_within
+        scores=args.scores,
+        out=args.out,
+        thresholds=args.thresholds,
+        best_margin=args.best_margin,
+        best_margin_relative=args.best_margin_relative,
+        min_faces=args.min_faces,
     )
     logger.info("%d checkpoints summarised -> %s", len(summary), args.out)
 
@@ -121,6 +197,42 @@ def _compare(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     logger.info("%d comparisons -> %s", len(table), args.out)
+
+
+def _report(args: argparse.Namespace) -> None:
+    run_report_cli(
+        scores=args.scores,
+        out=args.out,
+        baseline=args.baseline,
+        thresholds=args.thresholds,
+        best_margin=args.best_margin,
+        best_margin_relative=args.best_margin_relative,
+        min_faces=args.min_faces,
+        confidence=args.confidence,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+
+
+def _best_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.7])
+    parser.add_argument(
+        "--best-margin",
+        "--best-within",
+        dest="best_margin",
+        type=float,
+        default=5.0,
+        help="chosen epoch: not worse than the arm's best share by more than this many points",
+    )
+    parser.add_argument(
+        "--best-margin-relative",
+        type=float,
+        default=0.25,
+        help="... or this fraction of the arm's best share, when smaller (0.25)",
+    )
+    parser.add_argument(
+        "--min-faces", type=int, default=20, help="fewer faces: no share, never best (20)"
+    )
 
 
 def _rank_candidates(args: argparse.Namespace) -> None:
@@ -199,18 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     summarize = sub.add_parser("summarize", help="one row per (arm, epoch) from a scores table")
     summarize.add_argument("--scores", type=Path, required=True, help="CSV/TSV of scores")
-    summarize.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.7])
-    summarize.add_argument(
-        "--best-within",
-        type=float,
-        default=5.0,
-        help="best epoch: earliest within this many points of the arm's best share (default 5)",
-    )
+    _best_options(summarize)
     summarize.add_argument("--out", type=Path, required=True, help="output CSV")
     summarize.set_defaults(func=_summarize)
 
     compare = sub.add_parser(
-        "compare", help="paired differences between arms at each epoch (Wilcoxon, Holm)"
+        "compare", help="paired differences between arms at each epoch (permutation, Holm)"
     )
     compare.add_argument(
         "--scores", type=Path, required=True, help="CSV/TSV: arm, epoch, seed, face_found, ..."
@@ -220,6 +326,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     compare.set_defaults(func=_compare)
+
+    report = sub.add_parser(
+        "report", help="summary, comparisons, effects, summary.md and verdict.json of a table"
+    )
+    report.add_argument(
+        "--scores", type=Path, required=True, help="CSV/TSV: arm, epoch, seed, face_found, ..."
+    )
+    report.add_argument("--out", type=Path, required=True, help="output folder")
+    report.add_argument("--baseline", type=Path, default=None, help="real-photos baseline CSV")
+    _best_options(report)
+    report.add_argument("--confidence", type=float, default=0.95, help="CI level (0.95)")
+    report.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    report.set_defaults(func=_report)
 
     ranking = sub.add_parser(
         "rank-candidates", help="rank look-alike names by their renders' likeness"

@@ -483,7 +483,14 @@ class Grid:
     def statistics_params(self) -> dict[str, Any]:
         """Bootstrap and test settings (the ``report`` section without figure-only keys)."""
         report = self.config["report"]
-        keys = ("alpha", "bootstrap_resamples", "confidence", "seed")
+        keys = (
+            "best_margin",
+            "best_margin_relative",
+            "bootstrap_resamples",
+            "confidence",
+            "min_faces",
+            "seed",
+        )
         return canonical({k: report[k] for k in keys})
 
     def report_outputs(self) -> list[str]:
@@ -526,6 +533,7 @@ REFERENCE_BASELINE = f"{RESULTS}/references/{{model}}-{{detector}}.baseline.csv"
 #: Paired comparisons between arms at each epoch, and the factorial effects.
 COMPARISONS = f"{RESULTS}/comparisons.csv"
 EFFECTS = f"{RESULTS}/effects.csv"
+VERDICT = f"{RESULTS}/verdict.json"
 #: Metrics against epoch and against training steps, one line per arm with CI bands.
 CURVES_EPOCH = f"{RESULTS}/plots/curves/{{prompt_set}}/by-epoch.png"
 CURVES_STEPS = f"{RESULTS}/plots/curves/{{prompt_set}}/by-steps.png"

@@ -247,7 +247,11 @@ def curves(
     """
     if x not in summary.columns:
         raise SpecError(f"summary: no column {x!r} to plot against; has {list(summary.columns)}.")
-    pct = [c for c in summary.columns if c.startswith("pct_below_") and "_ci_" not in c]
+    pct = [
+        c
+        for c in summary.columns
+        if c.startswith("pct_below_") and "_ci_" not in c and not c.endswith("_all")
+    ]
     panels = [("average", "average distance"), ("median", "median distance")]
     panels += [(c, f"% of faces below {c.removeprefix('pct_below_')}") for c in pct]
     panels += [("face_rate", "face rate")]

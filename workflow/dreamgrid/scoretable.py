@@ -198,6 +198,13 @@ def seed_matrix(scores: pd.DataFrame) -> pd.DataFrame:
     return frame.pivot(index="seed", columns=["arm", "epoch"], values="mean_distance")
 
 
+def face_matrix(scores: pd.DataFrame) -> pd.DataFrame:
+    """1.0 / 0.0 per seed (rows) and (arm, epoch) (columns) whether a face was found; NaN
+    where that checkpoint did not render the seed."""
+    frame = scores.assign(found=scores["face_found"].astype(bool).astype(float))
+    return frame.pivot(index="seed", columns=["arm", "epoch"], values="found")
+
+
 def check_score_metadata(score_files: Sequence[Path]) -> list[str]:
     """Warnings where the score tables' sidecars disagree (DeepFace version, model, ...)."""
     from dreamgrid import faces

@@ -41,7 +41,11 @@ DEMO_WARNING = (
 
 
 def _contract_pct_columns(summary: pd.DataFrame) -> list[str]:
-    return [c for c in summary.columns if c.startswith("pct_below_") and "_ci_" not in c]
+    return [
+        c
+        for c in summary.columns
+        if c.startswith("pct_below_") and "_ci_" not in c and not c.endswith("_all")
+    ]
 
 
 def _with_ci(value: float, low: float, high: float, digits: int) -> str:
@@ -51,28 +55,33 @@ def _with_ci(value: float, low: float, high: float, digits: int) -> str:
 
 
 def _summary_markdown_table(summary: pd.DataFrame) -> str:
-    """The summary as a compact table: intervals in brackets beside their estimate."""
+    """The summary as a compact table: intervals in brackets beside their estimate; a
+    checkpoint with few faces shows no faces-only share."""
     pct_columns = _contract_pct_columns(summary)
     keys = [c for c in ("arm", "epoch", *GROUP_COLUMNS, "steps") if c in summary.columns]
     view = summary[keys + ["renders", "face_rate"]].copy()
-    if "average_ci_low" in summary.columns:
-        view["average [CI]"] = [
-            _with_ci(v, lo, hi, 4)
-            for v, lo, hi in summary[["average", "average_ci_low", "average_ci_high"]].to_numpy()
+    few = summary.get("few_faces", pd.Series(False, index=summary.index)).astype(bool)
+    view["average [CI]"] = [
+        _with_ci(v, lo, hi, 4)
+        for v, lo, hi in summary[["average", "average_ci_low", "average_ci_high"]].to_numpy()
+    ]
+    view["median"] = summary["median"]
+    for c in pct_columns:
+        view[f"{c} [CI]"] = [
+            "few faces" if f else _with_ci(v, lo, hi, 1)
+            for f, (v, lo, hi) in zip(
+                few, summary[[c, f"{c}_ci_low", f"{c}_ci_high"]].to_numpy(), strict=True
+            )
         ]
-        view["median"] = summary["median"]
-        for c in pct_columns:
-            view[f"{c} [CI]"] = [
+        if f"{c}_all" in summary.columns:
+            view[f"{c}_all [CI]"] = [
                 _with_ci(v, lo, hi, 1)
-                for v, lo, hi in summary[[c, f"{c}_ci_low", f"{c}_ci_high"]].to_numpy()
+                for v, lo, hi in summary[
+                    [f"{c}_all", f"{c}_all_ci_low", f"{c}_all_ci_high"]
+                ].to_numpy()
             ]
-    else:
-        view["average"] = summary["average"]
-        for c in pct_columns:
-            view[c] = summary[c]
     view["best"] = summary["best"].astype(bool)
-    if "best_not_worse" in summary.columns:
-        view["best_not_worse"] = summary["best_not_worse"].astype(bool)
+    view["best_not_worse"] = summary["best_not_worse"].astype(bool)
     return _markdown_table(view, {"face_rate": 2, "average": 4, "median": 4})
 
 
@@ -129,30 +138,6 @@ def _frame_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines)
 
 
-VIEW_NAMES = {"equal_steps": "at equal training steps", "best": "at each arm's best epoch"}
-
-
-def _effect_sentence(row: pd.Series, alpha: float, confidence: float) -> str:
-    level, ref = str(row["contrast"]).split(" vs ", 1)
-    pct = f"{100 * confidence:g}%"
-    est, low, high = row["estimate"], row["ci_low"], row["ci_high"]
-    if not np.isfinite(est):
-        return f"{row['axis']} ({row['contrast']}): no paired faces, nothing to conclude"
-    if stats.significant(row["p_adjusted"], alpha):
-        better, worse = (level, ref) if est < 0 else (ref, level)
-        half = (high - low) / 2
-        return (
-            f"{row['axis']}: {better} beats {worse} by {abs(est):.3f} ± {half:.3f} "
-            f"({pct} CI of {level} minus {ref}: {low:.3f} to {high:.3f}; "
-            f"Holm p = {row['p_adjusted']:.3g})"
-        )
-    return (
-        f"{row['axis']} ({level} vs {ref}): no significant effect "
-        f"(difference {est:+.3f}, {pct} CI {low:.3f} to {high:.3f}; Holm p = "
-        f"{row['p_adjusted']:.3g})"
-    )
-
-
 def tokens_markdown(
     tokens: Mapping[str, str], ranking: pd.DataFrame | None, source: str = "ranking.csv"
 ) -> str:
@@ -193,138 +178,340 @@ def tokens_markdown(
     return "\n".join(lines)
 
 
+VIEW_NAMES = {"equal_steps": "at equal training steps", "chosen": "at each arm's chosen epoch"}
+#: Replicates that the single-run warning suggests.
+SUGGESTED_REPLICATES = 3
+
+
+def _signed(row: pd.Series) -> tuple[str, str, float, float, float]:
+    """(better, worse, estimate, ci_low, ci_high) of a planned row whose interval excludes 0,
+    with the estimate as distance of worse minus better (> 0)."""
+    est, low, high = float(row["estimate"]), float(row["ci_low"]), float(row["ci_high"])
+    first, second = (
+        str(row["contrast"]).split(" vs ", 1)
+        if row["term"] != "interaction"
+        else (
+            f"{row['axis']} {row['contrast']}",
+            "additive",
+        )
+    )
+    if row["term"] == "main":
+        first, second = f"{row['axis']}={first}", f"{row['axis']}={second}"
+    if est < 0:  # the first-named is more alike: worse - better = -(first - second)
+        return first, second, -est, -high, -low
+    return second, first, est, low, high
+
+
+def claims(effects: pd.DataFrame | None) -> list[dict]:
+    """The findings the verdict states as established: planned contrasts whose simultaneous
+    interval excludes 0 (the verdict follows the interval, not the p-value).
+
+    Each claim: ``kind`` (``pair`` for an arm against the top arm, ``effect`` for a factorial
+    term), ``better``, ``worse``, ``at`` (the view), ``estimate`` (mean distance of worse minus
+    better, > 0), ``ci_low``, ``ci_high`` (same orientation), ``p_adjusted``, ``family``;
+    pairs add ``face_diff`` (face rate of better minus worse) and ``face_p``.
+    """
+    out = []
+    if effects is None or effects.empty:
+        return out
+    for _, row in effects.iterrows():
+        if stats.excludes_zero(row["ci_low"], row["ci_high"]) == 0:
+            continue
+        better, worse, est, low, high = _signed(row)
+        claim = {
+            "kind": "pair" if row["term"] == "vs_top" else "effect",
+            "better": better,
+            "worse": worse,
+            "at": str(row["view"]),
+            "estimate": est,
+            "ci_low": low,
+            "ci_high": high,
+            "p_adjusted": float(row["p_adjusted"]),
+            "family": str(row["family"]),
+        }
+        if claim["kind"] == "pair":
+            sign = -1.0 if float(row["estimate"]) < 0 else 1.0  # face_diff is arm minus top
+            claim["face_diff"] = -sign * float(row["face_diff"]) + 0.0
+            claim["face_p"] = float(row["face_p"])
+        out.append(claim)
+    return out
+
+
+def warnings(
+    summary: pd.DataFrame, decision: dict, replicates: int, best_margin: float
+) -> list[str]:
+    """Short warning codes with their subject (the ``verdict.json`` contract)."""
+    out = []
+    if replicates <= 1:
+        out.append("single_run")
+    if "few_faces" in summary.columns:
+        few = summary.loc[summary["few_faces"].astype(bool)]
+        out += [f"few_faces:{a}:{int(e)}" for a, e in few[["arm", "epoch"]].to_numpy()]
+    shares = [c for c in summary.columns if c.startswith("pct_below_") and c.endswith("_all")]
+    if shares and "few_faces" in summary.columns:
+        eligible = summary.loc[~summary["few_faces"].astype(bool)]
+        for arm, best in eligible.groupby("arm")[shares[0]].max().items():
+            if np.isfinite(best) and best < best_margin:
+                out.append(f"low_share:{arm}")
+    if decision.get("steps") is None:
+        out.append("no_equal_steps")
+    return out
+
+
+def verdict_object(
+    summary: pd.DataFrame,
+    effects: pd.DataFrame | None,
+    decision: dict,
+    *,
+    replicates: int = 1,
+    best_margin: float = 5.0,
+) -> dict:
+    """One ``verdict.json`` object (for one face model and prompt set)."""
+    return {
+        **{k: str(v) for k, v in decision.get("key", {}).items()},
+        "replicates": int(replicates),
+        "chosen_epochs": {a: int(e) for a, e in sorted(decision.get("chosen", {}).items())},
+        "top_arm": decision.get("top"),
+        "equal_steps": decision.get("steps"),
+        "claims": claims(effects),
+        "warnings": warnings(summary, decision, replicates, best_margin),
+    }
+
+
+def _row_of(summary: pd.DataFrame, arm: str, epoch: int) -> pd.Series | None:
+    rows = summary.loc[(summary["arm"] == arm) & (summary["epoch"] == epoch)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def _checkpoint_words(row: pd.Series, pct: str) -> str:
+    steps = f", {int(row['steps'])} steps" if "steps" in row.index else ""
+    text = f"epoch {int(row['epoch'])}{steps}: "
+    if np.isfinite(row["average"]):
+        text += f"average {row['average']:.4f}"
+        if "average_ci_low" in row.index and np.isfinite(row["average_ci_low"]):
+            text += f" ({pct} CI {row['average_ci_low']:.4f} to {row['average_ci_high']:.4f})"
+    else:
+        text += "no face"
+    return text + f", face rate {row['face_rate']:.2f}"
+
+
+def _claim_sentence(claim: dict, summary: pd.DataFrame, chosen: Mapping[str, int]) -> str:
+    where = VIEW_NAMES.get(claim["at"], claim["at"])
+    ci = f"{claim['ci_low']:.4f} to {claim['ci_high']:.4f}"
+    text = (
+        f"**{claim['better']}** is more alike than **{claim['worse']}** {where}: by "
+        f"{claim['estimate']:.4f} in mean distance over paired seeds (simultaneous CI {ci}; "
+        f"Bonferroni p = {claim['p_adjusted']:.3g})"
+    )
+    if claim["kind"] == "pair":
+        diff, p = claim.get("face_diff", math.nan), claim.get("face_p", math.nan)
+        if np.isfinite(diff) and abs(diff) < 5e-3:
+            text += f"; their face rates are equal (exact McNemar p = {p:.3g})"
+        elif np.isfinite(diff):
+            how = "higher" if diff > 0 else "lower"
+            text += (
+                f"; its face rate is {abs(diff):.2f} {how} than {claim['worse']}'s "
+                f"(exact McNemar p = {p:.3g})"
+            )
+    return text + "."
+
+
 def verdict(
     summary: pd.DataFrame,
-    comparisons: pd.DataFrame | None = None,
-    effects: pd.DataFrame | None = None,
+    effects: pd.DataFrame | None,
+    decision: dict,
     baseline: float = math.nan,
     *,
     confidence: float = stats.CONFIDENCE,
-    alpha: float = 0.05,
+    replicates: int = 1,
+    best_margin: float = 5.0,
 ) -> str:
-    """A plain-language paragraph from the numbers; it claims only what the intervals allow.
+    """A plain-language verdict for one face model and prompt set, from the planned family.
 
-    Args:
-        summary: from :func:`summarize` (with intervals).
-        comparisons: from :func:`dreamgrid.stats.compare_arms`.
-        effects: from :func:`dreamgrid.stats.factorial_effects` (views concatenated).
-        baseline: mean leave-one-out distance among the reference photos (NaN if unknown).
-        confidence: coverage of the intervals, for the wording.
-        alpha: significance level applied to Holm-adjusted p-values.
-
-    Returns:
-        Markdown text (a few sentences and bullets).
+    It names the top arm (on paired evidence, chosen on the selection seeds), states a
+    finding only where :func:`claims` has it, and ends with the warnings. Every number comes
+    from ``summary`` or ``effects``.
     """
     pct = f"{100 * confidence:g}%"
-    scored = summary.loc[summary["average"].notna()]
-    if scored.empty:
+    if summary["average"].notna().sum() == 0:
         return (
             "**Nothing to conclude.** No render contained a face, so there is no distance to "
             "compare: no arm, epoch or axis can be said to be better or worse than another."
         )
+    chosen = decision.get("chosen", {})
+    top = decision.get("top")
     parts = []
-    top = scored.loc[scored["average"].idxmin()]
-    steps = f", {int(top['steps'])} steps" if "steps" in top.index else ""
-    lowest = _contract_pct_columns(summary)[0]
-    sentence = (
-        f"The lowest average distance is **{top['arm']}** at epoch {int(top['epoch'])}{steps}: "
-        f"{top['average']:.4f}"
-    )
-    if "average_ci_low" in top.index:
-        sentence += f" ({pct} CI {top['average_ci_low']:.4f} to {top['average_ci_high']:.4f})"
-    sentence += f", with {top[lowest]:.1f}% of faces {lowest.replace('pct_below_', 'below ')}."
-    if np.isfinite(baseline):
-        low = top.get("average_ci_low", top["average"])
-        high = top.get("average_ci_high", top["average"])
-        if low > baseline:
-            sentence += (
-                f" Real photos of the person score {baseline:.4f} against each other, so even "
-                "this checkpoint is measurably less alike than the person's own photos."
-            )
-        elif high < baseline:
-            sentence += (
-                f" That is below the {baseline:.4f} that real photos of the person score "
-                "against each other (the renders may resemble the references more than the "
-                "photos resemble one another: check the contact sheets for copies)."
-            )
-        else:
-            sentence += (
-                f" That is as alike as real photos of the person are to each other "
-                f"({baseline:.4f})."
-            )
-    parts.append(sentence)
-    if comparisons is not None and len(comparisons):
-        rows = comparisons.loc[
-            (comparisons["epoch"] == top["epoch"])
-            & ((comparisons["arm_a"] == top["arm"]) | (comparisons["arm_b"] == top["arm"]))
-            & comparisons["p_value"].notna()
-        ]
-        if len(rows):
-            ties = rows.loc[~rows["p_adjusted"].map(lambda p: stats.significant(p, alpha))]
-            others = sorted(
-                {b if a == top["arm"] else a for a, b in ties[["arm_a", "arm_b"]].to_numpy()}
-            )
-            if others:
-                parts.append(
-                    f"At epoch {int(top['epoch'])} it is not significantly different from "
-                    f"{len(others)} of {len(rows)} other arm(s) after Holm correction: "
-                    f"{', '.join(others)}."
+    if top is None:
+        parts.append(
+            "**No top arm.** No arm has a checkpoint with enough faces to be chosen "
+            "(`report.min_faces`)."
+        )
+    else:
+        row = _row_of(summary, top, chosen[top])
+        sentence = (
+            f"On paired evidence the most alike arm is **{top}** at its chosen "
+            f"{_checkpoint_words(row, pct)}."
+        )
+        if np.isfinite(baseline):
+            low, high = row.get("average_ci_low", math.nan), row.get("average_ci_high", math.nan)
+            if np.isfinite(low) and low > baseline:
+                sentence += (
+                    f" Real photos of the person score {baseline:.4f} against each other, so "
+                    "this checkpoint is measurably less alike than the person's own photos."
+                )
+            elif np.isfinite(high) and high < baseline:
+                sentence += (
+                    f" That is below the {baseline:.4f} that real photos of the person score "
+                    "against each other. Scoring below real photos usually means the renders "
+                    "collapsed toward an average, prototypical face (which scores far below "
+                    "it), rarely copies (an exact copy of a reference scores only a little "
+                    "below it): check the contact sheets."
                 )
             else:
-                parts.append(
-                    f"At epoch {int(top['epoch'])} it is significantly more alike than each of "
-                    f"the {len(rows)} other arm(s) (paired Wilcoxon, Holm-corrected)."
+                sentence += (
+                    f" That is as alike as real photos of the person are to each other "
+                    f"({baseline:.4f})."
                 )
-    bullets = []
+        parts.append(sentence)
+    found = claims(effects)
+    pairs = [c for c in found if c["kind"] == "pair"]
+    effect_claims = [c for c in found if c["kind"] == "effect"]
+    lines = [_claim_sentence(c, summary, chosen) for c in pairs]
+    if top is not None and effects is not None and len(effects):
+        tested = effects.loc[effects["term"] == "vs_top"]
+        open_pairs = len(tested) - len(pairs)
+        if len(tested):
+            lines.append(
+                f"{open_pairs} of {len(tested)} comparisons of an arm against {top} "
+                "are not established (their simultaneous interval includes 0)."
+            )
+    lines += [_claim_sentence(c, summary, chosen) for c in effect_claims]
     if effects is not None and len(effects):
-        for view, group in effects.groupby("view", sort=False):
-            mains = group.loc[group["term"] == "main"]
-            if mains.empty:
-                continue
-            label = VIEW_NAMES.get(str(view), str(view))
-            text = "; ".join(_effect_sentence(r, alpha, confidence) for _, r in mains.iterrows())
-            inter = group.loc[group["term"] == "interaction"]
-            hits = inter.loc[inter["p_adjusted"].map(lambda p: stats.significant(p, alpha))]
-            if len(inter):
-                if len(hits):
-                    text += "; significant interaction(s): " + ", ".join(
-                        f"{r['axis']} {r['contrast']} ({r['estimate']:+.3f})"
-                        for _, r in hits.iterrows()
-                    )
-                else:
-                    text += "; no significant interaction"
-            few = int(mains["n_seeds"].max()) if len(mains) else 0
-            if few < 6:
-                text += f" (only {few} paired seeds: too few for any test to reach significance)"
-            bullets.append(f"- **{label[0].upper() + label[1:]}**: {text}.")
-    parts = [" ".join(parts)]
-    if bullets:
-        parts.append("\n".join(bullets))
-    parts.append(
-        f"Significant means a Holm-adjusted p below {alpha:g} (Wilcoxon signed-rank on "
-        f"per-seed differences); intervals are {pct} seeded bootstrap intervals. Lower "
+        mains = effects.loc[effects["term"] != "vs_top"]
+        if len(mains) and not effect_claims:
+            lines.append("No factorial effect or interaction is established.")
+    if lines:
+        parts.append("\n".join(f"- {line}" for line in lines))
+    notes = []
+    codes = warnings(summary, decision, replicates, best_margin)
+    if "single_run" in codes:
+        notes.append(
+            "**One training run per arm.** These differences are between single trained "
+            "checkpoints, not recipes: training noise (run to run) is not measured. "
+            f"`training.replicates: {SUGGESTED_REPLICATES}` would measure it."
+        )
+    few = [c.split(":", 1)[1] for c in codes if c.startswith("few_faces:")]
+    if few:
+        shown = ", ".join(f"{c.rsplit(':', 1)[0]} epoch {c.rsplit(':', 1)[1]}" for c in few[:8])
+        more = f" and {len(few) - 8} more" if len(few) > 8 else ""
+        notes.append(
+            f"**Few faces** in {len(few)} checkpoint(s) ({shown}{more}): no headline share, and "
+            "they cannot be chosen."
+        )
+    low = [c.split(":", 1)[1] for c in codes if c.startswith("low_share:")]
+    if low:
+        notes.append(
+            f"**Low shares**: {', '.join(low)} never put more than {best_margin:g}% of renders "
+            "below the lowest threshold; their chosen epoch uses a relative margin."
+        )
+    if "no_equal_steps" in codes:
+        notes.append(
+            "**No equal steps**: no step count is shared by every arm (or the scores have no "
+            "`steps` column), so nothing is compared at equal training steps."
+        )
+    parts += notes
+    return "\n\n".join(parts)
+
+
+def method_markdown(confidence: float, best_margin: float, relative: float, min_faces: int) -> str:
+    """How every number of the verdict was computed (the families, the split, the rules)."""
+    pct = f"{100 * confidence:g}%"
+    return (
+        "**How this was computed.** Every comparison is paired on seeds (all arms render the "
+        "same seeds) over the seeds where both checkpoints found a face; face rate is compared "
+        "on every seed with the exact McNemar test. The seeds are split in two halves: each "
+        "arm's epoch (`best`) and the top arm are chosen on the *selection* half; everything "
+        "estimated at chosen epochs, and each arm against the top arm, uses the other "
+        "(*estimation*) half. Chosen epoch: the earliest epoch with at least "
+        f"{min_faces} faces whose share of renders below the lowest threshold (all renders; no "
+        "face = not below) is not worse than the arm's best by more than "
+        f"{best_margin:g} points (or {100 * relative:g}% of the best share when that is less), "
+        f"judged on the lower end of the {pct} BCa interval of the paired difference. "
+        "**Planned family** (`effects.csv`, the only source of claims): factorial main "
+        "effects and two-way interactions, and each arm against the top arm, at chosen "
+        "epochs and at equal steps; sign-flip permutation test of the mean difference, "
+        "Bonferroni-adjusted, with BCa intervals at the matching simultaneous coverage "
+        f"(column `confidence`, so all hold together at {pct}). A finding is stated only "
+        "where that interval excludes 0. **Exploratory family** (`comparisons.csv`): every "
+        "pair of arms at every epoch, Holm-adjusted within each face model and prompt set, "
+        f"unadjusted {pct} BCa intervals; nothing in it is stated as established. Lower "
         "distance = more alike."
     )
-    return "\n\n".join(parts)
+
+
+def _decision_for(decisions: list[dict], summary: pd.DataFrame) -> dict:
+    """The decision whose key matches the headline rows of ``summary``."""
+    for decision in decisions:
+        key = decision.get("key", {})
+        if all(
+            column in summary.columns and (summary[column].astype(str) == str(value)).all()
+            for column, value in key.items()
+        ):
+            return decision
+    return decisions[0] if decisions else {}
+
+
+def _select(frame: pd.DataFrame | None, key: Mapping[str, object]) -> pd.DataFrame | None:
+    if frame is None:
+        return None
+    for column, value in key.items():
+        if column in frame.columns:
+            frame = frame.loc[frame[column].astype(str) == str(value)]
+    return frame
+
+
+def verdict_objects(
+    summary: pd.DataFrame,
+    effects: pd.DataFrame,
+    decisions: list[dict],
+    *,
+    replicates: int = 1,
+    best_margin: float = 5.0,
+) -> dict | list[dict]:
+    """``verdict.json``: one object, or a list of one per (model, prompt set)."""
+    objects = [
+        verdict_object(
+            _select(summary, d["key"]),
+            _select(effects, d["key"]),
+            d,
+            replicates=replicates,
+            best_margin=best_margin,
+        )
+        for d in decisions
+    ]
+    return objects[0] if len(objects) == 1 else objects
 
 
 def markdown(
     summary: pd.DataFrame,
     scores: pd.DataFrame,
     demo: bool,
-    best_within: float | None = None,
     *,
     comparisons: pd.DataFrame | None = None,
     effects: pd.DataFrame | None = None,
+    decisions: list[dict] | None = None,
     baseline: pd.DataFrame | None = None,
     confidence: float = stats.CONFIDENCE,
-    alpha: float = 0.05,
+    best_margin: float = 5.0,
+    best_margin_relative: float = 0.25,
+    min_faces: int = 20,
+    replicates: int = 1,
     primary_model: str | None = None,
     tokens: Mapping[str, str] | None = None,
     ranking: pd.DataFrame | None = None,
     ranking_source: str = "ranking.csv",
 ) -> str:
-    """Human summary: warning (demo), verdict, tokens, table, face rate, best epochs, statistics.
+    """Human summary: warning (demo), verdict, tokens, table, face rate, chosen epochs, tables.
 
     The verdict reads prompt set ``main`` and ``primary_model`` (default: the first model in
     the summary) only: other prompt sets ask other questions (class bleed, styles), and
@@ -355,34 +542,40 @@ def markdown(
         scope = [f"prompt set `{MAIN_PROMPT_SET}`"] if "prompt_set" in summary.columns else []
         scope += [f"face model `{primary_model}`"] if "model" in summary.columns else []
         parts.append(
-            f"Read from {' and '.join(scope)}; the tables below list every prompt set and model."
+            f"Read from {' and '.join(scope)}; the tables below list every prompt set and "
+            "model, and `verdict.json` holds the claims of each."
         )
+    head = headline(summary, primary_model)
+    decision = _decision_for(decisions or [], head)
     parts.append(
         verdict(
-            headline(summary, primary_model),
-            headline(comparisons, primary_model),
-            headline(effects, primary_model),
+            head,
+            _select(effects, decision.get("key", {})),
+            decision,
             baseline_mean,
             confidence=confidence,
-            alpha=alpha,
+            replicates=replicates,
+            best_margin=best_margin,
         )
     )
+    parts.append(method_markdown(confidence, best_margin, best_margin_relative, min_faces))
     if tokens:
         parts.append(tokens_markdown(tokens, ranking, ranking_source))
     parts.append("## Per checkpoint")
-    if "average_ci_low" in summary.columns:
-        parts.append(
-            f"Brackets hold {pct} bootstrap intervals (seeded, resampling the renders with a "
-            "face); `pct_below_*` are percent of those renders."
-        )
+    parts.append(
+        f"Brackets hold {pct} intervals: BCa bootstrap for the average (renders with a face), "
+        "Wilson for shares. `pct_below_*` are percent of renders with a face (not shown for "
+        f"checkpoints with fewer than {min_faces} faces); `pct_below_*_all` percent of all "
+        "renders, a render without a face counting as not below."
+    )
     parts.append(_summary_markdown_table(summary))
 
     faces = int(scores["face_found"].sum())
     note = (
         f"**Face rate.** A face was found in {faces} of {len(scores)} renders "
         f"({100.0 * faces / max(len(scores), 1):.1f}%). `face_rate` is that fraction per "
-        "checkpoint; `average` and the `pct_below_*` columns count only renders with a face "
-        "(renders without one are not scored as distance 0)."
+        "checkpoint; `average` and the faces-only `pct_below_*` columns count only renders "
+        "with a face (renders without one are not scored as distance 0)."
     )
     faceless = summary.loc[summary["face_rate"] == 0]
     if len(faceless):
@@ -395,14 +588,13 @@ def markdown(
     if baseline is not None:
         parts.append(_baseline_markdown(baseline, baseline_mean))
 
-    lines = ["## Best epoch per arm", ""]
+    lines = ["## Chosen epoch per arm", ""]
     if lowest is not None:
-        margin = "the configured margin" if best_within is None else f"{best_within:g} points"
         lines += [
             (
-                f"The earliest epoch whose `{lowest}` is within {margin} of the arm's best "
-                "(`best`), and the earliest whose share is not significantly below the arm's "
-                f"highest ({pct} bootstrap over paired seeds; `best_not_worse`)."
+                f"`best`: the epoch chosen on the selection half of the seeds by the rule "
+                "above (non-inferiority of the all-renders "
+                f"`{lowest}_all`); `best_not_worse`: the same rule on every seed."
             ),
             "",
         ]
@@ -411,36 +603,40 @@ def markdown(
         name = " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
         best = group[group["best"].astype(bool)]
         if best.empty:
-            lines.append(f"- **{name}**: no face found in any render, so no best epoch.")
+            lines.append(
+                f"- **{name}**: no checkpoint with at least {min_faces} faces, so no chosen epoch."
+            )
             continue
         row = best.iloc[0]
-        steps = f", {int(row['steps'])} steps" if "steps" in row.index else ""
-        detail = f"{lowest} = {row[lowest]:.2f}%, " if lowest else ""
-        text = (
-            f"- **{name}**: epoch {int(row['epoch'])}{steps} "
-            f"({detail}average {row['average']:.4f}, face rate {row['face_rate']:.2f})"
-        )
-        if "best_not_worse" in group.columns and group["best_not_worse"].any():
+        detail = f"{lowest}_all = {row[f'{lowest}_all']:.1f}%, " if lowest else ""
+        text = f"- **{name}**: {_checkpoint_words(row, pct)} ({detail.rstrip(', ')})"
+        if group["best_not_worse"].any():
             early = group.loc[group["best_not_worse"].astype(bool)].iloc[0]
-            text += f"; not significantly worse from epoch {int(early['epoch'])}"
+            text += f"; on every seed: epoch {int(early['epoch'])}"
         lines.append(text)
     parts.append("\n".join(lines))
 
     if effects is not None and len(effects):
-        parts.append("## Factorial effects")
+        parts.append("## Planned contrasts (headline family)")
         parts.append(
             "Per seed, the distance difference a level makes against the reference level "
             "(first level of the axis), averaged over arms equal on the other axes; "
-            "interactions are differences of differences. Negative = the level is more alike."
+            "interactions are differences of differences; `vs_top` rows are an arm minus the "
+            "top arm. Negative = the first-named is more alike. Intervals are simultaneous "
+            "(Bonferroni, column `confidence`), `p_adjusted` Bonferroni. `checkpoints` lists "
+            "the epoch (and steps) used for every arm. Full table: `results/effects.csv`."
         )
-        shown = effects.drop(columns=["p_value"])
+        shown = effects.drop(columns=["p_value", "method", "family"])
         parts.append(_frame_markdown(shown))
     if comparisons is not None and len(comparisons):
-        parts.append("## Paired comparisons between arms")
+        parts.append("## Paired comparisons between arms (exploratory)")
         parts.append(
-            "`mean_diff` = arm_a minus arm_b over seeds where both found a face; "
-            "Wilcoxon signed-rank p, Holm-adjusted over the whole table. Full table: "
-            "`results/comparisons.csv`."
+            "`mean_diff` = arm_a minus arm_b over seeds where both found a face, with its "
+            f"unadjusted {pct} BCa interval; `p_value` the sign-flip permutation test of that "
+            "mean, `p_adjusted` Holm over all pairs × all epochs of each face model and prompt "
+            "set; `share_a_better` the share of those seeds where arm_a is more alike; "
+            "`face_diff` face rate of arm_a minus arm_b (exact McNemar `face_p`). Exploratory: "
+            "nothing here is stated as established. Full table: `results/comparisons.csv`."
         )
-        parts.append(_frame_markdown(comparisons.head(60)))
+        parts.append(_frame_markdown(comparisons.drop(columns=["method"]).head(60)))
     return "\n\n".join(parts) + "\n"

@@ -10,5 +10,5 @@ REGULARIZATION = 1
 TRAIN = 2  # single-file SD checkpoints, one resume state per arm (#3)
 SAMPLE = 3
 SCORE = 3
-AGGREGATE = 4  # Holm families per model and prompt set
+AGGREGATE = 5  # permutation + BCa, planned vs exploratory families, verdict.json (#13)
 PLOTS = 4
