@@ -43,6 +43,7 @@ def build(
     ranking: pd.DataFrame | None = None,
     ranking_source: str = "ranking.csv",
     clip: pd.DataFrame | None = None,
+    exploratory: bool = True,
 ) -> dict[str, object]:
     """Summary, inference and verdict of typed scores, in memory.
 
@@ -64,7 +65,9 @@ def build(
     replicates = 1
     if "replicate" in scores.columns:
         replicates = int(scores.groupby("arm")["replicate"].nunique().min())
-    comparisons, effects, decisions = inference.analyse(scores, summary, arms, **options)
+    comparisons, effects, decisions = inference.analyse(
+        scores, summary, arms, exploratory=exploratory, **options
+    )
     text = verdict.markdown(
         summary,
         scores,

@@ -517,6 +517,7 @@ def analyse(
     seed: int = stats.SEED,
     confidence: float = stats.CONFIDENCE,
     resamples: int = stats.RESAMPLES,
+    exploratory: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """The exploratory table, the planned family and what was chosen, per (model, prompt set).
 
@@ -525,6 +526,8 @@ def analyse(
         summary: from :func:`dreamgrid.summary.summarize` (its ``best`` flags are the chosen
             epochs, picked on the selection half of the seeds).
         arms: arm -> {axis: level}; default: the score table's axis columns.
+        exploratory: compute the all-pairs table (False: an empty one; it makes no claim,
+            so the calibration benchmark skips it).
 
     Returns:
         (comparisons, effects, decisions): one decision per (model, prompt set) with ``key``
@@ -533,7 +536,7 @@ def analyse(
         estimation).
     """
     options = {"seed": seed, "resamples": resamples, "confidence": confidence}
-    comparisons = compare_arms(scores, **options)
+    comparisons = compare_arms(scores if exploratory else scores.iloc[0:0], **options)
     if arms is None:
         arms = axes_from_scores(scores)
     axes = arm_axes(sorted(scores["arm"].unique()), arms)
