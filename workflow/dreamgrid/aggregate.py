@@ -87,7 +87,12 @@ def build(
         ranking_source=ranking_source,
     )
     obj = verdict.verdict_objects(
-        summary, effects, decisions, replicates=replicates, best_margin=best_margin
+        summary,
+        effects,
+        decisions,
+        replicates=replicates,
+        best_margin=best_margin,
+        confidence=confidence,
     )
     return {
         "summary": summary,

@@ -202,9 +202,12 @@ def _signed(row: pd.Series) -> tuple[str, str, float, float, float]:
     return second, first, est, low, high
 
 
-def claims(effects: pd.DataFrame | None) -> list[dict]:
+def claims(effects: pd.DataFrame | None, confidence: float = stats.CONFIDENCE) -> list[dict]:
     """The findings the verdict states as established: planned contrasts whose simultaneous
-    interval excludes 0 (the verdict follows the interval, not the p-value).
+    interval excludes 0 *and* whose Bonferroni-adjusted permutation p is below
+    ``1 - confidence``. The verdict never claims against its interval; where the two disagree
+    (a BCa interval at a 99.9% level from 20 seeds is too narrow, the exact permutation test
+    is not), it claims nothing.
 
     Each claim: ``kind`` (``pair`` for an arm against the top arm, ``effect`` for a factorial
     term), ``better``, ``worse``, ``at`` (the view), ``estimate`` (mean distance of worse minus
@@ -216,6 +219,8 @@ def claims(effects: pd.DataFrame | None) -> list[dict]:
         return out
     for _, row in effects.iterrows():
         if stats.excludes_zero(row["ci_low"], row["ci_high"]) == 0:
+            continue
+        if not float(row["p_adjusted"]) < 1.0 - confidence:
             continue
         better, worse, est, low, high = _signed(row)
         claim = {
@@ -265,6 +270,7 @@ def verdict_object(
     *,
     replicates: int = 1,
     best_margin: float = 5.0,
+    confidence: float = stats.CONFIDENCE,
 ) -> dict:
     """One ``verdict.json`` object (for one face model and prompt set)."""
     return {
@@ -273,7 +279,7 @@ def verdict_object(
         "chosen_epochs": {a: int(e) for a, e in sorted(decision.get("chosen", {}).items())},
         "top_arm": decision.get("top"),
         "equal_steps": decision.get("steps"),
-        "claims": claims(effects),
+        "claims": claims(effects, confidence),
         "warnings": warnings(summary, decision, replicates, best_margin),
     }
 
@@ -373,7 +379,7 @@ def verdict(
                     f"({baseline:.4f})."
                 )
         parts.append(sentence)
-    found = claims(effects)
+    found = claims(effects, confidence)
     pairs = [c for c in found if c["kind"] == "pair"]
     effect_claims = [c for c in found if c["kind"] == "effect"]
     lines = [_claim_sentence(c, summary, chosen) for c in pairs]
@@ -442,7 +448,8 @@ def method_markdown(confidence: float, best_margin: float, relative: float, min_
         "epochs and at equal steps; sign-flip permutation test of the mean difference, "
         "Bonferroni-adjusted, with BCa intervals at the matching simultaneous coverage "
         f"(column `confidence`, so all hold together at {pct}). A finding is stated only "
-        "where that interval excludes 0. **Exploratory family** (`comparisons.csv`): every "
+        f"where that interval excludes 0 and the adjusted p is below {1 - confidence:.3g} "
+        "(where they disagree, nothing is claimed). **Exploratory family** (`comparisons.csv`): every "
         "pair of arms at every epoch, Holm-adjusted within each face model and prompt set, "
         f"unadjusted {pct} BCa intervals; nothing in it is stated as established. Lower "
         "distance = more alike."
@@ -477,6 +484,7 @@ def verdict_objects(
     *,
     replicates: int = 1,
     best_margin: float = 5.0,
+    confidence: float = stats.CONFIDENCE,
 ) -> dict | list[dict]:
     """``verdict.json``: one object, or a list of one per (model, prompt set)."""
     objects = [
@@ -486,6 +494,7 @@ def verdict_objects(
             d,
             replicates=replicates,
             best_margin=best_margin,
+            confidence=confidence,
         )
         for d in decisions
     ]
