@@ -203,6 +203,7 @@ def test_known_token_effect_is_claimed_and_null_axes_are_not():
     assert planned["p_adjusted"].to_numpy() == pytest.approx(
         np.minimum(1, planned["p_value"].to_numpy() * m)
     )
+    assert "**Power.** With about 27 paired seeds" in result["markdown"]  # 30 seeds x 90%
     # every pair claim involves the top arm, and every claimed arm is a celebrity arm
     top = result["verdict"]["top_arm"]
     assert top.startswith("celebrity-")
@@ -285,3 +286,42 @@ def test_claims_orientation():
     assert claim["face_diff"] == pytest.approx(0.1)
     row["ci_high"] = 0.001
     assert verdict.claims(pd.DataFrame([row])) == []
+
+
+def test_power_by_known_values():
+    # one-sample t test, effect size 0.5, two-sided 5%, 80% power: 34 pairs (normal theory
+    # gives 31.4; the t distribution adds ~2)
+    assert inference.pairs_needed(0.5, 1.0, 0.05) == 34
+    assert inference.detectable(34, 1.0, 0.05) == pytest.approx(0.5, abs=0.01)
+    # the study's grid: 12 arms of 2 tokens x 3 regularizations x 2 captions, two views:
+    # 2 x (11 arms vs top + 4 main levels + 5 interaction cells) = 40
+    axes = inference.arm_axes(
+        [f"a{i}" for i in range(12)],
+        {
+            f"a{i}": {"token": t, "regularization": r, "captions": c}
+            for i, (t, r, c) in enumerate(
+                (t, r, c) for t in "ab" for r in "xyz" for c in ("blip", "nocap")
+            )
+        },
+    )
+    assert inference.family_size(12, axes) == 40
+
+
+def test_power_plan_from_a_pilot(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 200
+    base = 0.55 + rng.normal(0, 0.04, n)
+    diff = 0.02 + rng.normal(0, 0.03, n)
+    rows = renders("A", 1, list(base)) + renders("B", 1, list(base + diff))
+    scores = scoretable._normalise(pd.DataFrame(rows), "t")
+    plan = inference.power_plan(scores, 0.01, run_sd=0.005)
+    assert plan["family"] == 2 and plan["alpha_per_contrast"] == pytest.approx(0.025)
+    assert plan["paired_sd"] == pytest.approx(np.std(diff, ddof=1))
+    pairs = inference.pairs_needed(0.01, np.std(diff, ddof=1), 0.025)
+    assert plan["renders_per_checkpoint"] == 2 * pairs  # half the seeds estimate
+    z = 2.2414 + 0.8416  # norm.ppf(1 - 0.025/2), norm.ppf(0.8)
+    expected = math.ceil(z**2 * (2 * 0.005**2 + np.var(diff, ddof=1) / pairs) / 0.01**2)
+    assert plan["replicates"] == expected
+    path = tmp_path / "pilot.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    assert cli.main(["power", "--scores", str(path), "--effect", "0.01"]) == 0

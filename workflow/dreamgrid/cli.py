@@ -4,6 +4,7 @@ dreamgrid score --references DIR --images DIR --model M --detector D [--metric c
 dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-margin 5] --out summary.csv
 dreamgrid compare --scores F.csv --out comparisons.csv   paired tests between arms
 dreamgrid report --scores F.csv --out DIR [--baseline B.csv]   tables, summary.md, verdict.json
+dreamgrid power --scores F.csv --effect 0.01 [--share-effect 5]   renders and runs for 80% power
 dreamgrid rank-candidates --references DIR --candidates DIR --out ranking.csv   look-alike names
 dreamgrid check CONFIG        validate a config and list its arms
 dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
@@ -235,6 +236,78 @@ def _best_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_power_cli(
+    scores: Path,
+    effect: float,
+    share_effect: float | None = None,
+    *,
+    threshold: float = 0.6,
+    confidence: float = 0.95,
+    run_sd: float | None = None,
+) -> dict[str, Any]:
+    """``dreamgrid power --scores FILE --effect 0.01``: renders and runs for 80% power.
+
+    Returns:
+        :func:`dreamgrid.inference.power_plan`'s dict (also printed as text).
+    """
+    from dreamgrid import inference, scoretable
+    from dreamgrid.errors import SpecError
+
+    table = scoretable.read_table(scores)
+    scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
+    table = scoretable._normalise(table, str(scores))
+    table = scoretable.headline(table, None)
+    try:
+        plan = inference.power_plan(
+            table,
+            effect,
+            share_effect,
+            threshold=threshold,
+            confidence=confidence,
+            run_sd=run_sd,
+        )
+    except ValueError as err:
+        raise SpecError(f"{scores}: {err}") from err
+    lines = [
+        f"planned family: {plan['family']} contrasts, {plan['alpha_per_contrast']:.2g} each",
+        (
+            f"per-seed SD of paired differences: {plan['paired_sd']:.4f}; "
+            f"both found a face on {100 * plan['both_faces']:.0f}% of seeds"
+        ),
+        (
+            f"renders per checkpoint for a {effect:g} mean-distance difference at 80% power: "
+            f"{plan['renders_per_checkpoint']}"
+        ),
+    ]
+    if share_effect is not None:
+        lines.append(
+            f"renders per checkpoint for a {share_effect:g}-point share difference: "
+            f"{plan['renders_for_share']}"
+        )
+    if plan["replicates"] is None:
+        lines.append(
+            "training runs per arm: unknown (the pilot has one run per arm; give --run-sd "
+            "or train replicates to measure run-to-run noise)"
+        )
+    else:
+        lines.append(
+            f"training runs per arm (run-to-run SD {plan['run_sd']:.4f}): {plan['replicates']}"
+        )
+    print("\n".join(lines))
+    return plan
+
+
+def _power(args: argparse.Namespace) -> None:
+    run_power_cli(
+        args.scores,
+        args.effect,
+        args.share_effect,
+        threshold=args.threshold,
+        confidence=args.confidence,
+        run_sd=args.run_sd,
+    )
+
+
 def _rank_candidates(args: argparse.Namespace) -> None:
     from dreamgrid import candidates, faces
 
@@ -340,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     report.set_defaults(func=_report)
+
+    power = sub.add_parser(
+        "power", help="renders per checkpoint and runs per arm for 80%% power, from a pilot"
+    )
+    power.add_argument("--scores", type=Path, required=True, help="a pilot's scores table")
+    power.add_argument("--effect", type=float, required=True, help="mean-distance difference")
+    power.add_argument("--share-effect", type=float, default=None, help="share difference, points")
+    power.add_argument("--threshold", type=float, default=0.6, help="share threshold (0.6)")
+    power.add_argument("--confidence", type=float, default=0.95, help="family coverage (0.95)")
+    power.add_argument("--run-sd", type=float, default=None, help="assumed run-to-run SD")
+    power.set_defaults(func=_power)
 
     ranking = sub.add_parser(
         "rank-candidates", help="rank look-alike names by their renders' likeness"

@@ -585,3 +585,121 @@ def analyse(
         else pd.DataFrame(columns=[*EFFECT_COLUMNS, *extra])
     )
     return comparisons, effects, decisions
+
+
+# ---- power --------------------------------------------------------------------------------
+POWER = 0.8
+
+
+def family_size(arms: int, axes: pd.DataFrame | None = None, views: int = len(VIEWS)) -> int:
+    """Planned contrasts per face model and prompt set: per view, every main-effect level,
+    every two-way interaction cell, and each arm against the top arm."""
+    terms = arms - 1
+    if axes is not None and not axes.empty:
+        levels = [axes[c].nunique() - 1 for c in axes.columns]
+        terms += sum(levels) + sum(a * b for a, b in itertools.combinations(levels, 2))
+    return max(1, views * terms)
+
+
+def paired_sd(scores: pd.DataFrame, column: str = "mean_distance") -> tuple[float, float]:
+    """Pooled SD of per-seed differences between arms at equal epochs, and the mean share of
+    seeds on which both found a face (``column`` may be ``below`` for share indicators)."""
+    matrix = seed_matrix(scores) if column == "mean_distance" else scores
+    variances, both = [], []
+    for epoch in sorted({e for _, e in matrix.columns}):
+        arms = [a for a, e in matrix.columns if e == epoch]
+        for a, b in itertools.combinations(arms, 2):
+            diff = (matrix[(a, epoch)] - matrix[(b, epoch)]).dropna()
+            both.append(len(diff) / max(len(matrix), 1))
+            if len(diff) >= 2:
+                variances.append(float(diff.var(ddof=1)))
+    if not variances:
+        return math.nan, float(np.mean(both)) if both else math.nan
+    return math.sqrt(float(np.mean(variances))), float(np.mean(both))
+
+
+def _z_sum(alpha: float, power: float) -> float:
+    from scipy import stats as sps
+
+    return float(sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power))
+
+
+def pairs_needed(effect: float, sd: float, alpha: float, power: float = POWER) -> int:
+    """Paired seeds for a two-sided one-sample t test of the mean difference
+    (``statsmodels`` ``TTestPower``) to reach ``power`` for ``effect`` at ``alpha``."""
+    from statsmodels.stats.power import TTestPower
+
+    if not (np.isfinite(sd) and sd > 0 and effect > 0):
+        return 0 if np.isfinite(sd) else -1
+    n = TTestPower().solve_power(effect_size=effect / sd, alpha=alpha, power=power)
+    return math.ceil(float(n))
+
+
+def detectable(n_pairs: int, sd: float, alpha: float, power: float = POWER) -> float:
+    """The smallest mean difference ``n_pairs`` paired seeds detect with ``power``."""
+    from statsmodels.stats.power import TTestPower
+
+    if n_pairs < 2 or not np.isfinite(sd):
+        return math.nan
+    size = TTestPower().solve_power(nobs=n_pairs, alpha=alpha, power=power)
+    return float(size) * sd
+
+
+def power_plan(
+    scores: pd.DataFrame,
+    effect: float,
+    share_effect: float | None = None,
+    *,
+    threshold: float = 0.6,
+    confidence: float = stats.CONFIDENCE,
+    power: float = POWER,
+    run_sd: float | None = None,
+    arms: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, object]:
+    """Renders per checkpoint and training runs per arm for ``power`` at the planned family.
+
+    From a pilot's scores: the per-seed SD of paired differences between arms (pooled), the
+    share of seeds where both found a face, and the run-to-run SD (from ``replicate`` when the
+    pilot has several runs per arm, else ``run_sd`` or unknown). Contrasts involving a choice
+    use half the seeds (the estimation half), so renders are doubled.
+
+    Returns:
+        A dict of the inputs and ``renders_per_checkpoint`` (distance), ``renders_for_share``
+        (share below ``threshold``, when ``share_effect`` is given) and ``replicates``.
+    """
+    arm_names = sorted(scores["arm"].unique())
+    axes = arm_axes(arm_names, arms if arms is not None else axes_from_scores(scores))
+    m = family_size(len(arm_names), axes)
+    alpha = (1 - confidence) / m
+    sd, both = paired_sd(scores)
+    out: dict[str, object] = {
+        "family": m,
+        "alpha_per_contrast": alpha,
+        "power": power,
+        "effect": effect,
+        "paired_sd": sd,
+        "both_faces": both,
+    }
+    pairs = pairs_needed(effect, sd, alpha, power)
+    out["pairs_needed"] = pairs
+    out["renders_per_checkpoint"] = math.ceil(2 * pairs / both) if pairs > 0 and both > 0 else None
+    if share_effect is not None:
+        below = below_matrix(scores, threshold)
+        share_sd, _ = paired_sd(below, column="below")
+        share_pairs = pairs_needed(share_effect / 100.0, share_sd, alpha, power)
+        out["share_effect"] = share_effect
+        out["share_paired_sd"] = share_sd
+        out["renders_for_share"] = 2 * share_pairs if share_pairs > 0 else None
+    if run_sd is None and "replicate" in scores.columns:
+        means = scores.groupby(["arm", "epoch", "replicate"])["mean_distance"].mean()
+        spread = means.groupby(["arm", "epoch"]).std(ddof=1).dropna()
+        run_sd = float(np.sqrt(np.mean(spread**2))) if len(spread) else None
+    out["run_sd"] = run_sd
+    if run_sd is not None and pairs > 0:
+        # difference of two recipe means over r runs each: variance 2 (run_sd² + sd²/(2n)) / r
+        n = max(pairs, 1)
+        per_run = 2 * run_sd**2 + sd**2 / n
+        out["replicates"] = max(1, math.ceil(_z_sum(alpha, power) ** 2 * per_run / effect**2))
+    else:
+        out["replicates"] = None
+    return out

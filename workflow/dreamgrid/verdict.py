@@ -429,6 +429,31 @@ def verdict(
     return "\n\n".join(parts)
 
 
+def power_markdown(
+    scores: pd.DataFrame, effects: pd.DataFrame | None, confidence: float
+) -> str | None:
+    """The smallest difference this run detects with 80% power at its planned family."""
+    from dreamgrid import inference
+
+    if effects is None or effects.empty or "seed" not in scores.columns:
+        return None
+    family = int(np.isfinite(effects["p_value"].astype(float)).sum())
+    sd, both = inference.paired_sd(scores)
+    half = len(scores["seed"].unique()) // 2
+    n = int(half * both) if np.isfinite(both) else 0
+    alpha = (1 - confidence) / max(family, 1)
+    smallest = inference.detectable(n, sd, alpha)
+    if not np.isfinite(smallest):
+        return None
+    return (
+        f"**Power.** With about {n} paired seeds per contrast (half of the seeds, where both "
+        f"found a face) and a family of {family}, the smallest difference in mean distance "
+        f"this run detects with {100 * inference.POWER:g}% power is {smallest:.4f} (per-seed "
+        f"SD of paired differences {sd:.4f}). `dreamgrid power --scores results/scores.tsv "
+        "--effect 0.01` plans renders and training runs for a smaller one."
+    )
+
+
 def method_markdown(confidence: float, best_margin: float, relative: float, min_faces: int) -> str:
     """How every number of the verdict was computed (the families, the split, the rules)."""
     pct = f"{100 * confidence:g}%"
@@ -568,6 +593,11 @@ def markdown(
         )
     )
     parts.append(method_markdown(confidence, best_margin, best_margin_relative, min_faces))
+    power_text = power_markdown(
+        headline(scores, primary_model), _select(effects, decision.get("key", {})), confidence
+    )
+    if power_text:
+        parts.append(power_text)
     if tokens:
         parts.append(tokens_markdown(tokens, ranking, ranking_source))
     parts.append("## Per checkpoint")
