@@ -325,3 +325,51 @@ def test_power_plan_from_a_pilot(tmp_path):
     path = tmp_path / "pilot.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     assert cli.main(["power", "--scores", str(path), "--effect", "0.01"]) == 0
+
+
+def replicated(effect, run_sd, n=60, runs=3, seed=0):
+    """Two recipes A, B with `runs` training runs each; B is `effect` farther; each run is
+    shifted by N(0, run_sd); tiny render noise."""
+    rng = np.random.default_rng(seed)
+    base = 0.55 + rng.normal(0, 0.03, n)
+    rows = []
+    for arm, offset in (("A", 0.0), ("B", effect)):
+        for r in range(1, runs + 1):
+            shift = rng.normal(0, run_sd)
+            for row in renders(arm, 1, list(base + offset + shift + rng.normal(0, 0.002, n))):
+                rows.append({**row, "replicate": r})
+    return pd.DataFrame(rows)
+
+
+def test_replicates_make_the_run_the_unit():
+    from scipy import stats as sps
+
+    scores = replicated(effect=0.0, run_sd=0.02)
+    result = build(scores)
+    assert result["verdict"]["replicates"] == 3 and result["verdict"]["run_sd"] > 0.005
+    assert "**3 training runs per arm.**" in result["markdown"]
+    assert "single_run" not in result["verdict"]["warnings"]
+    # run shifts of SD 0.02 against render noise of 0.002: without the run as the unit every
+    # shift would look like a recipe effect
+    assert result["verdict"]["claims"] == []
+    row = result["effects"].iloc[0]
+    assert row["method"].startswith("t test of run means")
+    # by hand: the difference of the mean run means (estimation half of the seeds, chosen
+    # epoch 1), pooled run variance, t with 6 - 2 = 4 df at the family's level
+    _, estimation = inference.split_seeds(range(60))
+    half = scores.loc[scores["seed"].isin(estimation)]
+    means = half.groupby(["arm", "replicate"])["mean_distance"].mean()
+    a, b = means["A"].to_numpy(), means["B"].to_numpy()
+    top = result["verdict"]["top_arm"]
+    other = "A" if top == "B" else "B"
+    sign = 1 if other == "A" else -1
+    assert row["estimate"] == pytest.approx(sign * (a.mean() - b.mean()))
+    pooled = (a.var(ddof=1) + b.var(ddof=1)) / 2
+    half_width = sps.t.ppf(1 - (1 - row["confidence"]) / 2, 4) * math.sqrt(pooled * 2 / 3)
+    assert row["ci_high"] - row["ci_low"] == pytest.approx(2 * half_width)
+    assert row["run_sd"] == pytest.approx(math.sqrt(pooled))
+    # a recipe effect far above the run-to-run noise is claimed
+    strong = build(replicated(effect=0.1, run_sd=0.005))
+    (claim,) = strong["verdict"]["claims"]
+    assert (claim["better"], claim["worse"]) == ("A", "B")
+    assert claim["estimate"] == pytest.approx(0.1, abs=0.01)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dreamgrid import baseline as baseline_mod
-from dreamgrid import flexibility, inference, stats, verdict
+from dreamgrid import flexibility, inference, scoretable, stats, verdict
 from dreamgrid.io import atomic_path
 from dreamgrid.scoretable import _write_csv, check_score_metadata, collect_scores
 from dreamgrid.summary import summarize
@@ -62,9 +62,7 @@ def build(
     )
     if clip is not None:
         summary = summary.merge(clip, on=["arm", "epoch", "prompt_set"], how="left")
-    replicates = 1
-    if "replicate" in scores.columns:
-        replicates = int(scores.groupby("arm")["replicate"].nunique().min())
+    replicates = scoretable.replicates(scores)
     comparisons, effects, decisions = inference.analyse(
         scores, summary, arms, exploratory=exploratory, **options
     )

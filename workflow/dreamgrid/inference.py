@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from dreamgrid import stats
-from dreamgrid.scoretable import face_matrix, group_columns, seed_matrix
+from dreamgrid.scoretable import _per_seed, face_matrix, group_columns, replicates, seed_matrix
 
 #: Columns of :func:`compare_arms` (the ``dreamgrid compare`` contract), in order.
 COMPARE_COLUMNS = (
@@ -67,6 +67,7 @@ EFFECT_COLUMNS = (
     "seeds",
     "checkpoints",
     "method",
+    "run_sd",
 )
 #: Score-table columns that name an arm's factors (``dreamgrid report`` input).
 AXIS_COLUMNS = ("token", "regularization", "captions", "method", "base_model")
@@ -93,8 +94,7 @@ def below_matrix(scores: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """1.0 where a render has a face below ``threshold``, 0.0 otherwise (no face counts as
     not below), NaN where the seed was not rendered; rows seed, columns (arm, epoch)."""
     hit = scores["face_found"].astype(bool) & (scores["mean_distance"] < threshold)
-    frame = scores.assign(below=hit.astype(float))
-    return frame.pivot(index="seed", columns=["arm", "epoch"], values="below")
+    return _per_seed(scores, hit)
 
 
 # ---- best epoch ---------------------------------------------------------------------------
@@ -333,6 +333,63 @@ def _describe(arms: Sequence[str], chosen: Mapping[str, int], steps: Mapping) ->
     return "; ".join(parts)
 
 
+def run_means(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per training run (arm, epoch, replicate) and seed: the distance (NaN without a face)."""
+    face = scores["mean_distance"].where(scores["face_found"].astype(bool))
+    frame = scores[["arm", "epoch", "replicate", "seed"]].assign(d=face.astype(float))
+    return frame
+
+
+def run_contrast(
+    runs: pd.DataFrame,
+    weights: Mapping[tuple[str, int], float],
+    seeds: set | None,
+    level: float,
+) -> dict[str, float | str]:
+    """A contrast of checkpoints with the training run as the unit (replicates).
+
+    Each run's mean distance over ``seeds`` (all when None) where it found a face; then an OLS
+    of those run means on one indicator per checkpoint (``statsmodels``), whose coefficients
+    are the checkpoints' means over runs, and the t test of ``weights`` · coefficients with
+    the run-to-run residual variance (df = runs − checkpoints). All runs render the same
+    seeds, so seed effects cancel in the contrast; for a balanced design this is the mixed
+    model with run as a random effect.
+
+    Returns:
+        ``estimate, ci_low, ci_high`` (at ``level``), ``p_value``, ``method``, ``run_sd``.
+    """
+    import statsmodels.api as sm
+
+    nan = {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
+    frame = runs if seeds is None else runs.loc[runs["seed"].isin(seeds)]
+    keys = list(weights)
+    frame = frame.loc[
+        [(a, e) in weights for a, e in zip(frame["arm"], frame["epoch"], strict=True)]
+    ]
+    means = frame.groupby(["arm", "epoch", "replicate"])["d"].mean().dropna().reset_index()
+    if means.empty:
+        return {**nan, "method": "run means (no face)", "run_sd": math.nan}
+    cells = list(zip(means["arm"], means["epoch"], strict=True))
+    design = pd.DataFrame({k: [float(c == k) for c in cells] for k in keys})
+    present = [k for k in keys if design[k].sum() > 0]
+    df = len(means) - len(present)
+    if len(present) < len(keys) or df < 1:
+        return {**nan, "method": "run means (too few runs)", "run_sd": math.nan}
+    fit = sm.OLS(means["d"].to_numpy(), design[present].to_numpy()).fit()
+    test = fit.t_test(np.array([weights[k] for k in present]))
+    low, high = test.conf_int(alpha=1 - level)[0]
+    return {
+        "estimate": float(np.squeeze(test.effect)),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": float(np.squeeze(test.pvalue)),
+        "method": (
+            f"t test of run means (OLS, {df} df; run is the unit), interval at {100 * level:.4g}%"
+        ),
+        "run_sd": float(np.sqrt(fit.scale)),
+    }
+
+
 def planned_contrasts(
     scores: pd.DataFrame,
     summary: pd.DataFrame,
@@ -378,10 +435,16 @@ def planned_contrasts(
             data = data.loc[data.index.isin(estimation)]
         arms = [a for a in axes.index if a in data.columns]
         if len(arms) >= 2 and not axes.empty:
-            for term, axis, contrast, values in _factorial_series(data[arms], axes.loc[arms]):
+            # the same terms on an identity table: each term's weight on each arm
+            identity = pd.DataFrame(np.eye(len(arms)), index=arms, columns=arms)
+            weights = _factorial_series(identity, axes.loc[arms])
+            series = _factorial_series(data[arms], axes.loc[arms])
+            for (term, axis, contrast, values), (*_, w) in zip(series, weights, strict=True):
                 row = {"view": view, "term": term, "axis": axis, "contrast": contrast}
                 row["seeds"] = "estimation half" if view == "chosen" else "all"
                 row["checkpoints"] = _describe(arms, chosen, steps)
+                row["_weights"] = {(a, chosen[a]): float(w[a]) for a in arms if w[a] != 0}
+                row["_seeds"] = estimation if view == "chosen" else None
                 pending.append((row, values.to_numpy(dtype=float), None))
         if top is not None and top in chosen:
             rows = data.index.isin(estimation)
@@ -392,6 +455,8 @@ def planned_contrasts(
                 row["contrast"] = f"{arm} vs {top}"
                 row["seeds"] = "estimation half"
                 row["checkpoints"] = _describe([arm, top], chosen, steps)
+                row["_weights"] = {(arm, chosen[arm]): 1.0, (top, chosen[top]): -1.0}
+                row["_seeds"] = estimation
                 faces = (
                     found[(arm, chosen[arm])].reindex(data.index)[rows],
                     found[(top, chosen[top])].reindex(data.index)[rows],
@@ -400,14 +465,11 @@ def planned_contrasts(
                 pending.append((row, values, faces))
     family = sum(1 for _, v, _ in pending if np.isfinite(v).sum() >= 2)
     level = stats.simultaneous_confidence(confidence, family)
+    runs = run_means(scores) if replicates(scores) > 1 else None
     rows = []
     for row, values, faces in pending:
+        weights, seeds = row.pop("_weights"), row.pop("_seeds")
         values = stats.finite(values)
-        rng = stats.rng_for(seed, "planned", *key, row["view"], row["axis"], row["contrast"])
-        low, high = stats.mean_interval(values, rng=rng, confidence=level, resamples=resamples)
-        p, how = stats.sign_flip_test(
-            values, rng=rng, resamples=stats.resamples_for(level, resamples)
-        )
         face_diff = face_p = math.nan
         if faces is not None:
             fa, fb = (f.to_numpy(dtype=float) for f in faces)
@@ -415,24 +477,36 @@ def planned_contrasts(
             if both.any():
                 face_diff = float(fa[both].mean() - fb[both].mean())
                 face_p = stats.mcnemar_p(fa[both] > 0.5, fb[both] > 0.5)
-        rows.append(
-            {
-                "family": "planned",
-                **row,
-                "n_seeds": len(values),
-                "estimate": float(values.mean()) if len(values) else math.nan,
-                "ci_low": low,
-                "ci_high": high,
-                "confidence": level,
-                "p_value": p,
-                "face_diff": face_diff,
-                "face_p": face_p,
-                "method": (
-                    f"sign-flip permutation ({how}); BCa interval at {100 * level:.4g}% "
-                    f"(Bonferroni, family of {family})"
-                ),
-            }
-        )
+        result = {
+            "family": "planned",
+            **row,
+            "n_seeds": len(values),
+            "confidence": level,
+            "face_diff": face_diff,
+            "face_p": face_p,
+        }
+        if runs is not None:
+            result.update(run_contrast(runs, weights, seeds, level))
+            result["method"] += f" (Bonferroni, family of {family})"
+        else:
+            rng = stats.rng_for(seed, "planned", *key, row["view"], row["axis"], row["contrast"])
+            low, high = stats.mean_interval(values, rng=rng, confidence=level, resamples=resamples)
+            p, how = stats.sign_flip_test(
+                values, rng=rng, resamples=stats.resamples_for(level, resamples)
+            )
+            result.update(
+                {
+                    "estimate": float(values.mean()) if len(values) else math.nan,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "p_value": p,
+                    "method": (
+                        f"sign-flip permutation ({how}); BCa interval at {100 * level:.4g}% "
+                        f"(Bonferroni, family of {family})"
+                    ),
+                }
+            )
+        rows.append(result)
     table = pd.DataFrame(rows, columns=[c for c in EFFECT_COLUMNS if c != "p_adjusted"])
     table["p_adjusted"] = stats.adjust(table["p_value"].to_numpy(dtype=float), "bonferroni")
     return table[list(EFFECT_COLUMNS)]

@@ -184,25 +184,41 @@ def group_columns(scores: pd.DataFrame) -> list[str]:
     return [c for c in GROUP_COLUMNS if c in scores.columns]
 
 
-def seed_matrix(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean distance per seed (rows) and (arm, epoch) (columns), NaN where no face.
+def _per_seed(scores: pd.DataFrame, values: pd.Series) -> pd.DataFrame:
+    """``values`` per seed (rows) and (arm, epoch) (columns); with a ``replicate`` column the
+    mean over the arm's runs (NaNs skipped).
 
     Raises:
-        ValueError: a seed appears twice in one checkpoint.
+        ValueError: a seed appears twice in one checkpoint (of one run).
     """
-    face = scores["mean_distance"].where(scores["face_found"].astype(bool))
-    frame = scores.assign(mean_distance=face)
-    duplicated = frame.duplicated(["arm", "epoch", "seed"])
-    if duplicated.any():
+    keys = ["arm", "epoch", "seed"] + (["replicate"] if "replicate" in scores.columns else [])
+    if scores.duplicated(keys).any():
         raise ValueError("scores: a seed appears twice in one checkpoint; seeds must be unique.")
-    return frame.pivot(index="seed", columns=["arm", "epoch"], values="mean_distance")
+    frame = scores[["arm", "epoch", "seed"]].assign(value=values.astype(float))
+    if "replicate" not in scores.columns:
+        return frame.pivot(index="seed", columns=["arm", "epoch"], values="value")
+    return frame.pivot_table(
+        index="seed", columns=["arm", "epoch"], values="value", aggfunc="mean", dropna=False
+    )
+
+
+def seed_matrix(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean distance per seed (rows) and (arm, epoch) (columns), NaN where no face; with
+    replicates, the mean over the arm's runs that found a face on that seed."""
+    return _per_seed(scores, scores["mean_distance"].where(scores["face_found"].astype(bool)))
 
 
 def face_matrix(scores: pd.DataFrame) -> pd.DataFrame:
-    """1.0 / 0.0 per seed (rows) and (arm, epoch) (columns) whether a face was found; NaN
-    where that checkpoint did not render the seed."""
-    frame = scores.assign(found=scores["face_found"].astype(bool).astype(float))
-    return frame.pivot(index="seed", columns=["arm", "epoch"], values="found")
+    """1.0 / 0.0 per seed (rows) and (arm, epoch) (columns) whether a face was found (with
+    replicates: the share of runs); NaN where that checkpoint did not render the seed."""
+    return _per_seed(scores, scores["face_found"].astype(bool).astype(float))
+
+
+def replicates(scores: pd.DataFrame) -> int:
+    """Training runs per arm (the fewest of any arm); 1 without a ``replicate`` column."""
+    if "replicate" not in scores.columns or scores.empty:
+        return 1
+    return int(scores.groupby("arm")["replicate"].nunique().min())
 
 
 def check_score_metadata(score_files: Sequence[Path]) -> list[str]:

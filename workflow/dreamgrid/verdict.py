@@ -279,9 +279,18 @@ def verdict_object(
         "chosen_epochs": {a: int(e) for a, e in sorted(decision.get("chosen", {}).items())},
         "top_arm": decision.get("top"),
         "equal_steps": decision.get("steps"),
+        "run_sd": _run_sd(effects),
         "claims": claims(effects, confidence),
         "warnings": warnings(summary, decision, replicates, best_margin),
     }
+
+
+def _run_sd(effects: pd.DataFrame | None) -> float | None:
+    """The run-to-run SD of run means (median over the planned contrasts), or None."""
+    if effects is None or "run_sd" not in effects.columns:
+        return None
+    values = pd.to_numeric(effects["run_sd"], errors="coerce").dropna()
+    return float(values.median()) if len(values) else None
 
 
 def _row_of(summary: pd.DataFrame, arm: str, epoch: int) -> pd.Series | None:
@@ -400,6 +409,13 @@ def verdict(
         parts.append("\n".join(f"- {line}" for line in lines))
     notes = []
     codes = warnings(summary, decision, replicates, best_margin)
+    run_sd = _run_sd(effects)
+    if replicates > 1 and run_sd is not None:
+        notes.append(
+            f"**{replicates} training runs per arm.** Every planned contrast uses the run as "
+            "the unit (t test of run means, so run-to-run noise is in every interval); the "
+            f"run-to-run SD of run means is {run_sd:.4f}."
+        )
     if "single_run" in codes:
         notes.append(
             "**One training run per arm.** These differences are between single trained "
