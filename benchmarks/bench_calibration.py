@@ -24,6 +24,8 @@ Scenarios (truth):
 - ``effect``: the rare token is 0.03 farther (less alike); nothing else.
 - ``run_noise``: no recipe effect, but each arm's single training run is shifted by
   N(0, 0.005): one run per arm cannot tell this from a recipe effect (the issue's case).
+- ``run_noise_3``: the same with 3 training runs per arm (a ``replicate`` column): the run
+  is the unit of every planned contrast.
 - ``face_confound``: no distance effect; one arm finds a face only on the easier half of the
   seeds (a lower average from face rate alone).
 - ``low_share``: distances around 0.70 (2–8% of renders below 0.6) with a 0.04 token effect.
@@ -62,6 +64,7 @@ SCENARIOS = {
     "null": {},
     "effect": {"token_effect": 0.03},
     "run_noise": {"run_sd": 0.005},
+    "run_noise_3": {"run_sd": 0.005, "replicates": 3},
     "face_confound": {"confound": True},
     "low_share": {"token_effect": 0.04, "base": 0.70},
 }
@@ -76,35 +79,30 @@ def arms() -> list[dict[str, str]]:
     ]
 
 
-def true_means(scenario: dict, rng: np.random.Generator) -> dict[str, float]:
-    """Each arm's true offset (recipe effect plus its run's shift)."""
-    effect = scenario.get("token_effect", 0.0)
-    run_sd = scenario.get("run_sd", 0.0)
-    return {
-        a["arm"]: (effect if a["token"] == "rare" else 0.0) + rng.normal(0, run_sd) for a in arms()
-    }
-
-
 def simulate(
     scenario: dict, rng: np.random.Generator, n_seeds: int, n_epochs: int
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """One study's score table and each arm's *recipe* truth (run shifts are not recipes)."""
-    offsets = true_means(scenario, rng)
+    effect = scenario.get("token_effect", 0.0)
+    run_sd = scenario.get("run_sd", 0.0)
+    runs = scenario.get("replicates", 1)
     base = scenario.get("base", 0.62)
     seed_effect = rng.normal(0, 0.04, n_seeds)
     easy = seed_effect < np.median(seed_effect)
     confounded = "celebrity-noreg-blip" if scenario.get("confound") else None
+    truth = {a["arm"]: (effect if a["token"] == "rare" else 0.0) for a in arms()}
     frames = []
     for a in arms():
         per_epoch = 100 if a["regularization"] == "noreg" else 200
-        for epoch in range(1, n_epochs + 1):
-            d = base + offsets[a["arm"]] + seed_effect
-            d = d + rng.normal(0, 0.05, n_seeds)
-            face = rng.random(n_seeds) < 0.95
-            if a["arm"] == confounded:
-                face &= easy
-            frames.append(
-                pd.DataFrame(
+        for replicate in range(1, runs + 1):
+            shift = rng.normal(0, run_sd)
+            for epoch in range(1, n_epochs + 1):
+                d = base + truth[a["arm"]] + shift + seed_effect
+                d = d + rng.normal(0, 0.05, n_seeds)
+                face = rng.random(n_seeds) < 0.95
+                if a["arm"] == confounded:
+                    face &= easy
+                frame = pd.DataFrame(
                     {
                         **{k: a[k] for k in ("arm", "token", "regularization", "captions")},
                         "epoch": epoch,
@@ -114,11 +112,9 @@ def simulate(
                         "mean_distance": np.where(face, d, np.nan),
                     }
                 )
-            )
-    truth = {
-        a["arm"]: (scenario.get("token_effect", 0.0) if a["token"] == "rare" else 0.0)
-        for a in arms()
-    }
+                if runs > 1:
+                    frame["replicate"] = replicate
+                frames.append(frame)
     return pd.concat(frames, ignore_index=True), truth
 
 

@@ -706,7 +706,7 @@ def pairs_needed(effect: float, sd: float, alpha: float, power: float = POWER) -
     if not (np.isfinite(sd) and sd > 0 and effect > 0):
         return 0 if np.isfinite(sd) else -1
     n = TTestPower().solve_power(effect_size=effect / sd, alpha=alpha, power=power)
-    return math.ceil(float(n))
+    return math.ceil(float(np.squeeze(n)))
 
 
 def detectable(n_pairs: int, sd: float, alpha: float, power: float = POWER) -> float:
@@ -716,7 +716,7 @@ def detectable(n_pairs: int, sd: float, alpha: float, power: float = POWER) -> f
     if n_pairs < 2 or not np.isfinite(sd):
         return math.nan
     size = TTestPower().solve_power(nobs=n_pairs, alpha=alpha, power=power)
-    return float(size) * sd
+    return float(np.squeeze(size)) * sd
 
 
 def power_plan(
