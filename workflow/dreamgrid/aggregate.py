@@ -101,6 +101,33 @@ def build(
     }
 
 
+def by_recipe(
+    scores: pd.DataFrame,
+    clip: pd.DataFrame | None,
+    arms: Mapping[str, Mapping[str, object]] | None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, dict | None]:
+    """With training replicates (``arms`` naming each arm's ``recipe`` and ``replicate``):
+    scores with ``arm`` = the recipe and a ``replicate`` column, CLIP means per recipe, and
+    the recipes' axes. Without: everything as given."""
+    if not arms or not any("recipe" in v for v in arms.values()):
+        return scores, clip, None if arms is None else dict(arms)
+    recipe = {a: str(v["recipe"]) for a, v in arms.items()}
+    replicate = {a: int(v["replicate"]) for a, v in arms.items()}
+    scores = scores.assign(
+        replicate=scores["arm"].map(replicate).fillna(1).astype(int),
+        arm=scores["arm"].map(lambda a: recipe.get(a, a)),
+    )
+    if clip is not None:
+        clip = clip.assign(arm=clip["arm"].map(lambda a: recipe.get(a, a)))
+        keys = [c for c in ("arm", "epoch", "prompt_set") if c in clip.columns]
+        clip = clip.groupby(keys, as_index=False).mean(numeric_only=True)
+    axes = {
+        recipe[a]: {k: v for k, v in levels.items() if k not in ("recipe", "replicate")}
+        for a, levels in arms.items()
+    }
+    return scores, clip, axes
+
+
 def write_json(obj: object, path: Path) -> None:
     """``obj`` as indented JSON (NaN written as null), atomically."""
     with atomic_path(path) as tmp:
@@ -181,6 +208,7 @@ def run(
         from dreamgrid import clip_score
 
         clip = clip_score.summarize(clip_files)
+    scores, clip, arms = by_recipe(scores, clip, arms)
     result = build(
         scores,
         thresholds=thresholds,

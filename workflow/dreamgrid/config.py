@@ -9,7 +9,7 @@ import copy
 import difflib
 import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,19 @@ class Arm:
     regularization: str
     captions: str
     method: str = "full"
+    #: Training run of this recipe (1 = the first; its id and params are the recipe's own).
+    replicate: int = 1
+    #: The recipe's id (the arm id of run 1).
+    recipe: str = ""
 
-    def as_params(self) -> dict[str, str]:
+    def as_params(self) -> dict[str, str | int]:
         """The arm's settings as passed to its jobs (and nothing else, so edits stay local)."""
         params = asdict(self)
+        del params["recipe"]
         if self.method == "full":
             del params["method"]  # full arms' params stay as before the method axis
+        if self.replicate == 1:
+            del params["replicate"]  # run 1's params stay as before replicates existed
         return params
 
 
@@ -174,7 +181,8 @@ def _unique_key_loader():
 
 
 def expand_arms(config: dict[str, Any]) -> list[Arm]:
-    """Arms as the product of the axes (token × regularization × captions), in config order.
+    """Arms as the product of the axes (token × regularization × captions), in config order,
+    times ``training.replicates`` training runs (run r > 1 gets the suffix ``-r<r>``).
 
     Arm ids are readable slugs such as ``celebrity-noreg-blip``; token strings with spaces
     stay in the config, never in paths.
@@ -197,6 +205,12 @@ def expand_arms(config: dict[str, Any]) -> list[Arm]:
             axes["captions"],
             axes.get("method", ["full"]),
         )
+    ]
+    runs = int(config.get("training", {}).get("replicates", 1))
+    arms = [
+        replace(arm, arm=arm.arm + ("" if r == 1 else f"-r{r}"), replicate=r, recipe=arm.arm)
+        for arm in arms
+        for r in range(1, runs + 1)
     ]
     ids = [a.arm for a in arms]
     if len(set(ids)) != len(ids):

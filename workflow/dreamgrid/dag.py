@@ -468,17 +468,24 @@ class Grid:
     def arm_axes(self) -> dict[str, dict[str, str]]:
         """Axis levels per arm for the factorial view (token names, not token strings); the
         training method is an axis when the grid has more than one (full and LoRA arms must
-        not be pooled)."""
+        not be pooled). With ``training.replicates`` > 1, each arm also names its ``recipe``
+        and ``replicate`` (the aggregation analyses recipes, with the run as the unit)."""
         methods = {arm.method for arm in self.arms.values()}
+        replicated = any(arm.replicate > 1 for arm in self.arms.values())
         return {
             arm.arm: {
                 "token": arm.token_name,
                 "regularization": arm.regularization,
                 "captions": arm.captions,
                 **({"method": arm.method} if len(methods) > 1 else {}),
+                **({"recipe": arm.recipe, "replicate": arm.replicate} if replicated else {}),
             }
             for arm in self.arms.values()
         }
+
+    def recipe(self, arm: str) -> str:
+        """The recipe an arm id trains (itself for run 1, without ``-r<r>`` otherwise)."""
+        return self.arms[arm].recipe or arm
 
     def statistics_params(self) -> dict[str, Any]:
         """Bootstrap and test settings (the ``report`` section without figure-only keys)."""

@@ -101,8 +101,9 @@ def _normalise(scores: pd.DataFrame, source: str) -> pd.DataFrame:
     scores["arm"] = scores["arm"].astype(str)
     scores["face_found"] = as_bool(scores["face_found"], source)
     scores["epoch"] = _as_int(scores["epoch"], "epoch", source)
-    if "steps" in scores.columns:
-        scores["steps"] = _as_int(scores["steps"], "steps", source)
+    for column in ("steps", "replicate"):
+        if column in scores.columns:
+            scores[column] = _as_int(scores[column], column, source)
     distance = pd.to_numeric(scores["mean_distance"], errors="coerce").astype(float)
     unexplained = scores["face_found"] & ~np.isfinite(distance)
     if unexplained.any():
