@@ -12,3 +12,4 @@ SAMPLE = 3
 SCORE = 3
 AGGREGATE = 5  # permutation + BCa, planned vs exploratory families, verdict.json (#13)
 PLOTS = 4
+FINDER = 1  # minimum face count, pairwise consistency, interval per name (#13)
