@@ -373,3 +373,29 @@ def test_replicates_make_the_run_the_unit():
     (claim,) = strong["verdict"]["claims"]
     assert (claim["better"], claim["worse"]) == ("A", "B")
     assert claim["estimate"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_the_real_photos_baseline_has_an_interval():
+    from scipy import stats as sps
+
+    from dreamgrid import baseline as baseline_mod
+    from dreamgrid import stats
+
+    values = [0.43, 0.47, 0.45, 0.41, 0.49, 0.44, 0.46]
+    photos = pd.DataFrame({"reference": list("abcdefg"), "mean_distance": values})
+    low, high = baseline_mod.baseline_interval(photos)
+    direct = sps.bootstrap(
+        (np.array(values),),
+        np.mean,
+        method="BCa",
+        n_resamples=stats.RESAMPLES,
+        random_state=stats.rng_for(0, "baseline"),
+    ).confidence_interval
+    assert (low, high) == pytest.approx((direct.low, direct.high))
+    assert low < np.mean(values) < high
+    typed = scoretable._normalise(pd.DataFrame(renders("A", 1, [0.455] * 30)), "t")
+    result = aggregate.build(typed, **OPTIONS, min_faces=20, baseline=photos)
+    text = result["markdown"]
+    assert "bootstrap over the photos" in text
+    # 0.455 lies inside the photos' interval: as alike as real photos, not "below" them
+    assert "as alike as real photos of the person are to each other" in text

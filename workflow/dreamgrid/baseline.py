@@ -70,6 +70,19 @@ def baseline_value(baseline: pd.DataFrame | None) -> float:
     return float(pd.to_numeric(baseline["mean_distance"], errors="coerce").mean())
 
 
+def baseline_interval(
+    baseline: pd.DataFrame | None, confidence: float = 0.95
+) -> tuple[float, float]:
+    """BCa bootstrap interval of the baseline over its photos (NaN with fewer than two): with
+    7 references its SD is about 0.024, as large as differences between arms."""
+    from dreamgrid import stats
+
+    if baseline is None or baseline.empty:
+        return math.nan, math.nan
+    values = pd.to_numeric(baseline["mean_distance"], errors="coerce").to_numpy(dtype=float)
+    return stats.mean_interval(values, rng=stats.rng_for(0, "baseline"), confidence=confidence)
+
+
 def run_baseline(
     references: Path,
     metric: str,

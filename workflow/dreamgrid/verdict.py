@@ -116,10 +116,16 @@ def _baseline_markdown(baseline: pd.DataFrame, pooled: float) -> str:
         if len(faceless):
             sentence += f"; no face found in {', '.join(map(str, faceless['photo']))}"
         sentences.append(sentence + ".")
+    low, high = baseline_mod.baseline_interval(baseline)
+    spread = (
+        f" (95% CI {low:.4f} to {high:.4f}, bootstrap over the photos)" if np.isfinite(low) else ""
+    )
     return (
         "**As alike as real photos.** "
         + " ".join(sentences)
-        + f" Pooled: {pooled:.4f}. Plots draw this as the real-photos line."
+        + f" Pooled: {pooled:.4f}{spread}. Plots draw this as the real-photos line. A render "
+        "scoring below it is closer to the references than the person's photos are to each "
+        "other: more often a collapse toward an average, prototypical face than a copy."
     )
 
 
@@ -337,6 +343,7 @@ def verdict(
     decision: dict,
     baseline: float = math.nan,
     *,
+    baseline_ci: tuple[float, float] = (math.nan, math.nan),
     confidence: float = stats.CONFIDENCE,
     replicates: int = 1,
     best_margin: float = 5.0,
@@ -369,12 +376,15 @@ def verdict(
         )
         if np.isfinite(baseline):
             low, high = row.get("average_ci_low", math.nan), row.get("average_ci_high", math.nan)
-            if np.isfinite(low) and low > baseline:
+            base_low, base_high = (
+                baseline_ci if np.isfinite(baseline_ci[0]) else (baseline, baseline)
+            )
+            if np.isfinite(low) and low > base_high:
                 sentence += (
                     f" Real photos of the person score {baseline:.4f} against each other, so "
                     "this checkpoint is measurably less alike than the person's own photos."
                 )
-            elif np.isfinite(high) and high < baseline:
+            elif np.isfinite(high) and high < base_low:
                 sentence += (
                     f" That is below the {baseline:.4f} that real photos of the person score "
                     "against each other. Scoring below real photos usually means the renders "
@@ -603,6 +613,7 @@ def markdown(
             _select(effects, decision.get("key", {})),
             decision,
             baseline_mean,
+            baseline_ci=baseline_mod.baseline_interval(baseline, confidence),
             confidence=confidence,
             replicates=replicates,
             best_margin=best_margin,
