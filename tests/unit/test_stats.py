@@ -118,3 +118,17 @@ def test_simultaneous_confidence_is_bonferroni():
     assert stats.excludes_zero(-0.2, -0.1) == -1
     assert stats.excludes_zero(-0.1, 0.1) == 0
     assert stats.excludes_zero(math.nan, 0.1) == 0
+
+
+def test_sign_flip_refines_only_the_p_values_that_can_decide():
+    rng = np.random.default_rng(2)
+    null = rng.normal(0, 1, 100)
+    p, how = stats.sign_flip_test(
+        null, rng=stats.rng_for(0), resamples=2000, refine_below=0.0125, refine_resamples=20000
+    )
+    assert p > 0.0125 and how == "monte carlo 2000"
+    shifted = rng.normal(0.4, 1, 100)
+    p, how = stats.sign_flip_test(
+        shifted, rng=stats.rng_for(0), resamples=2000, refine_below=0.0125, refine_resamples=20000
+    )
+    assert p < 0.0125 and how == "monte carlo 20000"

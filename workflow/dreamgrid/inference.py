@@ -492,7 +492,11 @@ def planned_contrasts(
             rng = stats.rng_for(seed, "planned", *key, row["view"], row["axis"], row["contrast"])
             low, high = stats.mean_interval(values, rng=rng, confidence=level, resamples=resamples)
             p, how = stats.sign_flip_test(
-                values, rng=rng, resamples=stats.resamples_for(level, resamples)
+                values,
+                rng=rng,
+                resamples=resamples,
+                refine_below=10 * (1 - level),
+                refine_resamples=stats.resamples_for(level, resamples),
             )
             result.update(
                 {

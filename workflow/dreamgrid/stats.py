@@ -107,8 +107,17 @@ def sign_flip_test(
     *,
     rng: np.random.Generator,
     resamples: int = RESAMPLES,
+    refine_below: float | None = None,
+    refine_resamples: int | None = None,
 ) -> tuple[float, str]:
     """Two-sided paired permutation test of the mean difference (signs flipped per pair).
+
+    Args:
+        differences: per-pair differences (NaNs dropped).
+        resamples: Monte Carlo sign patterns (beyond :data:`EXACT_UP_TO` pairs).
+        refine_below, refine_resamples: when the p from ``resamples`` is at most
+            ``refine_below``, test again with ``refine_resamples`` (a p that decides a claim
+            at a Bonferroni level needs more resamples than one far above it).
 
     Returns:
         (p, how): ``how`` is ``"exact"`` (all 2^n sign patterns) or ``"monte carlo N"``;
@@ -122,16 +131,26 @@ def sign_flip_test(
     if not np.any(data != 0):
         return 1.0, "exact"
     exact = len(data) <= EXACT_UP_TO or 2 ** len(data) <= resamples
-    result = stats.permutation_test(
-        (data,),
-        _mean,
-        vectorized=True,
-        permutation_type="samples",
-        alternative="two-sided",
-        n_resamples=np.inf if exact else int(resamples),
-        random_state=rng,
-    )
-    return min(1.0, float(result.pvalue)), "exact" if exact else f"monte carlo {int(resamples)}"
+
+    def test(n: float) -> float:
+        result = stats.permutation_test(
+            (data,),
+            _mean,
+            vectorized=True,
+            permutation_type="samples",
+            alternative="two-sided",
+            n_resamples=n,
+            random_state=rng,
+        )
+        return min(1.0, float(result.pvalue))
+
+    if exact:
+        return test(np.inf), "exact"
+    p, used = test(int(resamples)), int(resamples)
+    if refine_below is not None and refine_resamples and p <= refine_below:
+        used = max(used, int(refine_resamples))
+        p = test(used)
+    return p, f"monte carlo {used}"
 
 
 def mcnemar_p(found_a: np.ndarray, found_b: np.ndarray) -> float:
