@@ -38,7 +38,7 @@ def candidate_dir(tmp_path_factory):
     return root
 
 
-def test_consistency_is_mean_pairwise_distance_and_does_not_grow_with_faces():
+def test_consistency_is_mean_pairwise_distance_and_does_not_grow_with_faces(home):
     a, b, c = np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([0.0, 0.0])
     expected = (math.sqrt(2) + 1 + 1) / 3
     assert candidates.consistency([a, b, c], "euclidean") == pytest.approx(expected)

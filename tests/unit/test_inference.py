@@ -382,7 +382,9 @@ def test_the_real_photos_baseline_has_an_interval():
     from dreamgrid import stats
 
     values = [0.43, 0.47, 0.45, 0.41, 0.49, 0.44, 0.46]
-    photos = pd.DataFrame({"reference": list("abcdefg"), "mean_distance": values})
+    photos = pd.DataFrame(
+        {"source": "reference", "photo": list("abcdefg"), "mean_distance": values}
+    )
     low, high = baseline_mod.baseline_interval(photos)
     direct = sps.bootstrap(
         (np.array(values),),

@@ -15,29 +15,8 @@ from dreamgrid.scoretable import _write_csv
 
 log = logging.getLogger(__name__)
 
-METRICS = ("cosine", "euclidean", "euclidean_l2", "angular")
-
 
 # ---- reference baseline -------------------------------------------------------------------
-def distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
-    """Distance between two embeddings, equal to deepface's ``find_distance`` (6 decimals)."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    if metric in ("cosine", "angular"):
-        similarity = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
-        if metric == "cosine":
-            value = 1 - similarity
-        else:
-            value = np.arccos(np.clip(similarity, -1.0, 1.0)) / np.pi
-    elif metric == "euclidean":
-        value = np.linalg.norm(a - b)
-    elif metric == "euclidean_l2":
-        value = np.linalg.norm(a / (np.linalg.norm(a) + 1e-10) - b / (np.linalg.norm(b) + 1e-10))
-    else:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    return float(np.round(value, 6))
-
-
 def reference_baseline(embeddings: Mapping[str, np.ndarray], metric: str) -> pd.DataFrame:
     """Leave-one-out scores of the reference photos: how alike real photos of the person are.
 
@@ -48,6 +27,8 @@ def reference_baseline(embeddings: Mapping[str, np.ndarray], metric: str) -> pd.
         Columns ``reference, mean_distance, n_others``, one row per reference (no rows with
         fewer than two references).
     """
+    from dreamgrid.faces import distance
+
     names = sorted(embeddings)
     rows = []
     if len(names) >= 2:
@@ -141,7 +122,9 @@ def read_baseline(path: str | Path | None) -> pd.DataFrame | None:
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=["reference", "mean_distance", "n_others"])
+        from dreamgrid.faces import BASELINE_COLUMNS
+
+        return pd.DataFrame(columns=list(BASELINE_COLUMNS))
 
 
 def baseline_mean(path: str | Path | None) -> float:

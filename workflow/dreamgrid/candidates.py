@@ -41,7 +41,7 @@ def rank_columns(threshold: float) -> list[str]:
 def consistency(embeddings: Sequence[np.ndarray], metric: str) -> float:
     """Mean pairwise distance among a name's faces (NaN with fewer than two faces): it does
     not grow with the number of faces, as the distance to their centroid does."""
-    from dreamgrid.baseline import distance
+    from dreamgrid.faces import distance
 
     if len(embeddings) < 2:
         return math.nan

@@ -534,6 +534,14 @@ def embed_images(
     return [r if r is not None else [] for r in results]
 
 
+def distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
+    """deepface's own ``find_distance`` of two embeddings, rounded to 6 decimals as
+    ``DeepFace.verify`` rounds it (call :func:`setup_deepface` first)."""
+    from deepface.modules.verification import find_distance
+
+    return float(np.round(float(find_distance(np.asarray(a), np.asarray(b), metric)), 6))
+
+
 def face_distances(
     found: Sequence[Face],
     references: dict[str, np.ndarray],

@@ -92,8 +92,6 @@ def _baseline_markdown(baseline: pd.DataFrame, pooled: float) -> str:
             "**As alike as real photos.** Needs at least two reference photos (or training "
             "photos with a face); not shown."
         )
-    if "source" not in baseline.columns:  # a table written before training photos counted
-        baseline = baseline.assign(source="reference", photo=baseline["reference"])
     sentences = []
     for source, group in baseline.groupby("source", sort=False):
         scored = group.loc[pd.to_numeric(group["mean_distance"], errors="coerce").notna()]
