@@ -43,10 +43,10 @@ COMPARE_COLUMNS = (
     "p_value",
     "p_adjusted",
     "share_a_better",
-    "median_diff",
     "face_diff",
     "face_p",
     "method",
+    "median_diff",
 )
 #: Columns of :func:`planned_contrasts` (``effects.csv``), in order.
 EFFECT_COLUMNS = (
