@@ -188,3 +188,5 @@ def test_replicates_name_their_recipe_for_the_aggregation():
         "captions": "blip",
     }
     assert g.arm_params("rare-noreg-blip-r2")["replicate"] == 2
+    # the run count is no training setting: run 1's jobs keep their params
+    assert g.training_params() == grid().training_params()

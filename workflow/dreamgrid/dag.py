@@ -47,7 +47,7 @@ SUMMARY_MD = f"{RESULTS}/report/summary.md"
 # Training settings that are not passed to every job as they are: `epochs` and
 # `keep_checkpoints` do not change what an epoch's job computes (more epochs only add jobs),
 # and `match_steps` reaches only the arms it changes, as `passes` (Grid.train_passes).
-NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "match_steps")
+NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "match_steps", "replicates")
 BUCKET_KEYS = ("bucket_min_size", "bucket_max_size", "bucket_step")
 
 # ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
