@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dreamgrid.aggregate import collect_scores, pct_column, run, run_summarize_cli, summarize
+from dreamgrid.aggregate import run
+from dreamgrid.cli import run_summarize_cli
 from dreamgrid.errors import SpecError
+from dreamgrid.scoretable import collect_scores, pct_column
+from dreamgrid.summary import summarize
 
 NAN = float("nan")
 #: Columns appended after the contract's (``best``) ones: median, intervals, best_not_worse.
@@ -23,6 +26,16 @@ APPENDED = [
     "pct_below_0.7_ci_low",
     "pct_below_0.7_ci_high",
     "best_not_worse",
+    "faces",
+    "face_rate_ci_low",
+    "face_rate_ci_high",
+    "pct_below_0.6_all",
+    "pct_below_0.6_all_ci_low",
+    "pct_below_0.6_all_ci_high",
+    "pct_below_0.7_all",
+    "pct_below_0.7_all_ci_low",
+    "pct_below_0.7_all_ci_high",
+    "few_faces",
 ]
 
 
@@ -71,7 +84,7 @@ def test_summarize_hand_computed():
         # 2 faces: 0.55, 0.59
         renders("a", 2, [0.55, 0.59]),
     )
-    summary = summarize(scores)
+    summary = summarize(scores, min_faces=2)
     assert list(summary.columns) == [
         "arm",
         "epoch",
@@ -94,7 +107,13 @@ def test_summarize_hand_computed():
     assert second["average"] == pytest.approx(0.57)
     assert second["pct_below_0.6"] == 100.0
     assert second["pct_below_0.7"] == 100.0
-    assert list(summary["best"]) == [False, True]
+    # all renders: a render without a face counts as not below
+    assert first["pct_below_0.6_all"] == pytest.approx(25.0)
+    assert first["pct_below_0.7_all"] == pytest.approx(50.0)
+    assert first["faces"] == 3 and not first["few_faces"]
+    assert list(summary["best_not_worse"]) == [False, True]
+    assert list(summarize(scores)["few_faces"]) == [True, True]  # default 20 faces
+    assert not summarize(scores)["best"].any()
 
 
 def test_strictly_below_threshold():
@@ -119,44 +138,42 @@ def test_sorted_by_arm_then_epoch():
     ]
 
 
-def test_best_is_earliest_within_five_points():
-    # pct_below_0.6 per epoch: 1 -> 50, 2 -> 80, 3 -> 90 (max), 4 -> 85.
-    def epoch(e, below, total=20):
+def test_best_is_the_earliest_non_inferior_epoch():
+    # all-renders share below 0.6 per epoch: 1 -> 50, 2 -> 80, 3 -> 90 (max), 4 -> 85, on
+    # nested seeds (seed s is below at epoch e when s < share), 200 seeds
+    def epoch(e, below, total=200):
         return renders("a", e, [0.5] * below + [0.65] * (total - below))
 
-    scores = table(epoch(1, 10), epoch(2, 16), epoch(3, 18), epoch(4, 17))
-    summary = summarize(scores, best_within=5.0)
-    assert list(summary["pct_below_0.6"]) == [50.0, 80.0, 90.0, 85.0]
-    # 85 is within 5 points of 90 but epoch 4 comes after epoch 3; 80 is not within.
+    scores = table(epoch(1, 100), epoch(2, 160), epoch(3, 180), epoch(4, 170))
+    summary = summarize(scores, best_margin=5.0)
+    assert list(summary["pct_below_0.6_all"]) == [50.0, 80.0, 90.0, 85.0]
+    # epoch 2 is 10 points below the best: more than 5, not chosen
+    assert list(summary["best_not_worse"]) == [False, False, True, False]
     assert list(summary["best"]) == [False, False, True, False]
-    # With a 10-point margin, epoch 2 (80) counts: the earlier epoch wins.
-    assert list(summarize(scores, best_within=10.0)["best"]) == [False, True, False, False]
-    # Exactly at the margin counts as within.
-    assert list(summarize(scores, best_within=40.0)["best"]) == [True, False, False, False]
-    # Zero margin: the (earliest) maximum.
-    assert list(summarize(scores, best_within=0.0)["best"]) == [False, False, True, False]
+    # a 20-point margin admits epoch 2 (its interval's low end is about -14), not epoch 1
+    assert list(summarize(scores, best_margin=20.0)["best_not_worse"]) == [
+        False,
+        True,
+        False,
+        False,
+    ]
+    # ...unless the relative cap is tighter: 10% of 90 = 9 points
+    capped = summarize(scores, best_margin=20.0, best_margin_relative=0.1)
+    assert list(capped["best_not_worse"]) == [False, False, True, False]
 
 
-def test_best_tie_picks_earliest():
+def test_best_tie_picks_earliest_and_is_per_arm():
+    same = [0.5] * 30 + [0.7] * 10
     scores = table(
-        renders("a", 1, [0.7, 0.7]),
-        renders("a", 2, [0.5, 0.7]),
-        renders("a", 3, [0.5, 0.7]),
-    )
-    summary = summarize(scores, best_within=0.0)
-    assert list(summary["best"]) == [False, True, False]
-
-
-def test_best_is_per_arm():
-    scores = table(
-        renders("a", 1, [0.5, 0.5]),
-        renders("a", 2, [0.5, 0.7]),
-        renders("b", 1, [0.7, 0.7]),
-        renders("b", 2, [0.5, 0.5]),
+        renders("a", 1, [0.7] * 40),
+        renders("a", 2, same),
+        renders("a", 3, same),
+        renders("b", 1, same),
+        renders("b", 2, [0.7] * 40),
     )
     summary = summarize(scores)
-    assert list(summary["best"]) == [True, False, False, True]
-    assert summary.groupby("arm")["best"].sum().tolist() == [1, 1]
+    assert list(summary["best_not_worse"]) == [False, True, False, True, False]
+    assert list(summary["best"]) == [False, True, False, True, False]
 
 
 def test_arm_without_faces_has_no_best_and_no_numbers():
@@ -173,7 +190,8 @@ def test_arm_without_faces_has_no_best_and_no_numbers():
     assert demo["pct_below_0.6"].isna().all()
     assert demo["pct_below_0.7"].isna().all()
     assert not demo["best"].any()
-    assert row(summary, "real", 1)["best"]
+    assert row(summary, "real", 1)["few_faces"] and not row(summary, "real", 1)["best"]
+    assert row(summarize(scores, min_faces=1), "real", 1)["best"]
 
 
 def test_no_face_distance_is_never_scored():
@@ -234,9 +252,12 @@ def test_thresholds_order_agnostic():
     backward = summarize(scores, thresholds=[0.7, 0.6])
     pd.testing.assert_frame_equal(forward, backward)
     # best follows the lowest threshold (0.6), not the first given.
-    assert list(backward["best"]) == [True, False]
+    assert list(summarize(scores, thresholds=[0.7, 0.6], min_faces=1)["best_not_worse"]) == [
+        True,
+        False,
+    ]
     three = summarize(scores, thresholds=[0.7, 0.5, 0.6])
-    assert [c for c in three.columns if c.startswith("pct") and "_ci_" not in c] == [
+    assert [c for c in three.columns if c.startswith("pct") and c[-1].isdigit()] == [
         "pct_below_0.5",
         "pct_below_0.6",
         "pct_below_0.7",
@@ -249,9 +270,9 @@ def test_bad_thresholds(thresholds):
         summarize(table(renders("a", 1, [0.5])), thresholds=thresholds)
 
 
-def test_negative_best_within():
-    with pytest.raises(SpecError, match="best_within"):
-        summarize(table(renders("a", 1, [0.5])), best_within=-1)
+def test_negative_best_margin():
+    with pytest.raises(SpecError, match="best_margin"):
+        summarize(table(renders("a", 1, [0.5])), best_margin=-1)
 
 
 @pytest.mark.parametrize("column", ["arm", "epoch", "face_found", "mean_distance"])
@@ -334,7 +355,7 @@ def test_run_summarize_cli_round_trip(tmp_path):
     scores = tmp_path / "scores.csv"
     rows.to_csv(scores, index=False)
     out = tmp_path / "out" / "summary.csv"
-    returned = run_summarize_cli(scores, out, thresholds=[0.7, 0.6], best_within=5.0)
+    returned = run_summarize_cli(scores, out, thresholds=[0.7, 0.6], best_margin=5.0, min_faces=2)
     assert out.is_file()
     assert not [p for p in out.parent.iterdir() if p.name != "summary.csv"], "temp files left"
     back = pd.read_csv(out)
@@ -358,7 +379,7 @@ def test_run_summarize_cli_round_trip(tmp_path):
     # The CSV stores face_found as True/False text; lower-case text reads the same.
     rows["face_found"] = rows["face_found"].map({True: "true", False: "false"})
     rows.to_csv(scores, index=False)
-    again = run_summarize_cli(scores, out, thresholds=[0.6, 0.7], best_within=5.0)
+    again = run_summarize_cli(scores, out, thresholds=[0.6, 0.7], best_margin=5.0, min_faces=2)
     pd.testing.assert_frame_equal(again, returned)
 
 
@@ -366,7 +387,7 @@ def test_run_summarize_cli_missing_column_names_file(tmp_path):
     scores = tmp_path / "scores.csv"
     table(renders("a", 1, [0.5])).drop(columns="face_found").to_csv(scores, index=False)
     with pytest.raises(SpecError, match=r"scores\.csv.*face_found"):
-        run_summarize_cli(scores, tmp_path / "summary.csv", thresholds=[0.6], best_within=5.0)
+        run_summarize_cli(scores, tmp_path / "summary.csv", thresholds=[0.6], best_margin=5.0)
     assert not (tmp_path / "summary.csv").exists()
 
 
@@ -394,7 +415,9 @@ def outputs(tmp_path):
 @pytest.mark.parametrize("demo", [True, False])
 def test_run_writes_all_outputs(tmp_path, score_files, demo):
     paths = outputs(tmp_path)
-    summary = run(score_files, thresholds=(0.6, 0.7), best_within=5.0, demo=demo, **paths)
+    summary = run(
+        score_files, thresholds=(0.6, 0.7), best_margin=5.0, demo=demo, min_faces=3, **paths
+    )
     tidy = pd.read_csv(paths["out_scores"], sep="\t")
     assert len(tidy) == 12
     assert tidy["face_found"].sum() == 7
@@ -404,9 +427,9 @@ def test_run_writes_all_outputs(tmp_path, score_files, demo):
     text = paths["out_markdown"].read_text()
     assert "| arm |" in text
     assert "celebrity-noreg-captions**: epoch 2" in text
-    assert "ohwx-genreg-captions**: no face found" in text
+    assert "ohwx-genreg-captions**: no checkpoint with at least 3 faces" in text
     assert "7 of 12 renders" in text
-    assert "within 5 points" in text
+    assert "by more than 5 points" in text
     if demo:
         first = text.splitlines()[0].lower()
         assert "demo" in first and "random" in first and "mean nothing" in first
@@ -423,7 +446,7 @@ def test_run_all_faceless_demo(tmp_path):
         for e in (1, 2)
     ]
     paths = outputs(tmp_path)
-    summary = run(files, thresholds=(0.6, 0.7), best_within=5.0, demo=True, **paths)
+    summary = run(files, thresholds=(0.6, 0.7), best_margin=5.0, demo=True, **paths)
     assert list(summary["face_rate"]) == [0.0, 0.0]
     assert summary["average"].isna().all()
     assert not summary["best"].any()
@@ -431,7 +454,7 @@ def test_run_all_faceless_demo(tmp_path):
     assert back["average"].isna().all()  # written empty, never 0
     assert not (back["average"] == 0).any()
     text = paths["out_markdown"].read_text()
-    assert "no best epoch" in text
+    assert "so no chosen epoch" in text
     assert np.isnan(pd.read_csv(paths["out_scores"], sep="\t")["mean_distance"]).all()
 
 
@@ -517,7 +540,7 @@ def test_a_pick_without_faces_is_called_list_order(tmp_path, score_files):
 
 
 def test_tokens_section_without_auto_or_without_tokens(tmp_path, score_files):
-    from dreamgrid.aggregate import tokens_markdown
+    from dreamgrid.verdict import tokens_markdown
 
     ranking = pd.read_csv(ranking_csv(tmp_path / "ranking.csv", [0.5]))
     text = tokens_markdown({"rare": "ohwx"}, ranking)

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dreamgrid import aggregate, faces, photos
+from dreamgrid import baseline as baseline_mod
+from dreamgrid import faces, photos, verdict
 from dreamgrid.io import list_images
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
@@ -47,7 +48,7 @@ def test_training_photos_are_scored_without_their_own_crops(tmp_path, settings, 
     references = tmp_path / "refs.json"
     faces.save_references(embeddings, settings, references)
     out = tmp_path / "baseline.csv"
-    baseline = aggregate.run_baseline(
+    baseline = baseline_mod.run_baseline(
         references, "cosine", out, training_photos=TRAIN, reference_photos=REFERENCES
     )
     assert list(baseline.columns) == list(faces.BASELINE_COLUMNS)
@@ -75,5 +76,25 @@ def test_training_photos_are_scored_without_their_own_crops(tmp_path, settings, 
         assert row["n_compared"] == 2
         # Leaving the crop out matters: the self-match is the closest reference.
         assert full.loc[photo, f"d:{crop}"] < row["mean_distance"]
-    text = aggregate._baseline_markdown(baseline, aggregate.stats.baseline_value(baseline))
+    text = verdict._baseline_markdown(baseline, baseline_mod.baseline_value(baseline))
     assert "obama.jpg ↔ obama_closeup.jpg" in text and "Pooled:" in text
+
+
+def test_reference_baseline_matches_deepface_find_distance():
+    from dreamgrid import faces
+
+    faces.setup_deepface()
+    from deepface.modules.verification import find_distance
+
+    rng = np.random.default_rng(0)
+    embeddings = {name: rng.normal(size=128) for name in ("a.jpg", "b.jpg", "c.jpg")}
+    for metric in ("cosine", "euclidean", "euclidean_l2", "angular"):
+        table = baseline_mod.reference_baseline(embeddings, metric)
+        assert list(table["reference"]) == ["a.jpg", "b.jpg", "c.jpg"]
+        for name, value in table[["reference", "mean_distance"]].to_numpy():
+            others = [o for o in embeddings if o != name]
+            expected = np.mean(
+                [float(find_distance(embeddings[name], embeddings[o], metric)) for o in others]
+            )
+            assert value == pytest.approx(expected, abs=1e-12)
+    assert baseline_mod.reference_baseline({"a": np.ones(3)}, "cosine").empty

@@ -14,8 +14,15 @@ from dreamgrid.errors import SpecError
 from dreamgrid.io import list_images
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
-# pct_below_<t>: the default threshold is the stricter one fitted to Dlib (0.06).
-CONTRACT = ["candidate", "renders", "face_rate", "average", "pct_below_0.06", "consistency", "rank"]
+
+
+def contract(threshold: str) -> list[str]:
+    return ["candidate", "renders", "face_rate", "average", f"pct_below_{threshold}",
+            "consistency", "rank"]  # fmt: skip
+
+
+# rank-candidates' default threshold is the stricter one fitted to its model (Dlib: 0.06).
+CONTRACT = contract("0.06")
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +46,29 @@ def candidate_dir(tmp_path_factory):
     return root
 
 
-def test_consistency_is_mean_distance_to_the_centroid():
-    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
-    centroid = np.array([0.5, 0.5])
-    expected = (np.linalg.norm(a - centroid) + np.linalg.norm(b - centroid)) / 2
-    assert candidates.consistency([a, b], "euclidean") == pytest.approx(expected)
+def test_consistency_is_mean_pairwise_distance_and_does_not_grow_with_faces(home):
+    a, b, c = np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([0.0, 0.0])
+    expected = (math.sqrt(2) + 1 + 1) / 3
+    assert candidates.consistency([a, b, c], "euclidean") == pytest.approx(expected)
     assert math.isnan(candidates.consistency([a], "cosine"))
+    # the issue: distance to the centroid grew with the number of faces (0.14 with 2 faces,
+    # 0.29 with 50, same distribution); the pairwise mean does not
+    rng = np.random.default_rng(0)
+    few = [candidates.consistency(list(rng.normal(size=(2, 16))), "cosine") for _ in range(300)]
+    many = candidates.consistency(list(rng.normal(size=(50, 16))), "cosine")
+    assert np.mean(few) == pytest.approx(many, rel=0.05)
+
+
+def test_a_name_with_one_face_cannot_outrank_one_with_twenty():
+    rows = [
+        {"candidate": "steady", "renders": 20, "face_rate": 1.0, "average": 0.55,
+         "pct_below_0.6": 70.0, "consistency": 0.2, "faces": 20},
+        {"candidate": "lucky", "renders": 20, "face_rate": 0.05, "average": 0.40,
+         "pct_below_0.6": 100.0, "consistency": math.nan, "faces": 1},
+    ]  # fmt: skip
+    table = candidates.rank(rows, 0.6)
+    assert list(table["candidate"]) == ["steady", "lucky"]
+    assert list(table.columns[: len(CONTRACT)]) == contract("0.6")
 
 
 def test_the_subject_ranks_first_and_noise_last(candidate_dir, tmp_path, home):
@@ -53,7 +77,7 @@ def test_the_subject_ranks_first_and_noise_last(candidate_dir, tmp_path, home):
     argv += ["--candidates", str(candidate_dir), "--out", str(out)]
     assert cli.main(argv) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == CONTRACT
+    assert list(table.columns) == [*CONTRACT, "faces", "average_ci_low", "average_ci_high"]
     assert list(table["candidate"]) == ["subject", "unknown name", "other man", "noise"]
     assert list(table["rank"]) == [1, 2, 3, 4]
     by_name = table.set_index("candidate")

@@ -249,3 +249,15 @@ def test_a_billion_laughs_file_is_refused_at_once(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(SpecError, match="aliases"):
         cfg.load(path)
+
+
+def test_replicates_add_runs_and_leave_run_one_as_it_was():
+    base = minimal(axes__token={"rare": "ohwx"}, axes__regularization=["none"])
+    one = cfg.expand_arms(cfg.validate(base))
+    three = cfg.expand_arms(cfg.validate({**base, "training": {"replicates": 3}}))
+    first = one[0].arm
+    assert [a.arm for a in three][:3] == [first, f"{first}-r2", f"{first}-r3"]
+    assert three[0].as_params() == one[0].as_params()  # run 1 reruns nothing
+    assert three[2].as_params()["replicate"] == 3
+    assert {a.recipe for a in three[:3]} == {first}
+    assert len(three) == 3 * len(one)

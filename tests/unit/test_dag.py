@@ -1,5 +1,7 @@
 from types import SimpleNamespace
 
+import pandas as pd
+
 from dreamgrid import config as cfg
 from dreamgrid import dag
 
@@ -85,7 +87,14 @@ def test_report_outputs_and_statistics_params():
     assert "results/references/Dlib-dlib.baseline.csv" in outputs
     assert len([p for p in outputs if p.endswith("/all-epochs.png")]) == 8
     assert len([p for p in outputs if "/contact-sheets/" in p]) == 8 * 3
-    assert set(g.statistics_params()) == {"alpha", "bootstrap_resamples", "confidence", "seed"}
+    assert set(g.statistics_params()) == {
+        "best_margin",
+        "best_margin_relative",
+        "bootstrap_resamples",
+        "confidence",
+        "min_faces",
+        "seed",
+    }
     axes = g.arm_axes()["rare-genreg-blip"]
     assert axes == {"token": "rare", "regularization": "generated", "captions": "blip"}
 
@@ -156,3 +165,28 @@ def test_the_method_is_a_factorial_axis_when_the_grid_has_several():
     axes = dag.Grid(config).arm_axes()
     assert axes["rare-noreg-nocap"]["method"] == "full"
     assert axes["rare-noreg-nocap-lora"]["method"] == "lora"
+
+
+def test_replicates_name_their_recipe_for_the_aggregation():
+    from dreamgrid import aggregate
+
+    g = grid(replicates=2)
+    assert len(g.arm_ids) == 16 and g.recipe("rare-noreg-blip-r2") == "rare-noreg-blip"
+    axes = g.arm_axes()
+    assert axes["rare-noreg-blip-r2"]["recipe"] == "rare-noreg-blip"
+    assert axes["rare-noreg-blip-r2"]["replicate"] == 2
+    assert "recipe" not in grid().arm_axes()["rare-noreg-blip"]
+    scores = pd.DataFrame(
+        {"arm": ["rare-noreg-blip", "rare-noreg-blip-r2"], "epoch": [1, 1], "seed": [0, 0]}
+    )
+    mapped, _, recipes = aggregate.by_recipe(scores, None, axes)
+    assert list(mapped["arm"]) == ["rare-noreg-blip"] * 2
+    assert list(mapped["replicate"]) == [1, 2]
+    assert recipes["rare-noreg-blip"] == {
+        "token": "rare",
+        "regularization": "none",
+        "captions": "blip",
+    }
+    assert g.arm_params("rare-noreg-blip-r2")["replicate"] == 2
+    # the run count is no training setting: run 1's jobs keep their params
+    assert g.training_params() == grid().training_params()

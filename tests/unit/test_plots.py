@@ -112,8 +112,8 @@ def test_histograms_one_file_per_checkpoint(tmp_path):
 def test_curves_arm_histograms_and_contact_sheet(tmp_path):
     from PIL import Image
 
-    from dreamgrid.aggregate import summarize
     from dreamgrid.plots import arm_histograms, contact_sheet, curves
+    from dreamgrid.summary import summarize
 
     scores = pd.concat(
         [checkpoint(arm, e, 40, faces=True, seed=e) for arm in ("a", "b") for e in (1, 2, 3)],
@@ -229,8 +229,15 @@ def test_curves_promise_no_bands_they_cannot_draw():
 
     summary = summarize(checkpoint("a", 1, 8, faces=False))
     fig = curves_figure(summary, x="steps")
-    assert "bands" not in fig.get_suptitle()
     assert "no render in any checkpoint\ncontained a face" in figure_texts(fig)
+    # The face rate's interval is the only band there is to draw.
+    drawn = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.collections]
+    assert drawn == ["face rate"] and "bands" in fig.get_suptitle()
+    # A summary without intervals: no band drawn, none promised.
+    bare = summary[[c for c in summary.columns if "_ci_" not in c]]
+    fig = curves_figure(bare, x="steps")
+    assert not any(ax.collections for ax in fig.axes)
+    assert "bands" not in fig.get_suptitle()
 
 
 def test_tradeoff_without_faces_says_why():

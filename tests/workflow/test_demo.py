@@ -38,6 +38,10 @@ def test_summary_has_a_row_per_checkpoint_with_kohya_steps(demo_run):
         "median", "average_ci_low", "average_ci_high",
         "pct_below_0.06_ci_low", "pct_below_0.06_ci_high",
         "pct_below_0.07_ci_low", "pct_below_0.07_ci_high", "best_not_worse",
+        "faces", "face_rate_ci_low", "face_rate_ci_high",
+        "pct_below_0.06_all", "pct_below_0.06_all_ci_low", "pct_below_0.06_all_ci_high",
+        "pct_below_0.07_all", "pct_below_0.07_all_ci_low", "pct_below_0.07_all_ci_high",
+        "few_faces",
     ]  # fmt: skip
     assert sorted(summary["arm"].unique()) == sorted(ARMS)
     assert len(summary) == len(ARMS) * 2 * len(SETS)  # a row per checkpoint and prompt set
@@ -149,7 +153,7 @@ def test_html_report(demo_report):
     assert "summary.csv" in html and "epoch-2.png" in html
     for name in (
         "by-steps.png", "all-epochs.png", "comparisons.csv", "effects.csv", "summary.md",
-        "flexibility.csv", "tradeoff.png", "ranking.csv",
+        "flexibility.csv", "tradeoff.png", "ranking.csv", "verdict.json",
     ):  # fmt: skip
         assert name in html, name
     assert "Contact sheets" in html and "Verdict and statistics" in html
@@ -188,6 +192,13 @@ def test_statistics_curves_and_contact_sheets(demo_run):
     text = (results / "report/summary.md").read_text()
     assert "Nothing to conclude" in text
     assert "As alike as real photos" in text
+    # one verdict object per prompt set; no face anywhere: no claim, few faces everywhere
+    verdicts = json.loads((results / "verdict.json").read_text())
+    assert sorted(v["prompt_set"] for v in verdicts) == sorted(SETS)
+    for verdict in verdicts:
+        assert verdict["replicates"] == 1 and verdict["claims"] == []
+        assert verdict["chosen_epochs"] == {} and "single_run" in verdict["warnings"]
+        assert f"few_faces:{ARMS[0]}:1" in verdict["warnings"]
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):

@@ -262,3 +262,19 @@ def test_keep_checkpoints_retrains_nothing(demo_run, keep):
     if keep == "best":
         expected["keep_best_checkpoint"] = 8
     assert dict(rules) == expected
+
+
+def test_more_training_replicates_add_only_the_new_runs(demo_run):
+    # training.replicates 1 -> 3: two more runs of each of the 8 arms (2 epochs each); the
+    # first run (the arm's own id) is neither retrained nor re-rendered.
+    config = demo_config()
+    config["training"]["replicates"] = 3
+    jobs = planned_jobs(demo_run, config)
+    rules = Counter(rule for rule, _ in jobs)
+    assert rules["train_dreambooth"] == 8 * 2 * 2
+    trained = {wc["arm"] for rule, wc in jobs if rule == "train_dreambooth"}
+    assert all(re.search(r"-r[23]$", arm) for arm in trained) and len(trained) == 16
+    for rule in ("sample_checkpoint", "score_faces"):
+        assert all(re.search(r"-r[23]$", wc["arm"]) for r, wc in jobs if r == rule), rule
+    assert rules["aggregate_scores"] == 1
+    assert not UPSTREAM & set(rules)

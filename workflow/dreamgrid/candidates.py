@@ -2,12 +2,14 @@
 
 Each candidate is a folder of renders (the base model prompted with that name, on paired
 seeds). Every render is scored against the subject's references exactly as checkpoint renders
-are; candidates are ranked by average distance. ``consistency`` is the mean distance of the
-renders' faces to their own centroid: a name the model does not know gives scattered faces.
+are; candidates are ranked by average distance (after a minimum face count). ``consistency``
+is the mean pairwise distance among a name's faces: a name the model does not know gives
+scattered faces.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -18,12 +20,9 @@ import pandas as pd
 
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path, list_images
+from dreamgrid.scoretable import pct_column
 
 log = logging.getLogger(__name__)
-
-
-def pct_column(threshold: float) -> str:
-    return f"pct_below_{threshold:g}"
 
 
 def rank_columns(threshold: float) -> list[str]:
@@ -40,13 +39,15 @@ def rank_columns(threshold: float) -> list[str]:
 
 
 def consistency(embeddings: Sequence[np.ndarray], metric: str) -> float:
-    """Mean distance of each face to the faces' centroid (NaN with fewer than two faces)."""
-    from dreamgrid.stats import distance
+    """Mean pairwise distance among a name's faces (NaN with fewer than two faces): it does
+    not grow with the number of faces, as the distance to their centroid does."""
+    from dreamgrid.faces import distance
 
     if len(embeddings) < 2:
         return math.nan
-    centroid = np.mean(np.stack(embeddings), axis=0)
-    return float(np.mean([distance(e, centroid, metric) for e in embeddings]))
+    return float(
+        np.mean([distance(a, b, metric) for a, b in itertools.combinations(embeddings, 2)])
+    )
 
 
 def candidate_row(
@@ -55,10 +56,14 @@ def candidate_row(
     """One candidate's numbers from its renders' score rows and detected faces.
 
     ``faces`` holds each render's faces (:class:`dreamgrid.faces.Face`); the largest face of
-    a render stands for it in ``consistency``.
+    a render stands for it in ``consistency``. ``average_ci_low``/``_high``: the BCa
+    interval of the average (NaN with fewer than two faces).
     """
+    from dreamgrid import stats
+
     distances = scores.loc[scores["face_found"], "mean_distance"].to_numpy(dtype=float)
     largest = [max(found, key=lambda f: f.area).embedding for found in faces if found]
+    low, high = stats.mean_interval(distances, rng=stats.rng_for(stats.SEED, "finder", name))
     return {
         "candidate": name,
         "renders": len(scores),
@@ -68,22 +73,38 @@ def candidate_row(
             100.0 * float((distances < threshold).mean()) if len(distances) else math.nan
         ),
         "consistency": consistency(largest, metric),
+        "faces": len(distances),
+        "average_ci_low": low,
+        "average_ci_high": high,
     }
 
 
-def rank(rows: Sequence[dict[str, object]], threshold: float) -> pd.DataFrame:
-    """Rank candidates: lowest average first; ties by share below ``threshold``, face rate,
-    then the order given. Candidates without any face come last, in the order given."""
-    table = pd.DataFrame(list(rows), columns=rank_columns(threshold)[:-1])
+def rank(
+    rows: Sequence[dict[str, object]], threshold: float, min_faces: int | None = None
+) -> pd.DataFrame:
+    """Rank candidates: those with at least ``min_faces`` faces (default: half the most
+    renders any candidate has) first, by lowest average; ties by share below ``threshold``,
+    face rate, then the order given. Then candidates with fewer faces, the same way; then
+    those without any face, in the order given. A name with 1 face in 20 renders cannot
+    outrank one with 20 of 20."""
+    extra = ["faces", "average_ci_low", "average_ci_high"]
+    table = pd.DataFrame(list(rows), columns=rank_columns(threshold)[:-1] + extra)
+    if table["faces"].isna().all():
+        table["faces"] = (table["face_rate"].fillna(0) * table["renders"]).round()
+    if min_faces is None:
+        most = int(table["renders"].max()) if len(table) else 0
+        min_faces = max(1, math.ceil(most / 2))
+    table["_few"] = table["faces"].fillna(0) < min_faces
     table["_order"] = range(len(table))
     table = table.sort_values(
-        ["average", pct_column(threshold), "face_rate", "_order"],
-        ascending=[True, False, False, True],
+        ["_few", "average", pct_column(threshold), "face_rate", "_order"],
+        ascending=[True, True, False, False, True],
         na_position="last",
         kind="stable",
     )
     table["rank"] = range(1, len(table) + 1)
-    return table.drop(columns="_order").reset_index(drop=True)
+    columns = rank_columns(threshold) + extra
+    return table[columns].reset_index(drop=True)
 
 
 def candidate_dirs(candidates: Path) -> list[Path]:

@@ -1,8 +1,10 @@
 """The ``dreamgrid`` command: the stages' stable entry points for scripts and users.
 
 dreamgrid score --references DIR --images DIR --model M --detector D [--metric cosine] --out F.csv
-dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-within 5] --out summary.csv
+dreamgrid summarize --scores F.csv [--thresholds 0.6 0.7] [--best-margin 5] --out summary.csv
 dreamgrid compare --scores F.csv --out comparisons.csv   paired tests between arms
+dreamgrid report --scores F.csv --out DIR [--baseline B.csv]   tables, summary.md, verdict.json
+dreamgrid power --scores F.csv --effect 0.01 [--share-effect 5]   renders and runs for 80% power
 dreamgrid rank-candidates --references DIR --candidates DIR --out ranking.csv   look-alike names
 dreamgrid check CONFIG        validate a config and list its arms
 dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
@@ -13,7 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dreamgrid.errors import DreamgridError
 
@@ -35,6 +39,143 @@ The commands below are the workflow's stages as plain commands, for scripts and 
 a config before a run."""
 
 
+def run_summarize_cli(
+    scores: Path,
+    out: Path,
+    thresholds: Sequence[float],
+    best_margin: float,
+    *,
+    best_margin_relative: float = 0.25,
+    min_faces: int = 20,
+) -> Any:
+    """``dreamgrid summarize --scores FILE --out summary.csv``: summarize one score table.
+
+    Args:
+        scores: a score table (CSV, TSV or parquet) with the columns :func:`summarize` needs.
+        out: summary CSV to write.
+        thresholds: distance thresholds.
+        best_margin, best_margin_relative, min_faces: the chosen-epoch rule
+            (:func:`dreamgrid.summary.summarize`).
+
+    Returns:
+        The summary that was written.
+
+    Raises:
+        SpecError: the file is unreadable or lacks a column (the message names the file).
+    """
+    from dreamgrid import scoretable
+    from dreamgrid.errors import SpecError
+    from dreamgrid.summary import summarize
+
+    table = scoretable.read_table(scores)
+    scoretable._require(table, scoretable.SUMMARY_INPUT_COLUMNS, str(scores))
+    try:
+        result = summarize(
+            table,
+            thresholds=thresholds,
+            best_margin=best_margin,
+            best_margin_relative=best_margin_relative,
+            min_faces=min_faces,
+        )
+    except SpecError as err:
+        raise SpecError(f"{scores}: {err}") from err
+    scoretable._write_csv(result, out)
+    logger.info("wrote %s (%d checkpoints)", out, len(result))
+    return result
+
+
+def run_compare_cli(
+    scores: Path,
+    out: Path,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Any:
+    """``dreamgrid compare --scores FILE --out comparisons.csv``: paired arm comparisons.
+
+    Args:
+        scores: table with ``arm, epoch, seed, face_found, mean_distance`` (CSV/TSV/parquet).
+        out: CSV with :data:`dreamgrid.inference.COMPARE_COLUMNS`.
+
+    Returns:
+        The table written.
+
+    Raises:
+        SpecError: unreadable file, a missing column or a repeated seed (naming the file).
+    """
+    from dreamgrid import inference, scoretable
+    from dreamgrid.errors import SpecError
+
+    table = scoretable.read_table(scores)
+    scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
+    table = scoretable._normalise(table, str(scores))
+    try:
+        result = inference.compare_arms(
+            table, seed=seed, resamples=resamples, confidence=confidence
+        )
+    except ValueError as err:
+        raise SpecError(f"{scores}: {err}") from err
+    scoretable._write_csv(result, out)
+    logger.info("wrote %s (%d comparisons)", out, len(result))
+    return result
+
+
+def run_report_cli(
+    scores: Path,
+    out: Path,
+    *,
+    baseline: Path | None = None,
+    thresholds: Sequence[float] = (0.6, 0.7),
+    best_margin: float = 5.0,
+    best_margin_relative: float = 0.25,
+    min_faces: int = 20,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``dreamgrid report --scores FILE --out DIR``: what the workflow's aggregation writes.
+
+    Writes ``summary.csv``, ``comparisons.csv``, ``effects.csv``, ``summary.md`` and
+    ``verdict.json`` into ``out``. Input columns: ``arm, epoch, seed, face_found,
+    mean_distance``, optional ``steps``, ``replicate``, ``model``, ``prompt_set`` and axis
+    columns (``token``, ``regularization``, ``captions``, ``method``, ``base_model``).
+
+    Returns:
+        The tables, the verdict object and the markdown (see
+        :func:`dreamgrid.aggregate.build`).
+    """
+    from dreamgrid import aggregate, scoretable
+    from dreamgrid import baseline as baseline_mod
+    from dreamgrid.errors import SpecError
+
+    table = scoretable.read_table(scores)
+    scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
+    try:
+        table = scoretable._normalise(table, str(scores))
+        result = aggregate.build(
+            table,
+            thresholds=thresholds,
+            best_margin=best_margin,
+            best_margin_relative=best_margin_relative,
+            min_faces=min_faces,
+            baseline=baseline_mod.read_baseline(baseline),
+            confidence=confidence,
+            resamples=resamples,
+            seed=seed,
+        )
+    except ValueError as err:
+        raise SpecError(f"{scores}: {err}") from err
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("summary", "comparisons", "effects"):
+        scoretable._write_csv(result[name], out / f"{name}.csv")
+    aggregate.write_json(result["verdict"], out / "verdict.json")
+    (out / "summary.md").write_text(result["markdown"], encoding="utf-8")
+    logger.info("wrote summary, comparisons, effects, summary.md and verdict.json to %s", out)
+    return result
+
+
 def _score(args: argparse.Namespace) -> None:
     from dreamgrid import faces
 
@@ -52,18 +193,19 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _summarize(args: argparse.Namespace) -> None:
-    from dreamgrid import aggregate
-
-    summary = aggregate.run_summarize_cli(
-        scores=args.scores, out=args.out, thresholds=args.thresholds, best_within=args.best_within
+    summary = run_summarize_cli(
+        scores=args.scores,
+        out=args.out,
+        thresholds=args.thresholds,
+        best_margin=args.best_margin,
+        best_margin_relative=args.best_margin_relative,
+        min_faces=args.min_faces,
     )
     logger.info("%d checkpoints summarised -> %s", len(summary), args.out)
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from dreamgrid import aggregate
-
-    table = aggregate.run_compare_cli(
+    table = run_compare_cli(
         scores=args.scores,
         out=args.out,
         confidence=args.confidence,
@@ -71,6 +213,121 @@ def _compare(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     logger.info("%d comparisons -> %s", len(table), args.out)
+
+
+def _report(args: argparse.Namespace) -> None:
+    run_report_cli(
+        scores=args.scores,
+        out=args.out,
+        baseline=args.baseline,
+        thresholds=args.thresholds,
+        best_margin=args.best_margin,
+        best_margin_relative=args.best_margin_relative,
+        min_faces=args.min_faces,
+        confidence=args.confidence,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+
+
+def _best_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=[0.6, 0.7],
+        help="distances to report the share below (on your face model's scale: VGG-Face's "
+        "own threshold is 0.68, Dlib's 0.07)",
+    )
+    parser.add_argument(
+        "--best-margin",
+        "--best-within",
+        dest="best_margin",
+        type=float,
+        default=5.0,
+        help="chosen epoch: not worse than the arm's best share by more than this many points",
+    )
+    parser.add_argument(
+        "--best-margin-relative",
+        type=float,
+        default=0.25,
+        help="... or this fraction of the arm's best share, when smaller",
+    )
+    parser.add_argument(
+        "--min-faces", type=int, default=20, help="fewer faces: no share, never best"
+    )
+
+
+def run_power_cli(
+    scores: Path,
+    effect: float,
+    share_effect: float | None = None,
+    *,
+    threshold: float = 0.6,
+    confidence: float = 0.95,
+    run_sd: float | None = None,
+) -> dict[str, Any]:
+    """``dreamgrid power --scores FILE --effect 0.01``: renders and runs for 80% power.
+
+    Returns:
+        :func:`dreamgrid.inference.power_plan`'s dict (also printed as text).
+    """
+    from dreamgrid import inference, scoretable
+    from dreamgrid.errors import SpecError
+
+    table = scoretable.read_table(scores)
+    scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
+    table = scoretable._normalise(table, str(scores))
+    table = scoretable.headline(table, None)
+    try:
+        plan = inference.power_plan(
+            table,
+            effect,
+            share_effect,
+            threshold=threshold,
+            confidence=confidence,
+            run_sd=run_sd,
+        )
+    except ValueError as err:
+        raise SpecError(f"{scores}: {err}") from err
+    lines = [
+        f"planned family: {plan['family']} contrasts, {plan['alpha_per_contrast']:.2g} each",
+        (
+            f"per-seed SD of paired differences: {plan['paired_sd']:.4f}; "
+            f"both found a face on {100 * plan['both_faces']:.0f}% of seeds"
+        ),
+        (
+            f"renders per checkpoint for a {effect:g} mean-distance difference at 80% power: "
+            f"{plan['renders_per_checkpoint']}"
+        ),
+    ]
+    if share_effect is not None:
+        lines.append(
+            f"renders per checkpoint for a {share_effect:g}-point share difference: "
+            f"{plan['renders_for_share']}"
+        )
+    if plan["replicates"] is None:
+        lines.append(
+            "training runs per arm: unknown (the pilot has one run per arm; give --run-sd "
+            "or train replicates to measure run-to-run noise)"
+        )
+    else:
+        lines.append(
+            f"training runs per arm (run-to-run SD {plan['run_sd']:.4f}): {plan['replicates']}"
+        )
+    print("\n".join(lines))
+    return plan
+
+
+def _power(args: argparse.Namespace) -> None:
+    run_power_cli(
+        args.scores,
+        args.effect,
+        args.share_effect,
+        threshold=args.threshold,
+        confidence=args.confidence,
+        run_sd=args.run_sd,
+    )
 
 
 def _rank_candidates(args: argparse.Namespace) -> None:
@@ -197,20 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
         "each threshold, bootstrap intervals and the best epoch.",
     )
     summarize.add_argument("--scores", type=Path, required=True, help="CSV/TSV of scores")
-    summarize.add_argument(
-        "--thresholds",
-        type=float,
-        nargs="+",
-        default=[0.6, 0.7],
-        help="distances to report the share below (on your face model's scale: VGG-Face's "
-        "own threshold is 0.68, Dlib's 0.07)",
-    )
-    summarize.add_argument(
-        "--best-within",
-        type=float,
-        default=5.0,
-        help="best epoch: earliest within this many points of the arm's best share",
-    )
+    _best_options(summarize)
     summarize.add_argument("--out", type=Path, required=True, help="output CSV")
     summarize.set_defaults(func=_summarize)
 
@@ -218,7 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         "paired differences between arms at each epoch",
         "For every pair of arms at each epoch both have: the paired mean difference over "
-        "seeds where both found a face, its interval, the test's p-value and the adjusted one.",
+        "seeds where both found a face (sign-flip permutation test and BCa interval of that "
+        "mean), the share of seeds where a is more alike, the face-rate difference and its "
+        "exact McNemar test, Holm-adjusted within each model and prompt set.",
     )
     compare.add_argument(
         "--scores", type=Path, required=True, help="CSV/TSV: arm, epoch, seed, face_found, ..."
@@ -228,6 +474,37 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     compare.set_defaults(func=_compare)
+
+    report = command(
+        "report",
+        "summary, comparisons, effects, summary.md and verdict.json of a table",
+        "Write into --out what the workflow's aggregation writes: summary.csv, "
+        "comparisons.csv, effects.csv, summary.md and verdict.json.",
+    )
+    report.add_argument(
+        "--scores", type=Path, required=True, help="CSV/TSV: arm, epoch, seed, face_found, ..."
+    )
+    report.add_argument("--out", type=Path, required=True, help="output folder")
+    report.add_argument("--baseline", type=Path, default=None, help="real-photos baseline CSV")
+    _best_options(report)
+    report.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
+    report.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    report.set_defaults(func=_report)
+
+    power = command(
+        "power",
+        "renders per checkpoint and runs per arm for 80%% power, from a pilot",
+        "From a pilot's scores, the renders per checkpoint and training runs per arm needed "
+        "for 80% power to detect --effect (and --share-effect) at the planned family.",
+    )
+    power.add_argument("--scores", type=Path, required=True, help="a pilot's scores table")
+    power.add_argument("--effect", type=float, required=True, help="mean-distance difference")
+    power.add_argument("--share-effect", type=float, default=None, help="share difference, points")
+    power.add_argument("--threshold", type=float, default=0.6, help="share threshold")
+    power.add_argument("--confidence", type=float, default=0.95, help="family coverage")
+    power.add_argument("--run-sd", type=float, default=None, help="assumed run-to-run SD")
+    power.set_defaults(func=_power)
 
     ranking = command(
         "rank-candidates",

@@ -10,7 +10,7 @@ import difflib
 import itertools
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,19 @@ class Arm:
     regularization: str
     captions: str
     method: str = "full"
+    #: Training run of this recipe (1 = the first; its id and params are the recipe's own).
+    replicate: int = 1
+    #: The recipe's id (the arm id of run 1).
+    recipe: str = ""
 
-    def as_params(self) -> dict[str, str]:
+    def as_params(self) -> dict[str, str | int]:
         """The arm's settings as passed to its jobs (and nothing else, so edits stay local)."""
         params = asdict(self)
+        del params["recipe"]
         if self.method == "full":
             del params["method"]  # full arms' params stay as before the method axis
+        if self.replicate == 1:
+            del params["replicate"]  # run 1's params stay as before replicates existed
         return params
 
 
@@ -291,8 +298,6 @@ def check(config: dict[str, Any], source: str = "config") -> None:
         if problem:
             raise SpecError(f"{source}: training (aspect_ratio buckets): {problem}")
     check_prompts(config, source)
-    from dreamgrid.sample import shard_ranges
-
     sample = config["sample"]
     try:
         shard_ranges(sample["count"], sample["shard_size"], sample["batch_size"])
@@ -304,6 +309,28 @@ def check(config: dict[str, Any], source: str = "config") -> None:
 
         finder = config["token_finder"]
         candidates.read_names(candidates.list_path(finder, config["subject"]["class_word"]))
+
+
+def shard_ranges(count: int, shard_size: int, batch_size: int) -> list[tuple[int, int]]:
+    """Render index ranges ``[start, stop)`` of a checkpoint's shards.
+
+    Shard ``k`` holds renders ``k * shard_size`` up to ``(k + 1) * shard_size`` (the last one
+    fewer), so raising ``count`` adds shards and leaves the full ones untouched. ``shard_size``
+    must be a multiple of ``batch_size``, so that shard boundaries fall on batch boundaries.
+
+    Raises:
+        SpecError: a size is not a positive integer, or shards and batches do not align.
+    """
+    for name, value in (("count", count), ("shard_size", shard_size), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(f"sample.{name} must be a positive integer, got {value!r}.")
+    if shard_size % batch_size:
+        raise SpecError(
+            f"sample.shard_size ({shard_size}) must be a multiple of sample.batch_size "
+            f"({batch_size}) so that shards split at batch boundaries; e.g. shard_size "
+            f"{max(batch_size, shard_size - shard_size % batch_size)}."
+        )
+    return [(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
 
 
 def finder_runs(config: dict[str, Any]) -> bool:
@@ -416,7 +443,8 @@ def _strict_loader():
 
 
 def expand_arms(config: dict[str, Any]) -> list[Arm]:
-    """Arms as the product of the axes (token × regularization × captions), in config order.
+    """Arms as the product of the axes (token × regularization × captions), in config order,
+    times ``training.replicates`` training runs (run r > 1 gets the suffix ``-r<r>``).
 
     Arm ids are readable slugs such as ``celebrity-noreg-blip``; token strings with spaces
     stay in the config, never in paths.
@@ -439,6 +467,12 @@ def expand_arms(config: dict[str, Any]) -> list[Arm]:
             axes["captions"],
             axes.get("method", ["full"]),
         )
+    ]
+    runs = int(config.get("training", {}).get("replicates", 1))
+    arms = [
+        replace(arm, arm=arm.arm + ("" if r == 1 else f"-r{r}"), replicate=r, recipe=arm.arm)
+        for arm in arms
+        for r in range(1, runs + 1)
     ]
     ids = [a.arm for a in arms]
     if len(set(ids)) != len(ids):

@@ -47,7 +47,7 @@ SUMMARY_MD = f"{RESULTS}/report/summary.md"
 # Training settings that are not passed to every job as they are: `epochs` and
 # `keep_checkpoints` do not change what an epoch's job computes (more epochs only add jobs),
 # and `match_steps` reaches only the arms it changes, as `passes` (Grid.train_passes).
-NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "match_steps")
+NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "match_steps", "replicates")
 BUCKET_KEYS = ("bucket_min_size", "bucket_max_size", "bucket_step")
 
 # ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
@@ -345,11 +345,9 @@ class Grid:
     def shard_ranges(self, prompt_set: str = MAIN_PROMPT_SET) -> list[tuple[int, int]]:
         """Render index ranges ``[start, stop)`` of one prompt set's shards (every
         checkpoint's)."""
-        from dreamgrid.sample import shard_ranges
-
         sample = self.config["sample"]
         count = self.prompt_set_count(prompt_set)
-        return shard_ranges(count, sample["shard_size"], sample["batch_size"])
+        return cfg.shard_ranges(count, sample["shard_size"], sample["batch_size"])
 
     def shard_ids(self, prompt_set: str = MAIN_PROMPT_SET) -> list[int]:
         return list(range(len(self.shard_ranges(prompt_set))))
@@ -468,22 +466,36 @@ class Grid:
     def arm_axes(self) -> dict[str, dict[str, str]]:
         """Axis levels per arm for the factorial view (token names, not token strings); the
         training method is an axis when the grid has more than one (full and LoRA arms must
-        not be pooled)."""
+        not be pooled). With ``training.replicates`` > 1, each arm also names its ``recipe``
+        and ``replicate`` (the aggregation analyses recipes, with the run as the unit)."""
         methods = {arm.method for arm in self.arms.values()}
+        replicated = any(arm.replicate > 1 for arm in self.arms.values())
         return {
             arm.arm: {
                 "token": arm.token_name,
                 "regularization": arm.regularization,
                 "captions": arm.captions,
                 **({"method": arm.method} if len(methods) > 1 else {}),
+                **({"recipe": arm.recipe, "replicate": arm.replicate} if replicated else {}),
             }
             for arm in self.arms.values()
         }
 
+    def recipe(self, arm: str) -> str:
+        """The recipe an arm id trains (itself for run 1, without ``-r<r>`` otherwise)."""
+        return self.arms[arm].recipe or arm
+
     def statistics_params(self) -> dict[str, Any]:
         """Bootstrap and test settings (the ``report`` section without figure-only keys)."""
         report = self.config["report"]
-        keys = ("alpha", "bootstrap_resamples", "confidence", "seed")
+        keys = (
+            "best_margin",
+            "best_margin_relative",
+            "bootstrap_resamples",
+            "confidence",
+            "min_faces",
+            "seed",
+        )
         return canonical({k: report[k] for k in keys})
 
     def report_outputs(self) -> list[str]:
@@ -529,6 +541,7 @@ REFERENCE_BASELINE = f"{RESULTS}/references/{{model}}-{{detector}}.baseline.csv"
 #: Paired comparisons between arms at each epoch, and the factorial effects.
 COMPARISONS = f"{RESULTS}/comparisons.csv"
 EFFECTS = f"{RESULTS}/effects.csv"
+VERDICT = f"{RESULTS}/verdict.json"
 #: Metrics against epoch and against training steps, one line per arm with CI bands.
 CURVES_EPOCH = f"{RESULTS}/plots/curves/{{prompt_set}}/by-epoch.png"
 CURVES_STEPS = f"{RESULTS}/plots/curves/{{prompt_set}}/by-steps.png"

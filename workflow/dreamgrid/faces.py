@@ -621,6 +621,14 @@ def embed_images(
     return [r if r is not None else [] for r in results]
 
 
+def distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
+    """deepface's own ``find_distance`` of two embeddings, rounded to 6 decimals as
+    ``DeepFace.verify`` rounds it (call :func:`setup_deepface` first)."""
+    from deepface.modules.verification import find_distance
+
+    return float(np.round(float(find_distance(np.asarray(a), np.asarray(b), metric)), 6))
+
+
 def face_distances(
     found: Sequence[Face],
     references: dict[str, np.ndarray],
@@ -995,7 +1003,7 @@ def reference_rows(embeddings: dict[str, np.ndarray], metric: str) -> pandas.Dat
     """Each reference scored against the *other* references (leave-one-out)."""
     import pandas as pd
 
-    from dreamgrid.stats import reference_baseline
+    from dreamgrid.baseline import reference_baseline
 
     loo = reference_baseline(embeddings, metric)
     return pd.DataFrame(

@@ -36,7 +36,7 @@ def table(
     """One row per checkpoint (and face model): likeness, class bleed, prompt following.
 
     Args:
-        summary: from :func:`dreamgrid.aggregate.summarize`, with a ``prompt_set`` column.
+        summary: from :func:`dreamgrid.summary.summarize`, with a ``prompt_set`` column.
         prompt_sets: the config's prompt sets (name -> template), ``main`` included.
         best_within: margin in percentage points (``score.best_within``).
 

@@ -2,7 +2,7 @@
 epoch and steps with confidence bands, and contact sheets of renders sorted by distance.
 
 Every distance plot draws the "as alike as real photos" line: the mean leave-one-out distance
-among the reference photos (:func:`dreamgrid.stats.reference_baseline`), when known.
+among the reference photos (:func:`dreamgrid.baseline.reference_baseline`), when known.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so
 nothing leaks between plots and no display is needed.
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dreamgrid.aggregate import as_bool
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
+from dreamgrid.scoretable import as_bool
 
 # No display on cluster nodes; figures below do not use pyplot, but seaborn imports it.
 # seaborn itself (~1 s to import) is imported only where it draws: every plot is its own job,
@@ -295,7 +295,11 @@ _CURVE_PANELS = {
 
 def _curve_panels(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(column, title, y label) of each panel the summary has columns for."""
-    pct = [c for c in summary.columns if c.startswith("pct_below_") and "_ci_" not in c]
+    pct = [
+        c
+        for c in summary.columns
+        if c.startswith("pct_below_") and "_ci_" not in c and not c.endswith("_all")
+    ]
     panels = [(c, *_CURVE_PANELS[c]) for c in ("average", "median")]
     for column in pct:
         level = column.removeprefix("pct_below_")
@@ -405,7 +409,7 @@ def curves(
     the share panels; one legend entry serves all of them.
 
     Args:
-        summary: from :func:`dreamgrid.aggregate.summarize` (with intervals).
+        summary: from :func:`dreamgrid.summary.summarize` (with intervals).
         out: PNG to write.
         x: ``epoch`` or ``steps`` (equal-steps comparison across arms).
         baseline: reference leave-one-out table (``mean_distance`` per reference), or None.

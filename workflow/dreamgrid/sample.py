@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from dreamgrid.config import shard_ranges  # noqa: F401  (sample's shards, checked with the config)
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
 from dreamgrid.prompts import MAIN_PROMPT_SET, fill
@@ -461,28 +462,6 @@ def run(
 
 
 # ---- shards -----------------------------------------------------------------------------------
-
-
-def shard_ranges(count: int, shard_size: int, batch_size: int) -> list[tuple[int, int]]:
-    """Render index ranges ``[start, stop)`` of a checkpoint's shards.
-
-    Shard ``k`` holds renders ``k * shard_size`` up to ``(k + 1) * shard_size`` (the last one
-    fewer), so raising ``count`` adds shards and leaves the full ones untouched. ``shard_size``
-    must be a multiple of ``batch_size``, so that shard boundaries fall on batch boundaries.
-
-    Raises:
-        SpecError: a size is not a positive integer, or shards and batches do not align.
-    """
-    for name, value in (("count", count), ("shard_size", shard_size), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SpecError(f"sample.{name} must be a positive integer, got {value!r}.")
-    if shard_size % batch_size:
-        raise SpecError(
-            f"sample.shard_size ({shard_size}) must be a multiple of sample.batch_size "
-            f"({batch_size}) so that shards split at batch boundaries; e.g. shard_size "
-            f"{max(batch_size, shard_size - shard_size % batch_size)}."
-        )
-    return [(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
 
 
 def shard_name(index: int) -> str:

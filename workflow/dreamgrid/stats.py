@@ -1,62 +1,39 @@
-"""Statistics for the report: bootstrap intervals, paired arm comparisons, factorial effects.
+"""Pure statistics on arrays: intervals, paired tests, corrections. No tables, no files.
 
-Every interval here is a **seeded numpy percentile bootstrap** (not ``scipy.stats.bootstrap``):
-the resampling indices come from ``numpy.random.default_rng([seed, crc32(key)])``, where ``key``
-names what is resampled (a checkpoint, a pair of arms), so a rerun, or the same checkpoint in a
-bigger grid, gives identical numbers. Per checkpoint the bootstrap resamples renders; between
-checkpoints it resamples seeds, keeping each seed's pair together (every arm and epoch renders
-the same seeds, so seed s of arm A and seed s of arm B share prompt and initial noise).
+Every tool here is the field's library function, wrapped only to fix its settings and its edge
+cases (no data, one value, all values equal):
 
-Paired tests are scipy's Wilcoxon signed-rank test on the per-seed differences. Families of
-tests are corrected with **Holm**'s step-down method (controls the family-wise error rate).
+- intervals of a mean: ``scipy.stats.bootstrap(method="BCa")``;
+- intervals of a share: Wilson (``statsmodels.stats.proportion.proportion_confint``);
+- a paired mean difference: the sign-flip permutation test of that mean
+  (``scipy.stats.permutation_test(permutation_type="samples")`` on one sample of differences:
+  exact over all 2^n sign patterns up to :data:`EXACT_UP_TO` pairs, seeded Monte Carlo beyond);
+- face found, paired: the exact McNemar test, a binomial test on the discordant seeds
+  (``scipy.stats.binomtest``);
+- families: ``statsmodels.stats.multitest.multipletests`` (Holm or Bonferroni).
 
-Distances are lower-is-better: a negative difference ``a - b`` means ``a`` is more alike.
+Randomness comes from :func:`rng_for` (seed plus a key naming what is resampled), so a rerun, or
+the same checkpoint in a bigger grid, gives identical numbers. Distances are lower-is-better: a
+negative difference ``a - b`` means ``a`` is more alike.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import math
-import re
 import zlib
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
-
-log = logging.getLogger(__name__)
 
 #: Defaults used when a caller passes none (the workflow passes the config's ``report`` keys).
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 SEED = 0
-
-#: Optional columns of score tables that split an arm into separate comparisons.
-GROUP_COLUMNS = ("model", "prompt_set")
-#: Columns of :func:`compare_arms`'s table (the ``dreamgrid compare`` contract), in order.
-COMPARE_COLUMNS = (
-    "arm_a",
-    "arm_b",
-    "epoch",
-    "n_pairs",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-)
-#: The arm-id slugs of :func:`dreamgrid.config.expand_arms`.
-ARM_ID = re.compile(
-    r"^(?P<token>.+)-(?P<regularization>noreg|genreg|gtreg)-(?P<captions>blip|nocap)$"
-)
-#: Axis levels in the order used as the reference level (first) of a contrast.
-AXIS_ORDER = {
-    "regularization": ("none", "noreg", "generated", "genreg", "ground_truth", "gtreg"),
-    "captions": ("none", "nocap", "blip"),
-}
-METRICS = ("cosine", "euclidean", "euclidean_l2", "angular")
+ALPHA = 0.05
+#: Largest number of pairs whose permutation test enumerates every sign pattern (2^16).
+EXACT_UP_TO = 16
+#: Bootstrap resamples expected beyond each end of an interval (see :func:`resamples_for`).
+TAIL_RESAMPLES = 10
 
 
 def rng_for(seed: int, *key: object) -> np.random.Generator:
@@ -65,516 +42,203 @@ def rng_for(seed: int, *key: object) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(text)])
 
 
-def _percentiles(stats: np.ndarray, confidence: float) -> tuple[float, float]:
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.nanpercentile(stats, [tail, 100.0 - tail], axis=0)
-    return float(low), float(high)
-
-
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    statistic: Callable[[np.ndarray], np.ndarray] | None = None,
-    *,
-    rng: np.random.Generator,
-    resamples: int = RESAMPLES,
-    confidence: float = CONFIDENCE,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic`` over ``values`` (NaNs dropped).
-
-    Args:
-        values: one number per resampled unit (render or seed).
-        statistic: maps a (resamples, n) array to (resamples,) along axis 1; default mean.
-        rng: source of the resampling indices (see :func:`rng_for`).
-        resamples: number of bootstrap resamples.
-        confidence: interval coverage, e.g. 0.95.
-
-    Returns:
-        (low, high); NaN for no values, the value itself for one.
-    """
+def finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``values`` as floats without NaNs."""
     data = np.asarray(values, dtype=float)
-    data = data[np.isfinite(data)]
-    if statistic is None:
-        statistic = _mean
-    if len(data) == 0:
-        return math.nan, math.nan
-    index = rng.integers(0, len(data), size=(int(resamples), len(data)))
-    return _percentiles(statistic(data[index]), confidence)
+    return data[np.isfinite(data)]
 
 
-def _mean(sample: np.ndarray) -> np.ndarray:
-    return sample.mean(axis=1)
+def resamples_for(confidence: float, resamples: int = RESAMPLES) -> int:
+    """Bootstrap resamples for an interval at ``confidence``: at least ``resamples``, and
+    enough that :data:`TAIL_RESAMPLES` fall beyond each end (a Bonferroni-adjusted 99.9%
+    interval needs 20,000)."""
+    tail = (1.0 - confidence) / 2.0
+    return max(int(resamples), math.ceil(TAIL_RESAMPLES / tail))
 
 
-def share_below(threshold: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Statistic for :func:`bootstrap_ci`: percent (0..100) of values below ``threshold``."""
-
-    def statistic(sample: np.ndarray) -> np.ndarray:
-        return 100.0 * (sample < threshold).mean(axis=1)
-
-    return statistic
+def _mean(sample: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(sample, axis=axis)
 
 
-def checkpoint_intervals(
-    distances: np.ndarray,
-    thresholds: Sequence[float],
+def mean_interval(
+    values: Sequence[float] | np.ndarray,
     *,
     rng: np.random.Generator,
-    resamples: int = RESAMPLES,
     confidence: float = CONFIDENCE,
-) -> dict[str, tuple[float, float]]:
-    """Bootstrap intervals of one checkpoint's average and shares, from one set of resamples.
-
-    Args:
-        distances: mean distances of the renders with a face.
-        thresholds: cut-offs of the shares.
+    resamples: int = RESAMPLES,
+) -> tuple[float, float]:
+    """BCa bootstrap interval of the mean of ``values`` (NaNs dropped).
 
     Returns:
-        ``{"average": (low, high), <threshold>: (low, high), ...}``; NaN without faces.
-    """
-    data = np.asarray(distances, dtype=float)
-    data = data[np.isfinite(data)]
-    if len(data) == 0:
-        nan = (math.nan, math.nan)
-        return {"average": nan, **{t: nan for t in thresholds}}
-    sample = data[rng.integers(0, len(data), size=(int(resamples), len(data)))]
-    out = {"average": _percentiles(sample.mean(axis=1), confidence)}
-    for t in thresholds:
-        out[t] = _percentiles(100.0 * (sample < t).mean(axis=1), confidence)
-    return out
-
-
-def wilcoxon_p(differences: Sequence[float] | np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences (NaNs dropped).
-
-    Returns NaN without differences and 1.0 when every difference is zero (no evidence).
+        (low, high); NaN with fewer than two values, the value itself when all are equal.
     """
     from scipy import stats
 
-    data = np.asarray(differences, dtype=float)
-    data = data[np.isfinite(data)]
-    if len(data) == 0:
-        return math.nan
-    if not np.any(data != 0):
-        return 1.0
-    return float(stats.wilcoxon(data).pvalue)
+    data = finite(values)
+    if len(data) < 2:
+        return math.nan, math.nan
+    if np.ptp(data) == 0:
+        return float(data[0]), float(data[0])
+    result = stats.bootstrap(
+        (data,),
+        _mean,
+        vectorized=True,
+        method="BCa",
+        confidence_level=confidence,
+        n_resamples=resamples_for(confidence, resamples),
+        random_state=rng,
+    )
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high)
 
 
-def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values; NaNs stay NaN and are not counted in the family."""
-    p = np.asarray(p_values, dtype=float)
-    adjusted = np.full(p.shape, math.nan)
-    valid = np.flatnonzero(np.isfinite(p))
-    m = len(valid)
-    if m == 0:
-        return adjusted
-    order = valid[np.argsort(p[valid], kind="stable")]
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[index]))
-        adjusted[index] = running
-    return adjusted
+def wilson(count: int, total: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson interval of a share ``count / total`` as fractions (NaN when ``total`` is 0)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if total <= 0:
+        return math.nan, math.nan
+    low, high = proportion_confint(int(count), int(total), alpha=1 - confidence, method="wilson")
+    return float(low), float(high)
 
 
-def paired_difference(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
+def sign_flip_test(
+    differences: Sequence[float] | np.ndarray,
     *,
     rng: np.random.Generator,
     resamples: int = RESAMPLES,
-    confidence: float = CONFIDENCE,
-) -> dict[str, float]:
-    """Mean of ``a - b`` over pairs where both are numbers, with a bootstrap CI and Wilcoxon p.
+    refine_below: float | None = None,
+    refine_resamples: int | None = None,
+) -> tuple[float, str]:
+    """Two-sided paired permutation test of the mean difference (signs flipped per pair).
 
     Args:
-        a, b: values aligned by seed (NaN where that seed's render had no face).
+        differences: per-pair differences (NaNs dropped).
+        resamples: Monte Carlo sign patterns (beyond :data:`EXACT_UP_TO` pairs).
+        refine_below, refine_resamples: when the p from ``resamples`` is at most
+            ``refine_below``, test again with ``refine_resamples`` (a p that decides a claim
+            at a Bonferroni level needs more resamples than one far above it).
 
     Returns:
-        ``n_pairs, mean_diff, ci_low, ci_high, p_value`` (NaN where there is no pair).
+        (p, how): ``how`` is ``"exact"`` (all 2^n sign patterns) or ``"monte carlo N"``;
+        p is NaN without differences and 1.0 when every difference is zero.
+    """
+    from scipy import stats
+
+    data = finite(differences)
+    if len(data) == 0:
+        return math.nan, "none"
+    if not np.any(data != 0):
+        return 1.0, "exact"
+    exact = len(data) <= EXACT_UP_TO or 2 ** len(data) <= resamples
+
+    def test(n: float) -> float:
+        result = stats.permutation_test(
+            (data,),
+            _mean,
+            vectorized=True,
+            permutation_type="samples",
+            alternative="two-sided",
+            n_resamples=n,
+            random_state=rng,
+        )
+        return min(1.0, float(result.pvalue))
+
+    if exact:
+        return test(np.inf), "exact"
+    p, used = test(int(resamples)), int(resamples)
+    if refine_below is not None and refine_resamples and p <= refine_below:
+        used = max(used, int(refine_resamples))
+        p = test(used)
+    return p, f"monte carlo {used}"
+
+
+def mcnemar_p(found_a: np.ndarray, found_b: np.ndarray) -> float:
+    """Exact McNemar test of paired face detection: a binomial test (p = 1/2) on the seeds
+    where exactly one of the two found a face. 1.0 when there is no such seed."""
+    from scipy import stats
+
+    a = np.asarray(found_a, dtype=bool)
+    b = np.asarray(found_b, dtype=bool)
+    only_a = int(np.sum(a & ~b))
+    only_b = int(np.sum(~a & b))
+    if only_a + only_b == 0:
+        return 1.0
+    return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def adjust(p_values: Sequence[float] | np.ndarray, method: str = "holm") -> np.ndarray:
+    """Adjusted p-values of one family (``multipletests``); NaNs stay NaN and are not
+    counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, math.nan)
+    valid = np.isfinite(p)
+    if valid.any():
+        adjusted[valid] = multipletests(p[valid], method=method)[1]
+    return adjusted
+
+
+def simultaneous_confidence(confidence: float, family_size: int) -> float:
+    """Bonferroni: the per-interval coverage that gives every interval of a family of
+    ``family_size`` at least ``confidence`` together (matches Bonferroni-adjusted p)."""
+    return 1.0 - (1.0 - confidence) / max(int(family_size), 1)
+
+
+def paired(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    found_a: Sequence[float] | np.ndarray | None = None,
+    found_b: Sequence[float] | np.ndarray | None = None,
+    rng: np.random.Generator,
+    confidence: float = CONFIDENCE,
+    resamples: int = RESAMPLES,
+) -> dict[str, float | int | str]:
+    """Paired comparison of two arrays aligned by seed (NaN where that render had no face).
+
+    Args:
+        a, b: distances per seed, NaN where no face (or not rendered).
+        found_a, found_b: 1/0 per seed whether a face was found, NaN where the seed was not
+            rendered; default: ``a``/``b`` is a number.
+
+    Returns:
+        ``n_pairs`` (seeds where both are numbers), ``mean_diff`` (mean of ``a - b`` there),
+        ``ci_low, ci_high`` (BCa interval of that mean), ``p_value`` (sign-flip permutation
+        test of that mean), ``share_a_better`` (fraction of pairs with ``a < b``),
+        ``median_diff``, ``face_diff`` (face rate of a minus b over all seeds), ``face_p``
+        (exact McNemar) and ``test`` (``exact`` or ``monte carlo N``).
     """
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
-    diff = a - b
-    diff = diff[np.isfinite(diff)]
-    low, high = bootstrap_ci(diff, rng=rng, resamples=resamples, confidence=confidence)
+    diff = finite(a - b)
+    low, high = mean_interval(diff, rng=rng, confidence=confidence, resamples=resamples)
+    p, how = sign_flip_test(diff, rng=rng, resamples=resamples)
+    fa = np.isfinite(a).astype(float) if found_a is None else np.asarray(found_a, dtype=float)
+    fb = np.isfinite(b).astype(float) if found_b is None else np.asarray(found_b, dtype=float)
+    both = np.isfinite(fa) & np.isfinite(fb)
+    fa, fb = fa[both] > 0.5, fb[both] > 0.5
     return {
         "n_pairs": len(diff),
         "mean_diff": float(diff.mean()) if len(diff) else math.nan,
         "ci_low": low,
         "ci_high": high,
-        "p_value": wilcoxon_p(diff),
+        "p_value": p,
+        "share_a_better": float(np.mean(diff < 0)) if len(diff) else math.nan,
+        "median_diff": float(np.median(diff)) if len(diff) else math.nan,
+        "face_diff": float(fa.mean() - fb.mean()) if len(fa) else math.nan,
+        "face_p": mcnemar_p(fa, fb) if len(fa) else math.nan,
+        "test": how,
     }
 
 
-def group_columns(scores: pd.DataFrame) -> list[str]:
-    """The optional grouping columns (model, prompt_set) present in ``scores``."""
-    return [c for c in GROUP_COLUMNS if c in scores.columns]
-
-
-def seed_matrix(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean distance per seed (rows) and (arm, epoch) (columns), NaN where no face.
-
-    Raises:
-        ValueError: a seed appears twice in one checkpoint.
-    """
-    face = scores["mean_distance"].where(scores["face_found"].astype(bool))
-    frame = scores.assign(mean_distance=face)
-    duplicated = frame.duplicated(["arm", "epoch", "seed"])
-    if duplicated.any():
-        raise ValueError("scores: a seed appears twice in one checkpoint; seeds must be unique.")
-    return frame.pivot(index="seed", columns=["arm", "epoch"], values="mean_distance")
-
-
-def compare_arms(
-    scores: pd.DataFrame,
-    *,
-    seed: int = SEED,
-    resamples: int = RESAMPLES,
-    confidence: float = CONFIDENCE,
-) -> pd.DataFrame:
-    """Every pair of arms at every epoch both have, paired on seeds.
-
-    Args:
-        scores: one row per render with arm, epoch, seed, face_found (bool), mean_distance,
-            and optionally model and prompt_set (compared only within equal values).
-        seed: bootstrap seed.
-
-    Returns:
-        :data:`COMPARE_COLUMNS` (plus model/prompt_set when present, at the end): ``mean_diff``
-        is the mean of ``a - b`` over seeds where both found a face, ``p_value`` the Wilcoxon
-        signed-rank test, ``p_adjusted`` Holm over the rows of each model and prompt set
-        (a family per question: adding a prompt set leaves ``main``'s verdict alone).
-    """
-    extra = group_columns(scores)
-    rows = []
-    groups = scores.groupby(extra, sort=True) if extra else [((), scores)]
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        matrix = seed_matrix(group)
-        arms = sorted(group["arm"].unique())
-        for arm_a, arm_b in itertools.combinations(arms, 2):
-            for epoch in sorted(set(group.loc[group["arm"] == arm_a, "epoch"])):
-                if (arm_b, epoch) not in matrix.columns:
-                    continue
-                result = paired_difference(
-                    matrix[(arm_a, epoch)],
-                    matrix[(arm_b, epoch)],
-                    rng=rng_for(seed, "compare", *key, arm_a, arm_b, epoch),
-                    resamples=resamples,
-                    confidence=confidence,
-                )
-                rows.append(
-                    {
-                        "arm_a": arm_a,
-                        "arm_b": arm_b,
-                        "epoch": int(epoch),
-                        **result,
-                        **dict(zip(extra, key, strict=True)),
-                    }
-                )
-    table = pd.DataFrame(rows, columns=[*COMPARE_COLUMNS[:-1], *extra])
-    p_values = table["p_value"].astype(float)
-    if extra and len(table):
-        table["p_adjusted"] = p_values.groupby([table[c] for c in extra]).transform(holm)
-    else:
-        table["p_adjusted"] = holm(p_values.to_numpy()) if len(table) else []
-    table = table.astype({"epoch": "int64", "n_pairs": "int64"})
-    return table[[*COMPARE_COLUMNS, *extra]]
-
-
-# ---- best epoch with uncertainty ----------------------------------------------------------
-def earliest_not_worse(
-    checkpoints: pd.DataFrame,
-    threshold: float,
-    *,
-    seed: int = SEED,
-    resamples: int = RESAMPLES,
-    confidence: float = CONFIDENCE,
-) -> int | None:
-    """Earliest epoch of one arm whose share below ``threshold`` is not significantly lower
-    than that of the arm's best epoch (the one with the highest share).
-
-    "Not significantly lower": the bootstrap CI of (share at e − share at best), resampling
-    seeds where both epochs found a face (or renders independently when there is no seed
-    column), reaches 0 or above.
-
-    Returns:
-        The epoch, or None when the arm has no face at all.
-    """
-    frame = checkpoints.loc[checkpoints["face_found"].astype(bool)]
-    if frame.empty:
-        return None
-    below = (frame["mean_distance"] < threshold).astype(float)
-    frame = frame.assign(below=below)
-    shares = frame.groupby("epoch")["below"].mean()
-    best = int(shares.idxmax())
-    arm = str(checkpoints["arm"].iloc[0]) if "arm" in checkpoints.columns else ""
-    paired = "seed" in frame.columns and not frame.duplicated(["epoch", "seed"]).any()
-    for epoch in sorted(shares.index):
-        if epoch == best:
-            return best
-        rng = rng_for(seed, "best", arm, epoch, best)
-        if paired:
-            table = frame.pivot(index="seed", columns="epoch", values="below")
-            diff = (table[epoch] - table[best]).dropna().to_numpy()
-            _, high = bootstrap_ci(diff, rng=rng, resamples=resamples, confidence=confidence)
-        else:
-            a = frame.loc[frame["epoch"] == epoch, "below"].to_numpy()
-            b = frame.loc[frame["epoch"] == best, "below"].to_numpy()
-            ia = rng.integers(0, len(a), size=(resamples, len(a)))
-            ib = rng.integers(0, len(b), size=(resamples, len(b)))
-            _, high = _percentiles(a[ia].mean(axis=1) - b[ib].mean(axis=1), confidence)
-        if np.isfinite(high) and high >= 0:
-            return int(epoch)
-    return best
-
-
-# ---- factorial view -----------------------------------------------------------------------
-def arm_axes(
-    arms: Sequence[str], table: Mapping[str, Mapping[str, str]] | None = None
-) -> pd.DataFrame:
-    """Axis levels per arm: from ``table`` (arm → {axis: level}) or parsed from the arm ids.
-
-    Returns:
-        One row per arm (index), one column per axis with more than one level; arms whose id
-        cannot be parsed (and are not in ``table``) are left out.
-    """
-    rows = {}
-    for arm in arms:
-        if table is not None and arm in table:
-            rows[arm] = dict(table[arm])
-            continue
-        match = ARM_ID.match(arm)
-        if match:
-            rows[arm] = match.groupdict()
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    if frame.empty:
-        return frame
-    keep = [c for c in frame.columns if frame[c].nunique() > 1]
-    return frame[keep]
-
-
-def _levels(axis: str, values: Sequence[str]) -> list[str]:
-    seen = list(dict.fromkeys(values))
-    order = AXIS_ORDER.get(axis)
-    if order:
-        seen.sort(key=lambda v: order.index(v) if v in order else len(order))
-    return seen
-
-
-def select_checkpoints(summary: pd.DataFrame, view: str) -> dict[str, int]:
-    """The checkpoint each arm contributes to a factorial view.
-
-    ``best``: the arm's flagged best epoch (arms without one are left out). ``equal_steps``:
-    the checkpoint with the most steps not above the smallest final step count of all arms
-    (without a steps column: the last epoch all arms have).
-    """
-    if view == "best":
-        best = summary.loc[summary["best"].astype(bool)]
-        return {str(a): int(e) for a, e in best[["arm", "epoch"]].itertuples(index=False)}
-    if view != "equal_steps":
-        raise ValueError(f"unknown view {view!r}")
-    column = "steps" if "steps" in summary.columns else "epoch"
-    budget = summary.groupby("arm")[column].max().min()
-    chosen = {}
-    for arm, group in summary.groupby("arm"):
-        within = group.loc[group[column] <= budget]
-        if len(within):
-            chosen[str(arm)] = int(within.loc[within[column].idxmax(), "epoch"])
-    return chosen
-
-
-def factorial_effects(
-    scores: pd.DataFrame,
-    axes: pd.DataFrame,
-    chosen: Mapping[str, int],
-    *,
-    seed: int = SEED,
-    resamples: int = RESAMPLES,
-    confidence: float = CONFIDENCE,
-    view: str = "",
-) -> pd.DataFrame:
-    """Main effects and two-way interactions of the axes, paired on seeds.
-
-    A main effect of axis X, level x vs the reference level x0 (the first: no regularization,
-    no captions, the first token), is per seed the mean over matched arm pairs (equal on every
-    other axis) of ``d(x) - d(x0)``; the estimate is its mean over seeds, with a seed-bootstrap
-    CI and a Wilcoxon p-value. An interaction X×Y is per seed
-    ``[d(x,y) - d(x0,y)] - [d(x,y0) - d(x0,y0)]``, averaged over the other axes. Negative
-    estimates mean the level lowers the distance (more alike).
-
-    Args:
-        scores: renders (arm, epoch, seed, face_found, mean_distance).
-        axes: from :func:`arm_axes`.
-        chosen: arm → epoch (from :func:`select_checkpoints`).
-
-    Returns:
-        Columns ``view, term, axis, contrast, n_seeds, estimate, ci_low, ci_high, p_value,
-        p_adjusted`` (Holm within the view).
-    """
-    columns = [
-        "view",
-        "term",
-        "axis",
-        "contrast",
-        "n_seeds",
-        "estimate",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "p_adjusted",
-    ]
-    arms = [a for a in axes.index if a in chosen]
-    if not arms or axes.empty:
-        return pd.DataFrame(columns=columns)
-    axes = axes.loc[arms]
-    matrix = seed_matrix(scores.loc[scores["arm"].isin(arms)])
-    data = pd.DataFrame({a: matrix[(a, chosen[a])] for a in arms if (a, chosen[a]) in matrix})
-    lookup = {tuple(row): arm for arm, row in axes.iterrows()}
-    names = list(axes.columns)
-    levels = {n: _levels(n, axes[n].tolist()) for n in names}
-
-    def arm_at(base: tuple, **changes: str) -> str | None:
-        point = list(base)
-        for axis, level in changes.items():
-            point[names.index(axis)] = level
-        arm = lookup.get(tuple(point))
-        return arm if arm in data.columns else None
-
-    rows = []
-
-    def add(term: str, axis: str, contrast: str, per_pair: list[pd.Series]) -> None:
-        if per_pair:
-            per_seed = pd.concat(per_pair, axis=1).mean(axis=1, skipna=True).to_numpy()
-        else:
-            per_seed = np.array([])
-        per_seed = per_seed[np.isfinite(per_seed)]
-        low, high = bootstrap_ci(
-            per_seed,
-            rng=rng_for(seed, "effect", view, axis, contrast),
-            resamples=resamples,
-            confidence=confidence,
-        )
-        rows.append(
-            {
-                "view": view,
-                "term": term,
-                "axis": axis,
-                "contrast": contrast,
-                "n_seeds": len(per_seed),
-                "estimate": float(per_seed.mean()) if len(per_seed) else math.nan,
-                "ci_low": low,
-                "ci_high": high,
-                "p_value": wilcoxon_p(per_seed),
-            }
-        )
-
-    points = list(lookup)
-    for axis in names:
-        ref = levels[axis][0]
-        for level in levels[axis][1:]:
-            pairs = []
-            for point in points:
-                if point[names.index(axis)] != ref:
-                    continue
-                a0, a1 = arm_at(point), arm_at(point, **{axis: level})
-                if a0 and a1:
-                    pairs.append(data[a1] - data[a0])
-            add("main", axis, f"{level} vs {ref}", pairs)
-    for x, y in itertools.combinations(names, 2):
-        x0, y0 = levels[x][0], levels[y][0]
-        for xl, yl in itertools.product(levels[x][1:], levels[y][1:]):
-            pairs = []
-            for point in points:
-                if point[names.index(x)] != x0 or point[names.index(y)] != y0:
-                    continue
-                corners = [
-                    arm_at(point, **{x: xl, y: yl}),
-                    arm_at(point, **{y: yl}),
-                    arm_at(point, **{x: xl}),
-                    arm_at(point),
-                ]
-                if all(corners):
-                    d11, d01, d10, d00 = (data[c] for c in corners)
-                    pairs.append((d11 - d01) - (d10 - d00))
-            add("interaction", f"{x} x {y}", f"({xl} vs {x0}) x ({yl} vs {y0})", pairs)
-    table = pd.DataFrame(rows, columns=columns[:-1])
-    table["p_adjusted"] = holm(table["p_value"].to_numpy(dtype=float)) if len(table) else []
-    return table[columns]
-
-
-# ---- reference baseline -------------------------------------------------------------------
-def distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
-    """Distance between two embeddings, equal to deepface's ``find_distance`` (6 decimals)."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    if metric in ("cosine", "angular"):
-        similarity = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
-        if metric == "cosine":
-            value = 1 - similarity
-        else:
-            value = np.arccos(np.clip(similarity, -1.0, 1.0)) / np.pi
-    elif metric == "euclidean":
-        value = np.linalg.norm(a - b)
-    elif metric == "euclidean_l2":
-        value = np.linalg.norm(a / (np.linalg.norm(a) + 1e-10) - b / (np.linalg.norm(b) + 1e-10))
-    else:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    return float(np.round(value, 6))
-
-
-def reference_baseline(embeddings: Mapping[str, np.ndarray], metric: str) -> pd.DataFrame:
-    """Leave-one-out scores of the reference photos: how alike real photos of the person are.
-
-    Each reference is scored like a render, against the *other* references: the mean of its
-    distances to them. A render as alike as the references themselves scores like these.
-
-    Returns:
-        Columns ``reference, mean_distance, n_others``, one row per reference (no rows with
-        fewer than two references).
-    """
-    names = sorted(embeddings)
-    rows = []
-    if len(names) >= 2:
-        for name in names:
-            others = [distance(embeddings[name], embeddings[o], metric) for o in names if o != name]
-            rows.append(
-                {
-                    "reference": name,
-                    "mean_distance": float(np.mean(others)),
-                    "n_others": len(others),
-                }
-            )
-    return pd.DataFrame(rows, columns=["reference", "mean_distance", "n_others"])
-
-
-def baseline_value(baseline: pd.DataFrame | None) -> float:
-    """The "as alike as real photos" line: mean of the references' leave-one-out scores."""
-    if baseline is None or baseline.empty:
-        return math.nan
-    return float(pd.to_numeric(baseline["mean_distance"], errors="coerce").mean())
-
-
-def significant(p_adjusted: float, alpha: float) -> bool:
-    return bool(np.isfinite(p_adjusted) and p_adjusted < alpha)
-
-
-def describe_interval(estimate: float, low: float, high: float, digits: int = 3) -> str:
-    return f"{estimate:.{digits}f} (95% CI {low:.{digits}f} to {high:.{digits}f})"
-
-
-__all__: list[Any] = [
-    "COMPARE_COLUMNS",
-    "arm_axes",
-    "baseline_value",
-    "bootstrap_ci",
-    "checkpoint_intervals",
-    "compare_arms",
-    "distance",
-    "earliest_not_worse",
-    "factorial_effects",
-    "holm",
-    "paired_difference",
-    "reference_baseline",
-    "select_checkpoints",
-    "wilcoxon_p",
-]
+def excludes_zero(low: float, high: float) -> int:
+    """+1 when the interval lies above 0, -1 below, 0 when it holds 0 or is unknown."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return 0
+    if low > 0:
+        return 1
+    if high < 0:
+        return -1
+    return 0

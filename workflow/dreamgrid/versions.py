@@ -10,5 +10,6 @@ REGULARIZATION = 1
 TRAIN = 2  # single-file SD checkpoints, one resume state per arm (#3)
 SAMPLE = 4  # prompts over 77 tokens encoded in chunks, not truncated
 SCORE = 3
-AGGREGATE = 4  # Holm families per model and prompt set
+AGGREGATE = 5  # permutation + BCa, planned vs exploratory families, verdict.json (#13)
 PLOTS = 5  # axis labels and limits, demo mark
+FINDER = 1  # minimum face count, pairwise consistency, interval per name (#13)

@@ -62,6 +62,12 @@ rule aggregate_scores:
             category="2. Tables",
             labels={"table": "factorial effects"},
         ),
+        verdict=report(
+            dag.VERDICT,
+            caption="../report/verdict.rst",
+            category="2. Tables",
+            labels={"table": "verdict (claims and warnings, JSON)"},
+        ),
         flexibility=report(
             dag.FLEXIBILITY,
             caption="../report/flexibility.rst",
@@ -76,7 +82,6 @@ rule aggregate_scores:
         "../../envs/report.yaml"
     params:
         thresholds=config["score"]["thresholds"],
-        best_within=config["score"]["best_within"],
         demo=GRID.demo,
         arms=GRID.arm_axes(),
         statistics=GRID.statistics_params(),

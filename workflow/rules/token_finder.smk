@@ -44,7 +44,7 @@ checkpoint rank_candidates:
     params:
         ranking=GRID.ranking_params(),
         cache=dag.FACE_CACHE,
-        impl=versions.SCORE,
+        impl=[versions.SCORE, versions.FINDER],
     script:
         "../scripts/rank_candidates.py"
 

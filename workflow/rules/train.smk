@@ -42,6 +42,7 @@ rule keep_best_checkpoint:
         "../../envs/report.yaml"
     params:
         checkpoints=lambda wildcards: GRID.arm_checkpoints(wildcards.arm),
+        recipe=lambda wildcards: GRID.recipe(wildcards.arm),
         model=config["score"]["model"],
         impl=versions.TRAIN,
     script:

@@ -7,7 +7,7 @@ from dreamgrid import logs, retention
 with logs.job(snakemake.log[0]):
     retention.keep_best(
         summary=Path(snakemake.input.summary),
-        arm=snakemake.wildcards.arm,
+        arm=snakemake.params.recipe,
         checkpoints={int(e): Path(p) for e, p in snakemake.params.checkpoints.items()},
         out=Path(snakemake.output[0]),
         model=snakemake.params.model,

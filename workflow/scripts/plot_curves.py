@@ -2,14 +2,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import aggregate, logs, plots
+from dreamgrid import baseline, logs, plots, scoretable
 
 prompt_set = snakemake.wildcards.prompt_set
 with logs.job(snakemake.log[0]):
-    summary = aggregate.primary(
-        aggregate.read_table(snakemake.input.summary), snakemake.params.model, prompt_set
+    summary = scoretable.primary(
+        scoretable.read_table(snakemake.input.summary), snakemake.params.model, prompt_set
     )
-    baseline = aggregate.read_baseline(snakemake.input.baseline)
+    baseline = baseline.read_baseline(snakemake.input.baseline)
     for x, out in (("epoch", snakemake.output.by_epoch), ("steps", snakemake.output.by_steps)):
         plots.curves(
             summary,

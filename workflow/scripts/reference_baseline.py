@@ -2,11 +2,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import aggregate, faces, logs
+from dreamgrid import baseline, faces, logs
 
 with logs.job(snakemake.log[0]):
     faces.setup_deepface(snakemake.params.deepface_home)
-    aggregate.run_baseline(
+    baseline.run_baseline(
         references=Path(snakemake.input.embeddings),
         metric=snakemake.params.metric,
         out=Path(snakemake.output[0]),

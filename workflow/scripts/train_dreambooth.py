@@ -7,6 +7,8 @@ from dreamgrid.train.spec import TrainSpec
 
 with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
     arm = snakemake.params.arm
+    training = dict(snakemake.params.training)
+    training["seed"] += int(arm.get("replicate", 1)) - 1  # each training run its own seed
     train.run(
         TrainSpec(
             arm=arm["arm"],
@@ -22,6 +24,6 @@ with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
             passes=snakemake.params.passes,
             cache_dir=snakemake.params.cache_dir,
             out_checkpoint=snakemake.output.checkpoint,
-            **{**snakemake.params.training, **snakemake.params.method},
+            **{**training, **snakemake.params.method},
         )
     )

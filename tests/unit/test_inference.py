@@ -1,0 +1,403 @@
+"""Inference and verdict on constructed score tables whose right answer is known by design."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dreamgrid import aggregate, cli, inference, scoretable, verdict
+
+ARMS = [
+    f"{token}-{reg}-{cap}"
+    for token in ("celebrity", "rare")
+    for reg in ("noreg", "genreg")
+    for cap in ("blip", "nocap")
+]
+AXES = {
+    arm: dict(zip(("token", "regularization", "captions"), arm.split("-"), strict=True))
+    for arm in ARMS
+}
+OPTIONS = {"thresholds": [0.6, 0.7], "best_margin": 5.0, "best_margin_relative": 0.25}
+
+
+def grid_scores(token_effect=0.05, n_seeds=60, seed=1, epochs=(1, 2, 3), no_face=0.05):
+    """Synthetic 2x2x2 grid: rare token +token_effect distance; reg and captions do nothing."""
+    rng = np.random.default_rng(seed)
+    per_seed = rng.normal(0, 0.04, n_seeds)
+    rows = []
+    for arm in ARMS:
+        token, reg, _ = arm.split("-")
+        for epoch in epochs:
+            steps = epoch * (100 if reg == "noreg" else 200)
+            for s in range(n_seeds):
+                d = 0.62 + (token_effect if token == "rare" else 0) - 0.01 * epoch
+                d += per_seed[s] + rng.normal(0, 0.02)
+                face = rng.random() > no_face
+                rows.append(
+                    {
+                        "arm": arm,
+                        "epoch": epoch,
+                        "steps": steps,
+                        "seed": s,
+                        "image": f"render-{s}.png",
+                        "face_found": face,
+                        "mean_distance": d if face else math.nan,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def renders(arm, epoch, distances, steps=None):
+    """One checkpoint; None = no face; seed = position."""
+    rows = []
+    for s, d in enumerate(distances):
+        row = {"arm": arm, "epoch": epoch, "seed": s, "face_found": d is not None}
+        row["mean_distance"] = math.nan if d is None else d
+        if steps is not None:
+            row["steps"] = steps
+        rows.append(row)
+    return rows
+
+
+def build(scores, arms=None, min_faces=20, resamples=1000):
+    typed = scoretable._normalise(pd.DataFrame(scores), "test")
+    return aggregate.build(typed, **OPTIONS, min_faces=min_faces, arms=arms, resamples=resamples)
+
+
+def test_verdict_follows_paired_evidence_and_says_how_face_rates_compare():
+    # The issue's contradiction: A finds a face on every seed, B only on the hard half, where
+    # it is better by 0.058 on every seed. A's unpaired average is lower; paired, B wins.
+    rng = np.random.default_rng(0)
+    n = 200
+    hard = np.arange(n) % 2 == 1
+    base = np.where(hard, 0.60, 0.44) + rng.normal(0, 0.01, n)
+    a = list(base)
+    shift = 0.058 + rng.normal(0, 0.002, n)
+    b = [d - x if h else None for d, x, h in zip(base, shift, hard, strict=True)]
+    result = build(renders("A", 1, a) + renders("B", 1, b))
+    summary = result["summary"]
+    average = summary.set_index("arm")["average"]
+    assert average["A"] < average["B"]
+    obj = result["verdict"]
+    assert obj["top_arm"] == "B"
+    pairs = [c for c in obj["claims"] if c["kind"] == "pair"]
+    assert pairs and all(c["better"] == "B" and c["worse"] == "A" for c in pairs)
+    for claim in pairs:
+        assert claim["estimate"] == pytest.approx(0.058, abs=0.001)
+        assert 0 < claim["ci_low"] < claim["estimate"] < claim["ci_high"]
+        assert claim["face_diff"] == pytest.approx(-0.5, abs=0.05)  # B finds fewer faces
+        assert claim["face_p"] < 1e-6
+    text = result["markdown"].split("## Verdict", 1)[1].split("## Per checkpoint", 1)[0]
+    assert "**A** is more alike" not in text
+    assert "**B** is more alike than **A**" in text and "lower than A's" in text
+
+
+def test_estimate_and_test_agree_so_no_claim_on_an_interval_that_holds_zero():
+    # 85% of seeds better by 0.01, 15% worse by 0.05: mean difference -0.001, CI holds 0
+    n = 200
+    base = 0.55 + 0.03 * np.sin(np.arange(n))
+    worse = np.arange(n) % 20 < 3
+    a = list(np.where(worse, base + 0.05, base - 0.01))
+    result = build(renders("A", 1, a) + renders("B", 1, list(base)))
+    row = result["comparisons"].iloc[0]
+    assert row["mean_diff"] == pytest.approx(-0.001, abs=1e-9)
+    assert row["ci_low"] < 0 < row["ci_high"]
+    assert row["p_value"] > 0.05
+    assert row["share_a_better"] == pytest.approx(0.85)
+    assert row["median_diff"] == pytest.approx(-0.01)
+    assert result["verdict"]["claims"] == []
+
+
+def test_a_collapsed_checkpoint_cannot_be_best_and_gets_a_warning():
+    # epoch 1: 1 face in 200 renders at 0.55 (100% of faces below 0.6); epoch 2: 120 of 200
+    # faces below 0.6
+    collapsed = [0.55] + [None] * 199
+    healthy = [0.5] * 120 + [0.65] * 80
+    result = build(renders("A", 1, collapsed) + renders("A", 2, healthy))
+    summary = result["summary"].set_index("epoch")
+    assert summary.loc[1, "pct_below_0.6"] == 100.0
+    assert summary.loc[1, "pct_below_0.6_all"] == pytest.approx(0.5)
+    assert bool(summary.loc[1, "few_faces"]) and not bool(summary.loc[2, "few_faces"])
+    assert list(summary["best"]) == [False, True]
+    assert list(summary["best_not_worse"]) == [False, True]
+    assert "few_faces:A:1" in result["verdict"]["warnings"]
+    assert "| few faces |" in result["markdown"]
+
+
+def test_best_epoch_survives_low_shares():
+    # Shares below 0.6 (all renders): 2%, 5%, 8%. "Within 5 points" would pick epoch 1; the
+    # relative margin (25% of 8% = 2 points) on the paired interval keeps epoch 3.
+    n = 200
+
+    def epoch(e, below):
+        return renders("A", e, [0.5] * below + [0.7] * (n - below))
+
+    scores = epoch(1, 4) + epoch(2, 10) + epoch(3, 16)
+    summary = build(scores)["summary"]
+    assert list(summary["pct_below_0.6_all"]) == pytest.approx([2.0, 5.0, 8.0])
+    assert list(summary["best_not_worse"]) == [False, False, True]
+    # chosen on the selection half: the same answer
+    assert list(summary["best"]) == [False, False, True]
+    assert inference.effective_margin(8.0, 5.0, 0.25) == pytest.approx(2.0)
+    # an arm peaking at 4% gets the low-share warning
+    low = renders("B", 1, [0.5] * 8 + [0.7] * (n - 8))
+    assert "low_share:B" in build(scores + low)["verdict"]["warnings"]
+
+
+def test_not_significantly_worse_is_not_the_same_as_not_worse():
+    # 8 seeds: 25% against a best of 75%; the old rule flagged epoch 1 "not worse"
+    scores = renders("A", 1, [0.5] * 2 + [0.7] * 6) + renders("A", 2, [0.5] * 6 + [0.7] * 2)
+    summary = build(scores, min_faces=1)["summary"]
+    assert list(summary["best_not_worse"]) == [False, True]
+    # equal shares on a big sample: the earlier epoch is chosen
+    same = renders("A", 1, [0.5] * 100 + [0.7] * 100) + renders("A", 2, [0.5] * 100 + [0.7] * 100)
+    assert list(build(same)["summary"]["best_not_worse"]) == [True, False]
+
+
+def test_equal_steps_means_equal_steps():
+    rng = np.random.default_rng(2)
+    rows = []
+    for arm, per_epoch in (("noreg", 100), ("genreg", 200)):
+        for e in (1, 2, 3):
+            rows += renders(arm, e, list(0.55 + rng.normal(0, 0.02, 40)), steps=per_epoch * e)
+    axes = {"noreg": {"regularization": "noreg"}, "genreg": {"regularization": "genreg"}}
+    result = build(rows, arms=axes)
+    assert result["verdict"]["equal_steps"] == 200
+    at = result["effects"].loc[result["effects"]["view"] == "equal_steps"]
+    assert len(at) and set(at["checkpoints"]) >= {"genreg@1(200 steps); noreg@2(200 steps)"}
+    assert "no_equal_steps" not in result["verdict"]["warnings"]
+    # 150 vs 200 steps per epoch over two epochs: no common count, nothing compared
+    rows = []
+    for arm, per_epoch in (("noreg", 150), ("genreg", 200)):
+        for e in (1, 2):
+            rows += renders(arm, e, list(0.55 + rng.normal(0, 0.02, 40)), steps=per_epoch * e)
+    result = build(rows, arms=axes)
+    assert result["verdict"]["equal_steps"] is None
+    assert "no_equal_steps" in result["verdict"]["warnings"]
+    assert "equal_steps" not in set(result["effects"]["view"])
+    assert "No equal steps" in result["markdown"]
+    # without a steps column: said, not compared under the equal-steps label
+    no_steps = pd.DataFrame(rows).drop(columns="steps")
+    assert "no_equal_steps" in build(no_steps, arms=axes)["verdict"]["warnings"]
+
+
+def test_known_token_effect_is_claimed_and_null_axes_are_not():
+    result = build(grid_scores(), arms=AXES)
+    claims = result["verdict"]["claims"]
+    effects = [c for c in claims if c["kind"] == "effect"]
+    assert {(c["better"], c["worse"], c["at"]) for c in effects} == {
+        ("token=celebrity", "token=rare", "chosen"),
+        ("token=celebrity", "token=rare", "equal_steps"),
+    }
+    for claim in effects:
+        assert claim["estimate"] == pytest.approx(0.05, abs=0.015)
+        assert claim["ci_low"] > 0
+    # the planned family's intervals are simultaneous: coverage 1 - 0.05 / m
+    planned = result["effects"]
+    m = int(np.isfinite(planned["p_value"]).sum())
+    assert planned["confidence"].unique() == pytest.approx([1 - 0.05 / m])
+    assert planned["p_adjusted"].to_numpy() == pytest.approx(
+        np.minimum(1, planned["p_value"].to_numpy() * m)
+    )
+    assert "**Power.** With about 27 paired seeds" in result["markdown"]  # 30 seeds x 90%
+    # every pair claim involves the top arm, and every claimed arm is a celebrity arm
+    top = result["verdict"]["top_arm"]
+    assert top.startswith("celebrity-")
+    for claim in claims:
+        if claim["kind"] == "pair":
+            assert claim["better"] == top and claim["worse"].startswith("rare-")
+
+
+def test_exploratory_table_columns_and_its_own_holm_family():
+    scores = grid_scores(n_seeds=20, epochs=(1,))
+    main, bleed = scores.assign(prompt_set="main"), scores.assign(prompt_set="bleed")
+    both = scoretable._normalise(pd.concat([main, bleed], ignore_index=True), "t")
+    table = inference.compare_arms(both, resamples=500)
+    assert list(table.columns) == [*inference.COMPARE_COLUMNS, "prompt_set"]
+    alone = inference.compare_arms(scoretable._normalise(main, "t"), resamples=500)
+    in_both = table.loc[table["prompt_set"] == "main"].reset_index(drop=True)
+    pd.testing.assert_series_equal(in_both["p_adjusted"], alone["p_adjusted"])
+    assert table["method"].str.contains("Holm over all pairs x epochs").all()
+
+
+def test_one_verdict_object_per_prompt_set_and_main_is_the_headline():
+    main = grid_scores(n_seeds=40, epochs=(1, 2))
+    bleed = grid_scores(token_effect=-0.3, seed=2, n_seeds=40, epochs=(1, 2))
+    scores = pd.concat([main.assign(prompt_set="main"), bleed.assign(prompt_set="bleed")])
+    result = build(scores, arms=AXES, resamples=500)
+    assert isinstance(result["verdict"], list)
+    assert [o["prompt_set"] for o in result["verdict"]] == ["bleed", "main"]
+    text = result["markdown"].split("## Verdict", 1)[1].split("## Per checkpoint", 1)[0]
+    assert "Read from prompt set `main`" in text
+    assert "**token=celebrity** is more alike than **token=rare**" in text
+    assert "**token=rare** is more alike" not in text
+
+
+def test_nothing_to_conclude_without_faces():
+    result = build(grid_scores(no_face=1.1, n_seeds=10, epochs=(1,)), arms=AXES)
+    assert "**Nothing to conclude.**" in result["markdown"]
+    assert result["verdict"]["claims"] == []
+    assert result["verdict"]["chosen_epochs"] == {}
+
+
+def test_report_and_compare_cli(tmp_path):
+    path = tmp_path / "scores.csv"
+    table = grid_scores(n_seeds=20, epochs=(1, 2))
+    table["token"] = table["arm"].str.split("-").str[0]
+    table.drop(columns=["image"]).to_csv(path, index=False)
+    out = tmp_path / "report"
+    argv = ["report", "--scores", str(path), "--out", str(out), "--resamples", "300"]
+    assert cli.main(argv) == 0
+    names = {"summary.csv", "comparisons.csv", "effects.csv", "summary.md", "verdict.json"}
+    assert {p.name for p in out.iterdir()} == names
+    obj = json.loads((out / "verdict.json").read_text())
+    assert set(obj) >= {"replicates", "chosen_epochs", "claims", "warnings"}
+    assert obj["replicates"] == 1 and "single_run" in obj["warnings"]
+    for claim in obj["claims"]:
+        assert claim["estimate"] > 0 and claim["ci_low"] > 0
+        assert claim["kind"] in ("pair", "effect") and claim["at"] in ("chosen", "equal_steps")
+    effects = pd.read_csv(out / "effects.csv")
+    assert set(effects.loc[effects["term"] == "main", "axis"]) == {"token"}
+    compared = tmp_path / "comparisons.csv"
+    assert cli.main(["compare", "--scores", str(path), "--out", str(compared)]) == 0
+    assert list(pd.read_csv(compared).columns) == list(inference.COMPARE_COLUMNS)
+    bad = tmp_path / "bad.csv"
+    pd.read_csv(path).drop(columns="seed").to_csv(bad, index=False)
+    assert cli.main(["report", "--scores", str(bad), "--out", str(out)]) == 2
+
+
+def test_claims_orientation():
+    row = pd.Series(
+        {
+            "family": "planned", "view": "chosen", "term": "vs_top", "axis": "arm",
+            "contrast": "x vs top", "estimate": -0.02, "ci_low": -0.03, "ci_high": -0.01,
+            "p_adjusted": 0.01, "face_diff": 0.1, "face_p": 0.2,
+        }
+    )  # fmt: skip
+    (claim,) = verdict.claims(pd.DataFrame([row]))
+    assert (claim["better"], claim["worse"]) == ("x", "top")
+    assert (claim["estimate"], claim["ci_low"], claim["ci_high"]) == pytest.approx(
+        (0.02, 0.01, 0.03)
+    )
+    assert claim["face_diff"] == pytest.approx(0.1)
+    row["ci_high"] = 0.001
+    assert verdict.claims(pd.DataFrame([row])) == []
+
+
+def test_power_by_known_values():
+    # one-sample t test, effect size 0.5, two-sided 5%, 80% power: 34 pairs (normal theory
+    # gives 31.4; the t distribution adds ~2)
+    assert inference.pairs_needed(0.5, 1.0, 0.05) == 34
+    assert inference.detectable(34, 1.0, 0.05) == pytest.approx(0.5, abs=0.01)
+    # the study's grid: 12 arms of 2 tokens x 3 regularizations x 2 captions, two views:
+    # 2 x (11 arms vs top + 4 main levels + 5 interaction cells) = 40
+    axes = inference.arm_axes(
+        [f"a{i}" for i in range(12)],
+        {
+            f"a{i}": {"token": t, "regularization": r, "captions": c}
+            for i, (t, r, c) in enumerate(
+                (t, r, c) for t in "ab" for r in "xyz" for c in ("blip", "nocap")
+            )
+        },
+    )
+    assert inference.family_size(12, axes) == 40
+
+
+def test_power_plan_from_a_pilot(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 200
+    base = 0.55 + rng.normal(0, 0.04, n)
+    diff = 0.02 + rng.normal(0, 0.03, n)
+    rows = renders("A", 1, list(base)) + renders("B", 1, list(base + diff))
+    scores = scoretable._normalise(pd.DataFrame(rows), "t")
+    plan = inference.power_plan(scores, 0.01, run_sd=0.005)
+    assert plan["family"] == 2 and plan["alpha_per_contrast"] == pytest.approx(0.025)
+    assert plan["paired_sd"] == pytest.approx(np.std(diff, ddof=1))
+    pairs = inference.pairs_needed(0.01, np.std(diff, ddof=1), 0.025)
+    assert plan["renders_per_checkpoint"] == 2 * pairs  # half the seeds estimate
+    z = 2.2414 + 0.8416  # norm.ppf(1 - 0.025/2), norm.ppf(0.8)
+    expected = math.ceil(z**2 * (2 * 0.005**2 + np.var(diff, ddof=1) / pairs) / 0.01**2)
+    assert plan["replicates"] == expected
+    path = tmp_path / "pilot.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    assert cli.main(["power", "--scores", str(path), "--effect", "0.01"]) == 0
+
+
+def replicated(effect, run_sd, n=60, runs=3, seed=0):
+    """Two recipes A, B with `runs` training runs each; B is `effect` farther; each run is
+    shifted by N(0, run_sd); tiny render noise."""
+    rng = np.random.default_rng(seed)
+    base = 0.55 + rng.normal(0, 0.03, n)
+    rows = []
+    for arm, offset in (("A", 0.0), ("B", effect)):
+        for r in range(1, runs + 1):
+            shift = rng.normal(0, run_sd)
+            for row in renders(arm, 1, list(base + offset + shift + rng.normal(0, 0.002, n))):
+                rows.append({**row, "replicate": r})
+    return pd.DataFrame(rows)
+
+
+def test_replicates_make_the_run_the_unit():
+    from scipy import stats as sps
+
+    scores = replicated(effect=0.0, run_sd=0.02)
+    result = build(scores)
+    assert result["verdict"]["replicates"] == 3 and result["verdict"]["run_sd"] > 0.005
+    assert "**3 training runs per arm.**" in result["markdown"]
+    assert "single_run" not in result["verdict"]["warnings"]
+    # run shifts of SD 0.02 against render noise of 0.002: without the run as the unit every
+    # shift would look like a recipe effect
+    assert result["verdict"]["claims"] == []
+    row = result["effects"].iloc[0]
+    assert row["method"].startswith("t test of run means")
+    # by hand: the difference of the mean run means (estimation half of the seeds, chosen
+    # epoch 1), pooled run variance, t with 6 - 2 = 4 df at the family's level
+    _, estimation = inference.split_seeds(range(60))
+    half = scores.loc[scores["seed"].isin(estimation)]
+    means = half.groupby(["arm", "replicate"])["mean_distance"].mean()
+    a, b = means["A"].to_numpy(), means["B"].to_numpy()
+    top = result["verdict"]["top_arm"]
+    other = "A" if top == "B" else "B"
+    sign = 1 if other == "A" else -1
+    assert row["estimate"] == pytest.approx(sign * (a.mean() - b.mean()))
+    pooled = (a.var(ddof=1) + b.var(ddof=1)) / 2
+    half_width = sps.t.ppf(1 - (1 - row["confidence"]) / 2, 4) * math.sqrt(pooled * 2 / 3)
+    assert row["ci_high"] - row["ci_low"] == pytest.approx(2 * half_width)
+    assert row["run_sd"] == pytest.approx(math.sqrt(pooled))
+    # a recipe effect far above the run-to-run noise is claimed
+    strong = build(replicated(effect=0.1, run_sd=0.005))
+    (claim,) = strong["verdict"]["claims"]
+    assert (claim["better"], claim["worse"]) == ("A", "B")
+    assert claim["estimate"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_the_real_photos_baseline_has_an_interval():
+    from scipy import stats as sps
+
+    from dreamgrid import baseline as baseline_mod
+    from dreamgrid import stats
+
+    values = [0.43, 0.47, 0.45, 0.41, 0.49, 0.44, 0.46]
+    photos = pd.DataFrame(
+        {"source": "reference", "photo": list("abcdefg"), "mean_distance": values}
+    )
+    low, high = baseline_mod.baseline_interval(photos)
+    direct = sps.bootstrap(
+        (np.array(values),),
+        np.mean,
+        method="BCa",
+        n_resamples=stats.RESAMPLES,
+        random_state=stats.rng_for(0, "baseline"),
+    ).confidence_interval
+    assert (low, high) == pytest.approx((direct.low, direct.high))
+    assert low < np.mean(values) < high
+    typed = scoretable._normalise(pd.DataFrame(renders("A", 1, [0.455] * 30)), "t")
+    result = aggregate.build(typed, **OPTIONS, min_faces=20, baseline=photos)
+    text = result["markdown"]
+    assert "bootstrap over the photos" in text
+    # 0.455 lies inside the photos' interval: as alike as real photos, not "below" them
+    assert "as alike as real photos of the person are to each other" in text
