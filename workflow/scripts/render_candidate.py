@@ -2,9 +2,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import logs, models, sample
+from dreamgrid import gpus, logs, models, sample
 
-with logs.job(snakemake.log[0]):
+with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
     sample.run(
         base_model=models.resolve(snakemake.input.base),
         checkpoint=None,
