@@ -7,9 +7,11 @@ from dreamgrid import faces
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """A fresh DEEPFACE_HOME for the module, set before deepface is first imported."""
+    """A fresh DEEPFACE_HOME for the module, set before deepface is first imported; the
+    variables scoring sets to hide the GPUs are given back afterwards."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("DEEPFACE_HOME", raising=False)
+        for name in ("DEEPFACE_HOME", faces.BACKEND_VAR, *faces.CPU_ENV):
+            mp.delenv(name, raising=False)
         yield faces.setup_deepface(tmp_path_factory.mktemp("deepface"))
 
 

@@ -61,8 +61,10 @@ def check_reference_faces(config: dict[str, Any], cache: Path | None) -> None:
     key = _fingerprint(references, {**vars(settings), "deepface_home": score["deepface_home"]})
     if cache and cache.is_file() and json.loads(cache.read_text()).get("references") == key:
         return
-    faces.setup_deepface(score["deepface_home"])
-    faces.embed_references(references, settings)
+    # In Snakemake's own process: on the CPU, and the GPUs visible again to the jobs after.
+    with faces.on_cpu():
+        faces.setup_deepface(score["deepface_home"])
+        faces.embed_references(references, settings)
     if cache:
         with atomic_path(cache) as tmp:
             tmp.write_text(json.dumps({"references": key}) + "\n")

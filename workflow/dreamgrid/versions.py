@@ -9,6 +9,6 @@ CAPTION = 1
 REGULARIZATION = 1
 TRAIN = 2  # single-file SD checkpoints, one resume state per arm (#3)
 SAMPLE = 3
-SCORE = 3
+SCORE = 4  # backend and device of every embedding recorded; scoring on the CPU
 AGGREGATE = 4  # Holm families per model and prompt set
 PLOTS = 4
