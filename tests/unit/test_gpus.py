@@ -109,7 +109,7 @@ def gpu_rule_scripts() -> dict[str, Path]:
 
 def test_every_gpu_rule_shim_takes_a_slot():
     scripts = gpu_rule_scripts()
-    assert {"train_dreambooth", "sample_checkpoint", "render_candidate", "clip_score"} <= set(
+    assert {"train_dreambooth", "sample_checkpoint", "render_candidates", "clip_score"} <= set(
         scripts
     )
     missing = [rule for rule, path in scripts.items() if SLOT_CALL not in path.read_text()]
@@ -125,7 +125,10 @@ class Namespace(dict):
 
 @pytest.mark.parametrize(
     ("shim", "target"),
-    [("render_candidate.py", "dreamgrid.sample.run"), ("clip_score.py", "dreamgrid.clip_score.run")],
+    [
+        ("render_candidates.py", "dreamgrid.sample.run_candidates"),
+        ("clip_score.py", "dreamgrid.clip_score.run"),
+    ],
 )
 def test_candidate_and_clip_jobs_run_pinned_to_their_slot(shim, target, tmp_path, monkeypatch):
     import importlib
@@ -149,7 +152,7 @@ def test_candidate_and_clip_jobs_run_pinned_to_their_slot(shim, target, tmp_path
         resources=Namespace(gpu=1),
         input=Namespace(base="base", model="clip", tables=[], renders=[]),
         output=Namespace({0: str(tmp_path / "out")}, renders="r", table="t.csv"),
-        params=Namespace(settings={}, name="n", class_word="woman"),
+        params=Namespace(settings={}, names={"n": "N"}, class_word="woman"),
         wildcards=Namespace(arm="a", epoch="1"),
     )
     monkeypatch.setattr("dreamgrid.sample.SampleSettings", lambda **kw: kw)

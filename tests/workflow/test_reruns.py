@@ -177,13 +177,14 @@ def test_a_new_prompt_set_renders_and_scores_only_that_set(demo_run):
 
 
 def test_a_longer_candidate_list_renders_only_the_new_name(demo_run):
+    # The demo renders 2 names per job: its 4 names fill groups 0 and 1, a 5th starts group 2.
     candidates = demo_run / "resources/demo/candidates.txt"
     original = candidates.read_text()
     candidates.write_text(original + "Mahershala Ali\n")
     try:
         jobs = planned_jobs(demo_run)
-        rendered = [wc for rule, wc in jobs if rule == "render_candidate"]
-        assert rendered == [{"candidate": "mahershala-ali"}]
+        rendered = [wc for rule, wc in jobs if rule == "render_candidates"]
+        assert rendered == [{"group": "2"}]
         assert "rank_candidates" in {rule for rule, _ in jobs}
         # Run it: the ranking is redone and its winner is unchanged, so nothing retrains or
         # re-renders. (Jobs Snakemake planned after the auto arms' training before the
@@ -191,7 +192,7 @@ def test_a_longer_candidate_list_renders_only_the_new_name(demo_run):
         result = snakemake(demo_run, "--cores", "2")
         assert result.returncode == 0, result.stderr[-3000:]
         ran = executed_jobs(result.stderr)
-        assert ran["render_candidate"] == 1 and ran["rank_candidates"] == 1
+        assert ran["render_candidates"] == 1 and ran["rank_candidates"] == 1
         assert not {"train_dreambooth", "sample_checkpoint"} & set(ran)
         assert "found in the cache" in embed_logs(demo_run)
     finally:

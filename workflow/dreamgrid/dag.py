@@ -126,11 +126,20 @@ class Grid:
     def class_word(self) -> str:
         return self.config["subject"]["class_word"]
 
-    def candidate_pattern(self) -> str:
-        """Regex of the candidate slugs (matches nothing when the finder does not run)."""
-        import re
+    def candidate_groups(self) -> list[dict[str, str]]:
+        """The candidates (slug -> name) of each render job: ``names_per_job`` names in list
+        order, so appending names changes only the last group and adds new ones."""
+        names = list(self.candidate_names().items())
+        size = self.config["token_finder"]["names_per_job"]
+        return [dict(names[start : start + size]) for start in range(0, len(names), size)]
 
-        return "|".join(map(re.escape, self.candidate_names())) or "(?!)"
+    def candidate_group_names(self, wildcards: Any) -> dict[str, str]:
+        """Slug -> name of one render job's candidates."""
+        return self.candidate_groups()[int(wildcards.group)]
+
+    def candidate_group_dirs(self) -> list[str]:
+        """Every render job's folder (one sub-folder per candidate inside)."""
+        return [CANDIDATE_GROUP.format(group=k) for k in range(len(self.candidate_groups()))]
 
     def candidate_settings(self) -> dict[str, Any]:
         """SampleSettings of every candidate's renders: the finder's prompt and seeds, the
@@ -144,7 +153,12 @@ class Grid:
         return canonical(settings)
 
     def candidate_render_dirs(self) -> list[str]:
-        return [CANDIDATE_RENDERS.format(candidate=c) for c in self.candidate_names()]
+        """Each candidate's folder of renders, in list order (inside its job's folder)."""
+        return [
+            CANDIDATE_RENDERS.format(group=k, candidate=slug)
+            for k, group in enumerate(self.candidate_groups())
+            for slug in group
+        ]
 
     def ranking_params(self) -> dict[str, Any]:
         """What ranking depends on: names, threshold and the scoring settings."""
@@ -514,9 +528,11 @@ class Grid:
 
 # ---- issue #7: look-alike token finder ------------------------------------------------------
 TOKEN_FINDER = f"{RESULTS}/token_finder"
-#: One candidate name's base-model renders (folder named by the name's slug) and their table.
-CANDIDATE_RENDERS = f"{TOKEN_FINDER}/renders/{{candidate}}"
-CANDIDATE_TABLE = f"{TOKEN_FINDER}/renders/{{candidate}}.csv"
+#: One render job's candidates (token_finder.names_per_job names, in list order): a folder
+#: with one sub-folder of base-model renders per name (named by its slug), and their table.
+CANDIDATE_GROUP = f"{TOKEN_FINDER}/renders/group-{{group}}"
+CANDIDATE_GROUP_TABLE = f"{TOKEN_FINDER}/renders/group-{{group}}.csv"
+CANDIDATE_RENDERS = f"{CANDIDATE_GROUP}/{{candidate}}"
 RANKING = f"{TOKEN_FINDER}/ranking.csv"
 CANDIDATE_SHEET = f"{TOKEN_FINDER}/top.png"
 
