@@ -96,6 +96,8 @@ def test_adding_an_epoch_trains_only_the_new_epoch(demo_run):
     assert {wc["epoch"] for wc in trained} == {"3"}
     assert {wc["epoch"] for rule, wc in jobs if rule == "sample_checkpoint"} == {"3"}
     assert not UPSTREAM & {rule for rule, _ in jobs}
+    # Each arm's state is released again once its new last epoch is trained.
+    assert sum(rule == "release_resume_state" for rule, _ in jobs) == 8
 
 
 def test_changing_the_metric_rescores_without_retraining(demo_run):
@@ -236,7 +238,9 @@ def test_removed_checkpoints_are_not_retrained_and_epochs_still_add(demo_run):
     checkpoints = sorted((demo_run / "results" / "arms").glob("*/checkpoints/epoch-*.safetensors"))
     assert len(checkpoints) == 16
     states = sorted((demo_run / "results" / "arms").glob("*/state/*"))
-    assert [p.name for p in states] == ["resume.safetensors"] * 8  # one per arm
+    # Each arm's resume state was deleted after its last epoch (keep_resume_state: false),
+    # so epoch 3 replays epochs 1-2 from the base model: the same weights, more time.
+    assert [p.name for p in states] == ["released.json"] * 8
     backup = demo_run / "checkpoints-backup"
     backup.mkdir()
     for i, path in enumerate(checkpoints):

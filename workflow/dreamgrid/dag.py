@@ -31,6 +31,8 @@ CHECKPOINTS_KEPT = f"{ARM_DIR}/checkpoints/kept.json"
 #: Not a declared output: epoch e+1 reads it, and it must survive the last epoch so that added
 #: epochs continue (Snakemake would delete a temp() output no job needs yet).
 RESUME_STATE = f"{ARM_DIR}/state/resume.safetensors"
+#: Written when the arm's resume state is deleted after its last planned epoch.
+STATE_RELEASED = f"{ARM_DIR}/state/released.json"
 #: One checkpoint's renders and scores for one prompt set (``main`` = ``sample.prompt``).
 PROMPT_DIR = f"{ARM_DIR}/epoch-{{epoch}}/{{prompt_set}}"
 RENDERS = f"{PROMPT_DIR}/renders"
@@ -47,7 +49,7 @@ SUMMARY_MD = f"{RESULTS}/report/summary.md"
 # Training settings that are not passed to every job as they are: `epochs` and
 # `keep_checkpoints` do not change what an epoch's job computes (more epochs only add jobs),
 # and `match_steps` reaches only the arms it changes, as `passes` (Grid.train_passes).
-NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "match_steps")
+NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "keep_resume_state", "match_steps")
 BUCKET_KEYS = ("bucket_min_size", "bucket_max_size", "bucket_step")
 
 # ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
@@ -338,6 +340,18 @@ class Grid:
             return []
         return [CHECKPOINTS_KEPT.format(arm=a) for a in self.arms]
 
+    def state_release_outputs(self) -> list[str]:
+        """One marker per arm whose resume state is deleted after its last planned epoch
+        ([] with ``training.keep_resume_state``)."""
+        if self.config["training"].get("keep_resume_state", False):
+            return []
+        return [STATE_RELEASED.format(arm=a) for a in self.arms]
+
+    def arm_checkpoint_metas(self, wildcards: Any) -> list[str]:
+        """Every planned epoch's checkpoint JSON of one arm: the state is released after
+        all of them (and again after epochs added later)."""
+        return [CHECKPOINT_META.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
+
     def arm_loss_logs(self, wildcards: Any) -> list[str]:
         return [LOSS_LOG.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
 
@@ -345,6 +359,7 @@ class Grid:
         finder = [RANKING, CANDIDATE_SHEET] if self.finder_active() else []
         return [
             *self.retention_outputs(),
+            *self.state_release_outputs(),
             *[LOSS_CURVE.format(arm=a) for a in self.arms],
             SUMMARY,
             SUMMARY_MD,
