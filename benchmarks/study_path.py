@@ -83,7 +83,7 @@ def state_facts(path: Path) -> dict:
 
     with safe_open(str(path), framework="pt") as handle:
         header = handle.metadata()
-        keys = list(handle.keys())  # noqa: SIM118 - not iterable
+        keys = list(handle.keys())
     return {
         "state_gib": round(path.stat().st_size / 2**30, 2),
         "state_8bit_moments": any("__bnb_optimizer_quant_state__" in k for k in keys),
@@ -124,7 +124,7 @@ def train_steps(base: Path, images: Path, work: Path, report: dict, save, shape:
             started = time.perf_counter()
             try:
                 result = train.run(spec)
-            except Exception as err:  # record and go on: the other optimizer still runs
+            except Exception as err:  # noqa: BLE001 - recorded; the other optimizer still runs
                 report[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
                 save()
                 break
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if checkpoint is not None:
         try:
             sample_step(base, checkpoint, args.out / "renders", report, size)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - recorded in the report
             report["sample_8_renders"] = {"error": f"{type(err).__name__}: {err}"[:2000]}
         save()
         if "error" not in report["sample_8_renders"]:

@@ -46,7 +46,9 @@ def step(named, optimizer) -> None:
 def flat(value, prefix=""):
     """Nested optimizer state as path -> value, for exact comparison."""
     if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {
+            k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()
+        }
     return {prefix: value}
 
 
@@ -152,7 +154,9 @@ def test_8bit_arm_resumes_to_the_checkpoint_a_replay_gives(tiny, tmp_path, monke
     assert resumed["replayed"] == 0
 
     spec.state.unlink()
-    replay = dataclasses.replace(epoch2(spec, tmp_path / "b"), state=tmp_path / "b" / "s.safetensors")
+    replay = dataclasses.replace(
+        epoch2(spec, tmp_path / "b"), state=tmp_path / "b" / "s.safetensors"
+    )
     assert loop.run(replay)["replayed"] == 1
     a, b = load_file(str(resumed["checkpoint"])), load_file(str(replay.out_checkpoint))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -106,7 +106,11 @@ def test_one_render_job_per_group_of_names_and_a_longer_list_adds_groups(tmp_pat
     names = "".join(f"Name {c}\n" for c in "ABCDE")
     grid = dag.Grid(cfg.validate(config(tmp_path, names=names, names_per_job=2)))
     groups = grid.candidate_groups()
-    assert [list(g.values()) for g in groups] == [["Name A", "Name B"], ["Name C", "Name D"], ["Name E"]]
+    assert [list(g.values()) for g in groups] == [
+        ["Name A", "Name B"],
+        ["Name C", "Name D"],
+        ["Name E"],
+    ]
     assert grid.candidate_group_dirs() == [dag.CANDIDATE_GROUP.format(group=k) for k in range(3)]
     assert grid.candidate_render_dirs()[2] == f"{dag.TOKEN_FINDER}/renders/group-1/name-c"
     assert grid.candidate_group_names(SimpleNamespace(group="1")) == groups[1]

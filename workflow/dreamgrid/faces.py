@@ -21,10 +21,10 @@ would otherwise each open a CUDA context and load a model beside a training job.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
-import contextlib
 import math
 import os
 import shutil

@@ -276,9 +276,7 @@ def add_lora(spec: TrainSpec, unet: Any, device: torch.device, weight_dtype: tor
     cast_training_params(unet, dtype=torch.float32)
 
 
-def restore(
-    spec: TrainSpec, models: Models, optimizer: Any, scaler: Any = None
-) -> tuple[int, int]:
+def restore(spec: TrainSpec, models: Models, optimizer: Any, scaler: Any = None) -> tuple[int, int]:
     """Load the arm's state if it holds epoch e-1 of these settings (weights, optimizer, and
     the fp16 loss ``scaler``'s scale when there is one).
 
