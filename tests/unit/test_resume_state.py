@@ -183,3 +183,16 @@ def test_loss_scale_carries_over_epochs(tiny, tmp_path, monkeypatch):
     assert scale() == 1024.0 * 2**3
     loop.run(epoch2(spec, tmp_path))
     assert scale() == 1024.0 * 2**6  # not 1024 * 2**3 again: the scale was restored
+
+
+def test_8bit_state_for_other_parameters_is_refused(tmp_path):
+    # Moments saved in another parameter order than the weights (a state from other code)
+    # must not be loaded into the wrong parameters.
+    from dreamgrid.errors import SpecError
+
+    named, _ = params_and_step(bnb.optim.AdamW8bit)
+    shuffled = bnb.optim.AdamW8bit([named["small"], named["big"], named["other"]], lr=1e-2)
+    step(named, shuffled)
+    save_state(tmp_path / "s.safetensors", named, shuffled, INFO)
+    with pytest.raises(SpecError, match="does not match"):
+        load_state(tmp_path / "s.safetensors", *params_and_step(bnb.optim.AdamW8bit, seed=1))

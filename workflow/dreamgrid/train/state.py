@@ -137,7 +137,9 @@ def read_info(path: Path) -> StateInfo | None:
         logger.warning("%s: not a readable resume state (%s); ignoring it.", path, err)
         return None
     if header.get("format") != FORMAT:
-        logger.warning("%s: not a dreamgrid resume state; ignoring it.", path)
+        written = str(header.get("format", ""))
+        what = "an older dreamgrid's" if written.startswith("dreamgrid-resume-") else "not a"
+        logger.warning("%s: %s resume state; ignoring it.", path, what)
         return None
     return StateInfo(
         int(header["epoch"]), int(header["steps"]), header["fingerprint"], header["meta_digest"]
@@ -165,7 +167,8 @@ def load_state(path: Path, named: dict[str, Any], optimizer: Any, scaler: Any = 
     entries = json.loads(header["optimizer_state"])
     moments = {int(index): decode_entry(entry, tensors) for index, entry in entries.items()}
     for index, entry in moments.items():
-        moment = entry.get("exp_avg")
+        # torch AdamW's first moment, or bitsandbytes' (8-bit or fp32, the parameter's shape)
+        moment = entry.get("exp_avg", entry.get("__bnb_optimizer_quant_state__", {}).get("state1"))
         if index >= len(params) or (moment is not None and moment.shape != params[index].shape):
             raise SpecError(f"{path}: optimizer state does not match the model being trained.")
     current = optimizer.state_dict()["param_groups"]
