@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The GPU checks of issues #3 and #4 in one call of the device tool, on a lent NVIDIA machine.
+# The GPU checks in one call of the device tool, on a lent NVIDIA machine: the study's own
+# path end to end (benchmarks/study_path.py: train.run epochs 1 and 2 with adamw and adamw8bit,
+# 8 renders of the exported fp16 checkpoint, embedding them), then the trainer and sampler
+# benchmarks of issues #3 and #4.
 #
 # Here first: scripts/device-wheels.sh (writes .whl/, ignored by git). Then:
 #   device run  command="bash benchmarks/device_check.sh"  carry=[".whl"]  timeout_s=600
-# Each result lands in $OUT as JSON; copy the numbers, with the card's name, into
-# benchmarks/RESULTS.md. Budget: about 8 minutes on an H100 (each benchmark has its own limit,
-# so one that hangs still leaves the others' results).
+# (or name the steps: `bash benchmarks/device_check.sh study`). Each result lands in $OUT as
+# JSON (study_path.json, and the study's 8 renders under $OUT/study/renders: where the device
+# has no deepface, embed them here with `python benchmarks/study_path.py --embed-only DIR`);
+# copy the numbers, with the card's name, into benchmarks/RESULTS.md. Budget: each step has
+# its own limit (330 + 150 + 90 s, under the tool's 600 s), so one that hangs still leaves the
+# others' results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/dreamgrid-device}
@@ -34,8 +40,16 @@ run() {  # name, seconds, command...
     tail -5 "$out/$name.log"
     cat "$out/$name.json"
 }
-# Full fine-tune (fp16 + 8-bit AdamW + gradient checkpointing) and LoRA, ours vs diffusers'
-# train_dreambooth.py step, SD 1.5 shapes, 512 px, batch 1: steps/s and peak memory.
-run bench_train 300 python3 benchmarks/bench_train.py --sd15
-# Batched vs one-at-a-time rendering, SD 1.5 shapes, 512 px, Euler 30 steps, fp16.
-run bench_sample 200 python3 benchmarks/bench_sample.py --sd15 --renders 32 --batch-size 8
+steps=${*:-study train sample}
+for step in $steps; do
+    case $step in
+    # The study's path: real entry points, SD 1.5 shapes, random weights; peak memory per step.
+    study) run study_path 330 python3 benchmarks/study_path.py --out "$out/study" ;;
+    # Full fine-tune (fp16 + 8-bit AdamW + gradient checkpointing) and LoRA, ours vs diffusers'
+    # train_dreambooth.py step, SD 1.5 shapes, 512 px, batch 1: steps/s and peak memory.
+    train) run bench_train 150 python3 benchmarks/bench_train.py --sd15 ;;
+    # Batched vs one-at-a-time rendering, SD 1.5 shapes, 512 px, Euler 30 steps, fp16.
+    sample) run bench_sample 90 python3 benchmarks/bench_sample.py --sd15 --renders 32 --batch-size 8 ;;
+    *) echo "unknown step $step (study, train, sample)" >&2 ;;
+    esac
+done

@@ -260,7 +260,14 @@ def test_disk_estimate_counts_only_missing_checkpoints(subject):
         preflight.SD15_UNET_BYTES + preflight.SD15_TEXT_ENCODER_BYTES + preflight.SD15_VAE_BYTES
     ) // 2  # fp16 single files
     assert estimate["checkpoints"] == arms * epochs * full_model
-    assert estimate["resume_states"] == arms * 3 * preflight.SD15_UNET_BYTES  # one per arm
+    state = 3 * preflight.SD15_UNET_BYTES  # fp32 weights and two fp32 Adam moments
+    assert estimate["resume_states"] == arms * state  # one per arm
+    # Each rewrite writes the new state beside the old one before renaming it over.
+    assert estimate["resume_state_rewrite"] == state
+    eight_bit = {**config, "training": {**config["training"], "optimizer": "adamw8bit"}}
+    assert preflight.estimate_disk(eight_bit, subject / "results")["resume_states"] == (
+        arms * 3 * preflight.SD15_UNET_BYTES // 2  # 8-bit moments: 6 bytes a parameter, not 12
+    )
     done = subject / "results" / "arms" / "rare-noreg-nocap" / "checkpoints" / "epoch-1.safetensors"
     done.parent.mkdir(parents=True)
     done.write_bytes(b"")

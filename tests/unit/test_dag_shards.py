@@ -34,7 +34,23 @@ def test_shard_ranges_align_with_batches_and_only_grow():
 
 def test_default_shards_of_the_study():
     g = grid({"batch_size": 8})
-    assert g.shard_ids() == [0, 1, 2, 3, 4]  # 200 renders, 40 per shard
+    assert g.shard_ids() == [0]  # 200 renders in one job: the checkpoint is loaded once
+
+
+def test_the_study_loads_each_checkpoint_once_for_sampling():
+    # config/experiment.yaml as the workflow sees it (schema defaults filled in): one
+    # sampling job, so one load of the checkpoint, per checkpoint; 216 in all.
+    from pathlib import Path
+
+    study = cfg.load(Path(__file__).parents[2] / "config" / "experiment.yaml")
+    g = dag.Grid(cfg.validate(study))
+    jobs = [(p, k) for p in g.prompt_set_names() for k in g.shard_ids(p)]
+    assert jobs == [("main", 0)]
+    # 12 recipes x 3 training runs (training.replicates) x 6 epochs
+    assert len(g.checkpoints(dag.CHECKPOINT)) * len(jobs) == 12 * 3 * 6
+    # 40 more renders add one shard (one more load), the first is left alone.
+    more = dag.Grid(cfg.validate({**study, "sample": {**study["sample"], "count": 240}}))
+    assert more.shard_ranges() == [(0, 200), (200, 240)]
 
 
 def test_shard_params_do_not_change_when_renders_are_added():

@@ -173,6 +173,8 @@ def test_metadata(settings):
         "detector": "dlib",
         "metric": "cosine",
         "align": True,
+        "deepface_backend": "onnx",  # chosen before deepface starts; every scoring env has it
+        "device": "cpu",  # no GPU is visible to scoring (test_faces_cpu.py)
         "deepface_threshold": 0.07,
         "thresholds": [0.7, 0.6],
     }
@@ -189,7 +191,14 @@ def test_save_load_references_round_trip(settings, references, tmp_path):
         assert np.array_equal(loaded[name], embedding)
     # Embeddings do not depend on the metric: the file records what they do depend on.
     assert meta == faces.embedding_metadata(settings)
-    assert set(meta) == {"deepface_version", "model", "detector", "align"}
+    assert set(meta) == {
+        "deepface_version",
+        "model",
+        "detector",
+        "align",
+        "deepface_backend",
+        "device",
+    }
     faces.check_references_match(meta, settings)
     faces.check_references_match(meta, faces.FaceSettings("Dlib", "dlib", "euclidean", True))
     with pytest.raises(SpecError, match="model"):

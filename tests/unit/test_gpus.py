@@ -85,3 +85,79 @@ def test_processes_share_slots_and_a_killed_job_frees_its_device(tmp_path):
 def test_a_job_cannot_hold_two_devices():
     with pytest.raises(ValueError, match="one GPU per job"), gpus.slot(2, ids=["0", "1"]):
         pass
+
+
+# --- every GPU rule's shim takes a slot --------------------------------------------------------
+
+RULES = WORKFLOW / "rules"
+SLOT_CALL = 'gpus.slot(snakemake.resources.get("gpu", 0))'
+
+
+def gpu_rule_scripts() -> dict[str, Path]:
+    """Rule name -> its script shim, for every rule that declares ``gpu=1``."""
+    import re
+
+    found = {}
+    for smk in RULES.glob("*.smk"):
+        for block in re.split(r"\n(?=(?:rule|checkpoint) )", smk.read_text()):
+            name = re.match(r"(?:rule|checkpoint) (\w+):", block.strip())
+            script = re.search(r'script:\s*"\.\./scripts/(\w+\.py)"', block)
+            if name and script and re.search(r"\bgpu=1\b", block):
+                found[name.group(1)] = WORKFLOW / "scripts" / script.group(1)
+    return found
+
+
+def test_every_gpu_rule_shim_takes_a_slot():
+    scripts = gpu_rule_scripts()
+    assert {"train_dreambooth", "sample_checkpoint", "render_candidates", "clip_score"} <= set(
+        scripts
+    )
+    missing = [rule for rule, path in scripts.items() if SLOT_CALL not in path.read_text()]
+    assert not missing, f"GPU rules whose shim does not take a GPU slot: {missing}"
+
+
+class Namespace(dict):
+    """Snakemake's named lists: attribute and ``get`` access (and [0] for a one-item log)."""
+
+    def __getattr__(self, name):
+        return self[name]
+
+
+@pytest.mark.parametrize(
+    ("shim", "target"),
+    [
+        ("render_candidates.py", "dreamgrid.sample.run_candidates"),
+        ("clip_score.py", "dreamgrid.clip_score.run"),
+    ],
+)
+def test_candidate_and_clip_jobs_run_pinned_to_their_slot(shim, target, tmp_path, monkeypatch):
+    import importlib
+    import os
+
+    seen = {}
+    module, func = target.rsplit(".", 1)
+    monkeypatch.setattr(
+        importlib.import_module(module),
+        func,
+        lambda **kw: seen.setdefault("device", os.environ.get("CUDA_VISIBLE_DEVICES")),
+    )
+    monkeypatch.setattr("dreamgrid.models.resolve", lambda path: path)
+    monkeypatch.setenv("DREAMGRID_GPUS", "5")
+    monkeypatch.setenv("DREAMGRID_GPU_LOCKS", str(tmp_path / "locks"))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake = Namespace(
+        scriptdir=str(WORKFLOW / "scripts"),
+        log=[str(tmp_path / "job.log")],
+        resources=Namespace(gpu=1),
+        input=Namespace(base="base", model="clip", tables=[], renders=[]),
+        output=Namespace({0: str(tmp_path / "out")}, renders="r", table="t.csv"),
+        params=Namespace(settings={}, names={"n": "N"}, class_word="woman"),
+        wildcards=Namespace(arm="a", epoch="1"),
+    )
+    monkeypatch.setattr("dreamgrid.sample.SampleSettings", lambda **kw: kw)
+    source = (WORKFLOW / "scripts" / shim).read_text()
+    shim_globals = {"snakemake": fake, "__name__": "__main__"}
+    exec(compile(source, shim, "exec"), shim_globals)  # noqa: S102 - as Snakemake runs a shim
+    assert seen["device"] == "5"
+    assert "pinned to GPU 5" in (tmp_path / "job.log").read_text()

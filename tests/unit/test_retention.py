@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -57,3 +59,42 @@ def test_summary_without_best_column_names_the_file(tmp_path):
     summary.write_text("arm,epoch\na,1\n")
     with pytest.raises(SpecError, match="summary.csv: no column"):
         keep_best(summary, "a", {}, tmp_path / "kept.json")
+
+
+def test_release_state_deletes_the_state_and_a_killed_writes_leftover(tmp_path):
+    from dreamgrid.retention import release_state
+
+    state = tmp_path / "state" / "resume.safetensors"
+    state.parent.mkdir()
+    state.write_bytes(b"x" * 1000)
+    leftover = state.parent / ".resume.safetensors.abc123"  # atomic_path's temp of a killed job
+    leftover.mkdir()
+    (leftover / "resume.safetensors").write_bytes(b"y" * 500)
+    metas = []
+    for epoch in (1, 2):
+        metas.append(tmp_path / f"epoch-{epoch}.json")
+        metas[-1].write_text(json.dumps({"epoch": epoch}))
+    out = state.parent / "released.json"
+    record = release_state(state, metas, out)
+    assert record == {"state": str(state), "epoch": 2, "bytes_freed": 1500}
+    assert json.loads(out.read_text()) == record
+    assert sorted(p.name for p in state.parent.iterdir()) == ["released.json"]
+    # Again (e.g. after epochs were added and replayed without a state): nothing to free.
+    assert release_state(state, metas, out)["bytes_freed"] == 0
+
+
+def test_the_plan_releases_each_arms_state_after_its_last_epoch_unless_kept():
+    from dreamgrid import config as cfg
+    from dreamgrid import dag
+
+    config = cfg.load(Path(__file__).resolve().parents[2] / "config" / "experiment.yaml")
+    grid = dag.Grid(config)
+    released = grid.state_release_outputs()
+    # One per training run: 12 recipes x 3 replicates.
+    assert len(released) == 12 * 3 and set(released) <= set(grid.final_outputs())
+    arm = SimpleNamespace(arm="rare-noreg-nocap")
+    assert grid.arm_checkpoint_metas(arm)[-1].endswith("rare-noreg-nocap/checkpoints/epoch-6.json")
+    kept = {**config, "training": {**config["training"], "keep_resume_state": True}}
+    assert dag.Grid(kept).state_release_outputs() == []
+    # Not a training setting: keeping or releasing states retrains nothing.
+    assert grid.training_params() == dag.Grid(kept).training_params()

@@ -319,3 +319,27 @@ def test_a_long_prompt_renders_without_truncation(pipe, tmp_path, caplog):
     assert "longer than the specified maximum" not in caplog.text
     # The pipeline alone would cut the prompt to its first 75 tokens; the tail changes the render.
     assert not np.array_equal(full, one(head))
+
+
+def test_candidates_render_in_one_job_with_one_model_load(tiny_sd, tmp_path, monkeypatch):
+    """The token finder's job renders several names after one load of the base model, and
+    each name's renders equal that name rendered alone."""
+    from dreamgrid import sample
+
+    loads = []
+    real = sample.load_pipeline
+    monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: loads.append(a) or real(*a, **k))
+    names = {"idris-elba": "Idris Elba", "will-smith": "Will Smith"}
+    settings = dataclasses.replace(SETTINGS, count=2)
+    table = sample.run_candidates(
+        tiny_sd, settings, names, "man", tmp_path / "group-0", tmp_path / "group-0.csv"
+    )
+    assert len(loads) == 1
+    assert list(table.candidate) == ["Idris Elba"] * 2 + ["Will Smith"] * 2
+    assert list(table.image[:2]) == ["idris-elba/render-100.png", "idris-elba/render-101.png"]
+    assert sorted(p.name for p in (tmp_path / "group-0").iterdir()) == list(names)
+    alone = run(tiny_sd, None, settings, "Will Smith", "man", tmp_path / "ws", tmp_path / "ws.csv")
+    for image in alone.image:
+        assert np.array_equal(
+            pixels(tmp_path / "ws" / image), pixels(tmp_path / "group-0" / "will-smith" / image)
+        )

@@ -100,3 +100,27 @@ def test_auto_arms_get_the_top_ranked_name_once_the_ranking_is_final(tmp_path):
     assert grid.arm_params("celebrity-noreg-nocap")["token"] == "Idris Elba"
     assert grid.arm_params("rare-noreg-nocap")["token"] == "ohwx"
     assert grid.wait_for_token(job) == [] and "ranking" not in grid.train_inputs(job)
+
+
+def test_one_render_job_per_group_of_names_and_a_longer_list_adds_groups(tmp_path):
+    names = "".join(f"Name {c}\n" for c in "ABCDE")
+    grid = dag.Grid(cfg.validate(config(tmp_path, names=names, names_per_job=2)))
+    groups = grid.candidate_groups()
+    assert [list(g.values()) for g in groups] == [
+        ["Name A", "Name B"],
+        ["Name C", "Name D"],
+        ["Name E"],
+    ]
+    assert grid.candidate_group_dirs() == [dag.CANDIDATE_GROUP.format(group=k) for k in range(3)]
+    assert grid.candidate_render_dirs()[2] == f"{dag.TOKEN_FINDER}/renders/group-1/name-c"
+    assert grid.candidate_group_names(SimpleNamespace(group="1")) == groups[1]
+    # Appending a name leaves the full groups' jobs as they were: only the last group changes.
+    longer = dag.Grid(cfg.validate(config(tmp_path, names=names + "Name F\n", names_per_job=2)))
+    assert longer.candidate_groups()[:2] == groups[:2]
+    assert list(longer.candidate_groups()[2].values()) == ["Name E", "Name F"]
+    # The shipped list (~200 names) renders in a handful of jobs, one model load each.
+    shipped = config(tmp_path)
+    shipped["token_finder"]["candidates"] = None
+    shipped["subject"]["class_word"] = "woman"
+    study = dag.Grid(cfg.validate(shipped))
+    assert len(study.candidate_names()) > 200 and len(study.candidate_groups()) == 7

@@ -314,7 +314,7 @@ def test_resume_state_is_one_safetensors_file_per_arm(epoch1):
         header = handle.metadata()
         keys = list(handle.keys())
         dtypes = {handle.get_tensor(k).dtype for k in keys if k.startswith("weights.")}
-    assert header["format"] == "dreamgrid-resume-v1"
+    assert header["format"] == "dreamgrid-resume-v2"
     assert header["epoch"] == "1" and header["steps"] == "2"
     assert header["fingerprint"] == spec.fingerprint()
     assert json.loads(header["param_groups"])[0]["lr"] == spec.learning_rate

@@ -1,6 +1,7 @@
 """The embedded demo end to end: outputs, the HTML report, and honest face-rate-0 numbers."""
 
 import json
+import re
 from collections import Counter
 
 import pandas as pd
@@ -118,6 +119,27 @@ def test_score_tables_carry_their_deepface_settings(demo_run):
     )
     assert meta["model"] == "Dlib" and meta["detector"] == "dlib" and meta["metric"] == "cosine"
     assert meta["deepface_version"]
+    assert meta["deepface_backend"] == "onnx" and meta["device"] == "cpu"  # never a GPU
+
+
+def test_each_checkpoint_is_loaded_once_per_prompt_set_and_candidates_share_a_load(demo_run):
+    # From the jobs' logs: every "loaded <checkpoint>" line, by checkpoint and prompt set.
+    logs = demo_run / "results/logs"
+    loads = Counter()
+    for log in (logs / "sample_checkpoint").rglob("*.log"):
+        prompt_set = log.parent.name
+        for line in log.read_text().splitlines():
+            found = re.search(r"loaded (\S+/checkpoints/epoch-\d+\.safetensors)", line)
+            if found:
+                loads[found.group(1), prompt_set] += 1
+    checkpoints = {c for c, _ in loads}
+    assert len(checkpoints) == len(ARMS) * 2  # every arm's 2 epochs
+    assert set(loads.values()) == {1} and len(loads) == len(checkpoints) * len(SETS)
+    # The token finder: 4 names in 2 jobs of 2 names, one model load each.
+    assert sorted(p.name for p in (logs / "render_candidates").iterdir()) == [
+        "group-0.log",
+        "group-1.log",
+    ]
 
 
 def test_histograms_and_demo_warning(demo_run):

@@ -96,6 +96,8 @@ def test_adding_an_epoch_trains_only_the_new_epoch(demo_run):
     assert {wc["epoch"] for wc in trained} == {"3"}
     assert {wc["epoch"] for rule, wc in jobs if rule == "sample_checkpoint"} == {"3"}
     assert not UPSTREAM & {rule for rule, _ in jobs}
+    # Each arm's state is released again once its new last epoch is trained.
+    assert sum(rule == "release_resume_state" for rule, _ in jobs) == 8
 
 
 def test_changing_the_metric_rescores_without_retraining(demo_run):
@@ -177,13 +179,14 @@ def test_a_new_prompt_set_renders_and_scores_only_that_set(demo_run):
 
 
 def test_a_longer_candidate_list_renders_only_the_new_name(demo_run):
+    # The demo renders 2 names per job: its 4 names fill groups 0 and 1, a 5th starts group 2.
     candidates = demo_run / "resources/demo/candidates.txt"
     original = candidates.read_text()
     candidates.write_text(original + "Mahershala Ali\n")
     try:
         jobs = planned_jobs(demo_run)
-        rendered = [wc for rule, wc in jobs if rule == "render_candidate"]
-        assert rendered == [{"candidate": "mahershala-ali"}]
+        rendered = [wc for rule, wc in jobs if rule == "render_candidates"]
+        assert rendered == [{"group": "2"}]
         assert "rank_candidates" in {rule for rule, _ in jobs}
         # Run it: the ranking is redone and its winner is unchanged, so nothing retrains or
         # re-renders. (Jobs Snakemake planned after the auto arms' training before the
@@ -191,7 +194,7 @@ def test_a_longer_candidate_list_renders_only_the_new_name(demo_run):
         result = snakemake(demo_run, "--cores", "2")
         assert result.returncode == 0, result.stderr[-3000:]
         ran = executed_jobs(result.stderr)
-        assert ran["render_candidate"] == 1 and ran["rank_candidates"] == 1
+        assert ran["render_candidates"] == 1 and ran["rank_candidates"] == 1
         assert not {"train_dreambooth", "sample_checkpoint"} & set(ran)
         assert "found in the cache" in embed_logs(demo_run)
     finally:
@@ -235,7 +238,9 @@ def test_removed_checkpoints_are_not_retrained_and_epochs_still_add(demo_run):
     checkpoints = sorted((demo_run / "results" / "arms").glob("*/checkpoints/epoch-*.safetensors"))
     assert len(checkpoints) == 16
     states = sorted((demo_run / "results" / "arms").glob("*/state/*"))
-    assert [p.name for p in states] == ["resume.safetensors"] * 8  # one per arm
+    # Each arm's resume state was deleted after its last epoch (keep_resume_state: false),
+    # so epoch 3 replays epochs 1-2 from the base model: the same weights, more time.
+    assert [p.name for p in states] == ["released.json"] * 8
     backup = demo_run / "checkpoints-backup"
     backup.mkdir()
     for i, path in enumerate(checkpoints):

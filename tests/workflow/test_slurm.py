@@ -123,8 +123,8 @@ def test_every_job_ran_as_a_slurm_job_and_sacct_saw_it_complete(slurm_run):
     local = re.findall(r"localrule (\w+):", output)
     assert set(local) <= {"prepare_base_model", "prepare_caption_model"}
     # 2 arms x 2 epochs x (train, sample, embed, score) + caption + class images + references
-    # + the celebrity token's finder: one render job per demo candidate and the ranking
-    candidates = 4
+    # + the celebrity token's finder: one render job per 2 demo candidates and the ranking
+    candidates = 2
     assert len(submitted) == len(ARMS) * len(EPOCHS) * 4 + 3 + candidates + 1
     sacct = subprocess.run(
         [

@@ -36,27 +36,33 @@ def test_the_study_config_plans_the_studys_grid(study_dir):
     study = yaml.safe_load((ROOT / "config/experiment.yaml").read_text())
     jobs = planned_jobs(study_dir, options=("--configfile", "config/experiment.yaml", *TINY_MODELS))
     rules = Counter(rule for rule, _ in jobs)
-    arms = [
+    recipes = [
         f"{token}-{reg}-{cap}"
         for token in study["axes"]["token"]
         for reg in ("noreg", "genreg", "gtreg")
         for cap in ("blip", "nocap")
     ]
+    runs = study["training"]["replicates"]
+    # Run 1 keeps the recipe's id; runs 2.. are separate arms "<recipe>-r<k>".
+    arms = [arm if run == 1 else f"{arm}-r{run}" for arm in recipes for run in range(1, runs + 1)]
     epochs = study["training"]["epochs"]
-    assert rules["train_dreambooth"] == 72 == len(arms) * epochs
+    assert len(recipes) == 12 and epochs == 6 and runs == 3
+    assert rules["train_dreambooth"] == len(recipes) * runs * epochs == 216
     trained = per_checkpoint(jobs, "train_dreambooth")
     assert set(trained) == {(arm, e) for arm in arms for e in range(1, epochs + 1)}
-    # Every checkpoint renders the study's 200 in shards of the schema's size, and only the
-    # main prompt set: the demo's extra sets and its shards of 4 do not leak in.
+    # Every checkpoint renders the study's 200 in shards of its shard size, and only the main
+    # prompt set: the demo's extra sets and its shards of 4 do not leak in.
     sample = study["sample"]
-    assert sample["count"] == 200 and "shard_size" not in sample
-    shards = math.ceil(sample["count"] / schema_default("sample", "shard_size"))
+    assert sample["count"] == 200
+    shards = math.ceil(
+        sample["count"] / sample.get("shard_size", schema_default("sample", "shard_size"))
+    )
     assert set(per_checkpoint(jobs, "sample_checkpoint").values()) == {shards}
-    assert len(per_checkpoint(jobs, "sample_checkpoint")) == 72
+    assert len(per_checkpoint(jobs, "sample_checkpoint")) == len(arms) * epochs
     assert {wc["prompt_set"] for rule, wc in jobs if rule == "sample_checkpoint"} == {"main"}
     # One scoring job and one histogram per checkpoint; no token finder (tokens are given).
-    assert rules["score_faces"] == rules["plot_histogram"] == 72
-    assert "rank_candidates" not in rules and "render_candidate" not in rules
+    assert rules["score_faces"] == rules["plot_histogram"] == len(arms) * epochs
+    assert not {r for r in rules if r.startswith("render_candidate")}
 
 
 @pytest.fixture(scope="module")

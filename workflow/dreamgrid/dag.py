@@ -31,6 +31,8 @@ CHECKPOINTS_KEPT = f"{ARM_DIR}/checkpoints/kept.json"
 #: Not a declared output: epoch e+1 reads it, and it must survive the last epoch so that added
 #: epochs continue (Snakemake would delete a temp() output no job needs yet).
 RESUME_STATE = f"{ARM_DIR}/state/resume.safetensors"
+#: Written when the arm's resume state is deleted after its last planned epoch.
+STATE_RELEASED = f"{ARM_DIR}/state/released.json"
 #: One checkpoint's renders and scores for one prompt set (``main`` = ``sample.prompt``).
 PROMPT_DIR = f"{ARM_DIR}/epoch-{{epoch}}/{{prompt_set}}"
 RENDERS = f"{PROMPT_DIR}/renders"
@@ -47,7 +49,7 @@ SUMMARY_MD = f"{RESULTS}/report/summary.md"
 # Training settings that are not passed to every job as they are: `epochs` and
 # `keep_checkpoints` do not change what an epoch's job computes (more epochs only add jobs),
 # and `match_steps` reaches only the arms it changes, as `passes` (Grid.train_passes).
-NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "match_steps", "replicates")
+NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "keep_resume_state", "match_steps", "replicates")
 BUCKET_KEYS = ("bucket_min_size", "bucket_max_size", "bucket_step")
 
 # ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
@@ -126,11 +128,20 @@ class Grid:
     def class_word(self) -> str:
         return self.config["subject"]["class_word"]
 
-    def candidate_pattern(self) -> str:
-        """Regex of the candidate slugs (matches nothing when the finder does not run)."""
-        import re
+    def candidate_groups(self) -> list[dict[str, str]]:
+        """The candidates (slug -> name) of each render job: ``names_per_job`` names in list
+        order, so appending names changes only the last group and adds new ones."""
+        names = list(self.candidate_names().items())
+        size = self.config["token_finder"]["names_per_job"]
+        return [dict(names[start : start + size]) for start in range(0, len(names), size)]
 
-        return "|".join(map(re.escape, self.candidate_names())) or "(?!)"
+    def candidate_group_names(self, wildcards: Any) -> dict[str, str]:
+        """Slug -> name of one render job's candidates."""
+        return self.candidate_groups()[int(wildcards.group)]
+
+    def candidate_group_dirs(self) -> list[str]:
+        """Every render job's folder (one sub-folder per candidate inside)."""
+        return [CANDIDATE_GROUP.format(group=k) for k in range(len(self.candidate_groups()))]
 
     def candidate_settings(self) -> dict[str, Any]:
         """SampleSettings of every candidate's renders: the finder's prompt and seeds, the
@@ -144,7 +155,12 @@ class Grid:
         return canonical(settings)
 
     def candidate_render_dirs(self) -> list[str]:
-        return [CANDIDATE_RENDERS.format(candidate=c) for c in self.candidate_names()]
+        """Each candidate's folder of renders, in list order (inside its job's folder)."""
+        return [
+            CANDIDATE_RENDERS.format(group=k, candidate=slug)
+            for k, group in enumerate(self.candidate_groups())
+            for slug in group
+        ]
 
     def ranking_params(self) -> dict[str, Any]:
         """What ranking depends on: names, threshold and the scoring settings."""
@@ -324,6 +340,18 @@ class Grid:
             return []
         return [CHECKPOINTS_KEPT.format(arm=a) for a in self.arms]
 
+    def state_release_outputs(self) -> list[str]:
+        """One marker per arm whose resume state is deleted after its last planned epoch
+        ([] with ``training.keep_resume_state``)."""
+        if self.config["training"].get("keep_resume_state", False):
+            return []
+        return [STATE_RELEASED.format(arm=a) for a in self.arms]
+
+    def arm_checkpoint_metas(self, wildcards: Any) -> list[str]:
+        """Every planned epoch's checkpoint JSON of one arm: the state is released after
+        all of them (and again after epochs added later)."""
+        return [CHECKPOINT_META.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
+
     def arm_loss_logs(self, wildcards: Any) -> list[str]:
         return [LOSS_LOG.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
 
@@ -331,6 +359,7 @@ class Grid:
         finder = [RANKING, RANKING_PAGE, CANDIDATE_SHEET] if self.finder_active() else []
         return [
             *self.retention_outputs(),
+            *self.state_release_outputs(),
             *[LOSS_CURVE.format(arm=a) for a in self.arms],
             SUMMARY,
             SUMMARY_MD,
@@ -529,9 +558,11 @@ class Grid:
 
 # ---- issue #7: look-alike token finder ------------------------------------------------------
 TOKEN_FINDER = f"{RESULTS}/token_finder"
-#: One candidate name's base-model renders (folder named by the name's slug) and their table.
-CANDIDATE_RENDERS = f"{TOKEN_FINDER}/renders/{{candidate}}"
-CANDIDATE_TABLE = f"{TOKEN_FINDER}/renders/{{candidate}}.csv"
+#: One render job's candidates (token_finder.names_per_job names, in list order): a folder
+#: with one sub-folder of base-model renders per name (named by its slug), and their table.
+CANDIDATE_GROUP = f"{TOKEN_FINDER}/renders/group-{{group}}"
+CANDIDATE_GROUP_TABLE = f"{TOKEN_FINDER}/renders/group-{{group}}.csv"
+CANDIDATE_RENDERS = f"{CANDIDATE_GROUP}/{{candidate}}"
 RANKING = f"{TOKEN_FINDER}/ranking.csv"
 CANDIDATE_SHEET = f"{TOKEN_FINDER}/top.png"
 

@@ -12,10 +12,16 @@ closest pair when an image shows several faces). An image without a detected fac
 ``face_found=False`` with NaN distances: never as distance 0, never silently dropped, and never
 embedded whole (deepface's ``enforce_detection=False`` would do that and give an
 ordinary-looking distance).
+
+Scoring runs on the CPU by construction: before deepface is imported, :func:`hide_gpus` makes
+no GPU visible to the process (and its worker processes) and picks deepface's backend (ONNX
+on the CPU where onnxruntime is installed). GPU jobs hold the cards; a scoring job's workers
+would otherwise each open a CUDA context and load a model beside a training job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -158,16 +164,86 @@ def _bundled_weights_dir() -> Path:
     )
 
 
+#: What a process that scores faces sets before deepface starts: no visible GPU (CUDA and
+#: ROCm builds of torch, TensorFlow) and ONNX graphs on the CPU execution provider.
+CPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": "", "DEEPFACE_ONNX_PROVIDERS": "cpu"}
+BACKEND_VAR = "DEEPFACE_BACKEND_ENGINE"
+
+
+def hide_gpus(environ: dict[str, str] | None = None) -> None:
+    """Make this process (and the workers it forks) score on the CPU.
+
+    Sets :data:`CPU_ENV`, and deepface's backend to ``onnx`` when onnxruntime is installed
+    (it is in every scoring environment; torch would be deepface's choice where installed, so
+    the venv and the conda env would run different graphs), unless ``DEEPFACE_BACKEND_ENGINE``
+    is set. Must run before CUDA starts in the process: a process whose torch already holds
+    a CUDA context is only warned about.
+    """
+    import importlib.util
+    import sys
+
+    environ = os.environ if environ is None else environ
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        logger.warning("CUDA was started in this process before deepface; it may use the GPU.")
+    environ.update(CPU_ENV)
+    if not environ.get(BACKEND_VAR) and importlib.util.find_spec("onnxruntime") is not None:
+        environ[BACKEND_VAR] = "onnx"
+
+
+@contextlib.contextmanager
+def on_cpu() -> Any:
+    """Score on the CPU inside the block, then give the process its environment back.
+
+    For the preflight, which embeds the references in Snakemake's own process: the GPU jobs
+    it starts afterwards must see the GPUs again (CUDA itself, started inside the block,
+    keeps seeing none in this process).
+    """
+    keys = (*CPU_ENV, BACKEND_VAR)
+    saved = {key: os.environ.get(key) for key in keys}
+    hide_gpus()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _deepface():
-    """Import and return ``deepface.DeepFace`` once the home is set up.
+    """Import and return ``deepface.DeepFace`` once the home is set up and the GPUs hidden.
 
     deepface calls ``warnings.filterwarnings("ignore")`` on import, which would silence every
     warning in the process; the filters are restored afterwards.
     """
     setup_deepface()
+    hide_gpus()
     with warnings.catch_warnings():
         from deepface import DeepFace
     return DeepFace
+
+
+def compute_info() -> dict[str, str]:
+    """The backend deepface runs on in this process and the device its models use
+    (deepface's own rule: its torch models take ``cuda:0`` when CUDA is available)."""
+    _deepface()
+    from deepface.commons import backend_utils
+
+    backend = backend_utils.get_backend_engine()
+    device = "cpu"
+    if backend == "pytorch":
+        import torch
+
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    elif backend == "onnx":
+        device = os.environ.get("DEEPFACE_ONNX_PROVIDERS", "cuda,cpu").split(",")[0].strip()
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    return {"deepface_backend": backend, "device": device}
 
 
 def _check(settings: FaceSettings | EmbedSettings) -> None:
@@ -299,6 +375,7 @@ def metadata(settings: FaceSettings, thresholds: Sequence[float]) -> dict[str, A
     return {
         "deepface_version": importlib.metadata.version("deepface"),
         **asdict(settings),
+        **compute_info(),
         "deepface_threshold": deepface_threshold(settings),
         "thresholds": [float(t) for t in thresholds],
     }
@@ -416,12 +493,14 @@ def embed_references(paths: Sequence[Path], settings: FaceSettings) -> dict[str,
 
 
 def embedding_metadata(settings: FaceSettings | EmbedSettings) -> dict[str, Any]:
-    """What an embedding depends on: deepface version, model, detector, alignment."""
+    """What an embedding depends on: deepface version, model, detector, alignment, and the
+    backend and device that ran it (:func:`compute_info`)."""
     return {
         "deepface_version": importlib.metadata.version("deepface"),
         "model": settings.model,
         "detector": settings.detector,
         "align": settings.align,
+        **compute_info(),
     }
 
 

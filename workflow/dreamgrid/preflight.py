@@ -61,8 +61,10 @@ def check_reference_faces(config: dict[str, Any], cache: Path | None) -> None:
     key = _fingerprint(references, {**vars(settings), "deepface_home": score["deepface_home"]})
     if cache and cache.is_file() and json.loads(cache.read_text()).get("references") == key:
         return
-    faces.setup_deepface(score["deepface_home"])
-    faces.embed_references(references, settings)
+    # In Snakemake's own process: on the CPU, and the GPUs visible again to the jobs after.
+    with faces.on_cpu():
+        faces.setup_deepface(score["deepface_home"])
+        faces.embed_references(references, settings)
     if cache:
         with atomic_path(cache) as tmp:
             tmp.write_text(json.dumps({"references": key}) + "\n")
@@ -90,10 +92,13 @@ def _unet_bytes(base_model: str) -> int:
 
 
 def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> dict[str, int]:
-    """Bytes the grid still needs: per (arm, epoch) not yet trained, its checkpoint (UNet, VAE
-    and text encoder at ``save_precision``) and renders (every prompt set); per arm with
-    epochs to train, one resume state (fp32 trained weights and two Adam moments); plus class
-    images."""
+    """Bytes the grid still needs at its peak: per (arm, epoch) not yet trained, its
+    checkpoint (UNet, VAE and text encoder at ``save_precision``) and renders (every prompt
+    set); per arm with epochs to train, one resume state (fp32 trained weights and two Adam
+    moments: fp32 with ``adamw``, 8-bit with ``adamw8bit``), plus the temporary copy each
+    rewrite of a state makes beside the old one (one training job at a time); plus class
+    images. States of finished arms are deleted (``keep_resume_state: false``), but Snakemake
+    may start every arm before finishing any, so all of them are counted."""
     from dreamgrid import dag
 
     training = config["training"]
@@ -116,9 +121,12 @@ def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> di
         if not (Path(results).parent / path).exists()
     ]
     arms_todo = {path.split("/")[2] for path in todo}  # results/arms/{arm}/...
+    # fp32 weights (4 bytes a parameter) + two moments (4 bytes each, or 1 byte in 8 bits)
+    state = trained * (6 if training.get("optimizer") == "adamw8bit" else 12) // 4
     estimate = {
         "checkpoints": len(todo) * full_model,
-        "resume_states": len(arms_todo) * 3 * trained,
+        "resume_states": len(arms_todo) * state,
+        "resume_state_rewrite": state if arms_todo else 0,
         "renders": len(todo) * renders,
     }
     if "generated" in config["axes"]["regularization"]:

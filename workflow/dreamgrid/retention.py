@@ -81,3 +81,32 @@ def keep_best(
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def release_state(state: Path, epochs: list[Path], out: Path) -> dict[str, Any]:
+    """Delete an arm's resume state once its last planned epoch is trained
+    (``training.keep_resume_state: false``), with any temporary copy a killed write left.
+
+    Runs once ``epochs`` (the checkpoint JSONs of every planned epoch, in order) all exist,
+    so no planned job needs the state any more; an epoch added later replays the earlier
+    ones from the base model instead (the same checkpoint, more time).
+
+    Returns:
+        What ``out`` records: the state's path, the epoch it held, and the bytes freed.
+    """
+    import glob
+    import shutil
+
+    last = json.loads(Path(epochs[-1]).read_text())["epoch"]
+    freed = 0
+    if state.exists():
+        freed += state.stat().st_size
+        state.unlink()
+    for stale in state.parent.glob(f".{glob.escape(state.name)}.*"):
+        freed += sum(p.stat().st_size for p in stale.rglob("*") if p.is_file())
+        shutil.rmtree(stale, ignore_errors=True)
+    record = {"state": str(state), "epoch": last, "bytes_freed": freed}
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    logger.info("deleted %s after epoch %d: %.2f GB freed", state, last, freed / 1e9)
+    return record

@@ -461,6 +461,46 @@ def run(
     return table
 
 
+def run_candidates(
+    base_model: Path,
+    settings: SampleSettings,
+    names: dict[str, str],
+    class_word: str,
+    out_dir: Path,
+    out_table: Path,
+) -> pd.DataFrame:
+    """Render the base model for several token candidates with one model load.
+
+    Args:
+        base_model: diffusers folder of the base model.
+        settings: what to render (the finder's prompt with ``{token}``, seeds, sampler).
+        names: folder name (slug) -> candidate name, filled into ``{token}``.
+        class_word: the class word, filled into ``{class}``.
+        out_dir: folder with one sub-folder of renders per slug, built under a temporary
+            name and renamed when every name is rendered.
+        out_table: CSV with one row per render (written atomically).
+
+    Returns:
+        The table: ``candidate`` (the name), :data:`RENDER_COLUMNS` (``image`` relative to
+        ``out_dir``, ``<slug>/render-<seed>.png``) and ``checkpoint`` (``base``).
+    """
+    warn_if_tiny(base_model)
+    pipe = load_pipeline(base_model, None)
+    tables = []
+    with atomic_path(out_dir) as tmp:
+        for slug, name in names.items():
+            table = render(pipe, settings, name, class_word, tmp / slug)
+            table["image"] = [f"{slug}/{image}" for image in table["image"]]
+            table.insert(0, "candidate", name)
+            tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    table["checkpoint"] = BASE_LABEL
+    with atomic_path(out_table) as tmp:
+        table.to_csv(tmp, index=False)
+    log.info("%d candidates, %d renders in %s", len(names), len(table), out_dir)
+    return table
+
+
 # ---- shards -----------------------------------------------------------------------------------
 
 

@@ -1,31 +1,31 @@
-rule render_candidate:
+rule render_candidates:
     input:
         base=dag.BASE_MODEL_DIR,
     output:
-        renders=directory(dag.CANDIDATE_RENDERS),
-        table=dag.CANDIDATE_TABLE,
+        renders=directory(dag.CANDIDATE_GROUP),
+        table=dag.CANDIDATE_GROUP_TABLE,
     log:
-        "results/logs/render_candidate/{candidate}.log",
+        "results/logs/render_candidates/group-{group}.log",
     benchmark:
-        "results/benchmarks/render_candidate/{candidate}.tsv"
+        "results/benchmarks/render_candidates/group-{group}.tsv"
     wildcard_constraints:
-        candidate=GRID.candidate_pattern(),
+        group="[0-9]+",
     conda:
         "../../envs/train.yaml"
     resources:
         gpu=1,
     params:
-        name=lambda wildcards: GRID.candidate_names()[wildcards.candidate],
+        names=GRID.candidate_group_names,
         class_word=config["subject"]["class_word"],
         settings=GRID.candidate_settings(),
         impl=versions.SAMPLE,
     script:
-        "../scripts/render_candidate.py"
+        "../scripts/render_candidates.py"
 
 
 checkpoint rank_candidates:
     input:
-        renders=GRID.candidate_render_dirs(),
+        renders=GRID.candidate_group_dirs(),
         references=GRID.primary_references(),
     output:
         report(
@@ -43,6 +43,7 @@ checkpoint rank_candidates:
     threads: config["score"]["threads"]
     params:
         ranking=GRID.ranking_params(),
+        folders=GRID.candidate_render_dirs(),
         cache=dag.FACE_CACHE,
         impl=[versions.SCORE, versions.FINDER],
     script:
@@ -52,7 +53,7 @@ checkpoint rank_candidates:
 rule plot_candidates:
     input:
         ranking=dag.RANKING,
-        renders=GRID.candidate_render_dirs(),
+        renders=GRID.candidate_group_dirs(),
     output:
         report(
             dag.CANDIDATE_SHEET,
@@ -69,6 +70,7 @@ rule plot_candidates:
     params:
         demo=GRID.demo,
         names=list(GRID.candidate_names().values()),
+        folders=GRID.candidate_render_dirs(),
         top=config["token_finder"]["top"],
         impl=versions.PLOTS,
     script:

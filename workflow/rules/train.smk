@@ -29,6 +29,24 @@ rule train_dreambooth:
         "../scripts/train_dreambooth.py"
 
 
+rule release_resume_state:
+    input:
+        metas=GRID.arm_checkpoint_metas,
+    output:
+        dag.STATE_RELEASED,
+    log:
+        "results/logs/release_resume_state/{arm}.log",
+    benchmark:
+        "results/benchmarks/release_resume_state/{arm}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        state=lambda wildcards: dag.RESUME_STATE.format(arm=wildcards.arm),
+        impl=versions.TRAIN,
+    script:
+        "../scripts/release_resume_state.py"
+
+
 rule keep_best_checkpoint:
     input:
         summary=dag.SUMMARY,

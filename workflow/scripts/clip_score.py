@@ -2,9 +2,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import clip_score, logs
+from dreamgrid import clip_score, gpus, logs
 
-with logs.job(snakemake.log[0]):
+with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
     clip_score.run(
         model_dir=Path(snakemake.input.model),
         tables=[Path(p) for p in snakemake.input.tables],

@@ -7,7 +7,7 @@ import pandas as pd
 from dreamgrid import logs, plots
 
 with logs.job(snakemake.log[0]):
-    folders = [Path(p) for p in snakemake.input.renders]
+    folders = [Path(p) for p in snakemake.params.folders]
     plots.candidate_sheet(
         pd.read_csv(snakemake.input.ranking),
         folders=dict(zip(snakemake.params.names, folders, strict=True)),

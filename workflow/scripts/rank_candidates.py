@@ -9,7 +9,7 @@ with logs.job(snakemake.log[0]):
     faces.setup_deepface(params["deepface_home"])
     candidates.run_rank_workflow(
         references=Path(snakemake.input.references),
-        folders=[Path(p) for p in snakemake.input.renders],
+        folders=[Path(p) for p in snakemake.params.folders],
         names=params["names"],
         settings=faces.settings_from(params),
         threshold=params["threshold"],

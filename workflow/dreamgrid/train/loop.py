@@ -98,7 +98,7 @@ def run(spec: TrainSpec) -> dict[str, Any]:
             models.weight_dtype,
         )
     optimizer, lr_scheduler = prepare_optimizer(spec, accelerator, models)
-    done, steps = restore(spec, models, optimizer)
+    done, steps = restore(spec, models, optimizer, accelerator.scaler)
     for epoch in range(done + 1, spec.epoch):
         replay = dataclasses.replace(spec, epoch=epoch, previous_meta=None)
         steps += len(
@@ -122,7 +122,7 @@ def run(spec: TrainSpec) -> dict[str, Any]:
         )
     # Written last: a job killed before this point leaves the state of epoch e-1 to rerun from.
     info = StateInfo(spec.epoch, steps, spec.fingerprint(), file_digest(meta_path(spec)))
-    save_state(spec.state, models.named_params, optimizer, info)
+    save_state(spec.state, models.named_params, optimizer, info, accelerator.scaler)
     seconds = time.perf_counter() - started
     logger.info(
         "%s epoch %d: %d steps (%d total), mean loss %.5f, %.1f s -> %s",
@@ -276,8 +276,9 @@ def add_lora(spec: TrainSpec, unet: Any, device: torch.device, weight_dtype: tor
     cast_training_params(unet, dtype=torch.float32)
 
 
-def restore(spec: TrainSpec, models: Models, optimizer: Any) -> tuple[int, int]:
-    """Load the arm's state if it holds epoch e-1 of these settings.
+def restore(spec: TrainSpec, models: Models, optimizer: Any, scaler: Any = None) -> tuple[int, int]:
+    """Load the arm's state if it holds epoch e-1 of these settings (weights, optimizer, and
+    the fp16 loss ``scaler``'s scale when there is one).
 
     Returns:
         (last finished epoch now in the models, optimizer steps so far); ``(0, 0)`` means
@@ -312,7 +313,7 @@ def restore(spec: TrainSpec, models: Models, optimizer: Any) -> tuple[int, int]:
             spec.epoch - 1,
         )
         return 0, 0
-    load_state(spec.state, models.named_params, optimizer)
+    load_state(spec.state, models.named_params, optimizer, scaler)
     logger.info("%s: resumed from %s (epoch %d)", spec.arm, spec.state, info.epoch)
     return info.epoch, info.steps
 

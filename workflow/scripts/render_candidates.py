@@ -2,14 +2,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import logs, models, sample
+from dreamgrid import gpus, logs, models, sample
 
-with logs.job(snakemake.log[0]):
-    sample.run(
+with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
+    sample.run_candidates(
         base_model=models.resolve(snakemake.input.base),
-        checkpoint=None,
         settings=sample.SampleSettings(**snakemake.params.settings),
-        token=snakemake.params.name,
+        names=snakemake.params.names,
         class_word=snakemake.params.class_word,
         out_dir=Path(snakemake.output.renders),
         out_table=Path(snakemake.output.table),
