@@ -69,3 +69,25 @@ def test_clip_scores_of_the_other_prompts_are_averaged():
     flex = flexibility.table(scored, SETS, best_within=5.0)
     assert (flex["prompts_clip"] == 25.0).all()
     assert "prompts_clip" not in flexibility.table(summary(), SETS, best_within=5.0).columns
+
+
+def test_reads_the_faces_only_share_of_a_real_summary():
+    # summarize() also writes all-renders shares (pct_below_<t>_all) and intervals: the view
+    # reads the lowest faces-only share, and its numbers equal that column's.
+    import numpy as np
+
+    from dreamgrid.summary import summarize
+
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame(
+        [
+            {"arm": "a", "epoch": e, "seed": s, "prompt_set": p, "face_found": True,
+             "mean_distance": float(rng.normal(0.6, 0.05))}
+            for e in (1, 2) for p in SETS for s in range(30)
+        ]
+    )  # fmt: skip
+    table = summarize(scores, thresholds=[0.6, 0.7])
+    assert "pct_below_0.6_all" in table.columns
+    flex = flexibility.table(table, SETS, best_within=5.0)
+    main = table[table["prompt_set"] == "main"].sort_values("epoch")
+    assert list(flex["likeness_pct"]) == list(main["pct_below_0.6"])

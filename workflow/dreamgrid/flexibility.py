@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dreamgrid.prompts import MAIN_PROMPT_SET
+from dreamgrid.scoretable import share_columns
 
 KINDS = ("main", "bleed", "prompt")
 
@@ -51,10 +52,7 @@ def table(
         ``best_within`` points of the arm's least bleed and best prompt face rate.
         Columns of a part without prompt sets are NaN.
     """
-    pct = min(
-        (c for c in summary.columns if c.startswith("pct_below_") and "_ci_" not in c),
-        key=lambda c: float(c.removeprefix("pct_below_")),
-    )
+    pct = share_columns(summary.columns)[0]
     part = summary["prompt_set"].map(kinds(prompt_sets))
     keys = ["arm", "epoch", *(["model"] if "model" in summary.columns else [])]
     rows = []

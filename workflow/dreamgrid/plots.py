@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
-from dreamgrid.scoretable import as_bool
+from dreamgrid.scoretable import as_bool, share_columns
 
 # No display on cluster nodes; figures below do not use pyplot, but seaborn imports it.
 # seaborn itself (~1 s to import) is imported only where it draws: every plot is its own job,
@@ -295,11 +295,7 @@ _CURVE_PANELS = {
 
 def _curve_panels(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(column, title, y label) of each panel the summary has columns for."""
-    pct = [
-        c
-        for c in summary.columns
-        if c.startswith("pct_below_") and "_ci_" not in c and not c.endswith("_all")
-    ]
+    pct = share_columns(summary.columns)
     panels = [(c, *_CURVE_PANELS[c]) for c in ("average", "median")]
     for column in pct:
         level = column.removeprefix("pct_below_")

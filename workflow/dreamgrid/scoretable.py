@@ -42,6 +42,17 @@ def pct_column(threshold: float) -> str:
     return "pct_below_" + np.format_float_positional(float(threshold), trim="-")
 
 
+def share_columns(columns) -> list[str]:
+    """The faces-only share columns ``pct_below_<t>`` among ``columns`` (not their intervals,
+    not the all-renders ``_all`` shares), by threshold, lowest first."""
+    found = [
+        c
+        for c in columns
+        if c.startswith("pct_below_") and "_ci_" not in c and not c.endswith("_all")
+    ]
+    return sorted(found, key=lambda c: float(c.removeprefix("pct_below_")))
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a score table by suffix: ``.parquet``, ``.tsv`` or (anything else) CSV.
 

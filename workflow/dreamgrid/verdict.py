@@ -11,7 +11,7 @@ import pandas as pd
 from dreamgrid import baseline as baseline_mod
 from dreamgrid import candidates, stats
 from dreamgrid.prompts import AUTO_TOKEN, MAIN_PROMPT_SET
-from dreamgrid.scoretable import GROUP_COLUMNS, group_columns, headline
+from dreamgrid.scoretable import GROUP_COLUMNS, group_columns, headline, share_columns
 
 
 def _fmt(value: object, digits: int) -> str:
@@ -40,14 +40,6 @@ DEMO_WARNING = (
 )
 
 
-def _contract_pct_columns(summary: pd.DataFrame) -> list[str]:
-    return [
-        c
-        for c in summary.columns
-        if c.startswith("pct_below_") and "_ci_" not in c and not c.endswith("_all")
-    ]
-
-
 def _with_ci(value: float, low: float, high: float, digits: int) -> str:
     if not np.isfinite(value):
         return "n/a"
@@ -57,7 +49,7 @@ def _with_ci(value: float, low: float, high: float, digits: int) -> str:
 def _summary_markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a compact table: intervals in brackets beside their estimate; a
     checkpoint with few faces shows no faces-only share."""
-    pct_columns = _contract_pct_columns(summary)
+    pct_columns = share_columns(summary.columns)
     keys = [c for c in ("arm", "epoch", *GROUP_COLUMNS, "steps") if c in summary.columns]
     view = summary[keys + ["renders", "face_rate"]].copy()
     few = summary.get("few_faces", pd.Series(False, index=summary.index)).astype(bool)
@@ -577,7 +569,7 @@ def markdown(
     configured string) and the token finder's ``ranking`` add a section naming the token
     each arm trained on (:func:`tokens_markdown`; ``ranking_source`` names the file).
     """
-    pct_columns = _contract_pct_columns(summary)
+    pct_columns = share_columns(summary.columns)
     lowest = pct_columns[0] if pct_columns else None
     baseline_mean = baseline_mod.baseline_value(baseline)
     pct = f"{100 * confidence:g}%"
