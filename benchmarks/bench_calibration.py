@@ -16,7 +16,8 @@ trend over epochs: with one, "at equal steps" (a regularized arm's epoch 3 again
 arm's epoch 6) and "at chosen epochs" (a non-inferior earlier epoch may be truly a little
 worse) carry real differences, and the truth of a claim would depend on the view. Every study goes
 through :func:`dreamgrid.aggregate.build` (summary, chosen epochs, planned family, claims) as
-the workflow runs it, without the exploratory table (it makes no claim).
+the workflow runs it, without what makes no claim (the exploratory table, each checkpoint's
+average interval, ``best_not_worse``).
 
 Scenarios (truth):
 
