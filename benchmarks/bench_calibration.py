@@ -16,7 +16,8 @@ trend over epochs: with one, "at equal steps" (a regularized arm's epoch 3 again
 arm's epoch 6) and "at chosen epochs" (a non-inferior earlier epoch may be truly a little
 worse) carry real differences, and the truth of a claim would depend on the view. Every study goes
 through :func:`dreamgrid.aggregate.build` (summary, chosen epochs, planned family, claims) as
-the workflow runs it, without the exploratory table (it makes no claim).
+the workflow runs it, without what makes no claim (the exploratory table, each checkpoint's
+average interval, ``best_not_worse``).
 
 Scenarios (truth):
 
@@ -141,11 +142,20 @@ def found_effect(claims: list[dict]) -> bool:
     )
 
 
-def run_scenario(name: str, studies: int, n_seeds: int, n_epochs: int, resamples: int) -> dict:
+def run_scenario(
+    name: str,
+    studies: int,
+    n_seeds: int,
+    n_epochs: int,
+    resamples: int,
+    log: Path | None = None,
+) -> dict:
+    """``studies`` simulated studies of scenario ``name``; with ``log``, one JSON line per
+    study is appended as it finishes (so an interrupted run still counts what it did)."""
     scenario = SCENARIOS[name]
     rng = np.random.default_rng([2026, sum(map(ord, name))])
     with_false, found, n_claims, seconds = 0, 0, 0, []
-    for _ in range(studies):
+    for index in range(studies):
         scores, truth = simulate(scenario, rng, n_seeds, n_epochs)
         start = time.perf_counter()
         result = aggregate.build(
@@ -161,8 +171,20 @@ def run_scenario(name: str, studies: int, n_seeds: int, n_epochs: int, resamples
         seconds.append(time.perf_counter() - start)
         claims = result["verdict"]["claims"]
         n_claims += len(claims)
-        with_false += bool(false_claims(claims, truth, scenario))
+        wrong = false_claims(claims, truth, scenario)
+        with_false += bool(wrong)
         found += found_effect(claims)
+        if log is not None:
+            line = {
+                "scenario": name,
+                "study": index,
+                "claims": len(claims),
+                "false": len(wrong),
+                "found_effect": found_effect(claims),
+                "seconds": seconds[-1],
+            }
+            with log.open("a") as handle:
+                handle.write(json.dumps(line) + "\n")
     rate = with_false / studies
     out = {
         "studies": studies,
@@ -184,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--log", type=Path, default=None, help="one JSON line per study")
     args = parser.parse_args(argv)
     report = {
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -194,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for name in args.scenarios:
         report["scenarios"][name] = run_scenario(
-            name, args.studies, args.seeds, args.epochs, args.resamples
+            name, args.studies, args.seeds, args.epochs, args.resamples, args.log
         )
         print(name, json.dumps(report["scenarios"][name]), file=sys.stderr, flush=True)
     text = json.dumps(report, indent=2)

@@ -47,6 +47,9 @@ def build(
 ) -> dict[str, object]:
     """Summary, inference and verdict of typed scores, in memory.
 
+    ``exploratory=False`` leaves out what makes no claim (the all-pairs table, each
+    checkpoint's average interval, ``best_not_worse``); the calibration benchmark uses it.
+
     Returns:
         ``summary``, ``comparisons``, ``effects`` (DataFrames), ``verdict`` (the
         ``verdict.json`` object or list) and ``markdown`` (summary.md text).
@@ -58,6 +61,7 @@ def build(
         best_margin=best_margin,
         best_margin_relative=best_margin_relative,
         min_faces=min_faces,
+        describe=exploratory,
         **options,
     )
     if clip is not None:

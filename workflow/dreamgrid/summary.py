@@ -35,6 +35,7 @@ def summarize(
     confidence: float = stats.CONFIDENCE,
     resamples: int = stats.RESAMPLES,
     seed: int = stats.SEED,
+    describe: bool = True,
 ) -> pd.DataFrame:
     """One row per checkpoint (arm, epoch) with face rate, average and % below thresholds.
 
@@ -48,6 +49,8 @@ def summarize(
         best_margin_relative: the margin is at most this fraction of the arm's best share.
         min_faces: a checkpoint with fewer faces gets ``few_faces`` and cannot be best.
         confidence, resamples, seed: of the intervals.
+        describe: False leaves out what decides nothing (the BCa interval of each average
+            and ``best_not_worse``: NaN and False); the calibration benchmark uses it.
 
     Returns:
         Columns ``arm, epoch, [model], [prompt_set], [steps], renders, face_rate, average,
@@ -115,11 +118,15 @@ def summarize(
         row["face_rate_ci_low"], row["face_rate_ci_high"] = low, high
         row["average"] = float(faces.mean()) if k else math.nan
         row["median"] = float(np.median(faces)) if k else math.nan
-        row["average_ci_low"], row["average_ci_high"] = stats.mean_interval(
-            faces,
-            rng=stats.rng_for(seed, "checkpoint", *key),
-            confidence=confidence,
-            resamples=resamples,
+        row["average_ci_low"], row["average_ci_high"] = (
+            stats.mean_interval(
+                faces,
+                rng=stats.rng_for(seed, "checkpoint", *key),
+                confidence=confidence,
+                resamples=resamples,
+            )
+            if describe
+            else (math.nan, math.nan)
         )
         for level, name in zip(levels, pct_columns, strict=True):
             below = int((faces < level).sum())
@@ -152,7 +159,8 @@ def summarize(
             [summary[c] == v for c, v in zip(extra, key, strict=True)]
             + [np.ones(len(summary), dtype=bool)]
         )
-        for flag, seeds in (("best", selection), ("best_not_worse", None)):
+        flags = (("best", selection), ("best_not_worse", None))
+        for flag, seeds in flags if describe else flags[:1]:
             chosen = inference.best_epochs(group, levels[0], seeds=seeds, key=key, **options)
             for arm, (epoch, _) in chosen.items():
                 if epoch is not None:
