@@ -237,8 +237,11 @@ def test_token_finder_ranks_the_candidates_and_celebrity_arms_train_on_the_winne
     # Random weights render no face: every average is empty and the list order decides.
     assert list(ranking["candidate"]) == names and list(ranking["rank"]) == [1, 2, 3, 4]
     assert (ranking["face_rate"] == 0).all() and (ranking["renders"] == 2).all()
-    renders = pd.read_csv(results / "token_finder/renders/idris-elba.csv")
-    assert set(renders["prompt"]) == {"headshot photo of Idris Elba man"}
+    # 2 names per job: Idris Elba is the second name of group 0.
+    renders = pd.read_csv(results / "token_finder/renders/group-0.csv")
+    idris = renders[renders["candidate"] == "Idris Elba"]
+    assert set(idris["prompt"]) == {"headshot photo of Idris Elba man"} and len(idris) == 2
+    assert (results / "token_finder/renders/group-0" / idris["image"].iloc[0]).is_file()
     with Image.open(results / "token_finder/top.png") as im:
         assert im.size[0] > 300
     table = results / "arms/celebrity-genreg-blip/epoch-2/main/renders/shard-0.csv"
