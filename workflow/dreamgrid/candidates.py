@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dreamgrid.errors import SpecError
-from dreamgrid.io import atomic_path, list_images
+from dreamgrid.io import atomic_path, list_images, read_text
 from dreamgrid.scoretable import pct_column
 
 log = logging.getLogger(__name__)
@@ -272,13 +272,7 @@ def read_names(path: Path) -> list[str]:
         )
     names = []
     seen: dict[str, str] = {}
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise SpecError(
-            f"{path}: not UTF-8 text (byte {err.start}); save the candidate list as UTF-8."
-        ) from err
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(read_text(path, "candidate list").splitlines(), 1):
         name = " ".join(line.split("#", 1)[0].split())
         if not name:
             continue

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from dreamgrid.errors import SpecError
-from dreamgrid.io import atomic_path, by_stem, list_images, load_rgb
+from dreamgrid.io import atomic_path, by_stem, list_images, load_rgb, read_text
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +170,7 @@ def read_overrides(overrides_dir: Path | None, images: Sequence[Path]) -> dict[s
 
 
 def _read_caption_file(path: Path) -> str:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise SpecError(f"{path}: not UTF-8 text ({err}). Save it as UTF-8.") from err
-    caption = " ".join(text.split())
+    caption = " ".join(read_text(path, "caption file").split())
     if not caption:
         raise SpecError(
             f"{path}: empty caption file. Write a caption in it, or delete it to use BLIP's."

@@ -375,14 +375,10 @@ def read_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: config file not found.")
+    from dreamgrid.io import read_text
+
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise SpecError(
-            f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8."
-        ) from err
-    try:
-        config = yaml.load(text, Loader=_strict_loader())
+        config = yaml.load(read_text(path, "config file"), Loader=_strict_loader())
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from err
     if config is None:

@@ -93,6 +93,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """A user's text file as UTF-8 (a byte-order mark is dropped).
+
+    Raises:
+        SpecError: the file is not UTF-8, naming it, the byte and ``what`` it is.
+    """
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {err.start}); save the {what} as UTF-8."
+        ) from err
+
+
 def list_images(directory: str | Path) -> list[Path]:
     """Images in ``directory`` (not recursive), sorted by name; hidden files (``.x.jpg``,
     macOS's ``._x.jpg``) are ignored.
