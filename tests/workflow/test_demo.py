@@ -232,6 +232,7 @@ def test_token_finder_ranks_the_candidates_and_celebrity_arms_train_on_the_winne
     ranking = pd.read_csv(results / "token_finder/ranking.csv")
     assert list(ranking.columns) == [
         "candidate", "renders", "face_rate", "average", "pct_below_0.06", "consistency", "rank",
+        "faces", "average_ci_low", "average_ci_high",
     ]  # fmt: skip
     names = ["Denzel Washington", "Idris Elba", "Will Smith", "Morgan Freeman"]
     # Random weights render no face: every average is empty and the list order decides.

@@ -40,8 +40,8 @@ def test_changing_thresholds_reruns_only_aggregation(demo_run):
     config = demo_config()
     config["score"]["thresholds"] = [0.5, 0.65]
     rules = Counter(rule for rule, _ in planned_jobs(demo_run, config))
-    # Only aggregation and report figures; the reference baseline and the contact sheets
-    # do not depend on thresholds. The manifest records the config's hash, so it follows
+    # Only aggregation, the report's figures and pages; the reference baseline and the contact
+    # sheets do not depend on thresholds. The manifest records the config's hash, so it follows
     # every edit. (The trade-off figure is drawn from flexibility.csv, which aggregation
     # rewrites.)
     assert set(rules) == {
@@ -50,6 +50,7 @@ def test_changing_thresholds_reruns_only_aggregation(demo_run):
         "plot_arm_histograms",
         "plot_curves",
         "plot_tradeoff",
+        "render_report_pages",
         "write_manifest",
         "all",
     }
