@@ -44,6 +44,7 @@ def build(
     ranking_source: str = "ranking.csv",
     clip: pd.DataFrame | None = None,
     exploratory: bool = True,
+    memorization: pd.DataFrame | None = None,
 ) -> dict[str, object]:
     """Summary, inference and verdict of typed scores, in memory.
 
@@ -87,6 +88,7 @@ def build(
         tokens=tokens,
         ranking=ranking,
         ranking_source=ranking_source,
+        memorization=memorization,
     )
     obj = verdict.verdict_objects(
         summary,
@@ -176,6 +178,7 @@ def run(
     tokens: Mapping[str, str] | None = None,
     ranking: Path | None = None,
     warnings: Sequence[str] = (),
+    memorization: Path | None = None,
 ) -> pd.DataFrame:
     """Aggregate all checkpoints' scores (the workflow's ``aggregate_scores`` step).
 
@@ -205,6 +208,8 @@ def run(
         ranking: the token finder's ranking CSV, which names the pick of an ``auto`` token.
         warnings: sentences about the config for the summary's Warnings section (e.g.
             thresholds far above the face model's own).
+        memorization: the memorization table (:mod:`dreamgrid.memorization`), for its
+            section of summary.md.
 
     Returns:
         The summary table.
@@ -233,6 +238,7 @@ def run(
         ranking=None if ranking is None else pd.read_csv(ranking),
         ranking_source=str(ranking),
         clip=clip,
+        memorization=None if memorization is None else pd.read_csv(memorization),
     )
     summary = result["summary"]
     text = result["markdown"]

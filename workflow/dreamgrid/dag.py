@@ -480,6 +480,35 @@ class Grid:
     def primary_references(self) -> str:
         return self.references_for(self.config["score"]["model"])
 
+    def memorization_checkpoints(self) -> list[dict[str, Any]]:
+        """Every checkpoint's main-prompt renders and their faces shards of the primary face
+        model, for the memorization job (which needs to know which files are whose)."""
+        score = self.config["score"]
+        shards = self.shard_ids(MAIN_PROMPT_SET)
+        return [
+            {
+                "arm": arm,
+                "epoch": epoch,
+                "prompt_set": MAIN_PROMPT_SET,
+                "faces": [
+                    FACES_SHARD.format(
+                        arm=arm,
+                        epoch=epoch,
+                        prompt_set=MAIN_PROMPT_SET,
+                        model=score["model"],
+                        detector=score["detector"],
+                        shard=k,
+                    )
+                    for k in shards
+                ],
+            }
+            for arm in self.arms
+            for epoch in self.epochs
+        ]
+
+    def memorization_faces(self) -> list[str]:
+        return [f for c in self.memorization_checkpoints() for f in c["faces"]]
+
     def arm_scores(self, wildcards: Any) -> list[str]:
         """Score tables of every epoch of one arm, for one prompt set."""
         return [
@@ -569,6 +598,11 @@ CANDIDATE_SHEET = f"{TOKEN_FINDER}/top.png"
 # ---- issue #5: report paths (module level, used by the methods above at call time) ----------
 #: Leave-one-out distances among the reference photos (the "as alike as real photos" line).
 REFERENCE_BASELINE = f"{RESULTS}/references/{{model}}-{{detector}}.baseline.csv"
+#: Renders against the training photos (dreamgrid.memorization): per render, per checkpoint,
+#: and every pair of training photos (the yardstick).
+MEMORIZATION_RENDERS = f"{RESULTS}/memorization/renders.tsv"
+MEMORIZATION = f"{RESULTS}/memorization.csv"
+MEMORIZATION_PAIRS = f"{RESULTS}/memorization/training-pairs.csv"
 #: Paired comparisons between arms at each epoch, and the factorial effects.
 COMPARISONS = f"{RESULTS}/comparisons.csv"
 EFFECTS = f"{RESULTS}/effects.csv"

@@ -119,6 +119,42 @@ def _baseline_markdown(baseline: pd.DataFrame, pooled: float) -> str:
     )
 
 
+def memorization_markdown(table: pd.DataFrame | None, confidence: float, shown: int = 5) -> str:
+    """The memorization signal in words, from ``results/memorization.csv``
+    (:mod:`dreamgrid.memorization`): the yardstick and the checkpoints most often closer to
+    one training photo than the closest pair of training photos."""
+    head = "## Memorization\n\n"
+    if table is None or table.empty or not np.isfinite(table["closest_pair"].iloc[0]):
+        return head + (
+            "Needs at least two training photos with a face; not measured. "
+            "Table: `results/memorization.csv`."
+        )
+    closest = float(table["closest_pair"].iloc[0])
+    typical = float(table["median_photo_nearest"].iloc[0])
+    faces_total, flagged = int(table["faces"].sum()), int(table["n_closer"].sum())
+    text = (
+        f"The closest two training photos are {closest:.4f} apart; a training photo's nearest "
+        f"other photo is typically {typical:.4f} away (median). A render closer than "
+        f"{closest:.4f} to one training photo is nearer to it than any two real photos of the "
+        f"person are to each other: a sign of a reproduced photo. {flagged} of {faces_total} "
+        "renders with a face are (prompt set `main`). Table: `results/memorization.csv`, per "
+        "render `results/memorization/renders.tsv`."
+    )
+    scored = table.loc[table["faces"] > 0].sort_values(
+        ["pct_closer_than_pairs", "arm", "epoch"], ascending=[False, True, True]
+    )
+    if scored.empty:
+        return head + text
+    rows = [
+        f"- {r.arm} epoch {int(r.epoch)}: {r.pct_closer_than_pairs:.1f}% of {int(r.faces)} "
+        f"[{r.pct_closer_ci_low:.1f}, {r.pct_closer_ci_high:.1f}] (median distance to the "
+        f"nearest training photo {r.median_nearest:.4f})"
+        for r in scored.head(shown).itertuples()
+    ]
+    pct = f"{100 * confidence:g}%"
+    return head + text + f"\n\nMost often closer ({pct} Wilson intervals):\n\n" + "\n".join(rows)
+
+
 def _frame_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
@@ -560,6 +596,7 @@ def markdown(
     tokens: Mapping[str, str] | None = None,
     ranking: pd.DataFrame | None = None,
     ranking_source: str = "ranking.csv",
+    memorization: pd.DataFrame | None = None,
 ) -> str:
     """Human summary: warning (demo), verdict, tokens, table, face rate, chosen epochs, tables.
 
@@ -617,6 +654,8 @@ def markdown(
         parts.append(power_text)
     if tokens:
         parts.append(tokens_markdown(tokens, ranking, ranking_source))
+    if memorization is not None:
+        parts.append(memorization_markdown(memorization, confidence))
     parts.append("## Per checkpoint")
     parts.append(
         f"Brackets hold {pct} intervals: BCa bootstrap for the average (renders with a face), "

@@ -12,4 +12,5 @@ SAMPLE = 4  # prompts over 77 tokens encoded in chunks, not truncated
 SCORE = 4  # backend and device of every embedding recorded; scoring on the CPU
 AGGREGATE = 5  # permutation + BCa, planned vs exploratory families, verdict.json (#13)
 PLOTS = 5  # axis labels and limits, demo mark
+MEMORIZATION = 1  # renders against the training photos (#13)
 FINDER = 1  # minimum face count, pairwise consistency, interval per name (#13)

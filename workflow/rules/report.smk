@@ -31,6 +31,7 @@ rule aggregate_scores:
         baseline=GRID.reference_baseline_file(),
         clip=GRID.clip_files(),
         ranking=GRID.ranking_files(),
+        memorization=dag.MEMORIZATION,
     output:
         scores=report(
             dag.SCORES_TABLE,

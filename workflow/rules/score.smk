@@ -82,3 +82,33 @@ rule clip_score:
         impl=versions.SCORE,
     script:
         "../scripts/clip_score.py"
+
+
+rule memorization:
+    input:
+        training=config["subject"]["train_images"],
+        references=GRID.primary_references(),
+        faces=GRID.memorization_faces(),
+    output:
+        renders=dag.MEMORIZATION_RENDERS,
+        summary=report(
+            dag.MEMORIZATION,
+            caption="../report/memorization.rst",
+            category="2. Tables",
+            labels={"table": "memorization (renders against training photos)"},
+        ),
+        pairs=dag.MEMORIZATION_PAIRS,
+    log:
+        "results/logs/memorization/all.log",
+    benchmark:
+        "results/benchmarks/memorization/all.tsv"
+    conda:
+        "../../envs/score.yaml"
+    params:
+        checkpoints=GRID.memorization_checkpoints(),
+        metric=config["score"]["metric"],
+        multiple_faces=config["score"]["multiple_faces"],
+        deepface_home=config["score"]["deepface_home"],
+        impl=versions.MEMORIZATION,
+    script:
+        "../scripts/memorization.py"

@@ -31,4 +31,5 @@ with logs.job(snakemake.log[0]):
         tokens=snakemake.params.tokens,
         ranking=Path(snakemake.input.ranking[0]) if snakemake.input.ranking else None,
         warnings=snakemake.params.warnings,
+        memorization=Path(snakemake.input.memorization),
     )
