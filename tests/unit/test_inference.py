@@ -204,6 +204,15 @@ def test_known_token_effect_is_claimed_and_null_axes_are_not():
         np.minimum(1, planned["p_value"].to_numpy() * m)
     )
     assert "**Power.** With about 27 paired seeds" in result["markdown"]  # 30 seeds x 90%
+    # the sentence's numbers are power.csv's, and power.csv's are a t test's power solved
+    from statsmodels.stats.power import TTestPower
+
+    (power,) = result["power"].to_dict("records")
+    assert power["pairs"] == 27 and power["family"] == m
+    assert power["alpha_per_contrast"] == pytest.approx(0.05 / m)
+    size = TTestPower().solve_power(nobs=27, alpha=0.05 / m, power=0.8)
+    assert power["detectable"] == pytest.approx(size * power["paired_sd"])
+    assert f"power is {power['detectable']:.4f}" in result["markdown"]
     # every pair claim involves the top arm, and every claimed arm is a celebrity arm
     top = result["verdict"]["top_arm"]
     assert top.startswith("celebrity-")
@@ -252,7 +261,7 @@ def test_report_and_compare_cli(tmp_path):
     out = tmp_path / "report"
     argv = ["report", "--scores", str(path), "--out", str(out), "--resamples", "300"]
     assert cli.main(argv) == 0
-    names = {"summary.csv", "comparisons.csv", "effects.csv", "summary.md", "verdict.json"}
+    names = {"summary.csv", "comparisons.csv", "effects.csv", "power.csv", "summary.md", "verdict.json"}
     assert {p.name for p in out.iterdir()} == names
     obj = json.loads((out / "verdict.json").read_text())
     assert set(obj) >= {"replicates", "chosen_epochs", "claims", "warnings"}

@@ -52,7 +52,7 @@ def build(
     checkpoint's average interval, ``best_not_worse``); the calibration benchmark uses it.
 
     Returns:
-        ``summary``, ``comparisons``, ``effects`` (DataFrames), ``verdict`` (the
+        ``summary``, ``comparisons``, ``effects``, ``power`` (DataFrames), ``verdict`` (the
         ``verdict.json`` object or list) and ``markdown`` (summary.md text).
     """
     options = {"confidence": confidence, "resamples": resamples, "seed": seed}
@@ -98,10 +98,14 @@ def build(
         best_margin=best_margin,
         confidence=confidence,
     )
+    power = verdict.headline_power(
+        summary, scores, effects, decisions, primary_model, confidence
+    )
     return {
         "summary": summary,
         "comparisons": comparisons,
         "effects": effects,
+        "power": verdict.power_table(power),
         "verdict": obj,
         "markdown": text,
     }
@@ -168,6 +172,7 @@ def run(
     out_comparisons: Path | None = None,
     out_effects: Path | None = None,
     out_verdict: Path | None = None,
+    out_power: Path | None = None,
     confidence: float = stats.CONFIDENCE,
     resamples: int = stats.RESAMPLES,
     seed: int = stats.SEED,
@@ -197,6 +202,7 @@ def run(
         out_comparisons: the exploratory paired comparisons (CSV), if wanted.
         out_effects: the planned contrasts (CSV), if wanted.
         out_verdict: ``verdict.json``, if wanted.
+        out_power: the summary's power sentence as a table (``power.csv``), if wanted.
         confidence, resamples, seed: interval and resampling settings.
         primary_model: the face model the verdict reads (``score.model``).
         prompt_sets: the config's prompt sets (name -> template), for the likeness /
@@ -250,6 +256,8 @@ def run(
         _write_csv(result["effects"], Path(out_effects))
     if out_verdict is not None:
         write_json(result["verdict"], Path(out_verdict))
+    if out_power is not None:
+        _write_csv(result["power"], Path(out_power))
     if prompt_sets and "prompt_set" in summary.columns:
         flex = flexibility.table(summary, prompt_sets, best_margin)
         if out_flexibility is not None:

@@ -168,11 +168,11 @@ def run_report_cli(
         raise SpecError(f"{scores}: {err}") from err
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("summary", "comparisons", "effects"):
+    for name in ("summary", "comparisons", "effects", "power"):
         scoretable._write_csv(result[name], out / f"{name}.csv")
     aggregate.write_json(result["verdict"], out / "verdict.json")
     (out / "summary.md").write_text(result["markdown"], encoding="utf-8")
-    logger.info("wrote summary, comparisons, effects, summary.md and verdict.json to %s", out)
+    logger.info("wrote summary, comparisons, effects, power, summary.md and verdict.json to %s", out)
     return result
 
 

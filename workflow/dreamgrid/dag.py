@@ -607,6 +607,8 @@ MEMORIZATION_PAIRS = f"{RESULTS}/memorization/training-pairs.csv"
 COMPARISONS = f"{RESULTS}/comparisons.csv"
 EFFECTS = f"{RESULTS}/effects.csv"
 VERDICT = f"{RESULTS}/verdict.json"
+#: The smallest difference the run detects with 80% power (the summary's power sentence).
+POWER = f"{RESULTS}/power.csv"
 #: Metrics against epoch and against training steps, one line per arm with CI bands.
 CURVES_EPOCH = f"{RESULTS}/plots/curves/{{prompt_set}}/by-epoch.png"
 CURVES_STEPS = f"{RESULTS}/plots/curves/{{prompt_set}}/by-steps.png"

@@ -481,28 +481,73 @@ def verdict(
     return "\n\n".join(parts)
 
 
-def power_markdown(
-    scores: pd.DataFrame, effects: pd.DataFrame | None, confidence: float
-) -> str | None:
-    """The smallest difference this run detects with 80% power at its planned family."""
+#: Columns of ``power.csv``: what the summary's power sentence says, and what it is made of.
+POWER_COLUMNS = (
+    "model",
+    "prompt_set",
+    "family",
+    "alpha_per_contrast",
+    "paired_sd",
+    "both_faces",
+    "pairs",
+    "power",
+    "detectable",
+)
+
+
+def headline_power(
+    summary: pd.DataFrame,
+    scores: pd.DataFrame,
+    effects: pd.DataFrame | None,
+    decisions: list[dict] | None,
+    primary_model: str | None,
+    confidence: float,
+) -> dict | None:
+    """The smallest difference the headline (prompt set ``main``, ``primary_model``) detects
+    with 80% power at its planned family, with what it is computed from (``power.csv``)."""
     from dreamgrid import inference
 
+    if "model" in summary.columns and primary_model is None and len(summary):
+        primary_model = str(summary["model"].iloc[0])
+    decision = _decision_for(decisions or [], headline(summary, primary_model))
+    effects = _select(effects, decision.get("key", {}))
+    scores = headline(scores, primary_model)
     if effects is None or effects.empty or "seed" not in scores.columns:
         return None
     family = int(np.isfinite(effects["p_value"].astype(float)).sum())
     sd, both = inference.paired_sd(scores)
     half = len(scores["seed"].unique()) // 2
-    n = int(half * both) if np.isfinite(both) else 0
+    pairs = int(half * both) if np.isfinite(both) else 0
     alpha = (1 - confidence) / max(family, 1)
-    smallest = inference.detectable(n, sd, alpha)
-    if not np.isfinite(smallest):
+    return {
+        "model": primary_model or "",
+        "prompt_set": MAIN_PROMPT_SET if "prompt_set" in scores.columns else "",
+        "family": family,
+        "alpha_per_contrast": alpha,
+        "paired_sd": sd,
+        "both_faces": both,
+        "pairs": pairs,
+        "power": inference.POWER,
+        "detectable": inference.detectable(pairs, sd, alpha),
+    }
+
+
+def power_table(row: dict | None) -> pd.DataFrame:
+    """``power.csv``: one row (none when the run has no planned contrast)."""
+    return pd.DataFrame([row] if row else [], columns=list(POWER_COLUMNS))
+
+
+def power_markdown(row: dict | None) -> str | None:
+    """The power sentence of summary.md, from :func:`headline_power`'s row."""
+    if not row or not np.isfinite(row["detectable"]):
         return None
     return (
-        f"**Power.** With about {n} paired seeds per contrast (half of the seeds, where both "
-        f"found a face) and a family of {family}, the smallest difference in mean distance "
-        f"this run detects with {100 * inference.POWER:g}% power is {smallest:.4f} (per-seed "
-        f"SD of paired differences {sd:.4f}). `dreamgrid power --scores results/scores.tsv "
-        "--effect 0.01` plans renders and training runs for a smaller one."
+        f"**Power.** With about {row['pairs']} paired seeds per contrast (half of the seeds, "
+        f"where both found a face) and a family of {row['family']}, the smallest difference in "
+        f"mean distance this run detects with {100 * row['power']:g}% power is "
+        f"{row['detectable']:.4f} (per-seed SD of paired differences {row['paired_sd']:.4f}; "
+        "`results/power.csv`). `dreamgrid power --scores results/scores.tsv --effect 0.01` "
+        "plans renders and training runs for a smaller one."
     )
 
 
@@ -648,7 +693,7 @@ def markdown(
     )
     parts.append(method_markdown(confidence, best_margin, best_margin_relative, min_faces))
     power_text = power_markdown(
-        headline(scores, primary_model), _select(effects, decision.get("key", {})), confidence
+        headline_power(summary, scores, effects, decisions, primary_model, confidence)
     )
     if power_text:
         parts.append(power_text)

@@ -69,6 +69,12 @@ rule aggregate_scores:
             category="2. Tables",
             labels={"table": "verdict (claims and warnings, JSON)"},
         ),
+        power=report(
+            dag.POWER,
+            caption="../report/power.rst",
+            category="2. Tables",
+            labels={"table": "power of this run"},
+        ),
         flexibility=report(
             dag.FLEXIBILITY,
             caption="../report/flexibility.rst",

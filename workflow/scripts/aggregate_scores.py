@@ -21,6 +21,7 @@ with logs.job(snakemake.log[0]):
         out_comparisons=Path(snakemake.output.comparisons),
         out_effects=Path(snakemake.output.effects),
         out_verdict=Path(snakemake.output.verdict),
+        out_power=Path(snakemake.output.power),
         confidence=statistics["confidence"],
         resamples=statistics["bootstrap_resamples"],
         seed=statistics["seed"],
