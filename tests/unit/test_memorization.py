@@ -60,7 +60,10 @@ def test_copies_of_training_photos_are_flagged_and_others_are_not(tmp_path, refe
             embedded[photo.name] = min(
                 found,
                 key=lambda f: np.mean(
-                    [round(float(find_distance(f.embedding, r, "cosine")), 6) for r in refs.values()]
+                    [
+                        round(float(find_distance(f.embedding, r, "cosine")), 6)
+                        for r in refs.values()
+                    ]
                 ),
             ).embedding
     pair = {

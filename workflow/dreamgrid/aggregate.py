@@ -98,9 +98,7 @@ def build(
         best_margin=best_margin,
         confidence=confidence,
     )
-    power = verdict.headline_power(
-        summary, scores, effects, decisions, primary_model, confidence
-    )
+    power = verdict.headline_power(summary, scores, effects, decisions, primary_model, confidence)
     return {
         "summary": summary,
         "comparisons": comparisons,

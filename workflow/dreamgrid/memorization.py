@@ -64,7 +64,9 @@ def subject_face(
         return None
     return min(
         found,
-        key=lambda f: np.mean([faces.distance(f.embedding, r, metric) for r in references.values()]),
+        key=lambda f: np.mean(
+            [faces.distance(f.embedding, r, metric) for r in references.values()]
+        ),
     )
 
 
@@ -176,9 +178,7 @@ def summarize(
                 "prompt_set": prompt_set,
                 "renders": len(group),
                 "faces": n,
-                "median_nearest": float(with_face["nearest_training"].median())
-                if n
-                else math.nan,
+                "median_nearest": float(with_face["nearest_training"].median()) if n else math.nan,
                 "closest_pair": closest_pair,
                 "median_photo_nearest": median_photo_nearest,
                 "n_closer": k,
@@ -243,4 +243,3 @@ def run_memorization(
         int(renders["face_found"].sum()),
     )
     return summary
-
