@@ -363,9 +363,10 @@ def test_replicates_make_the_run_the_unit():
     # shift would look like a recipe effect
     assert result["verdict"]["claims"] == []
     row = result["effects"].iloc[0]
-    assert row["method"].startswith("t test of run means")
-    # by hand: the difference of the mean run means (estimation half of the seeds, chosen
-    # epoch 1), pooled run variance, t with 6 - 2 = 4 df at the family's level
+    assert row["method"].startswith("t test of seed-adjusted run effects")
+    # every face found, so run effects are run means, by hand: the difference of the mean
+    # run means (estimation half of the seeds, chosen epoch 1), pooled run variance, t with
+    # 6 - 2 = 4 df at the family's level
     _, estimation = inference.split_seeds(range(60))
     half = scores.loc[scores["seed"].isin(estimation)]
     means = half.groupby(["arm", "replicate"])["mean_distance"].mean()
@@ -383,6 +384,48 @@ def test_replicates_make_the_run_the_unit():
     (claim,) = strong["verdict"]["claims"]
     assert (claim["better"], claim["worse"]) == ("A", "B")
     assert claim["estimate"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_run_with_faces_only_on_easy_seeds_does_not_look_better():
+    """No render noise: distance = seed effect + recipe offset + run shift. One run of B
+    found faces only on the easiest third of the seeds. The contrast equals the truth (the
+    mean run shifts and the offset, known here), where plain run means are pulled down."""
+    rng = np.random.default_rng(5)
+    n = 30
+    seed_effect = rng.normal(0, 0.04, n)
+    easy = seed_effect < np.quantile(seed_effect, 1 / 3)
+    shifts = {("A", r): rng.normal(0, 0.01) for r in (1, 2, 3)}
+    shifts |= {("B", r): rng.normal(0, 0.01) for r in (1, 2, 3)}
+    rows = []
+    for (arm, r), shift in shifts.items():
+        offset = 0.02 if arm == "B" else 0.0
+        for seed in range(n):
+            rows.append(
+                {
+                    "arm": arm,
+                    "epoch": 1,
+                    "replicate": r,
+                    "seed": seed,
+                    "d": 0.55 + seed_effect[seed] + offset + shift
+                    if (arm, r) != ("B", 2) or easy[seed]
+                    else math.nan,
+                }
+            )
+    runs = pd.DataFrame(rows)
+    row = inference.run_contrast(runs, {("A", 1): 1.0, ("B", 1): -1.0}, None, 0.95)
+    truth = np.mean([shifts["A", r] for r in (1, 2, 3)]) - np.mean(
+        [0.02 + shifts["B", r] for r in (1, 2, 3)]
+    )
+    assert row["estimate"] == pytest.approx(truth, abs=1e-9)
+    assert row["method"].startswith("t test of seed-adjusted run effects")
+    # plain run means: B's thin run looks 0.04 SD-units better than it is
+    means = runs.groupby(["arm", "replicate"])["d"].mean()
+    assert means["A"].mean() - means["B"].mean() > truth + 0.01
+    # the run-to-run SD is the SD of the shifts around each recipe's mean (4 df)
+    a = np.array([shifts["A", r] for r in (1, 2, 3)])
+    b = np.array([shifts["B", r] for r in (1, 2, 3)])
+    pooled = (a.var(ddof=1) + b.var(ddof=1)) / 2
+    assert row["run_sd"] == pytest.approx(math.sqrt(pooled), rel=1e-6)
 
 
 def test_the_real_photos_baseline_has_an_interval():

@@ -345,38 +345,56 @@ def run_contrast(
     weights: Mapping[tuple[str, int], float],
     seeds: set | None,
     level: float,
+    *,
+    cells: Sequence[tuple[str, int]] | None = None,
+    fits: dict | None = None,
 ) -> dict[str, float | str]:
-    """A contrast of checkpoints with the training run as the unit (replicates).
+    """A contrast of checkpoints with the training run as the unit (replicates): a random
+    effect of run, analysed in two stages.
 
-    Each run's mean distance over ``seeds`` (all when None) where it found a face; then an OLS
-    of those run means on one indicator per checkpoint (``statsmodels``), whose coefficients
-    are the checkpoints' means over runs, and the t test of ``weights`` · coefficients with
-    the run-to-run residual variance (df = runs − checkpoints). All runs render the same
-    seeds, so seed effects cancel in the contrast; for a balanced design this is the mixed
-    model with run as a random effect.
+    1. Each run's effect adjusted for seeds: an OLS (statsmodels) of every render's distance
+       (where a face was found, over ``seeds``; all when None) on one indicator per run and
+       per seed. With every face found this is the run's mean; when a run lost faces on some
+       seeds, the seeds' effects (estimated from the other runs) are taken out, so a run
+       that found faces only on easy seeds does not look better.
+    2. An OLS of those run effects on one indicator per checkpoint of ``cells`` (default: the
+       checkpoints ``weights`` names), and the t test of ``weights`` · coefficients with the
+       run-to-run residual variance (df = runs − checkpoints). Every recipe difference is
+       judged against how much runs of one recipe differ.
+
+    ``fits`` caches stage 1 per (checkpoints, seeds), so every contrast of a view shares it.
 
     Returns:
-        ``estimate, ci_low, ci_high`` (at ``level``), ``p_value``, ``method``, ``run_sd``.
+        ``estimate, ci_low, ci_high`` (at ``level``), ``p_value``, ``method``, ``run_sd``
+        (the SD of run effects around their checkpoint's mean).
     """
     import statsmodels.api as sm
 
     nan = {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
+    keys = list(cells) if cells is not None else list(weights)
+    if set(weights) - set(keys):
+        raise ValueError("run_contrast: every weighted checkpoint must be one of the cells")
     frame = runs if seeds is None else runs.loc[runs["seed"].isin(seeds)]
-    keys = list(weights)
+    wanted = set(keys)
     frame = frame.loc[
-        [(a, e) in weights for a, e in zip(frame["arm"], frame["epoch"], strict=True)]
-    ]
-    means = frame.groupby(["arm", "epoch", "replicate"])["d"].mean().dropna().reset_index()
-    if means.empty:
-        return {**nan, "method": "run means (no face)", "run_sd": math.nan}
-    cells = list(zip(means["arm"], means["epoch"], strict=True))
-    design = pd.DataFrame({k: [float(c == k) for c in cells] for k in keys})
-    present = [k for k in keys if design[k].sum() > 0]
-    df = len(means) - len(present)
-    if len(present) < len(keys) or df < 1:
-        return {**nan, "method": "run means (too few runs)", "run_sd": math.nan}
-    fit = sm.OLS(means["d"].to_numpy(), design[present].to_numpy()).fit()
-    test = fit.t_test(np.array([weights[k] for k in present]))
+        [(a, e) in wanted for a, e in zip(frame["arm"], frame["epoch"], strict=True)]
+    ].dropna(subset=["d"])
+    if frame.empty:
+        return {**nan, "method": "run effects (no face)", "run_sd": math.nan}
+    cache_key = (tuple(keys), None if seeds is None else frozenset(seeds))
+    if fits is not None and cache_key in fits:
+        effects = fits[cache_key]
+    else:
+        effects = seed_adjusted_run_effects(frame)
+        if fits is not None:
+            fits[cache_key] = effects
+    cells_of_runs = list(zip(effects["arm"], effects["epoch"], strict=True))
+    df = len(effects) - len(keys)
+    if wanted - set(cells_of_runs) or df < 1:
+        return {**nan, "method": "run effects (too few runs)", "run_sd": math.nan}
+    design = np.array([[float(c == k) for k in keys] for c in cells_of_runs])
+    fit = sm.OLS(effects["effect"].to_numpy(), design).fit()
+    test = fit.t_test(np.array([weights.get(k, 0.0) for k in keys]))
     low, high = test.conf_int(alpha=1 - level)[0]
     return {
         "estimate": float(np.squeeze(test.effect)),
@@ -384,10 +402,33 @@ def run_contrast(
         "ci_high": float(high),
         "p_value": float(np.squeeze(test.pvalue)),
         "method": (
-            f"t test of run means (OLS, {df} df; run is the unit), interval at {100 * level:.4g}%"
+            "t test of seed-adjusted run effects (run is the unit; two-stage OLS, "
+            f"{df} df), interval at {100 * level:.4g}%"
         ),
         "run_sd": float(np.sqrt(fit.scale)),
     }
+
+
+def seed_adjusted_run_effects(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stage 1 of :func:`run_contrast`: each run's (arm, epoch, replicate) mean distance at
+    the average seed, from an OLS of ``d`` on run indicators and sum-to-zero seed effects."""
+    import statsmodels.api as sm
+
+    run_keys = frame[["arm", "epoch", "replicate"]].apply(tuple, axis=1)
+    order = list(dict.fromkeys(run_keys))
+    run_index = run_keys.map({k: i for i, k in enumerate(order)}).to_numpy()
+    seed_dummies = pd.get_dummies(frame["seed"]).astype(float).to_numpy()
+    # sum-to-zero coding: run coefficients are run means at the average seed
+    seed_part = seed_dummies[:, 1:] - seed_dummies[:, :1]
+    run_part = np.eye(len(order))[run_index]
+    exog = np.hstack([run_part, seed_part])
+    fit = sm.OLS(frame["d"].to_numpy(), exog).fit()
+    return pd.DataFrame(
+        [
+            {"arm": a, "epoch": e, "replicate": r, "effect": float(fit.params[i])}
+            for i, (a, e, r) in enumerate(order)
+        ]
+    )
 
 
 def planned_contrasts(
@@ -445,6 +486,7 @@ def planned_contrasts(
                 row["checkpoints"] = _describe(arms, chosen, steps)
                 row["_weights"] = {(a, chosen[a]): float(w[a]) for a in arms if w[a] != 0}
                 row["_seeds"] = estimation if view == "chosen" else None
+                row["_cells"] = [(a, chosen[a]) for a in sorted(chosen)]
                 pending.append((row, values.to_numpy(dtype=float), None))
         if top is not None and top in chosen:
             rows = data.index.isin(estimation)
@@ -457,6 +499,7 @@ def planned_contrasts(
                 row["checkpoints"] = _describe([arm, top], chosen, steps)
                 row["_weights"] = {(arm, chosen[arm]): 1.0, (top, chosen[top]): -1.0}
                 row["_seeds"] = estimation
+                row["_cells"] = [(a, chosen[a]) for a in sorted(chosen)]
                 faces = (
                     found[(arm, chosen[arm])].reindex(data.index)[rows],
                     found[(top, chosen[top])].reindex(data.index)[rows],
@@ -466,9 +509,10 @@ def planned_contrasts(
     family = sum(1 for _, v, _ in pending if np.isfinite(v).sum() >= 2)
     level = stats.simultaneous_confidence(confidence, family)
     runs = run_means(scores) if replicates(scores) > 1 else None
+    fits: dict = {}  # one mixed model per view and seed set, shared by its contrasts
     rows = []
     for row, values, faces in pending:
-        weights, seeds = row.pop("_weights"), row.pop("_seeds")
+        weights, seeds, row_cells = row.pop("_weights"), row.pop("_seeds"), row.pop("_cells")
         values = stats.finite(values)
         face_diff = face_p = math.nan
         if faces is not None:
@@ -486,7 +530,7 @@ def planned_contrasts(
             "face_p": face_p,
         }
         if runs is not None:
-            result.update(run_contrast(runs, weights, seeds, level))
+            result.update(run_contrast(runs, weights, seeds, level, cells=row_cells, fits=fits))
             result["method"] += f" (Bonferroni, family of {family})"
         else:
             rng = stats.rng_for(seed, "planned", *key, row["view"], row["axis"], row["contrast"])

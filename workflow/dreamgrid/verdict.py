@@ -318,7 +318,7 @@ def verdict_object(
 
 
 def _run_sd(effects: pd.DataFrame | None) -> float | None:
-    """The run-to-run SD of run means (median over the planned contrasts), or None."""
+    """The run-to-run SD (median over the planned contrasts), or None."""
     if effects is None or "run_sd" not in effects.columns:
         return None
     values = pd.to_numeric(effects["run_sd"], errors="coerce").dropna()
@@ -449,8 +449,8 @@ def verdict(
     if replicates > 1 and run_sd is not None:
         notes.append(
             f"**{replicates} training runs per arm.** Every planned contrast uses the run as "
-            "the unit (t test of run means, so run-to-run noise is in every interval); the "
-            f"run-to-run SD of run means is {run_sd:.4f}."
+            "the unit (t test of seed-adjusted run effects, so run-to-run noise is in every "
+            f"interval); the run-to-run SD is {run_sd:.4f}."
         )
     if "single_run" in codes:
         notes.append(
