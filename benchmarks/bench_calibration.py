@@ -27,8 +27,10 @@ Scenarios (truth):
   N(0, 0.005): one run per arm cannot tell this from a recipe effect (the issue's case).
 - ``run_noise_3``: the same with 3 training runs per arm (a ``replicate`` column): the run
   is the unit of every planned contrast.
-- ``face_confound``: no distance effect; one arm finds a face only on the easier half of the
-  seeds (a lower average from face rate alone).
+- ``face_confound``: no distance effect; one arm (all its runs) finds a face only on the
+  easier half of the seeds (a lower average from face rate alone).
+- ``face_confound_3``: 3 runs per arm, run-to-run SD 0.005, no recipe effect; one run of one
+  arm finds a face only on the easier half of the seeds (its plain run mean would be low).
 - ``low_share``: distances around 0.70 (2–8% of renders below 0.6) with a 0.04 token effect.
 
 A claim is **false** when it states a difference the truth does not have, or the wrong way:
@@ -67,6 +69,7 @@ SCENARIOS = {
     "run_noise": {"run_sd": 0.005},
     "run_noise_3": {"run_sd": 0.005, "replicates": 3},
     "face_confound": {"confound": True},
+    "face_confound_3": {"confound": True, "replicates": 3, "run_sd": 0.005},
     "low_share": {"token_effect": 0.04, "base": 0.70},
 }
 
@@ -101,7 +104,7 @@ def simulate(
                 d = base + truth[a["arm"]] + shift + seed_effect
                 d = d + rng.normal(0, 0.05, n_seeds)
                 face = rng.random(n_seeds) < 0.95
-                if a["arm"] == confounded:
+                if a["arm"] == confounded and replicate == 1:
                     face &= easy
                 frame = pd.DataFrame(
                     {
