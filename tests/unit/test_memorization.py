@@ -72,6 +72,8 @@ def test_copies_of_training_photos_are_flagged_and_others_are_not(tmp_path, refe
     }
     closest = min(pair.values())
     assert summary.loc["copy", "closest_pair"] == pytest.approx(closest, abs=1e-9)
+    a, b = min(pair, key=pair.get)
+    assert summary.loc["copy", "closest_pair_photos"] == f"{a} + {b}"
     assert len(pd.read_csv(out["pairs"])) == len(pair)
 
     renders = pd.read_csv(out["renders"], sep="\t").set_index("image")
@@ -141,7 +143,11 @@ def test_summary_md_section_reads_the_table():
         0.3,
     )
     text = verdict.memorization_markdown(table, 0.95)
-    assert "2 of 8 renders" in text
+    assert "2 of 8 renders" in text and "near-duplicates" not in text
+    # a pair of crops of one photo makes the yardstick strict, and the summary says so
+    crops = table.assign(closest_pair=0.01, closest_pair_photos="x.jpg + x_crop.jpg")
+    text_crops = verdict.memorization_markdown(crops, 0.95)
+    assert "(x.jpg + x_crop.jpg)" in text_crops and "near-duplicates" in text_crops
     # the most often closer checkpoint first, with the table's own interval
     first = text.index("- a epoch 1: 50.0% of 4")
     assert first < text.index("- b epoch 1: 0.0% of 4")

@@ -47,6 +47,7 @@ SUMMARY_COLUMNS = (
     "faces",
     "median_nearest",
     "closest_pair",
+    "closest_pair_photos",
     "median_photo_nearest",
     "n_closer",
     "pct_closer_than_pairs",
@@ -94,6 +95,14 @@ def pair_distances(training: Mapping[str, np.ndarray], metric: str) -> pd.DataFr
         for a, b in itertools.combinations(training, 2)
     ]
     return pd.DataFrame(rows, columns=["a", "b", "distance"])
+
+
+def closest_pair_photos(pairs: pd.DataFrame) -> str:
+    """The names of the closest two training photos, "a + b" ("" without pairs)."""
+    if pairs.empty:
+        return ""
+    row = pairs.loc[pairs["distance"].idxmin()]
+    return f"{row['a']} + {row['b']}"
 
 
 def yardsticks(pairs: pd.DataFrame) -> tuple[float, float]:
@@ -160,6 +169,7 @@ def summarize(
     closest_pair: float,
     median_photo_nearest: float,
     confidence: float = stats.CONFIDENCE,
+    pair_photos: str = "",
 ) -> pd.DataFrame:
     """Per checkpoint: renders with a face, their median distance to the nearest training
     photo, and the share closer than the closest pair of training photos (percent of renders
@@ -180,6 +190,7 @@ def summarize(
                 "faces": n,
                 "median_nearest": float(with_face["nearest_training"].median()) if n else math.nan,
                 "closest_pair": closest_pair,
+                "closest_pair_photos": pair_photos,
                 "median_photo_nearest": median_photo_nearest,
                 "n_closer": k,
                 "pct_closer_than_pairs": 100.0 * k / n if n else math.nan,
@@ -230,7 +241,7 @@ def run_memorization(
             faces.check_references_match(shard_meta, settings)
             rows += render_rows(checkpoint, found, training, closest, metric, multiple_faces)
     renders = pd.DataFrame(rows, columns=list(RENDER_COLUMNS))
-    summary = summarize(renders, closest, median_nearest)
+    summary = summarize(renders, closest, median_nearest, pair_photos=closest_pair_photos(pairs))
     _write_csv(renders, Path(out_renders), sep="\t")
     _write_csv(summary, Path(out_summary))
     _write_csv(pairs, Path(out_pairs))

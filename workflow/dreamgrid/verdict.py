@@ -119,6 +119,11 @@ def _baseline_markdown(baseline: pd.DataFrame, pooled: float) -> str:
     )
 
 
+#: A closest training pair under this fraction of the typical nearest-photo distance is
+#: reported as near-duplicates (crops of one photo).
+NEAR_DUPLICATE = 0.5
+
+
 def memorization_markdown(table: pd.DataFrame | None, confidence: float, shown: int = 5) -> str:
     """The memorization signal in words, from ``results/memorization.csv``
     (:mod:`dreamgrid.memorization`): the yardstick and the checkpoints most often closer to
@@ -132,14 +137,23 @@ def memorization_markdown(table: pd.DataFrame | None, confidence: float, shown: 
     closest = float(table["closest_pair"].iloc[0])
     typical = float(table["median_photo_nearest"].iloc[0])
     faces_total, flagged = int(table["faces"].sum()), int(table["n_closer"].sum())
+    names = table["closest_pair_photos"].iloc[0] if "closest_pair_photos" in table else ""
+    names = f" ({names})" if isinstance(names, str) and names else ""
     text = (
-        f"The closest two training photos are {closest:.4f} apart; a training photo's nearest "
-        f"other photo is typically {typical:.4f} away (median). A render closer than "
+        f"The closest two training photos{names} are {closest:.4f} apart; a training photo's "
+        f"nearest other photo is typically {typical:.4f} away (median). A render closer than "
         f"{closest:.4f} to one training photo is nearer to it than any two real photos of the "
         f"person are to each other: a sign of a reproduced photo. {flagged} of {faces_total} "
         "renders with a face are (prompt set `main`). Table: `results/memorization.csv`, per "
         "render `results/memorization/renders.tsv`."
     )
+    if closest < NEAR_DUPLICATE * typical:
+        text += (
+            f" The closest pair is far closer than typical (under {NEAR_DUPLICATE:g}× the "
+            "median): near-duplicates or crops of one photo, which make this yardstick strict "
+            "(few renders can be closer). Remove duplicates from the training photos, or read "
+            "`median_nearest` against the typical distance instead."
+        )
     scored = table.loc[table["faces"] > 0].sort_values(
         ["pct_closer_than_pairs", "arm", "epoch"], ascending=[False, True, True]
     )
