@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dreamgrid.errors import SpecError
-from dreamgrid.plots import DPI, FIGSIZE, histogram, histograms
+from dreamgrid.plots import DPI, FIGSIZE, histogram
 
 EXPECTED_SIZE = (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
 
@@ -84,29 +84,6 @@ def test_histogram_rejects_several_checkpoints(tmp_path):
     scores = pd.concat([checkpoint("a", 1, 5, True), checkpoint("a", 2, 5, True)])
     with pytest.raises(SpecError, match="epoch"):
         histogram(scores, [0.6], tmp_path / "x.png", "x")
-
-
-def test_histograms_one_file_per_checkpoint(tmp_path):
-    scores = pd.concat(
-        [
-            checkpoint("celebrity-noreg-captions", 1, 20, True, seed=1),
-            checkpoint("celebrity-noreg-captions", 2, 20, True, seed=2),
-            checkpoint("ohwx-genreg-none", 1, 6, False),
-        ],
-        ignore_index=True,
-    )
-    out_dir = tmp_path / "plots"
-    paths = histograms(scores, [0.6, 0.7], out_dir)
-    assert paths == [
-        out_dir / "celebrity-noreg-captions" / "epoch-1.png",
-        out_dir / "celebrity-noreg-captions" / "epoch-2.png",
-        out_dir / "ohwx-genreg-none" / "epoch-1.png",
-    ]
-    assert sorted(p.relative_to(out_dir) for p in out_dir.rglob("*.png")) == [
-        p.relative_to(out_dir) for p in paths
-    ]
-    for path in paths:
-        assert png_size(path) == EXPECTED_SIZE
 
 
 def test_curves_arm_histograms_and_contact_sheet(tmp_path):

@@ -22,7 +22,7 @@ from dreamgrid.sample import (
     set_scheduler,
 )
 from dreamgrid.tiny import build_tiny_sd
-from dreamgrid.train.checkpoint import save_checkpoint
+from dreamgrid.train.export import save_sd_checkpoint
 
 SETTINGS = SampleSettings(
     prompt="headshot photo of {token} {class}",
@@ -54,7 +54,8 @@ def pipe(tiny_sd):
 
 @pytest.fixture(scope="module")
 def perturbed_checkpoint(tiny_sd, tmp_path_factory) -> Path:
-    """A checkpoint whose UNet is the base UNet plus noise, saved with save_checkpoint."""
+    """A checkpoint whose UNet is the base UNet plus noise, written as the trainer writes
+    every epoch (one SD-layout file, fp32 so the weights come back exactly)."""
     import torch
 
     other = load_pipeline(tiny_sd, None, device="cpu")
@@ -63,7 +64,9 @@ def perturbed_checkpoint(tiny_sd, tmp_path_factory) -> Path:
         for param in other.unet.parameters():
             param.add_(0.05 * torch.randn(param.shape, generator=generator))
     path = tmp_path_factory.mktemp("ckpt") / "epoch-1.safetensors"
-    save_checkpoint(path, {"unet": other.unet}, {"arm": "test", "epoch": 1})
+    save_sd_checkpoint(
+        path, other.unet, other.vae, other.text_encoder, {"arm": "test", "epoch": 1}, "fp32"
+    )
     return path
 
 
@@ -171,12 +174,14 @@ def test_seeds_do_not_depend_on_checkpoint(tiny_sd, perturbed_checkpoint, tmp_pa
 
 def test_load_pipeline_loads_checkpoint_weights(tiny_sd, perturbed_checkpoint):
     import torch
-    from safetensors.torch import load_file
-
     pipe = load_pipeline(tiny_sd, perturbed_checkpoint, device="cpu")
-    saved = load_file(str(perturbed_checkpoint))
-    for key, value in pipe.unet.state_dict().items():
-        assert torch.equal(value, saved[f"unet.{key}"]), key
+    # the perturbed weights come back: a fresh base pipeline plus the fixture's same noise
+    base = load_pipeline(tiny_sd, None, device="cpu")
+    loaded = dict(pipe.unet.named_parameters())
+    generator = torch.Generator().manual_seed(0)
+    for key, param in base.unet.named_parameters():
+        expected = param.detach() + 0.05 * torch.randn(param.shape, generator=generator)
+        assert torch.equal(loaded[key].detach(), expected), key
     assert pipe.unet.dtype == torch.float32
     assert pipe.safety_checker is None
 
@@ -247,6 +252,15 @@ def test_missing_model_and_checkpoint(tiny_sd, tmp_path):
         load_pipeline(tmp_path / "nope", None, device="cpu")
     with pytest.raises(SpecError, match="checkpoint not found"):
         load_pipeline(tiny_sd, tmp_path / "missing.safetensors", device="cpu")
+    # a weights file without the trainer's format (e.g. the old weights-only layout) is
+    # refused before the base model is loaded, with the fix
+    import torch
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"unet.conv_in.weight": torch.zeros(1)}, str(foreign))
+    with pytest.raises(SpecError, match="rerun the train stage"):
+        load_pipeline(tiny_sd, foreign, device="cpu")
 
 
 def test_shards_equal_one_unsharded_render(tiny_sd, tmp_path):

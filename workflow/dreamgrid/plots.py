@@ -197,32 +197,6 @@ def _histogram_panel(
     ax.set_xlabel(f"{DISTANCE_LABEL} to the references")
 
 
-def histograms(scores: pd.DataFrame, thresholds: Sequence[float], out_dir: Path) -> list[Path]:
-    """One histogram per checkpoint, at ``out_dir/<arm>/epoch-<epoch>.png``.
-
-    Args:
-        scores: tidy scores of many checkpoints (arm, epoch, face_found, mean_distance,
-            optionally steps).
-        thresholds: distances to mark.
-        out_dir: folder that receives one subfolder per arm.
-
-    Returns:
-        The PNGs written, sorted by arm then epoch.
-    """
-    missing = [c for c in ("arm", "epoch") if c not in scores.columns]
-    if missing:
-        raise SpecError(f"scores: missing column(s) {', '.join(missing)} for the histograms.")
-    paths = []
-    for (arm, epoch), group in scores.groupby(["arm", "epoch"], sort=True):
-        epoch = int(epoch)
-        title = f"{arm}, epoch {epoch}"
-        if "steps" in group.columns and group["steps"].nunique() == 1:
-            title += f" ({int(group['steps'].iloc[0])} steps)"
-        out = Path(out_dir) / str(arm) / f"epoch-{epoch}.png"
-        paths.append(histogram(group, thresholds, out, title))
-    return paths
-
-
 def arm_histograms_figure(
     scores: pd.DataFrame,
     thresholds: Sequence[float],
@@ -648,7 +622,6 @@ __all__ = [
     "curves_figure",
     "histogram",
     "histogram_figure",
-    "histograms",
     "mark_demo",
     "pick_renders",
     "save",

@@ -161,8 +161,7 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
     Args:
         base_model: diffusers folder of the base model (``model_index.json`` inside).
         checkpoint: ``.safetensors`` written by the train stage (a full model in the SD
-            layout, or the older ``dreamgrid.train.checkpoint`` weights-only file), or None to
-            render the base model itself.
+            layout, or a LoRA adapter), or None to render the base model itself.
         device: torch device; default CUDA when available, else CPU.
 
     Returns:
@@ -176,7 +175,6 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from dreamgrid.train.checkpoint import load_checkpoint_into
     from dreamgrid.train.export import is_lora_checkpoint, is_sd_checkpoint, load_sd_pipeline
     from dreamgrid.train.export import read_metadata as read_sd_metadata
 
@@ -190,8 +188,15 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
     dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise SpecError(f"{checkpoint}: checkpoint not found. Run the train stage first.")
+    if checkpoint is not None and not (
+        is_sd_checkpoint(checkpoint) or is_lora_checkpoint(checkpoint)
+    ):
+        raise SpecError(
+            f"{checkpoint}: not a checkpoint the train stage writes (an SD-layout model or a "
+            "LoRA adapter). Delete it and rerun the train stage to rewrite it."
+        )
     if checkpoint is not None and is_sd_checkpoint(checkpoint):
-        # Full model in the SD layout (train stage since issue #3); base_model gives configs.
+        # Full model in the SD layout; base_model gives the configs.
         pipe = load_sd_pipeline(checkpoint, base_model, dtype)
         log.info("loaded %s (%s)", checkpoint, read_sd_metadata(checkpoint))
     else:
@@ -202,11 +207,6 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
         # A LoRA arm's epoch: the adapter (Kohya format) over the base model.
         pipe.load_lora_weights(str(checkpoint))
         log.info("loaded LoRA %s (%s)", checkpoint, read_sd_metadata(checkpoint))
-    elif checkpoint is not None and not is_sd_checkpoint(checkpoint):
-        meta = load_checkpoint_into(
-            Path(checkpoint), {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
-        )
-        log.info("loaded %s (%s)", checkpoint, meta)
     pipe = pipe.to(device)
     use_sdpa(pipe)
     pipe.set_progress_bar_config(disable=True)
@@ -502,11 +502,6 @@ def run_candidates(
 
 
 # ---- shards -----------------------------------------------------------------------------------
-
-
-def shard_name(index: int) -> str:
-    """Folder name of shard ``index`` under ``renders/``."""
-    return f"shard-{index}"
 
 
 def run_shard(

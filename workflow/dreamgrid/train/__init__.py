@@ -1,4 +1,4 @@
-"""Train stage: one DreamBooth epoch of one arm per job (``python -m dreamgrid.train``).
+"""Train stage: one DreamBooth epoch of one arm per job (rule ``train_dreambooth``).
 
 ``run`` imports torch and diffusers when called, so ``dreamgrid.train.spec`` and
 ``dreamgrid.train.data.steps_per_epoch`` stay importable with the standard library alone.

@@ -1,6 +1,9 @@
-"""``python -m dreamgrid.train --spec spec.json [--log job.log]``: train one epoch of one arm.
+"""``python -m dreamgrid.train --spec spec.json [--log job.log]``: train one epoch of one arm
+in its own process, from a spec written by :meth:`TrainSpec.to_json`.
 
-Run by the workflow as ``accelerate launch -m dreamgrid.train --spec {input.spec}``.
+The workflow does not use it (the ``train_dreambooth`` shim builds the spec from the config
+and calls :func:`dreamgrid.train.run`); the fault tests do, to kill a training process
+mid-epoch, and so can a person rerunning one epoch by hand.
 """
 
 from __future__ import annotations

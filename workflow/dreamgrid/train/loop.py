@@ -419,8 +419,8 @@ def train_epoch(
     for batch in loader:
         loss = compute_loss(spec, models, batch, generator, accelerator.device)
         accelerator.backward(loss)
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(models.params, spec.max_grad_norm)
+        # one optimizer step per batch (no gradient accumulation), so every step clips
+        accelerator.clip_grad_norm_(models.params, spec.max_grad_norm)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -444,6 +444,7 @@ def compute_loss(
     is divided by the instance items only, as diffusers' ``instance + w * prior`` does.
     """
     scheduler = models.noise_scheduler
+    # Latents of the images: a draw from the VAE's distribution (cached or encoded now).
     if "latent_mean" in batch:
         # Cached distribution: the same draw DiagonalGaussianDistribution.sample makes.
         mean = batch["latent_mean"].to(device, dtype=models.weight_dtype)
@@ -455,6 +456,7 @@ def compute_loss(
         with torch.no_grad():
             latents = models.vae.encode(pixel_values).latent_dist.sample(generator=generator)
     latents = latents * models.vae.config.scaling_factor
+    # Sample the noise to add to the latents.
     noise = torch.randn(latents.shape, generator=generator, device=device).to(latents.dtype)
     if spec.noise_offset:
         # Kohya / diffusers noise offset: a per-channel shift lets the model learn brightness.
@@ -462,6 +464,8 @@ def compute_loss(
             (latents.shape[0], latents.shape[1], 1, 1), generator=generator, device=device
         )
         noise = noise + spec.noise_offset * shift.to(latents.dtype)
+    # Sample a random timestep per image, and add noise to the latents at that timestep
+    # (the forward diffusion process).
     timesteps = torch.randint(
         0,
         scheduler.config.num_train_timesteps,
@@ -470,17 +474,22 @@ def compute_loss(
         device=device,
     ).long()
     noisy_latents = scheduler.add_noise(latents, noise, timesteps)
+    # Condition on the captions' text embeddings, and predict the noise residual.
     encoder_hidden_states = encode_text(spec, models, batch["input_ids"].to(device))
     model_pred = models.unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
+    # The target depends on the model's prediction type: the noise, or the velocity.
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
+    # MSE per image, then the weights: min-SNR per timestep, and the prior-preservation
+    # weight of class images (instance images weigh 1).
     per_item = F.mse_loss(model_pred.float(), target.float(), reduction="none")
     per_item = per_item.mean(dim=list(range(1, per_item.ndim)))
     if spec.min_snr_gamma is not None:
         per_item = per_item * min_snr_weights(scheduler, timesteps, spec.min_snr_gamma)
     weighted = per_item * batch["weight"].to(device)
+    # Paired batches average over instance images only (diffusers' instance + w * prior).
     if spec.reg_mode == "paired" and spec.regularization:
         return weighted.sum() / (~batch["is_reg"]).sum().to(device)
     return weighted.mean()
