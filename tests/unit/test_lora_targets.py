@@ -52,3 +52,9 @@ def test_a_failing_job_writes_nothing(unet_folder, tmp_path):
     with pytest.raises(SpecError, match="to_x"):
         targets.run(unet_folder, ["to_x"], out)
     assert not out.exists() and list(Path(tmp_path).iterdir()) == []
+
+
+def test_a_folder_without_a_unet_config_is_named(tmp_path):
+    (tmp_path / "model_index.json").write_text("{}")
+    with pytest.raises(SpecError, match=r"no unet/config.json"):
+        targets.empty_unet(tmp_path)

@@ -27,8 +27,15 @@ def empty_unet(base_model: Path) -> Any:
             from dreamgrid import tiny
 
             return UNet2DConditionModel(**tiny.TINY_UNET)
-        config = UNet2DConditionModel.load_config(str(base_model), subfolder="unet")
-        return UNet2DConditionModel.from_config(config)
+        config_file = Path(base_model) / "unet" / "config.json"
+        if not config_file.is_file():
+            raise SpecError(
+                f"{base_model}: no unet/config.json, so LoRA targets cannot be checked. "
+                "base_model must be a diffusers Stable Diffusion folder (save_pretrained)."
+            )
+        return UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(str(config_file.parent))
+        )
 
 
 def check(unet: Any, targets: list[str], key: str = "lora.target_modules") -> None:
