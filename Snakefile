@@ -27,14 +27,16 @@ report: dag.report_text()
 
 
 # On a cluster these run in the snakemake process itself (login node): they may download a
-# model, and compute nodes often have no network.
+# model, and compute nodes often have no network (the LoRA target check reads only configs).
 localrules:
     prepare_base_model,
     prepare_caption_model,
+    check_lora_targets,
 
 
+# Specs were built while reading the config (common.smk).
 onstart:
-    preflight.run(config, cache=dag.PREFLIGHT_CACHE)
+    preflight.run(config, cache=dag.PREFLIGHT_CACHE, specs=False)
 
 
 rule all:

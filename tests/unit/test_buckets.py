@@ -192,7 +192,9 @@ def test_bucketed_training_runs_counts_kohya_steps_and_records_sizes(tiny_model,
     names = sorted(p.name.rsplit("-", 1)[1] for p in cache.iterdir())
     assert names == ["48x80.safetensors"] * 2 + ["64.safetensors", "80x48.safetensors"]
     ta, tb = load_file(str(spec.out_checkpoint)), load_file(str(cached.out_checkpoint))
-    assert all(torch.allclose(ta[k], tb[k], atol=2e-3) for k in ta)
+    # Measured: the paths differ by 1.3e-4, the update itself is 4e-3 at most; 6e-4 leaves
+    # 4x the noise and stays 7x below the update (2e-3 sat at half of it).
+    assert all(torch.allclose(ta[k], tb[k], atol=6e-4) for k in ta)
 
     # Center crop on the same photos trains other tensors (other pixels, other batches).
     square = tiny_train_spec(tiny_model, shapes["instance"], tmp_path / "c", **fields)

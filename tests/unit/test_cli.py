@@ -1,13 +1,17 @@
 """The CLI contracts others script against: `dreamgrid score`, `summarize`, `check`."""
 
 import argparse
+import itertools
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binomtest
 
 from dreamgrid import cli, faces
 
@@ -143,3 +147,143 @@ def test_version():
         [sys.executable, "-m", "dreamgrid", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == f"dreamgrid {__version__}"
+
+
+def exact_sign_flip_p(diff: np.ndarray) -> float:
+    """All 2^n sign patterns: the share whose |mean| reaches the observed |mean|."""
+    observed = abs(diff.mean())
+    means = [abs((diff * signs).mean()) for signs in itertools.product((1, -1), repeat=len(diff))]
+    return float(np.mean(np.array(means) >= observed - 1e-12))
+
+
+def holm(p: list[float]) -> list[float]:
+    order = np.argsort(p)
+    adjusted, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+@pytest.fixture
+def compare_scores(tmp_path):
+    """Three arms on seeds 0..9 at epoch 1 (a and b also at epoch 2); NaN where no face."""
+    gen = np.random.default_rng(7)
+    distances = {
+        ("a", 1): 0.55 + gen.normal(0, 0.03, 10),
+        ("b", 1): 0.62 + gen.normal(0, 0.03, 10),
+        ("c", 1): 0.56 + gen.normal(0, 0.05, 10),
+        ("a", 2): 0.60 + gen.normal(0, 0.03, 10),
+        ("b", 2): 0.58 + gen.normal(0, 0.03, 10),
+    }
+    distances[("a", 1)][[2, 5]] = np.nan  # no face on two seeds of a
+    distances[("c", 1)][[5, 9]] = np.nan
+    rows = [
+        {"arm": arm, "epoch": epoch, "seed": seed, "face_found": bool(np.isfinite(d)),
+         "mean_distance": d}
+        for (arm, epoch), values in distances.items()
+        for seed, d in enumerate(values)
+    ]  # fmt: skip
+    path = tmp_path / "scores.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path, distances
+
+
+def run_compare(scores: Path, out: Path, *options: str) -> pd.DataFrame:
+    argv = ["compare", "--scores", str(scores), "--out", str(out), *options]
+    assert cli.main(argv) == 0
+    return pd.read_csv(out).set_index(["arm_a", "arm_b", "epoch"])
+
+
+def test_compare_cli_values_match_an_independent_computation(compare_scores, tmp_path):
+    scores, distances = compare_scores
+    table = run_compare(scores, tmp_path / "comparisons.csv")
+    pairs = [("a", "b", 1), ("a", "c", 1), ("b", "c", 1), ("a", "b", 2)]
+    assert sorted(table.index) == sorted(pairs)
+    p_values = []
+    for arm_a, arm_b, epoch in pairs:
+        a, b = distances[(arm_a, epoch)], distances[(arm_b, epoch)]
+        both = np.isfinite(a) & np.isfinite(b)
+        diff = a[both] - b[both]
+        row = table.loc[(arm_a, arm_b, epoch)]
+        assert row["n_pairs"] == both.sum()
+        assert row["mean_diff"] == pytest.approx(diff.mean(), abs=1e-12)
+        assert row["median_diff"] == pytest.approx(np.median(diff), abs=1e-12)
+        assert row["share_a_better"] == pytest.approx(np.mean(diff < 0))
+        assert row["face_diff"] == pytest.approx(np.isfinite(a).mean() - np.isfinite(b).mean())
+        only_a = int(np.sum(np.isfinite(a) & ~np.isfinite(b)))
+        only_b = int(np.sum(~np.isfinite(a) & np.isfinite(b)))
+        expected_face_p = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b).pvalue
+        assert row["face_p"] == pytest.approx(expected_face_p)
+        # <= 16 pairs: the exact test, so the p-value is known without resampling.
+        assert row["p_value"] == pytest.approx(exact_sign_flip_p(diff), abs=1e-9)
+        assert "exact" in row["method"] and "BCa 95% interval" in row["method"]
+        assert row["ci_low"] <= row["mean_diff"] <= row["ci_high"]
+        p_values.append(row["p_value"])
+    adjusted = [table.loc[pair]["p_adjusted"] for pair in pairs]
+    assert adjusted == pytest.approx(holm(p_values))
+    # a is clearly more alike than b at epoch 1 (0.07 apart, sd 0.03): all 8 pairs.
+    ab = table.loc[("a", "b", 1)]
+    assert ab["share_a_better"] == 1.0 and ab["ci_high"] < 0 and ab["p_value"] == 2 / 2**8
+
+
+def test_compare_cli_options_change_what_they_say(compare_scores, tmp_path):
+    scores, _ = compare_scores
+    wide = run_compare(scores, tmp_path / "wide.csv", "--confidence", "0.99")
+    narrow = run_compare(scores, tmp_path / "narrow.csv", "--confidence", "0.5")
+    assert (narrow["ci_low"] >= wide["ci_low"]).all() and (
+        narrow["ci_high"] <= wide["ci_high"]
+    ).all()
+    assert ((narrow["ci_high"] - narrow["ci_low"]) < (wide["ci_high"] - wide["ci_low"])).all()
+    assert narrow["method"].str.contains("BCa 50% interval").all()
+    # The seed and resamples drive the bootstrap only: exact p-values stay, intervals move.
+    again = run_compare(scores, tmp_path / "again.csv", "--confidence", "0.5")
+    pd.testing.assert_frame_equal(narrow, again)
+    other = run_compare(
+        scores, tmp_path / "other.csv", "--confidence", "0.5", "--seed", "1", "--resamples", "500"
+    )
+    assert other["p_value"].tolist() == narrow["p_value"].tolist()
+    assert not np.allclose(other["ci_low"], narrow["ci_low"])
+
+
+def test_compare_cli_names_the_file_when_a_column_is_missing(tmp_path):
+    scores = tmp_path / "scores.csv"
+    pd.DataFrame({"arm": ["a"], "epoch": [1], "face_found": [True], "mean_distance": [0.5]}).to_csv(
+        scores, index=False
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "dreamgrid", "compare", "--scores", str(scores), "--out",
+         str(tmp_path / "out.csv")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "scores.csv" in result.stderr and "seed" in result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_check_cli_success_prints_the_grid(tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        f"subject: {{class_word: man, train_images: {DEMO / 'train'}, "
+        f"references: {DEMO / 'references'}}}\n"
+        "base_model: tiny\ncaption: {model: tiny}\n"
+        "axes: {token: {rare: ohwx, celebrity: barack obama}, regularization: [none, generated]}\n"
+        "training: {epochs: 3, resolution: 64}\n"
+        "sample: {count: 12, shard_size: 4, batch_size: 2, width: 64, height: 64}\n"
+    )
+    env = {**os.environ, "DEEPFACE_HOME": str(tmp_path / "deepface")}
+    result = subprocess.run(
+        [sys.executable, "-m", "dreamgrid", "check", str(config)],
+        capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{config}: valid; 4 arms x 3 epochs"
+    arms = sorted(line.split(":")[0].strip() for line in lines[1:5])
+    assert arms == [
+        "celebrity-genreg-nocap", "celebrity-noreg-nocap", "rare-genreg-nocap", "rare-noreg-nocap"
+    ]  # fmt: skip
+    assert "  rare-genreg-nocap: token='ohwx' regularization=generated captions=none" in lines
+    assert "12 renders per checkpoint in shards of 4; prompt sets: main" in lines
+    assert any(line.startswith("scored with Dlib/dlib (cosine); thresholds ") for line in lines)
+    assert not (tmp_path / "results").exists()

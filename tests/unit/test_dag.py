@@ -1,3 +1,5 @@
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -190,3 +192,23 @@ def test_replicates_name_their_recipe_for_the_aggregation():
     assert g.arm_params("rare-noreg-blip-r2")["replicate"] == 2
     # the run count is no training setting: run 1's jobs keep their params
     assert g.training_params() == grid().training_params()
+
+
+def test_lora_arms_wait_for_the_lora_target_check():
+    config = grid().config
+    config["axes"]["method"] = ["full", "lora"]
+    lora = dag.Grid(config)
+    job = SimpleNamespace(arm="rare-noreg-nocap-lora", epoch="1")
+    assert lora.train_inputs(job)["lora_targets"] == dag.LORA_TARGETS
+    assert "lora_targets" not in lora.train_inputs(
+        SimpleNamespace(arm="rare-noreg-nocap", epoch="1")
+    )
+
+
+def test_train_job_params_are_the_rules_params():
+    # The preflight builds specs from these; they must be what train_dreambooth passes.
+    rules = Path(__file__).resolve().parents[2] / "workflow" / "rules" / "train.smk"
+    block = rules.read_text().split("rule train_dreambooth:")[1].split("\nrule ")[0]
+    params = block.split("    params:\n")[1].split("    script:")[0]
+    names = set(re.findall(r"^        (\w+)=", params, flags=re.MULTILINE)) - {"impl"}
+    assert names == set(grid().train_job_params("rare-noreg-nocap"))

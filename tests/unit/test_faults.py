@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,10 @@ from dreamgrid.tiny import build_tiny_sd
 from dreamgrid.train.spec import TrainSpec
 from dreamgrid.train.testing import tiny_train_spec
 
+# Steps per epoch (3 images x repeats): enough that a kill after step 2 lands mid-epoch,
+# few enough that the runs stay cheap (steps dominate this file's time).
+STEPS = 21
+
 
 @pytest.fixture(scope="module")
 def spec_fields(tmp_path_factory):
@@ -31,7 +36,7 @@ def spec_fields(tmp_path_factory):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(images / f"{i}.png")
     base = build_tiny_sd(root / "sd")
     spec = tiny_train_spec(
-        base, images, root, arm="rare-noreg-nocap", repeats=20, batch_size=1, seed=11
+        base, images, root, arm="rare-noreg-nocap", repeats=STEPS // 3, batch_size=1, seed=11
     )
     fields = spec.to_dict()
     for name in ("previous_meta", "state", "out_checkpoint"):
@@ -66,10 +71,11 @@ def kill_mid_epoch(spec: TrainSpec, workdir: Path) -> None:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and job.poll() is None:
         # wait until the progress bar shows real steps, then kill mid-epoch
-        steps = re.findall(r"(\d+)/60\b", (workdir / "train.log").read_text(errors="replace"))
-        if steps and int(steps[-1]) >= 5:
+        log = (workdir / "train.log").read_text(errors="replace")
+        steps = re.findall(rf"(\d+)/{STEPS}\b", log)
+        if steps and int(steps[-1]) >= 2:
             break
-        time.sleep(0.2)
+        time.sleep(0.02)  # polled often: the kill must land well before the last step
     assert job.poll() is None, "training finished before it could be killed"
     os.kill(job.pid, signal.SIGKILL)
     job.wait()
@@ -81,12 +87,29 @@ def run_cli(spec: TrainSpec, workdir: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("killed_epoch", [1, 2])
-def test_killed_training_leaves_no_output_and_rerun_matches(spec_fields, tmp_path, killed_epoch):
-    out = tmp_path / "killed"
+@pytest.fixture(scope="module")
+def uninterrupted(spec_fields, tmp_path_factory) -> dict[str, Path]:
+    """Epochs 1 and 2 trained without a kill, once for both cases (each full run costs a
+    process start and an epoch). ``after_epoch_1`` is the arm's folder as it was before
+    epoch 2 ran: the killed-epoch-2 case starts from a copy of it instead of retraining."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    out = root / "arm"
     out.mkdir()
-    for epoch in range(1, killed_epoch):
-        run_cli(epoch_spec(spec_fields, out, epoch), out)
+    run_cli(epoch_spec(spec_fields, out, 1), out)
+    shutil.copytree(out, root / "after-epoch-1")
+    run_cli(epoch_spec(spec_fields, out, 2), out)
+    return {"final": out, "after_epoch_1": root / "after-epoch-1"}
+
+
+@pytest.mark.parametrize("killed_epoch", [1, 2])
+def test_killed_training_leaves_no_output_and_rerun_matches(
+    spec_fields, uninterrupted, tmp_path, killed_epoch
+):
+    out = tmp_path / "killed"
+    if killed_epoch == 1:
+        out.mkdir()
+    else:  # epoch 1 finished as in the uninterrupted run (same bytes, same resume state)
+        shutil.copytree(uninterrupted["after_epoch_1"], out)
     spec = epoch_spec(spec_fields, out, killed_epoch)
     state_before = spec.state.read_bytes() if spec.state.exists() else None
     kill_mid_epoch(spec, out)
@@ -102,12 +125,12 @@ def test_killed_training_leaves_no_output_and_rerun_matches(spec_fields, tmp_pat
     assert not leftovers, "temp files left behind"
     assert [p.name for p in spec.state.parent.iterdir()] == ["resume.safetensors"]
 
-    reference_dir = tmp_path / "uninterrupted"
-    reference_dir.mkdir()
-    for epoch in range(1, killed_epoch + 1):
-        run_cli(epoch_spec(spec_fields, reference_dir, epoch), reference_dir)
-    reference = epoch_spec(spec_fields, reference_dir, killed_epoch)
-    for a, b in [(spec.out_checkpoint, reference.out_checkpoint), (spec.state, reference.state)]:
+    # The checkpoint of the killed epoch, and the resume state as that epoch left it.
+    reference = epoch_spec(spec_fields, uninterrupted["final"], killed_epoch)
+    reference_state = epoch_spec(
+        spec_fields, uninterrupted["after_epoch_1" if killed_epoch == 1 else "final"], 1
+    ).state
+    for a, b in [(spec.out_checkpoint, reference.out_checkpoint), (spec.state, reference_state)]:
         left, right = load_file(str(a)), load_file(str(b))
         assert left.keys() == right.keys()
         for key in left:

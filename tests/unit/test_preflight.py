@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -78,3 +79,55 @@ def test_pickled_base_model_is_refused_before_any_job(subject):
 def test_missing_caption_override_folder(subject):
     with pytest.raises(SpecError, match="captions"):
         preflight.run(make_config(subject, caption_overrides=str(subject / "captions")))
+
+
+def spec_config(root: Path, **sections):
+    config = {
+        "subject": {
+            "class_word": "man",
+            "train_images": str(root / "train"),
+            "references": str(root / "references"),
+        },
+        "base_model": "tiny",
+        "axes": {"token": {"rare": "ohwx"}, "method": ["full", "lora"]},
+        "training": {"resolution": 64, "epochs": 2},
+    }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return cfg.validate(config)
+
+
+def test_every_training_and_sampling_spec_is_built(tmp_path):
+    config = spec_config(tmp_path, sample={"count": 6, "shard_size": 2, "batch_size": 1})
+    # 2 arms x 2 epochs training specs + 3 shards of the main prompt set.
+    assert preflight.check_specs(config, tmp_path / "results") == 2 * 2 + 3
+
+
+def test_a_spec_level_conflict_names_the_config_key(tmp_path):
+    # The schema lets text_encoder_lr through; only the TrainSpec knows it needs the encoder.
+    config = spec_config(tmp_path, training={"text_encoder_lr": 1e-5})
+    with pytest.raises(SpecError, match=r"config key training.text_encoder_lr \(arm rare-noreg"):
+        preflight.check_specs(config, tmp_path / "results")
+
+
+def test_a_lora_target_typo_fails_before_any_job(tmp_path):
+    config = spec_config(tmp_path, lora={"target_modules": ["to_k", "to_qq"]})
+    with pytest.raises(SpecError, match=r"lora.target_modules: 'to_qq' \(did you mean to_q"):
+        preflight.check_specs(config, tmp_path / "results")
+
+
+def test_lora_targets_of_a_hub_model_wait_for_prepare_base_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = spec_config(tmp_path, lora={"target_modules": ["to_qq"]})
+    config["base_model"] = "org/model"
+    assert preflight.check_lora_targets(config, "results") is False
+    # Once converted, the prepared folder's UNet config is checked.
+    unet = tmp_path / "results" / "models" / "base" / "unet"
+    unet.mkdir(parents=True)
+    from dreamgrid import tiny
+
+    (unet / "config.json").write_text(
+        json.dumps({"_class_name": "UNet2DConditionModel", **tiny.TINY_UNET})
+    )
+    with pytest.raises(SpecError, match="to_qq"):
+        preflight.check_lora_targets(config, "results")

@@ -532,11 +532,14 @@ def test_cached_latents_are_shared_by_content_and_reused(tiny_model, data, tmp_p
     run(again)
     ta, tb = unet_of(first.out_checkpoint), unet_of(again.out_checkpoint)
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
-    # And close to the uncached path (same draws; only the VAE's batching differs).
+    # And close to the uncached path (same draws; only the VAE's batching differs). Measured:
+    # the paths differ by 6e-5 (fp16 rounding), while this epoch moves weights by only 2.1e-3
+    # at most, so the old atol 2e-3 passed even a cache that trained nothing; 3e-4 is 5x the
+    # noise and 7x below the update.
     plain = make_spec(tiny_model, data, tmp_path / "d")
     run(plain)
     tc = unet_of(plain.out_checkpoint)
-    assert all(torch.allclose(ta[k].float(), tc[k].float(), atol=2e-3) for k in ta)
+    assert all(torch.allclose(ta[k].float(), tc[k].float(), atol=3e-4) for k in ta)
 
 
 def test_min_snr_weights_damp_low_noise_steps_only(tiny_model):

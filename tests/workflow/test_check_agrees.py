@@ -39,6 +39,21 @@ CASES = {
         BASE + "sample: {shard_size: 6, batch_size: 4}\n",
         "must be a multiple of sample.batch_size",
     ),
+    # Built only by the training job's spec before: the schema lets it through.
+    "a text-encoder rate without the text encoder": (
+        BASE + "training: {text_encoder_lr: 1.0e-5}\n",
+        "config key training.text_encoder_lr (arm rare-noreg-nocap, epoch 1)",
+    ),
+    "a LoRA target typo": (
+        BASE.replace("axes: {token: {rare: ohwx}}", "axes: {token: {rare: ohwx}, method: [lora]}")
+        + "lora: {target_modules: [to_k, to_qq]}\n",
+        "lora.target_modules: 'to_qq' (did you mean to_q",
+    ),
+    "a LoRA target that is a block": (
+        BASE.replace("axes: {token: {rare: ohwx}}", "axes: {token: {rare: ohwx}, method: [lora]}")
+        + "lora: {target_modules: [attn1]}\n",
+        "'attn1' (Attention) is a block",
+    ),
     "a key given twice": (BASE + "base_model: other\n", "duplicate key 'base_model'"),
     "aliases": (BASE + "x: &a [1]\ny: [*a, *a]\n", "aliases (*name) are not allowed"),
 }

@@ -14,6 +14,8 @@ from dreamgrid.prompts import AUTO_TOKEN, MAIN_PROMPT_SET
 RESULTS = "results"
 BASE_MODEL_DIR = f"{RESULTS}/models/base"
 CAPTION_MODEL_DIR = f"{RESULTS}/models/captioner"
+# LoRA targets checked against the prepared base model once, before any lora arm trains.
+LORA_TARGETS = f"{RESULTS}/models/lora_targets.json"
 PREFLIGHT_CACHE = f"{RESULTS}/preflight/inputs.json"
 CAPTIONS = f"{RESULTS}/captions/{{captioner}}/captions.csv"
 REG_IMAGES = f"{RESULTS}/regularization/{{reg}}/images"
@@ -235,6 +237,23 @@ class Grid:
             "learning_rate": lora["learning_rate"],
         }
 
+    def train_job_params(self, arm: str, resolve_token: bool = True) -> dict[str, Any]:
+        """The params of ``arm``'s train_dreambooth jobs as the rule passes them (less
+        ``impl``), for the preflight to build the jobs' specs. ``resolve_token=False`` keeps an
+        ``auto`` token as the word ``auto`` (the ranking does not exist before the run)."""
+        arm_params = (
+            self.arm_params(arm) if resolve_token else canonical(self.arms[arm].as_params())
+        )
+        return {
+            "arm": arm_params,
+            "state": RESUME_STATE.format(arm=arm),
+            "passes": self.train_passes(arm),
+            "cache_dir": LATENT_CACHE,
+            "method": self.method_params(arm),
+            "training": self.training_params(),
+            "class_word": self.config["subject"]["class_word"],
+        }
+
     def train_passes(self, arm: str) -> int:
         """Data passes per epoch: 2 for a no-regularization arm under ``match_steps`` when
         regularization doubles the steps (Kohya mode), so its checkpoints fall at the same
@@ -277,8 +296,12 @@ class Grid:
 
     def train_inputs(self, wildcards: Any) -> dict[str, str]:
         """Inputs of one (arm, epoch) training job: epoch e starts from epoch e-1's outputs."""
-        arm = self.arms[wildcards.arm]
-        epoch = int(wildcards.epoch)
+        self.wait_for_token(wildcards)
+        return self.train_files(wildcards.arm, int(wildcards.epoch))
+
+    def train_files(self, arm_id: str, epoch: int) -> dict[str, str]:
+        """:meth:`train_inputs` without waiting for an ``auto`` token (for the preflight)."""
+        arm = self.arms[arm_id]
         inputs = {
             "base": BASE_MODEL_DIR,
             "images": self.config["subject"]["train_images"],
@@ -287,7 +310,8 @@ class Grid:
             inputs["captions"] = CAPTIONS.format(captioner=arm.captions)
         if arm.regularization != "none":
             inputs["reg"] = REG_IMAGES.format(reg=arm.regularization)
-        self.wait_for_token(wildcards)
+        if arm.method == "lora":
+            inputs["lora_targets"] = LORA_TARGETS
         if epoch > 1:
             # The small JSON, not the weights: checkpoints may be removed once scored
             # (keep_checkpoints) without making the next epoch's job want them back.

@@ -610,8 +610,40 @@ _WORKER_SETTINGS: EmbedSettings | None = None
 MIN_IMAGES_PER_WORKER = 4
 
 
-def _init_worker(home: str, settings: EmbedSettings) -> None:
+def die_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """End this (worker) process when ``parent`` dies, even by SIGKILL.
+
+    A killed job cannot shut its pool down, and its workers would wait forever on the pool's
+    pipe (~100 MB each). Linux delivers SIGKILL to the worker when its parent dies
+    (``PR_SET_PDEATHSIG``); elsewhere, or if prctl fails, a thread watches the parent pid.
+    """
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError):
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(poll_s)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+    # The parent may have died before prctl took effect: then no signal comes.
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(home: str, settings: EmbedSettings, parent: int) -> None:
     global _WORKER_SETTINGS
+    die_with_parent(parent)
     setup_deepface(home)
     _WORKER_SETTINGS = settings
 
@@ -680,7 +712,10 @@ def embed_images(
             home = os.environ["DEEPFACE_HOME"]
             try:
                 with ProcessPoolExecutor(
-                    workers, mp_context=context, initializer=_init_worker, initargs=(home, embed)
+                    workers,
+                    mp_context=context,
+                    initializer=_init_worker,
+                    initargs=(home, embed, os.getpid()),
                 ) as pool:
                     done = zip(todo, pool.map(_embed_in_worker, [images[i] for i in todo]))
                     for i, found in done:

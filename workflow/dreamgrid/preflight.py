@@ -51,6 +51,109 @@ def _fingerprint(paths: list[Path], settings: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
+def _config_key(field: str, method: dict[str, Any]) -> str:
+    """The config key behind a TrainSpec field (LoRA arms take their rate from ``lora``)."""
+    if method.get("method") == "lora" and field in method and field != "method":
+        return "lora." + field.removeprefix("lora_")
+    special = {"token": "axes.token", "class_word": "subject.class_word", "arm": "axes"}
+    return special.get(field, f"training.{field}")
+
+
+def _spec_error(err: ValueError, arm: str, epoch: int, method: dict[str, Any]) -> SpecError:
+    """One message naming the config key for a ValueError a TrainSpec raised."""
+    import dataclasses
+    import re
+
+    from dreamgrid.train.spec import TrainSpec
+
+    fields = {f.name for f in dataclasses.fields(TrainSpec)}
+    text = re.sub(r"^train spec( [^:]*)?: ", "", str(err))
+    # The first field the message names is the one it is about ("adam_beta1 must be ...").
+    named = [w for w in re.findall(r"[a-z][a-z0-9_]*", text) if w in fields]
+    key = _config_key(named[0], method) if named else "training"
+    return SpecError(
+        f"config key {key} (arm {arm}, epoch {epoch}): {text} A training job would refuse "
+        "this; fix the key in the config."
+    )
+
+
+def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
+    """Build every training job's TrainSpec and every sampling shard's settings as the jobs
+    do (same functions, same params), and check LoRA targets against the base model's UNet.
+
+    Returns:
+        The number of specs built.
+    Raises:
+        SpecError: naming the config key, the arm and the fix.
+    """
+    from types import SimpleNamespace
+
+    from dreamgrid import dag
+    from dreamgrid.sample import SampleSettings
+    from dreamgrid.train.spec import job_spec
+
+    grid = dag.Grid(config)
+    built = 0
+    for arm in grid.arm_ids:
+        # An auto token is named by the finder during the run; "auto" stands in for it.
+        params = grid.train_job_params(arm, resolve_token=False)
+        for epoch in grid.epochs:
+            try:
+                job_spec(
+                    params,
+                    grid.train_files(arm, epoch),
+                    base_model=dag.BASE_MODEL_DIR,
+                    epoch=epoch,
+                    out_checkpoint=dag.CHECKPOINT.format(arm=arm, epoch=epoch),
+                ).check_job()
+            except ValueError as err:
+                raise _spec_error(err, arm, epoch, params["method"]) from err
+            built += 1
+    for prompt_set in grid.prompt_set_names():
+        for shard in grid.shard_ids(prompt_set):
+            wildcards = SimpleNamespace(prompt_set=prompt_set, shard=str(shard))
+            try:
+                SampleSettings(**grid.shard_settings(wildcards))
+            except ValueError as err:
+                raise SpecError(
+                    f"config key sample (prompt set {prompt_set}, shard {shard}): {err}"
+                ) from err
+            built += 1
+    if any(a.method == "lora" for a in grid.arms.values()):
+        check_lora_targets(config, results)
+    return built
+
+
+def check_lora_targets(config: dict[str, Any], results: str | Path = "results") -> bool:
+    """LoRA targets against the base model's UNet (config only, built on the meta device).
+
+    Returns:
+        False when the check must wait for prepare_base_model (a hub id or single file not
+        yet converted); the lora arms' check_lora_targets job then runs it before training.
+    """
+    from dreamgrid import dag
+    from dreamgrid.train import targets
+
+    source = config["base_model"]
+    kind = models.classify(source, config["allow_pickle"])
+    prepared = Path(results).parent / dag.BASE_MODEL_DIR
+    if kind == "tiny":
+        unet = targets.empty_unet(None)
+    elif kind == "dir":
+        unet = targets.empty_unet(Path(source).expanduser())
+    elif (prepared / "unet" / "config.json").is_file():
+        unet = targets.empty_unet(prepared)
+    else:
+        logger.info(
+            "lora.target_modules: checked once prepare_base_model has converted %s, before "
+            "any training job",
+            source,
+        )
+        return False
+    targets.check(unet, list(config["lora"]["target_modules"]))
+    return True
+
+
 def check_reference_faces(config: dict[str, Any], cache: Path | None) -> None:
     """Each reference must show exactly one face; cached by file contents and face settings."""
     from dreamgrid import faces
@@ -159,12 +262,14 @@ def check_disk(config: dict[str, Any], results: str | Path = "results") -> dict[
     return estimate
 
 
-def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
+def run(config: dict[str, Any], cache: str | Path | None = None, specs: bool = True) -> list[dict]:
     """Check the validated config's inputs; raise one SpecError naming the file and the fix.
 
     Args:
         config: validated config.
         cache: file remembering which reference set already passed the face check.
+        specs: build every job's spec (:func:`check_specs`); the workflow has done so
+            while reading the config.
     Returns:
         One row per image checked (role, path, size).
     """
@@ -183,6 +288,8 @@ def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
             check_interpreter(config["caption"]["lavis_python"])
         else:
             models.classify(config["caption"]["model"])
+    if specs:
+        check_specs(config, results)
     resolution = config["training"]["resolution"]
     images = check_images(subject["train_images"], "train", resolution)
     images += check_images(subject["references"], "reference")

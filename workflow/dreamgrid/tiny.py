@@ -40,6 +40,21 @@ def write_clip_tokenizer(out: Path) -> Path:
     return out
 
 
+#: The tiny UNet's config (the preflight builds it on the meta device to check LoRA targets).
+TINY_UNET = {
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": (32, 64),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+}
+
+
 def build_tiny_sd(out: str | Path, seed: int = 0) -> Path:
     """Save a tiny StableDiffusionPipeline (diffusers layout) with random weights to ``out``.
 
@@ -58,18 +73,7 @@ def build_tiny_sd(out: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer_dir = write_clip_tokenizer(out / "_tokenizer_src")
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET)
     vae = AutoencoderKL(
         block_out_channels=(32, 64),
         in_channels=3,

@@ -12,6 +12,10 @@ dreamgrid_config.check_files(workflow.configfiles)
 config.update(
     dreamgrid_config.validate(config, source=", ".join(map(str, workflow.configfiles)))
 )
+# Every job's training and sampling spec, as the jobs build them, before the DAG (so `-n`
+# refuses what a job would); jobs on a cluster re-read this file and skip it.
+if workflow.is_main_process:
+    preflight.check_specs(config)
 # An `auto` token is read from the token finder's ranking once that checkpoint has run.
 GRID = dag.Grid(config, ranking=lambda: checkpoints.rank_candidates.get().output[0])
 

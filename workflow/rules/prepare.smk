@@ -30,3 +30,21 @@ rule prepare_caption_model:
         impl=versions.MODELS,
     script:
         "../scripts/prepare_model.py"
+
+
+rule check_lora_targets:
+    input:
+        base=dag.BASE_MODEL_DIR,
+    output:
+        dag.LORA_TARGETS,
+    log:
+        "results/logs/check_lora_targets/lora_targets.log",
+    benchmark:
+        "results/benchmarks/check_lora_targets/lora_targets.tsv"
+    conda:
+        "../../envs/train.yaml"
+    params:
+        targets=config["lora"]["target_modules"],
+        impl=versions.MODELS,
+    script:
+        "../scripts/check_lora_targets.py"

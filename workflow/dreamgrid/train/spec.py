@@ -334,5 +334,41 @@ class TrainSpec:
         return cls.from_json(text, source=str(path))
 
 
+def job_spec(
+    params: dict[str, Any],
+    inputs: Any,
+    *,
+    base_model: str | Path,
+    epoch: int,
+    out_checkpoint: str | Path,
+) -> TrainSpec:
+    """The spec of one ``train_dreambooth`` job from the rule's params and inputs.
+
+    The rule's shim and the preflight both build specs here, so the preflight refuses
+    exactly what a job would. ``params`` has the rule's param names (``arm``, ``training``,
+    ``method``, ``passes``, ``state``, ``cache_dir``, ``class_word``); ``inputs`` its input
+    names (``images``, optional ``captions``, ``reg``, ``previous_meta``).
+    """
+    arm = params["arm"]
+    training = dict(params["training"])
+    training["seed"] += int(arm.get("replicate", 1)) - 1  # each training run its own seed
+    return TrainSpec(
+        arm=arm["arm"],
+        token=arm["token"],
+        class_word=params["class_word"],
+        base_model=base_model,
+        instance_dir=inputs.get("images"),
+        captions=inputs.get("captions"),
+        reg_dir=inputs.get("reg"),
+        epoch=epoch,
+        previous_meta=inputs.get("previous_meta"),
+        state=params["state"],
+        passes=params["passes"],
+        cache_dir=params["cache_dir"],
+        out_checkpoint=out_checkpoint,
+        **{**training, **params["method"]},
+    )
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
