@@ -86,13 +86,15 @@ def real_faces(tmp_path_factory):
     """(workdir, render file -> photo, jobs planned after the photos were put in place)."""
     work = copy_workflow(tmp_path_factory.mktemp("real-faces"))
     (work / "config/config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
-    # Train and sample for real (one GPU slot: jobs in turn, as the profile runs them).
-    result = snakemake(work, "--cores", "2", TARGET, "--until", "sample_checkpoint")
+    # Train and sample for real, two jobs at a time (on CPU the "GPU" slots only cap jobs).
+    result = snakemake(
+        work, TARGET, "--until", "sample_checkpoint", "--cores", "2", "--resources", "gpu=2"
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     placed = place_photos(work)
     plan = planned_jobs(work, targets=(TARGET,))
-    # One core: concurrent embedding jobs would write the same photo's cache entry at once.
-    result = snakemake(work, "--cores", "1", TARGET)
+    # Several jobs embed the same photo at once: they share its face-cache entry.
+    result = snakemake(work, TARGET, "--cores", "2")
     if result.returncode != 0:
         logs = "\n".join(
             f"--- {p}\n{p.read_text()[-3000:]}" for p in (work / "results/logs").rglob("*.log")
