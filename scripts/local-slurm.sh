@@ -142,6 +142,7 @@ write_slurm_conf() {
   local acct="AccountingStorageType=accounting_storage/none"
   [[ $accounting == 1 ]] && acct="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
+AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/linux"
   write_conf "$CONF_DIR/slurm.conf" <<EOF
 ClusterName=$CLUSTER

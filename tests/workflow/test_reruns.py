@@ -1,8 +1,12 @@
 """Rerun semantics: an edit reruns exactly the branches it touches (from Snakemake's own plan)."""
 
+import hashlib
 import re
+import shutil
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import demo_config, edited_config, planned_jobs, snakemake
@@ -21,10 +25,46 @@ UPSTREAM = {
 SETS = 1 + len(demo_config()["sample"]["prompt_sets"])
 
 
-def test_editing_one_token_reruns_only_its_arms(demo_run):
+#: Jobs downstream of every arm's scores: a change to any arm reruns them.
+AGGREGATION = {
+    "aggregate_scores",
+    "plot_curves",
+    "plot_tradeoff",
+    "render_report_pages",
+    "write_manifest",
+    "all",
+}
+
+
+def job_set(jobs) -> Counter:
+    """Planned jobs as a multiset of (rule, sorted wildcards): comparable as a closed set."""
+    return Counter((rule, tuple(sorted(wc.items()))) for rule, wc in jobs)
+
+
+@pytest.fixture(scope="module")
+def every_job(demo_run) -> list:
+    """Every job of the demo's DAG (a forced dry run), as (rule, wildcards)."""
+    return planned_jobs(demo_run, options=("--forceall",))
+
+
+def branch(every_job, arms, *rules: str) -> Counter:
+    """The jobs of ``arms`` (every job with one of them as its arm wildcard), the
+    aggregation after them, and every job of ``rules``: what an edit of those arms reruns."""
+    return job_set(
+        (rule, wc)
+        for rule, wc in every_job
+        if wc.get("arm") in arms or rule in AGGREGATION or rule in rules
+    )
+
+
+def test_editing_one_token_reruns_only_its_arms(demo_run, every_job):
     config = demo_config()
     config["axes"]["token"]["rare"] = "sks"
     jobs = planned_jobs(demo_run, config)
+    rare = {wc["arm"] for _, wc in every_job if wc.get("arm", "").startswith("rare-")}
+    assert len(rare) == 4
+    # Nothing else: exactly the rare arms' jobs (training to plots) and the aggregation.
+    assert job_set(jobs) == branch(every_job, rare)
     rules = Counter(rule for rule, _ in jobs)
     assert not UPSTREAM & set(rules)
     per_checkpoint = {"train_dreambooth", "sample_checkpoint", "score_faces", "plot_histogram"}
@@ -284,3 +324,103 @@ def test_more_training_replicates_add_only_the_new_runs(demo_run):
         assert all(re.search(r"-r[23]$", wc["arm"]) for r, wc in jobs if r == rule), rule
     assert rules["aggregate_scores"] == 1
     assert not UPSTREAM & set(rules)
+
+
+def test_a_stage_version_bump_reruns_that_stage_and_downstream_only(demo_run, every_job):
+    # versions.REGULARIZATION stamps the class images (generate_class_images): bumping it
+    # reruns that job and the arms trained on its images (genreg), nothing else.
+    versions = demo_run / "workflow/dreamgrid/versions.py"
+    original = versions.read_text()
+    assert re.search(r"^REGULARIZATION = (\d+)", original, flags=re.MULTILINE)
+    versions.write_text(
+        re.sub(
+            r"^REGULARIZATION = (\d+)",
+            lambda m: f"REGULARIZATION = {int(m.group(1)) + 1}",
+            original,
+            flags=re.MULTILINE,
+        )
+    )
+    try:
+        jobs = planned_jobs(demo_run)
+    finally:
+        versions.write_text(original)
+    genreg = {wc["arm"] for _, wc in every_job if "-genreg-" in wc.get("arm", "")}
+    assert len(genreg) == 4
+    assert job_set(jobs) == branch(every_job, genreg, "generate_class_images")
+    assert Counter(rule for rule, _ in jobs)["generate_class_images"] == 1
+    assert planned_jobs(demo_run) == []  # restored: nothing to do
+
+
+def copy_run(demo_run: Path, work: Path) -> Path:
+    """A copy of the finished demo (files, times and Snakemake's records) to run edits in."""
+    shutil.copytree(demo_run, work, symlinks=True)
+    return work
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def weights(path: Path) -> tuple[dict, dict]:
+    """Tensors and metadata of a safetensors file (its bytes are not reproducible: the
+    metadata map is written in a random order)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="np") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata()  # noqa: SIM118
+
+
+def test_keep_none_deletes_rendered_checkpoints_and_rebuilds_them_alike(demo_run, tmp_path):
+    work = copy_run(demo_run, tmp_path / "work")
+    config = demo_config()
+    config["training"]["keep_checkpoints"] = "none"
+    config["sample"]["count"] += 2  # a shard 1 per checkpoint: it needs the checkpoint again
+    arm = "rare-noreg-nocap"
+    checkpoint = work / f"results/arms/{arm}/checkpoints/epoch-2.safetensors"
+    shard = f"results/arms/{arm}/epoch-2/main/renders/shard-1"
+    original, original_meta = weights(checkpoint)
+    with edited_config(work, config):
+        # 1. The checkpoint exists: its new shard renders from it, then temp() deletes it.
+        first = snakemake(work, "--cores", "2", f"{shard}.csv")
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "train_dreambooth" not in executed_jobs(first.stderr)
+        assert not checkpoint.exists()
+        renders = {p.name: sha256(p) for p in (work / shard).glob("*.png")}
+        assert len(renders) == 2
+        # 2. Once removed, nothing retrains while no job needs it ...
+        assert "train_dreambooth" not in {rule for rule, _ in planned_jobs(work, config)}
+        # 3. ... and when a job does (the shard lost), it is rebuilt: the same weights (kept
+        # with --notemp to compare) and so the same renders.
+        shutil.rmtree(work / shard)
+        (work / f"{shard}.csv").unlink()
+        plan = planned_jobs(work, targets=(f"{shard}.csv",))
+        assert sorted(rule for rule, _ in plan) == ["sample_checkpoint", "train_dreambooth"]
+        again = snakemake(work, "--cores", "2", "--notemp", f"{shard}.csv")
+        assert again.returncode == 0, again.stderr[-3000:]
+    rebuilt, rebuilt_meta = weights(checkpoint)
+    assert rebuilt_meta == original_meta and rebuilt.keys() == original.keys()
+    for key, tensor in rebuilt.items():
+        np.testing.assert_array_equal(tensor, original[key], err_msg=key)
+    assert {p.name: sha256(p) for p in (work / shard).glob("*.png")} == renders
+
+
+def test_a_new_look_alike_winner_reruns_only_the_auto_arms(demo_run, every_job, tmp_path):
+    # No face in random renders: the ranking is the list's order. Swapping the first two
+    # names re-renders their group, and the new first name becomes the `auto` token.
+    work = copy_run(demo_run, tmp_path / "work")
+    candidates = work / "resources/demo/candidates.txt"
+    lines = candidates.read_text().splitlines()
+    names = [i for i, line in enumerate(lines) if line and not line.startswith("#")]
+    first, second = names[0], names[1]
+    lines[first], lines[second] = lines[second], lines[first]
+    candidates.write_text("\n".join(lines) + "\n")
+    result = snakemake(work, "--cores", "2", "--until", "rank_candidates")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert executed_jobs(result.stderr) == {"render_candidates": 1, "rank_candidates": 1}
+    ranking = pd.read_csv(work / "results/token_finder/ranking.csv")
+    assert ranking.loc[ranking["rank"] == 1, "candidate"].tolist() == [lines[first]]
+    jobs = planned_jobs(work)
+    celebrity = {wc["arm"] for _, wc in every_job if wc.get("arm", "").startswith("celebrity-")}
+    assert len(celebrity) == 4
+    # The ranking's own page and figure, then exactly the auto arms' branch.
+    assert job_set(jobs) == branch(every_job, celebrity, "plot_candidates", "render_ranking_page")

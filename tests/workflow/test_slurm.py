@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -142,6 +143,56 @@ def test_every_job_ran_as_a_slurm_job_and_sacct_saw_it_complete(slurm_run):
         check=True,
     ).stdout.split()
     assert sorted(sacct) == sorted(f"{j}|COMPLETED|{ACCOUNT}" for j in submitted.values())
+
+
+def gpu_rules() -> set[str]:
+    """Rules that declare ``gpu=1`` in workflow/rules (what sbatch must turn into a GPU)."""
+    rules = set()
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=(?:rule|checkpoint) )", smk.read_text()):
+            name = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if name and re.search(r"^\s+gpu=1,$", block, flags=re.MULTILINE):
+                rules.add(name.group(1))
+    return rules
+
+
+def test_gpu_rules_got_a_gpu_from_slurm(slurm_run):
+    _, output = slurm_run
+    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
+    rule_of = {}  # Snakemake job id -> rule, from the job headers it prints
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", output):
+        header = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
+        jobid = re.search(r"^\s+jobid: (\d+)$", block, flags=re.MULTILINE)
+        if header and jobid:
+            rule_of[jobid.group(1)] = header.group(1)
+    # Slurm's own record of what each job was allocated (AccountingStorageTRES=gres/gpu).
+    alloc = dict(
+        line.split("|", 1)
+        for line in subprocess.run(
+            [
+                "sacct",
+                "-n",
+                "-X",
+                "-P",
+                "-j",
+                ",".join(submitted.values()),
+                "-o",
+                "JobID,AllocTRES",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    )
+    gpu = gpu_rules()
+    assert {"train_dreambooth", "sample_checkpoint", "generate_class_images"} <= gpu
+    seen = Counter()
+    for job, slurm_id in submitted.items():
+        rule = rule_of[job]
+        has_gpu = "gres/gpu=1" in alloc[slurm_id].split(",")
+        assert has_gpu == (rule in gpu), (rule, alloc[slurm_id])
+        seen[rule in gpu] += 1
+    assert seen[True] and seen[False]  # both kinds ran
 
 
 def test_score_tables_equal_the_local_run(slurm_run, demo_run):
