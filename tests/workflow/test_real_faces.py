@@ -111,6 +111,7 @@ def test_replaced_renders_are_scored_without_retraining_or_resampling(real_faces
         "embed_renders": 8,
         "score_faces": 8,
         "reference_baseline": 1,
+        "memorization": 1,
         "aggregate_scores": 1,
         "render_report_pages": 1,
     }
@@ -310,3 +311,27 @@ def test_the_trainers_lora_file_loads_in_diffusers_as_the_trained_adapter(real_f
     assert change > 0  # the adapter was trained: it changes the output
     # Equal up to the file's fp16 rounding, far below the adapter's own effect.
     assert (out["loaded"] - out["trained"]).abs().max() < 0.01 * change
+
+
+def test_renders_that_are_training_photos_are_flagged_as_memorized(real_faces):
+    """The plain arms' "renders" are the training photos themselves: every one is closer to a
+    training photo than the closest two training photos are; Biden's photos never are."""
+    work, placed, _ = real_faces
+    table = pd.read_csv(work / "results/memorization.csv").set_index("arm")
+    assert set(table.index) == set(RUNS)
+    for run in RUNS:
+        row = table.loc[run]
+        assert row["faces"] == 4, run
+        expected = 0.0 if "-gtreg-" in run else 100.0
+        assert row["pct_closer_than_pairs"] == expected, run
+    renders = pd.read_csv(work / "results/memorization/renders.tsv", sep="\t")
+    for _, render in renders.iterrows():
+        photo = placed[
+            work / f"results/arms/{render['arm']}/epoch-1/main/renders" / render["image"]
+        ]
+        if photo.startswith("train/"):
+            # a re-saved copy of the photo: its own nearest training photo, at distance 0
+            assert render["nearest_photo"] == Path(photo).name
+            assert render["nearest_training"] < 1e-6
+    summary_md = (work / "results/report/summary.md").read_text()
+    assert "## Memorization" in summary_md

@@ -28,6 +28,7 @@ SETS = 1 + len(demo_config()["sample"]["prompt_sets"])
 #: Jobs downstream of every arm's scores: a change to any arm reruns them.
 AGGREGATION = {
     "aggregate_scores",
+    "memorization",
     "plot_curves",
     "plot_tradeoff",
     "render_report_pages",
