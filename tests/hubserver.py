@@ -80,10 +80,10 @@ def _handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             if body:
                 self.wfile.write(data)
 
-        def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        def do_HEAD(self) -> None:
             self._answer(body=False)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._answer(body=True)
 
     return Handler

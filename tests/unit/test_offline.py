@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hubserver import DEEPFACE_REPO, serve, stand_in_onnx  # noqa: E402
+from hubserver import DEEPFACE_REPO, serve, stand_in_onnx
 
-from dreamgrid import faces, offline  # noqa: E402
-from dreamgrid.errors import DreamgridError  # noqa: E402
+from dreamgrid import faces, offline
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflow"
 
@@ -23,18 +22,31 @@ def test_switches_and_mirrored_urls():
     assert not offline.is_on(env)
     offline.switch_on(env)
     assert offline.is_on(env) and env["HF_HUB_OFFLINE"] == "1"
-    urls = ["https://github.com/a/v.onnx", "https://huggingface.co/serengil/deepface/resolve/main/v.onnx"]
+    urls = [
+        "https://github.com/a/v.onnx",
+        "https://huggingface.co/serengil/deepface/resolve/main/v.onnx",
+    ]
     assert offline.mirrored(urls, {}) == urls
     moved = offline.mirrored(urls, {"HF_ENDPOINT": "http://127.0.0.1:9/"})
     assert moved == ["http://127.0.0.1:9/serengil/deepface/resolve/main/v.onnx", *urls]
 
 
+def _python(code: str, env: dict) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter, as a job runs (deepface keeps built models)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def _prepare(home: Path, model: str, detector: str, env: dict) -> subprocess.CompletedProcess:
     """prepare_face_weights in its own process, as the prepare rule's job runs it."""
-    code = f"from dreamgrid import faces; faces.prepare_face_weights({model!r}, {detector!r}, {str(home)!r})"
-    return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
+    args = f"{model!r}, {detector!r}, {str(home)!r}"
+    return _python(f"from dreamgrid import faces; faces.prepare_face_weights({args})", env)
 
 
 def _env(**extra: str) -> dict:
@@ -88,16 +100,14 @@ def test_an_offline_job_without_weights_fails_at_once_naming_model_and_rule(tmp_
     with serve(tmp_path / "hub") as hub:
         hub.add(DEEPFACE_REPO, "vgg_face_weights.onnx", stand_in_onnx())
         env = _env(HF_ENDPOINT=hub.url, **offline.SWITCHES)
-        result = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-        )
+        result = _python(code, env)
     assert result.returncode != 0
     assert "DreamgridError" in result.stderr
     assert "VGG-Face" in result.stderr and "prepare_face_models" in result.stderr
     assert hub.requests == []
 
 
-def test_offline_deepface_refuses_a_download_with_the_prepare_step(tmp_path, monkeypatch):
+def test_offline_deepface_refuses_a_download_with_the_prepare_step(tmp_path):
     """The last guard: a weight file a model asks for that is not there is refused by
     deepface's own download function, in an offline process."""
     code = (
@@ -107,19 +117,13 @@ def test_offline_deepface_refuses_a_download_with_the_prepare_step(tmp_path, mon
         "from deepface.models.facial_recognition.onnx import VGGFace\n"
         "VGGFace.load_model()\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=_env(**offline.SWITCHES),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _python(code, _env(**offline.SWITCHES))
     assert result.returncode != 0
     assert "DeepFace needs vgg_face_weights.onnx" in result.stderr
     assert "prepare_face_models" in result.stderr
 
 
-def test_dlib_weights_still_come_from_the_wheel(tmp_path, monkeypatch):
+def test_dlib_weights_still_come_from_the_wheel(tmp_path):
     """The demo's pair needs no network at all: its files are copied from
     face-recognition-models, and the record lists them."""
     result = _prepare(tmp_path / "home", "Dlib", "dlib", _env(HF_ENDPOINT="http://127.0.0.1:9"))
