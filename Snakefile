@@ -26,11 +26,13 @@ include: "workflow/rules/manifest.smk"
 report: dag.report_text()
 
 
-# On a cluster these run in the snakemake process itself (login node): they may download a
-# model, and compute nodes often have no network.
+# On a cluster these run on the submitting node: the only jobs that may download a model
+# (compute nodes often have no network; every other job runs offline).
 localrules:
     prepare_base_model,
     prepare_caption_model,
+    prepare_clip_model,
+    prepare_face_models,
 
 
 onstart:
