@@ -1,7 +1,8 @@
 """A stand-in for the hub on 127.0.0.1, for tests that must download but have no network.
 
 It serves a folder at the hub's URL layout (``/<repo>/resolve/<revision>/<path>``, with the
-headers huggingface_hub reads, and ``/api/models/<repo>/revision/<revision>`` for a snapshot),
+headers huggingface_hub reads, and ``/api/models/<repo>[/revision|tree/<revision>]`` for a
+snapshot),
 so the libraries reach it through their own endpoint setting, ``HF_ENDPOINT``. DeepFace's
 weights sit where deepface's backup source has them: ``serengil/deepface/resolve/main/<file>``.
 """
@@ -46,17 +47,22 @@ def _handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             path = unquote(self.path.split("?", 1)[0])
             server.requests.append((self.command, path))
             parts = path.strip("/").split("/")
-            if parts[:2] == ["api", "models"] and "revision" in parts:
-                repo = "/".join(parts[2 : parts.index("revision")])
+            if parts[:2] == ["api", "models"] and len(parts) >= 4:
+                repo = "/".join(parts[2:4])  # .../revision/<rev> or none: the same answer
+                base = server.root / repo
                 files = sorted(
-                    p.relative_to(server.root / repo).as_posix()
-                    for p in (server.root / repo).rglob("*")
-                    if p.is_file()
+                    p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()
                 )
-                data = json.dumps(
-                    {"id": repo, "sha": COMMIT, "siblings": [{"rfilename": f} for f in files]}
-                ).encode()
-                return self._send(200, data, "application/json", body)
+                if "tree" in parts:  # the listing snapshot_download walks
+                    answer: object = [
+                        {"type": "file", "path": f, "size": (base / f).stat().st_size,
+                         "oid": hashlib.sha1((base / f).read_bytes()).hexdigest()}
+                        for f in files
+                    ]  # fmt: skip
+                else:
+                    siblings = [{"rfilename": f} for f in files]
+                    answer = {"id": repo, "sha": COMMIT, "siblings": siblings}
+                return self._send(200, json.dumps(answer).encode(), "application/json", body)
             if len(parts) >= 5 and parts[2] == "resolve":
                 repo, name = "/".join(parts[:2]), "/".join(parts[4:])
                 file = server.root / repo / name

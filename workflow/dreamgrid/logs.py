@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,7 @@ def job(log_file: str | Path | None, network: bool = False) -> Iterator[None]:
     from dreamgrid.errors import DreamgridError
 
     saved = sys.stdout, sys.stderr, logging.getLogger().handlers[:]
+    saved_switches = {name: os.environ.get(name) for name in offline.SWITCHES}
     setup(log_file)
     log = logging.getLogger("dreamgrid")
     if not network:
@@ -74,5 +76,10 @@ def job(log_file: str | Path | None, network: bool = False) -> Iterator[None]:
     finally:
         stream = sys.stderr
         sys.stdout, sys.stderr, logging.getLogger().handlers[:] = saved
+        for name, value in saved_switches.items():  # a job run in-process (tests) ends here
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         if log_file:
             stream.close()
