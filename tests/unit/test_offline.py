@@ -79,6 +79,12 @@ def test_prepare_fetches_the_study_pair_through_hf_endpoint_once(tmp_path):
         assert len(hub.requests) == asked
 
 
+def test_record_home_inverts_face_record(tmp_path):
+    assert offline.record_home(offline.face_record(tmp_path / "h", "VGG-Face", "dlib")) == (
+        tmp_path / "h"
+    )
+
+
 def test_a_missing_weight_file_is_named(tmp_path):
     home = tmp_path / "home"
     record = offline.face_record(home, "ArcFace", "dlib")

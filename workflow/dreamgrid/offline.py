@@ -63,3 +63,8 @@ def mirrored(urls: str | Sequence[str], environ: MutableMapping[str, str] | None
 def face_record(home: str | Path, model: str, detector: str) -> Path:
     """The prepare step's record of a (model, detector) pair in a deepface home."""
     return Path(home) / FACE_RECORD.format(model=model, detector=detector)
+
+
+def record_home(record: str | Path) -> Path:
+    """The deepface home a :func:`face_record` path lies in."""
+    return Path(record).parents[len(Path(FACE_RECORD).parts) - 1]

@@ -254,8 +254,9 @@ def run(config: dict[str, Any], cache: str | Path | None = None) -> list[dict]:
         from dreamgrid import caption
 
         caption.read_overrides(Path(overrides), list_images(subject["train_images"]))
-    check_reference_faces(config, Path(cache) if cache else None)
     check_disk(config)
+    # Last: it may fetch the face weights (this node runs the prepare rules too).
+    check_reference_faces(config, Path(cache) if cache else None)
     logger.info("preflight: %d images decode; references show one face each", len(images))
     if cfg.is_demo(config):
         logger.warning(

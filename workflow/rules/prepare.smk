@@ -69,7 +69,6 @@ rule prepare_face_models:
     conda:
         "../../envs/score.yaml"
     params:
-        home=config["score"]["deepface_home"],
         impl=versions.MODELS,
     script:
         "../scripts/prepare_face_models.py"
