@@ -31,6 +31,7 @@ report: dag.report_text()
 localrules:
     prepare_base_model,
     prepare_caption_model,
+    prepare_lavis_model,
     prepare_clip_model,
     prepare_face_models,
 

@@ -17,6 +17,8 @@ BASE_MODEL_DIR = f"{RESULTS}/models/base"
 CAPTION_MODEL_DIR = f"{RESULTS}/models/captioner"
 #: A CLIP model given as a hub id, downloaded once (score.clip_model).
 CLIP_MODEL_DIR = f"{RESULTS}/models/clip"
+#: LAVIS's checkpoint and tokenizer caches (caption.backend lavis), downloaded once.
+LAVIS_MODEL_DIR = f"{RESULTS}/models/lavis"
 PREFLIGHT_CACHE = f"{RESULTS}/preflight/inputs.json"
 CAPTIONS = f"{RESULTS}/captions/{{captioner}}/captions.csv"
 REG_IMAGES = f"{RESULTS}/regularization/{{reg}}/images"
@@ -274,6 +276,8 @@ class Grid:
         # The LAVIS backend loads its own model in its own venv (dreamgrid.lavis_caption).
         if self.config["caption"]["backend"] == "transformers":
             inputs["model"] = CAPTION_MODEL_DIR
+        else:
+            inputs["lavis"] = LAVIS_MODEL_DIR
         if self.config["subject"]["caption_overrides"]:
             inputs["overrides"] = self.config["subject"]["caption_overrides"]
         return inputs

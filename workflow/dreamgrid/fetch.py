@@ -19,7 +19,7 @@ from dreamgrid.errors import DreamgridError
 logger = logging.getLogger(__name__)
 
 #: Sub-folders of the fetched folder.
-BASE, CAPTIONER, CLIP, DEEPFACE = "base", "captioner", "clip", "deepface"
+BASE, CAPTIONER, CLIP, DEEPFACE, LAVIS = "base", "captioner", "clip", "deepface", "lavis"
 
 
 def _model(source: str, kind: str, out: Path, allow_pickle: bool = False) -> str | None:
@@ -38,18 +38,20 @@ def fetch(config: dict[str, Any], to: str | Path) -> dict[str, str]:
     """Download every model ``config`` loads into ``to``.
 
     Base model (a hub id, or a single file whose configs come from the hub: converted to a
-    diffusers folder), the transformers captioner, CLIPScore's model, and DeepFace's weights
-    for every scored model with the detector (the token finder uses the same models).
+    diffusers folder), the captioner (transformers; or LAVIS, through its venv), CLIPScore's
+    model, and DeepFace's weights for every scored model with the detector (the token finder
+    uses the same models).
 
     Args:
         config: a validated config.
         to: the folder to fill (created; what is already there is kept).
 
     Returns:
-        The config keys (dotted) and the values that point at ``to``.
+        The config keys (dotted) and the values that point at ``to``; a key starting with
+        ``#`` is a step to do by hand.
 
     Raises:
-        DreamgridError: the hub's offline switches are set here, or LAVIS would download.
+        DreamgridError: the hub's offline switches are set here, or a download failed.
     """
     if offline.is_on():
         raise DreamgridError(
@@ -66,12 +68,14 @@ def fetch(config: dict[str, Any], to: str | Path) -> dict[str, str]:
     caption = config["caption"]
     if "blip" in config["axes"]["captions"]:
         if caption["backend"] == "lavis" and caption["lavis_model"] != "tiny":
-            raise DreamgridError(
-                "caption.backend lavis: LAVIS downloads its checkpoint itself inside its venv "
-                "and cannot be fetched here. Use caption.backend: transformers with a hub id "
-                "(fetched), or caption with LAVIS where there is network and pass the captions "
-                "as subject.caption_overrides."
-            )
+            from dreamgrid import lavis_caption
+
+            if not (to / LAVIS).is_dir():
+                lavis_caption.prepare_in_venv(
+                    caption["lavis_python"], caption["lavis_model"], to / LAVIS
+                )
+            # Not a config value: the workflow reads it where prepare_lavis_model puts it.
+            values["#lavis"] = f"copy {to / LAVIS} to results/models/lavis in the workdir"
         if caption["backend"] == "transformers":
             captioner = _model(caption["model"], "blip", to / CAPTIONER)
             if captioner:
@@ -94,11 +98,14 @@ def config_lines(values: dict[str, str]) -> str:
     """``values`` as the YAML a user pastes into the config (nested by the dotted keys)."""
     import yaml
 
+    notes = [f"# {value}\n" for key, value in values.items() if key.startswith("#")]
     nested: dict[str, Any] = {}
     for key, value in values.items():
+        if key.startswith("#"):
+            continue
         *parents, leaf = key.split(".")
         node = nested
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return yaml.safe_dump(nested, sort_keys=False)
+    return yaml.safe_dump(nested, sort_keys=False) + "".join(notes)

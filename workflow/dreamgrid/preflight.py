@@ -91,6 +91,8 @@ def check_models(config: dict[str, Any]) -> list[str]:
     from dreamgrid import dag
 
     score = config["score"]
+    fetched: list[str] = []
+    missing: list[str] = []
     needs = [("base_model", config["base_model"], dag.BASE_MODEL_DIR, "prepare_base_model")]
     captions = config["axes"]["captions"]
     if "blip" in captions and config["caption"]["backend"] == "transformers":
@@ -98,11 +100,21 @@ def check_models(config: dict[str, Any]) -> list[str]:
             ("caption.model", config["caption"]["model"], dag.CAPTION_MODEL_DIR,
              "prepare_caption_model")
         )  # fmt: skip
+    lavis = config["caption"]["backend"] == "lavis" and "blip" in captions
+    if (
+        lavis
+        and config["caption"]["lavis_model"] != "tiny"
+        and not Path(dag.LAVIS_MODEL_DIR).is_dir()
+    ):
+        fetched.append(f"LAVIS {config['caption']['lavis_model']} (prepare_lavis_model)")
+        missing.append(
+            f"caption.lavis_model: {config['caption']['lavis_model']} is downloaded by the local "
+            f"rule prepare_lavis_model into {dag.LAVIS_MODEL_DIR}"
+        )
     if score["clip_model"]:
         needs.append(
             ("score.clip_model", score["clip_model"], dag.CLIP_MODEL_DIR, "prepare_clip_model")
         )
-    fetched, missing = [], []
     for key, source, prepared, rule in needs:
         kind = models.classify(source, config["allow_pickle"] if key == "base_model" else False)
         # A single file's scheduler and tokenizer configs come from the hub too.

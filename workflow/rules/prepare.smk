@@ -37,6 +37,23 @@ rule prepare_caption_model:
         "../scripts/prepare_model.py"
 
 
+rule prepare_lavis_model:
+    output:
+        directory(dag.LAVIS_MODEL_DIR),
+    log:
+        "results/logs/prepare_lavis_model/lavis.log",
+    benchmark:
+        "results/benchmarks/prepare_lavis_model/lavis.tsv"
+    conda:
+        "../../envs/caption.yaml"
+    params:
+        python=config["caption"]["lavis_python"],
+        model=config["caption"]["lavis_model"],
+        impl=versions.MODELS,
+    script:
+        "../scripts/prepare_lavis_model.py"
+
+
 rule prepare_clip_model:
     output:
         directory(dag.CLIP_MODEL_DIR),
