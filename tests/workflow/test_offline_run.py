@@ -91,3 +91,14 @@ def test_a_missing_weight_on_an_offline_node_stops_the_run_before_any_job(tmp_pa
     assert "prepare_face_models" in output and "dreamgrid fetch" in output
     assert not (work / "results" / "models" / "base").exists()
     assert not (work / "results" / "logs").exists()
+
+
+def test_the_demo_prepares_its_face_models_once_and_scores_offline(demo_run):
+    record = demo_run / HOME / ".deepface" / "prepared" / "Dlib-dlib.json"
+    assert record.is_file()
+    assert (demo_run / "results/logs/prepare_face_models/Dlib-dlib.log").is_file()
+    logs = sorted((demo_run / "results/logs/embed_renders").rglob("*.log"))
+    assert logs
+    for log in logs:
+        assert "offline: HF_HUB_OFFLINE=1" in log.read_text(), log
+    assert not (demo_run / "resources" / "deepface").exists()
