@@ -142,3 +142,63 @@ def test_dlib_weights_still_come_from_the_wheel(tmp_path):
 @pytest.mark.parametrize("value", ["1", "true", "ON"])
 def test_any_switch_counts(value):
     assert offline.is_on({"TRANSFORMERS_OFFLINE": value})
+
+
+def _study(**caption) -> dict:
+    from dreamgrid import config as cfg
+
+    return cfg.validate(
+        {
+            "subject": {"class_word": "woman", "train_images": "photos", "references": "refs"},
+            "base_model": "org/sd-model",
+            "axes": {"token": {"rare": "ohwx"}, "regularization": ["none"], "captions": ["blip"]},
+            "caption": {"model": "org/blip", **caption},
+            "score": {"model": "VGG-Face", "detector": "retinaface", "clip_model": "org/clip"},
+        }
+    )
+
+
+def test_preflight_lists_what_the_local_rules_will_download(tmp_path, monkeypatch):
+    from dreamgrid import preflight
+
+    monkeypatch.chdir(tmp_path)
+    for name in offline.SWITCHES:
+        monkeypatch.delenv(name, raising=False)
+    fetched = preflight.check_models(_study())
+    assert fetched == [
+        "base_model org/sd-model (prepare_base_model)",
+        "caption.model org/blip (prepare_caption_model)",
+        "score.clip_model org/clip (prepare_clip_model)",
+        "DeepFace VGG-Face/retinaface (prepare_face_models)",
+    ]
+    # Prepared already: nothing to fetch, offline or not.
+    for folder in ("base", "captioner", "clip"):
+        (tmp_path / "results" / "models" / folder).mkdir(parents=True)
+    record = offline.face_record("results/models/deepface", "VGG-Face", "retinaface")
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"files": {}}))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert preflight.check_models(_study()) == []
+
+
+def test_an_offline_node_with_a_model_missing_stops_the_preflight(tmp_path, monkeypatch):
+    from dreamgrid import preflight
+    from dreamgrid.errors import SpecError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = _study(backend="lavis", lavis_python="/venv/bin/python")
+    with pytest.raises(SpecError) as err:
+        preflight.check_models(config)
+    message = str(err.value)
+    for part in (
+        "HF_HUB_OFFLINE set",
+        "prepare_base_model",
+        "prepare_lavis_model",
+        "prepare_clip_model",
+        "VGG-Face",
+        "prepare_face_models",
+        "dreamgrid fetch",
+    ):
+        assert part in message, part  # fmt: skip
+    assert "prepare_caption_model" not in message  # the LAVIS backend needs no BLIP folder
