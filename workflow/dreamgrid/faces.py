@@ -46,7 +46,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HOME = Path(__file__).resolve().parents[2] / "resources" / "deepface"
+#: For the standalone commands (``dreamgrid score``...): the user's cache, never a folder of the
+#: installed package. The workflow passes ``score.deepface_home`` (results/models/deepface).
+DEFAULT_HOME = (
+    Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dreamgrid" / "deepface"
+)
 
 # Weight files deepface's Dlib recognition model and dlib detector look for, and which
 # the face_recognition_models package ships (same files as dlib.net's .dat.bz2 downloads).
