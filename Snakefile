@@ -26,11 +26,15 @@ include: "workflow/rules/manifest.smk"
 report: dag.report_text()
 
 
-# On a cluster these run in the snakemake process itself (login node): they may download a
-# model, and compute nodes often have no network (the LoRA target check reads only configs).
+# On a cluster these run on the submitting node: the only jobs that may download a model
+# (compute nodes often have no network; every other job runs offline). The LoRA target check
+# reads only configs.
 localrules:
     prepare_base_model,
     prepare_caption_model,
+    prepare_lavis_model,
+    prepare_clip_model,
+    prepare_face_models,
     check_lora_targets,
 
 

@@ -6,6 +6,7 @@ skipped with that reason elsewhere (failed instead with DREAMGRID_REQUIRE_LAVIS=
 """
 
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -86,6 +87,7 @@ def test_lavis_backend_needs_no_transformers_captioner_in_the_dag():
     )
     grid = dag.Grid(config)
     assert "model" not in grid.caption_inputs()
+    assert grid.caption_inputs()["lavis"] == dag.LAVIS_MODEL_DIR  # prepared by a local rule
     assert "captioner" not in grid.manifest_inputs()
     assert grid.caption_params()["lavis_python"] == "/venv/bin/python"
     # The transformers backend's params carry no LAVIS keys (adding them reran nothing).
@@ -132,3 +134,50 @@ def test_settings_replace_keeps_lavis_fields(tmp_path):
     python.chmod(0o755)
     changed = dataclasses.replace(settings(python), seed=1)
     assert (changed.lavis_python, changed.lavis_model) == (str(python), "tiny")
+
+
+#: Stands in for the LAVIS venv's interpreter (``python -m dreamgrid.lavis_caption ...``): a
+#: "download" lands where torch.hub would put it, captions are canned, the env is kept.
+FAKE_VENV = """#!{python}
+import json, os, sys
+args = sys.argv[3:]
+dump = os.environ["FAKE_LAVIS_ENV"]
+json.dump(dict(os.environ), open(dump, "w"))
+if args[0] == "--prepare":
+    folder = os.path.join(os.environ["TORCH_HOME"], "hub", "checkpoints")
+    os.makedirs(folder)
+    open(os.path.join(folder, "model_large_caption.pth"), "w").write(args[1])
+else:
+    request = json.load(open(args[0]))
+    json.dump({{p: request["prompt"] + "woman" for p in request["images"]}}, open(args[1], "w"))
+"""
+
+
+def test_lavis_downloads_once_into_a_folder_its_caption_jobs_read_offline(
+    images, tmp_path, monkeypatch
+):
+    from dreamgrid import offline
+
+    fake = tmp_path / "venv-python"
+    fake.write_text(FAKE_VENV.format(python=sys.executable))
+    fake.chmod(0o755)
+    dump = tmp_path / "env.json"
+    monkeypatch.setenv("FAKE_LAVIS_ENV", str(dump))
+    for name in offline.SWITCHES:
+        monkeypatch.delenv(name, raising=False)
+    prepared = lavis_caption.prepare_in_venv(str(fake), "blip_caption:large_coco", tmp_path / "m")
+    checkpoint = prepared / "torch" / "hub" / "checkpoints" / "model_large_caption.pth"
+    assert checkpoint.read_text() == "blip_caption:large_coco"
+    assert (prepared / lavis_caption.PREPARED).is_file()
+    assert not offline.is_on(json.loads(dump.read_text()))  # the prepare step may download
+
+    # The caption job: offline switches on (logs.job), LAVIS's caches the prepared ones.
+    for name, value in offline.SWITCHES.items():
+        monkeypatch.setenv(name, value)
+    chosen = settings(fake, lavis_model="blip_caption:large_coco", lavis_home=str(prepared))
+    table = run(images, chosen, None, tmp_path / "captions.csv")
+    assert len(table) == 3
+    env = json.loads(dump.read_text())
+    assert env["TORCH_HOME"] == str(prepared.resolve() / "torch")
+    assert env["HF_HOME"] == str(prepared.resolve() / "hf")
+    assert offline.is_on(env)

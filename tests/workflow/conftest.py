@@ -18,9 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_FILES = ["Snakefile", "workflow", "config", "envs", "profiles", "resources/demo"]
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess:
-    """Run snakemake in ``workdir`` with this interpreter (so the shims use the same venv)."""
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 2400, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir`` with this interpreter (so the shims use the same venv);
+    ``env`` adds to (or, with None values, removes from) its environment."""
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if k != "DEEPFACE_HOME"}
+    env.update({k: v for k, v in extra.items() if v is not None})
+    for name in [k for k, v in extra.items() if v is None]:
+        env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=workdir,

@@ -17,6 +17,7 @@ UPSTREAM = {
     "check_inputs",
     "prepare_base_model",
     "prepare_caption_model",
+    "prepare_face_models",
     "caption_images",
     "generate_class_images",
     "embed_references",

@@ -122,7 +122,9 @@ def test_every_job_ran_as_a_slurm_job_and_sacct_saw_it_complete(slurm_run):
     _, output = slurm_run
     submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
     local = re.findall(r"localrule (\w+):", output)
-    assert set(local) <= {"prepare_base_model", "prepare_caption_model"}
+    # Every download on the submitting node: the models and DeepFace's weights.
+    assert set(local) <= {"prepare_base_model", "prepare_caption_model", "prepare_face_models"}
+    assert {"prepare_base_model", "prepare_face_models"} <= set(local)
     # 2 arms x 2 epochs x (train, sample, embed, score) + caption + class images + references
     # + the celebrity token's finder: one render job per 2 demo candidates and the ranking
     candidates = 2

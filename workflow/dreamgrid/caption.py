@@ -63,6 +63,8 @@ class CaptionSettings:
         lavis_python: interpreter of the LAVIS venv (backend ``lavis`` only).
         lavis_model: LAVIS ``name:model_type`` (e.g. ``blip_caption:large_coco``) or ``tiny``
             (backend ``lavis`` only).
+        lavis_home: the folder ``prepare_lavis_model`` filled with LAVIS's downloads (backend
+            ``lavis`` in the workflow; None: LAVIS's own caches).
     """
 
     model: Path
@@ -78,6 +80,7 @@ class CaptionSettings:
     # Backend plumbing, not hyperparameters: only the lavis backend reads them.
     lavis_python: str | None = None
     lavis_model: str | None = None
+    lavis_home: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -7,6 +7,7 @@ dreamgrid report --scores F.csv --out DIR [--baseline B.csv]   tables, summary.m
 dreamgrid power --scores F.csv --effect 0.01 [--share-effect 5]   renders and runs for 80% power
 dreamgrid rank-candidates --references DIR --candidates DIR --out ranking.csv   look-alike names
 dreamgrid check CONFIG        validate a config and list its arms
+dreamgrid fetch CONFIG [--to DIR]   download every model CONFIG needs (for offline machines)
 dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
 """
 
@@ -378,6 +379,23 @@ def _check(args: argparse.Namespace) -> None:
         print(f"warning: {warning}")
 
 
+def _fetch(args: argparse.Namespace) -> None:
+    import contextlib
+
+    from dreamgrid import config as cfg
+    from dreamgrid import fetch
+
+    # deepface logs to stdout; stdout is kept for the config values alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        values = fetch.fetch(cfg.load(args.config), args.to)
+    print(
+        f"# Every model {args.config} needs is in {args.to.resolve()}. Copy that folder to the "
+        "machine without network\n# (same path, or edit these), and set in the config:\n"
+        + fetch.config_lines(values),
+        end="",
+    )
+
+
 def _config_docs(args: argparse.Namespace) -> None:
     from dreamgrid import config as cfg
 
@@ -540,6 +558,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", type=Path, help="YAML config file")
     check.set_defaults(func=_check)
+
+    fetch = command(
+        "fetch",
+        "download every model a config needs into one folder (machines without network)",
+        "Download the base model, the captioner, CLIPScore's model and DeepFace's weights for "
+        "every scored model and the detector into --to, and print the config values that "
+        "point at it. Copy the folder to a machine with no network; `dreamgrid check` passes "
+        "there without it. (With network on the submitting node, the workflow's prepare rules "
+        "do this by themselves.)",
+    )
+    fetch.add_argument("config", type=Path, help="YAML config file")
+    fetch.add_argument(
+        "--to", type=Path, default=Path("models"), help="folder to fill (default: models)"
+    )
+    fetch.set_defaults(func=_fetch)
 
     docs = command(
         "config-docs",

@@ -9,11 +9,16 @@ from collections.abc import Callable
 from typing import Any
 
 from dreamgrid import config as cfg
+from dreamgrid import offline
 from dreamgrid.prompts import AUTO_TOKEN, MAIN_PROMPT_SET
 
 RESULTS = "results"
 BASE_MODEL_DIR = f"{RESULTS}/models/base"
 CAPTION_MODEL_DIR = f"{RESULTS}/models/captioner"
+#: A CLIP model given as a hub id, downloaded once (score.clip_model).
+CLIP_MODEL_DIR = f"{RESULTS}/models/clip"
+#: LAVIS's checkpoint and tokenizer caches (caption.backend lavis), downloaded once.
+LAVIS_MODEL_DIR = f"{RESULTS}/models/lavis"
 # LoRA targets checked against the prepared base model once, before any lora arm trains.
 LORA_TARGETS = f"{RESULTS}/models/lora_targets.json"
 PREFLIGHT_CACHE = f"{RESULTS}/preflight/inputs.json"
@@ -290,6 +295,8 @@ class Grid:
         # The LAVIS backend loads its own model in its own venv (dreamgrid.lavis_caption).
         if self.config["caption"]["backend"] == "transformers":
             inputs["model"] = CAPTION_MODEL_DIR
+        else:
+            inputs["lavis"] = LAVIS_MODEL_DIR
         if self.config["subject"]["caption_overrides"]:
             inputs["overrides"] = self.config["subject"]["caption_overrides"]
         return inputs
@@ -451,6 +458,37 @@ class Grid:
                 "multiple_faces": score["multiple_faces"],
             }
         )
+
+    def face_record(self, wildcards: Any) -> str:
+        """The prepare step's record of one (model, detector) pair: an embedding job's
+        promise that the weights are on disk before it starts (it never downloads)."""
+        return self.face_record_pattern().format(model=wildcards.model, detector=wildcards.detector)
+
+    def face_record_pattern(self) -> str:
+        """Output of ``prepare_face_models``, inside ``score.deepface_home`` (shared by
+        every job, so the weights are fetched once)."""
+        return str(
+            offline.face_record(self.config["score"]["deepface_home"], "{model}", "{detector}")
+        )
+
+    def face_records(self) -> list[str]:
+        """Every record the grid needs: one per scored model with the detector."""
+        detector = self.config["score"]["detector"]
+        return [
+            self.face_record_pattern().format(model=model, detector=detector)
+            for model in self.face_models()
+        ]
+
+    def clip_model_input(self) -> list[str]:
+        """The CLIP folder a CLIPScore job loads: a hub id's download (prepared once by
+        ``prepare_clip_model``; ``tiny`` is built there), else the user's folder as it is;
+        [] without CLIP."""
+        from dreamgrid import models
+
+        source = self.config["score"]["clip_model"]
+        if not source:
+            return []
+        return [source if models.classify(source) == "dir" else CLIP_MODEL_DIR]
 
     def clip_files(self) -> list[str]:
         """Every checkpoint's CLIPScore tables ([] without ``score.clip_model``)."""

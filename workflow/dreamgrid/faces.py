@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dreamgrid import offline
 from dreamgrid.errors import DreamgridError, NoFaceError, SpecError
 from dreamgrid.io import atomic_path, list_images, load_rgb
 from dreamgrid.prompts import MAIN_PROMPT_SET
@@ -45,7 +46,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HOME = Path(__file__).resolve().parents[2] / "resources" / "deepface"
+#: For the standalone commands (``dreamgrid score``...): the user's cache, never a folder of the
+#: installed package. The workflow passes ``score.deepface_home`` (results/models/deepface).
+DEFAULT_HOME = (
+    Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dreamgrid" / "deepface"
+)
 
 # Weight files deepface's Dlib recognition model and dlib detector look for, and which
 # the face_recognition_models package ships (same files as dlib.net's .dat.bz2 downloads).
@@ -216,13 +221,177 @@ def _deepface():
     """Import and return ``deepface.DeepFace`` once the home is set up and the GPUs hidden.
 
     deepface calls ``warnings.filterwarnings("ignore")`` on import, which would silence every
-    warning in the process; the filters are restored afterwards.
+    warning in the process; the filters are restored afterwards. In a job that runs offline
+    (:func:`dreamgrid.offline.is_on`), a weight download is refused with the prepare step's
+    name (:func:`_refuse_downloads`).
     """
     setup_deepface()
     hide_gpus()
     with warnings.catch_warnings():
         from deepface import DeepFace
+    if offline.is_on():
+        _refuse_downloads()
     return DeepFace
+
+
+# ---- weights: prepared once on the submitting node, never downloaded by a job ---------------
+
+#: The one function through which deepface (and retina-face, its retinaface detector) fetches
+#: every weight file: ``download_weights_if_necessary(file_name, url(s), ...)``.
+_DOWNLOADERS = ("deepface.commons.weight_utils", "retinaface.commons.weight_utils")
+
+
+def _download_modules() -> list[Any]:
+    import importlib
+
+    found = []
+    for name in _DOWNLOADERS:
+        try:
+            found.append(importlib.import_module(name))
+        except ImportError:  # retina-face is optional, or needs a missing backend
+            continue
+    return found
+
+
+@contextlib.contextmanager
+def _wrapped_downloads(wrap: Any) -> Any:
+    """Replace each library's download function by ``wrap(original)`` inside the block."""
+    modules = _download_modules()
+    saved = [module.download_weights_if_necessary for module in modules]
+    for module, original in zip(modules, saved, strict=True):
+        module.download_weights_if_necessary = wrap(original)
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, saved, strict=True):
+            module.download_weights_if_necessary = original
+
+
+def _weights_dir() -> Path:
+    return Path(os.environ["DEEPFACE_HOME"]) / ".deepface" / "weights"
+
+
+def offline_help(problem: str, home: str | Path) -> str:
+    """The message of a job that would need DeepFace weights it does not have."""
+    return (
+        f"{problem}. Jobs run offline (compute nodes often have no network): DeepFace's "
+        f"weights are downloaded once, before any job, by the local rule "
+        f"{offline.FACE_PREPARE_RULE} into score.deepface_home ({home}). Run snakemake again "
+        "from a node with network (it runs that rule there), or on a machine without any "
+        "network run `dreamgrid fetch CONFIG --to DIR` where there is one, copy DIR here and "
+        "set score.deepface_home to DIR/deepface."
+    )
+
+
+def _refuse_downloads() -> None:
+    """From now on in this process, a weight file deepface does not find fails at once with
+    :func:`offline_help` instead of a connection traceback."""
+
+    def wrap(original: Any) -> Any:
+        if getattr(original, "_dreamgrid_refuses", False):
+            return original
+
+        def download(file_name: str, *args: Any, **kwargs: Any) -> str:
+            if (_weights_dir() / file_name).is_file():
+                return original(file_name, *args, **kwargs)
+            raise DreamgridError(
+                offline_help(f"DeepFace needs {file_name}, which is not in {_weights_dir()}",
+                             os.environ["DEEPFACE_HOME"])
+            )  # fmt: skip
+
+        download._dreamgrid_refuses = True  # type: ignore[attr-defined]
+        return download
+
+    for module in _download_modules():
+        module.download_weights_if_necessary = wrap(module.download_weights_if_necessary)
+
+
+def face_weights_problem(model: str, detector: str, home: str | Path) -> str | None:
+    """Why ``home`` cannot score with (model, detector) offline, or None if it can: the
+    prepare step's record (:func:`prepare_face_weights`) and every file it lists exist."""
+    home = Path(home).expanduser().resolve()
+    record = offline.face_record(home, model, detector)
+    if not record.is_file():
+        return f"DeepFace model {model} with detector {detector} was never prepared in {home}"
+    try:
+        files = json.loads(record.read_text())["files"]
+    except (OSError, ValueError, KeyError) as err:
+        return f"{record}: unreadable ({err})"
+    weights = home / ".deepface" / "weights"
+    missing = [name for name in files if not (weights / name).is_file()]
+    if missing:
+        return f"{', '.join(missing)} of DeepFace model {model}/{detector} missing in {weights}"
+    return None
+
+
+_READY: set[tuple[str, str, str]] = set()
+
+
+def require_face_weights(settings: FaceSettings | EmbedSettings) -> None:
+    """Fail at once, naming the model and the prepare step, when this offline process's
+    deepface home lacks the weights of ``settings``."""
+    home = os.environ.get("DEEPFACE_HOME") or str(DEFAULT_HOME)
+    key = (settings.model, settings.detector, home)
+    if key in _READY:
+        return
+    problem = face_weights_problem(settings.model, settings.detector, home)
+    if problem:
+        raise DreamgridError(offline_help(problem, home))
+    _READY.add(key)
+
+
+def prepare_face_weights(model: str, detector: str, home: str | Path) -> Path:
+    """Put the weights of a recognition model and a detector into ``home`` by building both
+    once, and record which files they loaded (the only step that downloads face weights).
+
+    Downloads go through deepface's own download function; weight URLs on huggingface.co
+    (deepface's backup source) are tried first at ``HF_ENDPOINT`` when that names a mirror.
+    Files already present are not fetched again.
+
+    Args:
+        model: deepface recognition model, e.g. ``VGG-Face``.
+        detector: deepface detector backend, e.g. ``retinaface``.
+        home: the deepface home every job uses (``score.deepface_home``).
+
+    Returns:
+        The record (:func:`dreamgrid.offline.face_record`): model, detector, deepface
+        version and the weight files with their sizes.
+    """
+    home = setup_deepface(home)
+    hide_gpus()
+    with warnings.catch_warnings():
+        from deepface.modules import modeling
+    files: list[str] = []
+
+    def wrap(original: Any) -> Any:
+        def download(file_name: str, *args: Any, **kwargs: Any) -> str:
+            files.append(file_name)
+            if args:
+                args = (offline.mirrored(args[0]), *args[1:])
+            for key in ("source_url", "source_urls"):
+                if key in kwargs:
+                    kwargs[key] = offline.mirrored(kwargs[key])
+            return original(file_name, *args, **kwargs)
+
+        return download
+
+    with _wrapped_downloads(wrap):
+        modeling.build_model(task="facial_recognition", model_name=model)
+        if detector != "skip":
+            modeling.build_model(task="face_detector", model_name=detector)
+    weights = home / ".deepface" / "weights"
+    record = offline.face_record(home, model, detector)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": model,
+        "detector": detector,
+        "deepface": importlib.metadata.version("deepface"),
+        "files": {name: (weights / name).stat().st_size for name in sorted(set(files))},
+    }
+    with atomic_path(record) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    logger.info("%s/%s: %s ready in %s", model, detector, ", ".join(payload["files"]), weights)
+    return record
 
 
 def compute_info() -> dict[str, str]:
@@ -247,7 +416,8 @@ def compute_info() -> dict[str, str]:
 
 
 def _check(settings: FaceSettings | EmbedSettings) -> None:
-    """Raise SpecError for a model, detector or metric deepface does not know."""
+    """Raise SpecError for a model, detector or metric deepface does not know; offline, a
+    DreamgridError when the weights were not prepared (:func:`require_face_weights`)."""
     _deepface()
     from deepface.config.threshold import thresholds
     from deepface.modules.modeling import AVAILABLE_MODELS
@@ -274,6 +444,8 @@ def _check(settings: FaceSettings | EmbedSettings) -> None:
             f"score detector {settings.detector!r} is not a deepface face detector{hint}. "
             f"Use one of: {', '.join(detectors)}."
         )
+    if offline.is_on():
+        require_face_weights(settings)
 
 
 #: A threshold this many times DeepFace's own for the model is "far above" it: nearly every

@@ -8,7 +8,10 @@ standard library, torch, PIL and lavis: nothing else of dreamgrid.
 
 ``lavis_model: tiny`` builds a random-weight BLIP from a small config with an offline BERT
 vocabulary (tests and demo: gibberish captions, real LAVIS code path); any other value is a
-LAVIS ``name:model_type`` that ``load_model_and_preprocess`` loads (downloading on first use).
+LAVIS ``name:model_type`` that ``load_model_and_preprocess`` loads. Its downloads (the
+checkpoint through torch.hub, the BERT tokenizer through the hub) happen once, in the local rule
+``prepare_lavis_model`` (:func:`prepare_in_venv`), into a folder whose caches every caption job
+then reads offline (:func:`cache_env`).
 """
 
 from __future__ import annotations
@@ -56,6 +59,51 @@ def check_interpreter(python: str | None) -> Path:
     return path
 
 
+#: Written into a prepared LAVIS folder: which model its caches hold.
+PREPARED = "lavis.json"
+
+
+def cache_env(home: str | Path) -> dict[str, str]:
+    """Where LAVIS looks for its downloads, pointed into a prepared folder: torch.hub's
+    checkpoints (``TORCH_HOME``) and the hub cache of its BERT tokenizer (``HF_HOME``)."""
+    home = Path(home).resolve()
+    return {"TORCH_HOME": str(home / "torch"), "HF_HOME": str(home / "hf")}
+
+
+def _venv_env(python: Path) -> dict[str, str]:
+    package_root = Path(__file__).resolve().parents[1]
+    # Only dreamgrid on the path: the venv's own packages must win over this env's.
+    return {**os.environ, "PYTHONPATH": str(package_root), "PYTHONNOUSERSITE": "1"}
+
+
+def prepare_in_venv(python: str | None, model: str, out: Path) -> Path:
+    """Download LAVIS ``model``'s checkpoint and tokenizer once into ``out`` (the local rule
+    ``prepare_lavis_model``, on the submitting node; ``tiny`` downloads nothing).
+
+    Raises:
+        DreamgridError: LAVIS failed (its last lines in the message).
+    """
+    from dreamgrid.errors import DreamgridError
+    from dreamgrid.io import atomic_path
+
+    interpreter = check_interpreter(python)
+    with atomic_path(Path(out)) as tmp:
+        tmp.mkdir(parents=True)
+        if model != TINY:
+            env = {**_venv_env(interpreter), **cache_env(tmp)}
+            cmd = [str(interpreter), "-m", "dreamgrid.lavis_caption", "--prepare", model]
+            result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+                raise DreamgridError(
+                    f"LAVIS could not download {model} in {interpreter} "
+                    f"(exit {result.returncode}):\n{tail}\nCheck the venv ({HELP})"
+                )
+        (tmp / PREPARED).write_text(json.dumps({"model": model}) + "\n")
+    log.info("LAVIS %s ready in %s", model, out)
+    return Path(out)
+
+
 def caption_in_venv(settings: Any, images: Sequence[Path]) -> dict[str, str]:
     """Caption ``images`` with LAVIS in ``settings.lavis_python``'s venv.
 
@@ -81,9 +129,9 @@ def caption_in_venv(settings: Any, images: Sequence[Path]) -> dict[str, str]:
         "max_length": settings.max_length,
         "seed": settings.seed,
     }
-    package_root = Path(__file__).resolve().parents[1]
-    # Only dreamgrid on the path: the venv's own packages must win over this env's.
-    env = {**os.environ, "PYTHONPATH": str(package_root), "PYTHONNOUSERSITE": "1"}
+    env = _venv_env(python)
+    if settings.lavis_home:  # the prepared caches; the job's offline switches pass through
+        env.update(cache_env(settings.lavis_home))
     with tempfile.TemporaryDirectory(prefix="dreamgrid-lavis-") as tmp:
         request_file, out_file = Path(tmp) / "request.json", Path(tmp) / "captions.json"
         request_file.write_text(json.dumps(request))
@@ -198,4 +246,7 @@ def main(request_file: str, out_file: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1] == "--prepare":  # venv side of prepare_in_venv: load once, caches filled
+        _load(sys.argv[2], "", "cpu")
+    else:
+        main(*sys.argv[1:])

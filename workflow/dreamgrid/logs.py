@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,17 +45,26 @@ OUT_OF_MEMORY_HELP = (
 
 
 @contextlib.contextmanager
-def job(log_file: str | Path | None) -> Iterator[None]:
+def job(log_file: str | Path | None, network: bool = False) -> Iterator[None]:
     """Set up logging for a Snakemake job and log any exception before re-raising it.
+
+    Unless ``network`` (the prepare rules, which run on the submitting node), the hub
+    libraries' offline switches are set first: compute nodes often have no network, so a
+    job loads only what a prepare rule put on disk (:mod:`dreamgrid.offline`).
 
     A CUDA out-of-memory error is re-raised as a DreamgridError that says which settings
     to change.
     """
+    from dreamgrid import offline
     from dreamgrid.errors import DreamgridError
 
     saved = sys.stdout, sys.stderr, logging.getLogger().handlers[:]
+    saved_switches = {name: os.environ.get(name) for name in offline.SWITCHES}
     setup(log_file)
     log = logging.getLogger("dreamgrid")
+    if not network:
+        offline.switch_on()
+        log.info("offline: %s", " ".join(f"{k}={v}" for k, v in offline.SWITCHES.items()))
     try:
         yield
     except Exception as err:
@@ -66,5 +76,10 @@ def job(log_file: str | Path | None) -> Iterator[None]:
     finally:
         stream = sys.stderr
         sys.stdout, sys.stderr, logging.getLogger().handlers[:] = saved
+        for name, value in saved_switches.items():  # a job run in-process (tests) ends here
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         if log_file:
             stream.close()

@@ -83,7 +83,8 @@ def prepare(source: str, kind: str, out: Path, allow_pickle: bool = False) -> Pa
 
     Args:
         source: config value (``tiny``, a folder, a .safetensors file or a hub id).
-        kind: ``sd`` for the diffusion model, ``blip`` for the captioner.
+        kind: ``sd`` for the diffusion model, ``blip`` for the captioner, ``clip`` for
+            CLIPScore's model.
         out: output folder (written atomically).
         allow_pickle: the user opted in to loading a pickled .ckpt.
     Returns:
@@ -92,16 +93,19 @@ def prepare(source: str, kind: str, out: Path, allow_pickle: bool = False) -> Pa
     source_kind = classify(source, allow_pickle)
     with atomic_path(out) as tmp:
         if source_kind == "tiny":
-            (tiny.build_tiny_sd if kind == "sd" else tiny.build_tiny_blip)(tmp)
+            build = {"sd": tiny.build_tiny_sd, "blip": tiny.build_tiny_blip}
+            build.get(kind, tiny.build_tiny_clip)(tmp)
         elif source_kind == "dir":
             tmp.mkdir()
             (tmp / LINK).write_text(json.dumps({"path": str(Path(source).resolve())}) + "\n")
         elif kind == "sd":
             _convert_sd(source, source_kind, tmp)
         elif source_kind == "hub":
-            _download_blip(source, tmp)
+            (_download_blip if kind == "blip" else _download_clip)(source, tmp)
         else:
-            raise SpecError(f"{source}: a captioner must be a folder or hub id, not a single file.")
+            raise SpecError(
+                f"{source}: a {kind.upper()} model must be a folder or hub id, not a single file."
+            )
     logger.info("%s model %s (%s) ready at %s", kind, source, source_kind, out)
     return out
 
@@ -121,6 +125,13 @@ def _download_blip(source: str, out: Path) -> None:
 
     BlipForConditionalGeneration.from_pretrained(source).save_pretrained(out)
     BlipProcessor.from_pretrained(source).save_pretrained(out)
+
+
+def _download_clip(source: str, out: Path) -> None:
+    from transformers import CLIPModel, CLIPProcessor
+
+    CLIPModel.from_pretrained(source).save_pretrained(out, safe_serialization=True)
+    CLIPProcessor.from_pretrained(source).save_pretrained(out)
 
 
 def resolve(prepared: str | Path) -> Path:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from dreamgrid import config as cfg
-from dreamgrid import models
+from dreamgrid import models, offline
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path, by_stem, list_images, load_rgb
 
@@ -167,10 +168,83 @@ def check_reference_faces(config: dict[str, Any], cache: Path | None) -> None:
     # In Snakemake's own process: on the CPU, and the GPUs visible again to the jobs after.
     with faces.on_cpu():
         faces.setup_deepface(score["deepface_home"])
+        if faces.face_weights_problem(settings.model, settings.detector, score["deepface_home"]):
+            # The submitting node, where prepare_face_models runs too: the check needs them.
+            logger.info("preparing DeepFace %s/%s for the reference check", settings.model,
+                        settings.detector)  # fmt: skip
+            faces.prepare_face_weights(settings.model, settings.detector, score["deepface_home"])
         faces.embed_references(references, settings)
     if cache:
         with atomic_path(cache) as tmp:
             tmp.write_text(json.dumps({"references": key}) + "\n")
+
+
+def check_models(config: dict[str, Any]) -> list[str]:
+    """Every model the grid loads is on disk, or is prepared by a local rule that may use the
+    network here: when this node is offline (the hub's switches set, e.g. an air-gapped
+    machine), everything must already be on disk.
+
+    Returns:
+        What each local rule will download (empty when nothing is fetched).
+
+    Raises:
+        SpecError: offline and a model is missing; names the config key, the prepare step
+            and ``dreamgrid fetch``.
+    """
+    from dreamgrid import dag
+
+    score = config["score"]
+    fetched: list[str] = []
+    missing: list[str] = []
+    needs = [("base_model", config["base_model"], dag.BASE_MODEL_DIR, "prepare_base_model")]
+    captions = config["axes"]["captions"]
+    if "blip" in captions and config["caption"]["backend"] == "transformers":
+        needs.append(
+            ("caption.model", config["caption"]["model"], dag.CAPTION_MODEL_DIR,
+             "prepare_caption_model")
+        )  # fmt: skip
+    lavis = config["caption"]["backend"] == "lavis" and "blip" in captions
+    if (
+        lavis
+        and config["caption"]["lavis_model"] != "tiny"
+        and not Path(dag.LAVIS_MODEL_DIR).is_dir()
+    ):
+        fetched.append(f"LAVIS {config['caption']['lavis_model']} (prepare_lavis_model)")
+        missing.append(
+            f"caption.lavis_model: {config['caption']['lavis_model']} is downloaded by the local "
+            f"rule prepare_lavis_model into {dag.LAVIS_MODEL_DIR}"
+        )
+    if score["clip_model"]:
+        needs.append(
+            ("score.clip_model", score["clip_model"], dag.CLIP_MODEL_DIR, "prepare_clip_model")
+        )
+    for key, source, prepared, rule in needs:
+        kind = models.classify(source, config["allow_pickle"] if key == "base_model" else False)
+        # A single file's scheduler and tokenizer configs come from the hub too.
+        if kind in ("hub", "single_file") and not Path(prepared).is_dir():
+            fetched.append(f"{key} {source} ({rule})")
+            missing.append(f"{key}: {source} is downloaded by the local rule {rule}")
+    detector = score["detector"]
+    for model in dag.Grid(config).face_models():
+        from dreamgrid import faces
+
+        problem = faces.face_weights_problem(model, detector, score["deepface_home"])
+        if problem:
+            fetched.append(f"DeepFace {model}/{detector} ({offline.FACE_PREPARE_RULE})")
+            missing.append(f"{problem}; {offline.FACE_PREPARE_RULE} downloads it")
+    if missing and offline.is_on():
+        switches = ", ".join(
+            k for k in offline.SWITCHES if offline.is_on({k: os.environ.get(k, "")})
+        )
+        raise SpecError(
+            f"This node runs offline ({switches} set), but the grid needs models that are not "
+            f"on disk: {'; '.join(missing)}. On a machine with network run `dreamgrid fetch "
+            "CONFIG --to DIR`, copy DIR here and set the config values it prints; or run "
+            "snakemake once where the network is reachable."
+        )
+    for item in fetched:
+        logger.info("to download once, on this node, before any other job: %s", item)
+    return fetched
 
 
 # Sizes used before the base model is on disk: SD 1.5's fp32 UNet and CLIP-L text encoder.
@@ -280,14 +354,11 @@ def run(config: dict[str, Any], cache: str | Path | None = None, specs: bool = T
             f"{results.resolve()}: is a file, but the workflow writes its outputs into a "
             "folder of that name. Move the file away."
         )
-    models.classify(config["base_model"], config["allow_pickle"])
-    if "blip" in config["axes"]["captions"]:
-        if config["caption"]["backend"] == "lavis":
-            from dreamgrid.lavis_caption import check_interpreter
+    if "blip" in config["axes"]["captions"] and config["caption"]["backend"] == "lavis":
+        from dreamgrid.lavis_caption import check_interpreter
 
-            check_interpreter(config["caption"]["lavis_python"])
-        else:
-            models.classify(config["caption"]["model"])
+        check_interpreter(config["caption"]["lavis_python"])
+    check_models(config)
     if specs:
         check_specs(config, results)
     resolution = config["training"]["resolution"]
@@ -302,8 +373,9 @@ def run(config: dict[str, Any], cache: str | Path | None = None, specs: bool = T
         from dreamgrid import caption
 
         caption.read_overrides(Path(overrides), list_images(subject["train_images"]))
-    check_reference_faces(config, Path(cache) if cache else None)
     check_disk(config)
+    # Last: it may fetch the face weights (this node runs the prepare rules too).
+    check_reference_faces(config, Path(cache) if cache else None)
     logger.info("preflight: %d images decode; references show one face each", len(images))
     if cfg.is_demo(config):
         logger.warning(

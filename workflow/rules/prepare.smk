@@ -1,3 +1,6 @@
+# Every model a job loads is prepared here once, before any GPU work; these are local rules
+# (Snakefile), so on a cluster they run on the submitting node, and every other job runs with
+# the hub libraries' offline switches set (dreamgrid.offline).
 rule prepare_base_model:
     output:
         directory(dag.BASE_MODEL_DIR),
@@ -9,6 +12,7 @@ rule prepare_base_model:
         "../../envs/train.yaml"
     params:
         source=config["base_model"],
+        kind="sd",
         allow_pickle=config["allow_pickle"],
         impl=versions.MODELS,
     script:
@@ -26,6 +30,7 @@ rule prepare_caption_model:
         "../../envs/caption.yaml"
     params:
         source=config["caption"]["model"],
+        kind="blip",
         allow_pickle=False,
         impl=versions.MODELS,
     script:
@@ -48,3 +53,57 @@ rule check_lora_targets:
         impl=versions.MODELS,
     script:
         "../scripts/check_lora_targets.py"
+
+
+rule prepare_lavis_model:
+    output:
+        directory(dag.LAVIS_MODEL_DIR),
+    log:
+        "results/logs/prepare_lavis_model/lavis.log",
+    benchmark:
+        "results/benchmarks/prepare_lavis_model/lavis.tsv"
+    conda:
+        "../../envs/caption.yaml"
+    params:
+        python=config["caption"]["lavis_python"],
+        model=config["caption"]["lavis_model"],
+        impl=versions.MODELS,
+    script:
+        "../scripts/prepare_lavis_model.py"
+
+
+rule prepare_clip_model:
+    output:
+        directory(dag.CLIP_MODEL_DIR),
+    log:
+        "results/logs/prepare_clip_model/clip.log",
+    benchmark:
+        "results/benchmarks/prepare_clip_model/clip.tsv"
+    conda:
+        "../../envs/train.yaml"
+    params:
+        source=config["score"]["clip_model"],
+        kind="clip",
+        allow_pickle=False,
+        impl=versions.MODELS,
+    script:
+        "../scripts/prepare_model.py"
+
+
+# DeepFace's weights for one (model, detector), in score.deepface_home, shared by all jobs.
+rule prepare_face_models:
+    output:
+        GRID.face_record_pattern(),
+    log:
+        "results/logs/prepare_face_models/{model}-{detector}.log",
+    benchmark:
+        "results/benchmarks/prepare_face_models/{model}-{detector}.tsv"
+    wildcard_constraints:
+        model=GRID.model_pattern(),
+        detector=config["score"]["detector"],
+    conda:
+        "../../envs/score.yaml"
+    params:
+        impl=versions.MODELS,
+    script:
+        "../scripts/prepare_face_models.py"

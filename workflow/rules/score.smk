@@ -1,6 +1,7 @@
 rule embed_references:
     input:
         references=config["subject"]["references"],
+        weights=GRID.face_record,
     output:
         dag.REFERENCES,
     log:
@@ -23,6 +24,7 @@ rule embed_renders:
     input:
         renders=dag.RENDER_SHARD,
         table=dag.RENDER_SHARD_TABLE,
+        weights=GRID.face_record,
     output:
         dag.FACES_SHARD,
     log:
@@ -67,7 +69,7 @@ rule clip_score:
     input:
         tables=lambda wildcards: GRID.score_inputs(wildcards)["tables"],
         renders=GRID.render_dirs,
-        model=config["score"]["clip_model"] or [],
+        model=GRID.clip_model_input(),
     output:
         dag.CLIP_SCORES,
     log:

@@ -8,6 +8,8 @@ with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
     settings = dict(snakemake.params.settings)
     if snakemake.input.get("model"):  # transformers backend: the prepared BLIP folder
         settings["model"] = models.resolve(snakemake.input.model)
+    if snakemake.input.get("lavis"):  # lavis backend: the prepared caches
+        settings["lavis_home"] = snakemake.input.lavis
     caption.run(
         images_dir=Path(snakemake.input.images),
         settings=caption.CaptionSettings(**settings),
