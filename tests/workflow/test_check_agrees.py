@@ -54,6 +54,32 @@ CASES = {
         + "lora: {target_modules: [attn1]}\n",
         "'attn1' (Attention) is a block",
     ),
+    # The rest of the cases that a job used to refuse after hours of training.
+    "sampling steps written as a decimal": (
+        BASE + "sample: {steps: 10.0}\n",
+        "sample.steps is 10.0, a decimal number",
+    ),
+    "a NaN threshold": (BASE + "score: {thresholds: [.nan]}\n", "score.thresholds[0] is nan"),
+    "a face model typo": (
+        BASE + "score: {models: [Facenet5122]}\n",
+        "'Facenet5122' is not a DeepFace name (did you mean 'Facenet512'?)",
+    ),
+    "a negative training seed": (
+        BASE + "training: {seed: -1}\n",
+        "at training.seed: -1 is less than the minimum of 0",
+    ),
+    "Adam beta1 of 5": (
+        BASE + "training: {adam_beta1: 5}\n",
+        "at training.adam_beta1: 5 is greater than or equal to the maximum of 1",
+    ),
+    "Adam epsilon of 0": (
+        BASE + "training: {adam_epsilon: 0}\n",
+        "at training.adam_epsilon: 0 is less than or equal to the minimum of 0",
+    ),
+    "an infinite learning rate": (
+        BASE + "training: {learning_rate: .inf}\n",
+        "training.learning_rate is inf",
+    ),
     "a key given twice": (BASE + "base_model: other\n", "duplicate key 'base_model'"),
     "aliases": (BASE + "x: &a [1]\ny: [*a, *a]\n", "aliases (*name) are not allowed"),
 }
