@@ -509,7 +509,7 @@ def planned_contrasts(
     family = sum(1 for _, v, _ in pending if np.isfinite(v).sum() >= 2)
     level = stats.simultaneous_confidence(confidence, family)
     runs = run_means(scores) if replicates(scores) > 1 else None
-    fits: dict = {}  # one mixed model per view and seed set, shared by its contrasts
+    fits: dict = {}  # stage 1 per view and seed set, shared by its contrasts
     rows = []
     for row, values, faces in pending:
         weights, seeds, row_cells = row.pop("_weights"), row.pop("_seeds"), row.pop("_cells")
