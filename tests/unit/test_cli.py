@@ -286,4 +286,13 @@ def test_check_cli_success_prints_the_grid(tmp_path):
     assert "  rare-genreg-nocap: token='ohwx' regularization=generated captions=none" in lines
     assert "12 renders per checkpoint in shards of 4; prompt sets: main" in lines
     assert any(line.startswith("scored with Dlib/dlib (cosine); thresholds ") for line in lines)
-    assert not (tmp_path / "results").exists()
+    # nothing written but the face weights the reference check needs, prepared where
+    # prepare_face_models keeps them (score.deepface_home), as the workflow would
+    written = {
+        p.relative_to(tmp_path).as_posix() for p in (tmp_path / "results").rglob("*") if p.is_file()
+    }
+    assert written == {
+        "results/models/deepface/.deepface/prepared/Dlib-dlib.json",
+        "results/models/deepface/.deepface/weights/shape_predictor_5_face_landmarks.dat",
+        "results/models/deepface/.deepface/weights/dlib_face_recognition_resnet_model_v1.dat",
+    }
