@@ -6,7 +6,7 @@ from dreamgrid import clip_score, gpus, logs
 
 with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
     clip_score.run(
-        model_dir=Path(snakemake.input.model),
+        model_dir=Path(snakemake.input.model[0]),  # a one-item list (none without CLIP)
         tables=[Path(p) for p in snakemake.input.tables],
         render_dirs=[Path(p) for p in snakemake.input.renders],
         out=Path(snakemake.output[0]),
