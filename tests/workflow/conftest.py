@@ -79,6 +79,14 @@ def planned_jobs(
     return jobs
 
 
+#: The demo's subject (repo-relative, for a copied workflow): the reduced-grid tests' data.
+DEMO_SUBJECT = {
+    "class_word": "man",
+    "train_images": "resources/demo/train",
+    "references": "resources/demo/references",
+}
+
+
 def demo_config() -> dict:
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 

@@ -9,17 +9,13 @@ import shutil
 
 import pytest
 import yaml
-from conftest import copy_workflow, snakemake
+from conftest import DEMO_SUBJECT, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 
 #: Two arms on the same photos (full fine-tune and LoRA), one epoch: only training runs.
 CONFIG = {
-    "subject": {
-        "class_word": "man",
-        "train_images": "resources/demo/train",
-        "references": "resources/demo/references",
-    },
+    "subject": DEMO_SUBJECT,
     "base_model": "tiny",
     "axes": {"token": {"rare": "ohwx"}, "method": ["full", "lora"]},
     "training": {"resolution": 64, "repeats": 2, "epochs": 1, "batch_size": 1},

@@ -17,19 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, copy_workflow, planned_jobs, snakemake
+from conftest import DEMO_SUBJECT, ROOT, copy_workflow, planned_jobs, snakemake
 from PIL import Image
 
 pytestmark = pytest.mark.slow
 
 #: Ground-truth regularization vs none, full fine-tune vs LoRA; 2 runs each, 1 epoch, 4 renders.
 CONFIG = {
-    "subject": {
-        "class_word": "man",
-        "train_images": "resources/demo/train",
-        "references": "resources/demo/references",
-        "ground_truth": "resources/demo/ground_truth",
-    },
+    "subject": {**DEMO_SUBJECT, "ground_truth": "resources/demo/ground_truth"},
     "base_model": "tiny",
     "axes": {
         "token": {"rare": "ohwx"},

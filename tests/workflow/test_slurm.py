@@ -129,22 +129,14 @@ def test_every_job_ran_as_a_slurm_job_and_sacct_saw_it_complete(slurm_run):
     # + the celebrity token's finder: one render job per 2 demo candidates and the ranking
     candidates = 2
     assert len(submitted) == len(ARMS) * len(EPOCHS) * 4 + 3 + candidates + 1
-    sacct = subprocess.run(
-        [
-            "sacct",
-            "-n",
-            "-X",
-            "-P",
-            "-j",
-            ",".join(submitted.values()),
-            "-o",
-            "JobID,State,Account",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert sorted(sacct) == sorted(f"{j}|COMPLETED|{ACCOUNT}" for j in submitted.values())
+    states = sacct(submitted.values(), "JobID,State,Account")
+    assert sorted(states) == sorted(f"{j}|COMPLETED|{ACCOUNT}" for j in submitted.values())
+
+
+def sacct(job_ids, fields: str) -> list[str]:
+    """Slurm's accounting record of ``job_ids``: one ``|``-separated line per job."""
+    command = ["sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", fields]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
 
 
 def gpu_rules() -> set[str]:
@@ -168,24 +160,7 @@ def test_gpu_rules_got_a_gpu_from_slurm(slurm_run):
         if header and jobid:
             rule_of[jobid.group(1)] = header.group(1)
     # Slurm's own record of what each job was allocated (AccountingStorageTRES=gres/gpu).
-    alloc = dict(
-        line.split("|", 1)
-        for line in subprocess.run(
-            [
-                "sacct",
-                "-n",
-                "-X",
-                "-P",
-                "-j",
-                ",".join(submitted.values()),
-                "-o",
-                "JobID,AllocTRES",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-    )
+    alloc = dict(line.split("|", 1) for line in sacct(submitted.values(), "JobID,AllocTRES"))
     gpu = gpu_rules()
     assert {"train_dreambooth", "sample_checkpoint", "generate_class_images"} <= gpu
     seen = Counter()
