@@ -1,3 +1,4 @@
+import hashlib
 import json
 import multiprocessing
 import os
@@ -80,6 +81,15 @@ def test_stale_temps_of_dead_writers_are_removed_live_ones_kept(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_file_hash_is_sha256_of_the_bytes_read_in_chunks(tmp_path):
+    data = os.urandom(2 * io.HASH_CHUNK + 123)
+    (tmp_path / "a").write_bytes(data)
+    (tmp_path / "b").write_bytes(b"second")
+    assert io.file_hash(tmp_path / "a") == hashlib.sha256(data).hexdigest()
+    digest = io.update_hash(io.update_hash(hashlib.sha256(), tmp_path / "a"), tmp_path / "b")
+    assert digest.hexdigest() == hashlib.sha256(data + b"second").hexdigest()
 
 
 def test_list_images_errors_name_the_folder(tmp_path):

@@ -102,7 +102,7 @@ def test_run_writes_every_section(tmp_path):
     assert on_disk["config_sha256"] == "ab" * 32
     assert on_disk["git"] is None
     assert on_disk["models"]["base"] == {"model_index.json": hashlib.sha256(b"{}").hexdigest()}
-    assert on_disk["outputs"]["summary"] == manifest.sha256(table)
+    assert on_disk["outputs"]["summary"] == hashlib.sha256(b"arm,epoch\n").hexdigest()
     for key in ("torch", "diffusers", "transformers", "deepface", "snakemake", "cuda"):
         assert key in on_disk["packages"]
     assert on_disk["hardware"]["cpu"] and on_disk["hardware"]["cpu_count"] >= 1

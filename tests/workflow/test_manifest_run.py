@@ -7,6 +7,7 @@ from conftest import ROOT, demo_config
 
 from dreamgrid import config as cfg
 from dreamgrid import manifest
+from dreamgrid.io import file_hash
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +24,6 @@ def test_demo_writes_a_manifest_of_its_config_models_and_tables(demo_run):
         assert written["models"][name] == manifest.file_hashes(folder)
         assert any(path.endswith(".safetensors") for path in written["models"][name])
     for name, table in (("summary", "summary.csv"), ("scores", "scores.tsv")):
-        assert written["outputs"][name] == manifest.sha256(demo_run / "results" / table)
+        assert written["outputs"][name] == file_hash(demo_run / "results" / table)
     assert written["packages"]["torch"] and written["packages"]["deepface"] == "0.0.103"
     assert written["hardware"]["cpu_count"] >= 1

@@ -38,7 +38,7 @@ import numpy as np
 
 from dreamgrid import offline
 from dreamgrid.errors import DreamgridError, NoFaceError, SpecError
-from dreamgrid.io import atomic_path, list_images, load_rgb
+from dreamgrid.io import atomic_path, file_hash, list_images, load_rgb
 from dreamgrid.prompts import MAIN_PROMPT_SET
 
 if TYPE_CHECKING:
@@ -731,17 +731,6 @@ def check_references_match(meta: dict[str, Any], settings: FaceSettings | EmbedS
 
 
 # ---- embedding many images: content-hash cache, worker processes -------------------------
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes: the key of its cached embeddings."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class EmbeddingCache:

@@ -1,9 +1,10 @@
-"""Small file helpers shared by the stages: atomic writes and image listing/loading."""
+"""Small file helpers shared by the stages: atomic writes, file hashes, image listing/loading."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import logging
 import os
 import shutil
@@ -12,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from dreamgrid.errors import SpecError
 
@@ -91,6 +93,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+#: Bytes read at a time while hashing a file (model weights are gigabytes).
+HASH_CHUNK = 1 << 20
+
+
+def update_hash(digest: Any, path: str | Path) -> Any:
+    """Feed a file's bytes into ``digest`` (a ``hashlib`` object), a chunk at a time; returns
+    ``digest``."""
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_CHUNK):
+            digest.update(block)
+    return digest
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes: the key of content caches, the manifest's file hashes
+    and the resume state's record of the epoch it continues."""
+    return update_hash(hashlib.sha256(), path).hexdigest()
 
 
 def read_text(path: str | Path, what: str) -> str:

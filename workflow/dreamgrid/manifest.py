@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dreamgrid.io import file_hash
+
 log = logging.getLogger(__name__)
 
 # Distributions whose versions change numbers (or may): the stacks of every stage.
@@ -90,22 +92,14 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     return versions
 
 
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_hashes(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root`` (a file or folder; links followed), by path
     relative to it."""
     root = Path(root)
     if root.is_file():
-        return {root.name: sha256(root)}
+        return {root.name: file_hash(root)}
     files = sorted(p for p in root.rglob("*") if p.is_file())
-    return {p.relative_to(root).as_posix(): sha256(p) for p in files}
+    return {p.relative_to(root).as_posix(): file_hash(p) for p in files}
 
 
 def _cpu_name() -> str:
@@ -182,7 +176,7 @@ def run(
         "models": {name: file_hashes(Path(path)) for name, path in models.items()},
         "seeds": dict(seed_values),
         "hardware": hardware(found["gpus"]),
-        "outputs": {name: sha256(Path(path)) for name, path in outputs.items()},
+        "outputs": {name: file_hash(Path(path)) for name, path in outputs.items()},
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from typing import Any
 from dreamgrid import config as cfg
 from dreamgrid import models, offline
 from dreamgrid.errors import SpecError
-from dreamgrid.io import atomic_path, by_stem, list_images, load_rgb
+from dreamgrid.io import atomic_path, by_stem, file_hash, list_images, load_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _fingerprint(paths: list[Path], settings: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in paths:
         digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(file_hash(path)))
     return digest.hexdigest()
 
 

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dreamgrid.io import atomic_path
+from dreamgrid.io import atomic_path, file_hash, update_hash
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +26,7 @@ def vae_key(base_model: Path) -> str:
     folder = Path(base_model) / "vae"
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
+        update_hash(digest, path)
     return digest.hexdigest()[:16]
 
 
@@ -43,7 +41,7 @@ class LatentCache:
         self.encoded = 0  # images encoded by this process (the rest came from disk)
 
     def path_for(self, image: Path, size: tuple[int, int]) -> Path:
-        content = hashlib.sha256(Path(image).read_bytes()).hexdigest()[:32]
+        content = file_hash(image)[:32]
         # A square keeps the name it had before buckets existed, so old caches stay valid.
         fitted = str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
         return self.folder / f"{content}-{self.vae_id}-{fitted}.safetensors"

@@ -24,12 +24,12 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from dreamgrid.errors import DreamgridError, SpecError
-from dreamgrid.io import atomic_path, list_images
+from dreamgrid.io import atomic_path, file_hash, list_images
 from dreamgrid.train.data import DreamBoothDataset, collate_fn, derive_seed, epoch_batches
 from dreamgrid.train.data import steps_per_epoch as count_steps
 from dreamgrid.train.export import save_lora, save_sd_checkpoint
 from dreamgrid.train.spec import TrainSpec
-from dreamgrid.train.state import StateInfo, file_digest, load_state, save_state
+from dreamgrid.train.state import StateInfo, load_state, save_state
 from dreamgrid.train.state import read_info as read_state_info
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def run(spec: TrainSpec) -> dict[str, Any]:
             spec.out_checkpoint, unet, models.vae, text_encoder, metadata, spec.save_precision
         )
     # Written last: a job killed before this point leaves the state of epoch e-1 to rerun from.
-    info = StateInfo(spec.epoch, steps, spec.fingerprint(), file_digest(meta_path(spec)))
+    info = StateInfo(spec.epoch, steps, spec.fingerprint(), file_hash(meta_path(spec)))
     save_state(spec.state, models.named_params, optimizer, info, accelerator.scaler)
     seconds = time.perf_counter() - started
     logger.info(
@@ -300,7 +300,7 @@ def restore(spec: TrainSpec, models: Models, optimizer: Any, scaler: Any = None)
         problem = "the resume state was trained with other settings"
     elif info.epoch != spec.epoch - 1:
         problem = f"the resume state holds epoch {info.epoch}"
-    elif info.meta_digest != file_digest(spec.previous_meta):
+    elif info.meta_digest != file_hash(spec.previous_meta):
         problem = f"the resume state did not write {spec.previous_meta}"
     if problem:
         logger.warning(

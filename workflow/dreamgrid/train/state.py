@@ -16,7 +16,6 @@ written or read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -41,10 +40,6 @@ class StateInfo:
     steps: int
     fingerprint: str
     meta_digest: str
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_state(
