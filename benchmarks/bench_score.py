@@ -1,4 +1,4 @@
-"""Time the score stage at the study's shape: dreamgrid.faces vs the naive DeepFace.verify loop.
+"""Time the score stage at the study's shape: dreamgrid.scoring vs the naive DeepFace.verify loop.
 
 Usage:
     python benchmarks/bench_score.py [--renders 200] [--pairs 60] [--workers 2] [--home DIR]
@@ -8,7 +8,7 @@ brightness; see ``study_images.py``) and 7 reference close-ups into a temp dir, 
 with the same model and detector:
 
 * dreamgrid: embed the references once, detect and embed every render once in ``--workers``
-  processes, distances in numpy (``faces.score_images``);
+  processes, distances in numpy (``distances.score_images``);
 * naive: ``DeepFace.verify(render, reference)`` for every pair, as users' hand-written loops do.
   With ``--pairs N`` only N random pairs are timed and the time is extrapolated to all
   renders × references (``--pairs 0`` = every pair);
@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import study_images
 
-from dreamgrid import faces
+from dreamgrid.scoring import deepface_adapter, distances, embedding
+from dreamgrid.scoring.settings import FaceSettings
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,23 +46,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--renders", type=int, default=200)
     parser.add_argument("--pairs", type=int, default=60, help="verify pairs timed (0 = all)")
     parser.add_argument("--per-image", type=int, default=12, help="images for the 1-image test")
-    parser.add_argument("--workers", type=int, default=faces.default_workers())
+    parser.add_argument("--workers", type=int, default=embedding.default_workers())
     parser.add_argument("--home", type=Path, default=None, help="DEEPFACE_HOME (default: temp)")
     parser.add_argument("--model", default="Dlib")
     parser.add_argument("--detector", default="dlib")
     parser.add_argument("--metric", default="cosine")
     args = parser.parse_args(argv)
 
-    faces.setup_deepface(args.home or tempfile.mkdtemp(prefix="deepface-"))
-    settings = faces.FaceSettings(args.model, args.detector, args.metric, align=True)
+    deepface_adapter.setup_deepface(args.home or tempfile.mkdtemp(prefix="deepface-"))
+    settings = FaceSettings(args.model, args.detector, args.metric, align=True)
     work = Path(tempfile.mkdtemp(prefix="bench-score-"))
     images = study_images.make_renders(work / "renders", args.renders)
     references = study_images.make_references(work / "references")
-    faces.embed_faces(references[0], settings)  # load the models before timing
+    deepface_adapter.embed_faces(references[0], settings)  # load the models before timing
 
     start = time.perf_counter()
-    embeddings = faces.embed_references(references, settings)
-    frame = faces.score_images(
+    embeddings = embedding.embed_reference_photos(references, settings)
+    frame = distances.score_images(
         images, embeddings, settings, progress=False, workers=args.workers
     ).set_index("image")
     ours = time.perf_counter() - start
@@ -101,14 +102,14 @@ def main(argv: list[str] | None = None) -> dict:
     deepface_per_image = (time.perf_counter() - start) / len(sample)
     start = time.perf_counter()
     for image in sample:
-        faces.detect_and_embed(image, settings)
+        deepface_adapter.detect_and_embed(image, settings)
     ours_per_image = (time.perf_counter() - start) / len(sample)
 
     result = {
         "machine": f"{platform.machine()} {platform.processor()}".strip()
         + f", {os.cpu_count()} cpus, {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "deepface": faces.importlib.metadata.version("deepface"),
+        "deepface": deepface_adapter.deepface_version(),
         "model": args.model,
         "detector": args.detector,
         "metric": args.metric,

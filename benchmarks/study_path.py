@@ -10,7 +10,7 @@ fp16 mixed precision, gradient checkpointing, fp16 export), each as a step:
    and with ``adamw8bit`` (bitsandbytes); a few steps each (``--images``, repeats 1);
 2. ``sample.run_shard``: 8 renders of the exported fp16 epoch-2 checkpoint (Euler, 30 steps,
    CFG 8, batch 8), which land in ``DIR/renders`` so they come back with the results;
-3. ``faces.run_embed_renders`` on those renders in a separate process, as the embed_renders
+3. ``scoring.steps.embed_renders`` on those renders in a separate process, as the embed_renders
    job runs (it must report the CPU and never start CUDA); skipped, with the reason, where
    deepface is not installed (then run ``--embed-only DIR/renders`` on any machine).
 
@@ -41,18 +41,19 @@ EMBED = """
 import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from dreamgrid import faces
-faces.setup_deepface(sys.argv[3])
-faces.run_embed_renders(
+from dreamgrid.scoring import deepface_adapter, steps
+from dreamgrid.scoring.settings import EmbedSettings
+deepface_adapter.setup_deepface(sys.argv[3])
+steps.embed_renders(
     renders_table=Path(sys.argv[2]) / "shard-0.csv",
     renders_dir=Path(sys.argv[2]),
-    settings=faces.EmbedSettings(model="Dlib", detector="dlib", align=True),
+    settings=EmbedSettings(model="Dlib", detector="dlib", align=True),
     out=Path(sys.argv[2]) / "faces.json",
     cache_dir=None,
     workers=2,
 )
 torch = sys.modules.get("torch")
-print(json.dumps({**faces.compute_info(),
+print(json.dumps({**deepface_adapter.compute_info(),
                   "cuda_started": bool(torch is not None and torch.cuda.is_initialized())}))
 """
 

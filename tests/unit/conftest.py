@@ -1,10 +1,19 @@
 """Fixtures shared by the face-scoring tests."""
 
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from dreamgrid import faces
+from dreamgrid.scoring import deepface_adapter
+from dreamgrid.scoring.embedding import embed_reference_photos
+from dreamgrid.scoring.settings import FaceSettings
+
+DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
+REFERENCES = sorted((DEMO / "references").glob("*.jpg"))
+OTHER = sorted((DEMO / "ground_truth").glob("*.jpg"))
 
 
 @pytest.fixture(scope="module")
@@ -12,21 +21,43 @@ def home(tmp_path_factory):
     """A fresh DEEPFACE_HOME for the module, set before deepface is first imported; the
     variables scoring sets to hide the GPUs are given back afterwards."""
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("DEEPFACE_HOME", faces.BACKEND_VAR, *faces.CPU_ENV):
+        for name in ("DEEPFACE_HOME", deepface_adapter.BACKEND_VAR, *deepface_adapter.CPU_ENV):
             mp.delenv(name, raising=False)
-        yield faces.setup_deepface(tmp_path_factory.mktemp("deepface"))
+        yield deepface_adapter.setup_deepface(tmp_path_factory.mktemp("deepface"))
 
 
 @pytest.fixture(scope="module")
 def settings(home):
-    return faces.FaceSettings(model="Dlib", detector="dlib", metric="cosine", align=True)
+    return FaceSettings(model="Dlib", detector="dlib", metric="cosine", align=True)
+
+
+@pytest.fixture(scope="module")
+def references(settings):
+    """The demo subject's reference embeddings (reference file name -> embedding)."""
+    return embed_reference_photos(REFERENCES, settings)
+
+
+@pytest.fixture(scope="module")
+def extra(tmp_path_factory):
+    """Images that are not in resources/demo: no face (gray, noise) and two faces."""
+    folder = tmp_path_factory.mktemp("extra")
+    Image.new("RGB", (256, 256), (128, 128, 128)).save(folder / "gray.png")
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noise.png")
+    left, right = Image.open(REFERENCES[0]), Image.open(OTHER[-1])
+    pair = Image.new("RGB", (left.width + right.width, max(left.height, right.height)))
+    pair.paste(left, (0, 0))
+    pair.paste(right, (left.width, 0))
+    pair.save(folder / "two_faces.png")
+    return folder
 
 
 @pytest.fixture(autouse=True)
 def gpus_visible_again(monkeypatch):
-    """Scoring hides the GPUs for the rest of its process (dreamgrid.faces.hide_gpus); in the
-    one pytest process, give them back after each test, as separate jobs would have them."""
-    for name in (faces.BACKEND_VAR, *faces.CPU_ENV):
+    """Scoring hides the GPUs for the rest of its process
+    (dreamgrid.scoring.deepface_adapter.hide_gpus); in the one pytest process, give them back
+    after each test, as separate jobs would have them."""
+    for name in (deepface_adapter.BACKEND_VAR, *deepface_adapter.CPU_ENV):
         if name in os.environ:
             monkeypatch.setenv(name, os.environ[name])
         else:

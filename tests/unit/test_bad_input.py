@@ -331,7 +331,7 @@ def test_a_non_utf8_candidate_list_is_named(tmp_path):
 
 @pytest.mark.parametrize("kind", ["file", "read-only"])
 def test_deepface_home_that_cannot_hold_weights(tmp_path, kind):
-    from dreamgrid import faces
+    from dreamgrid.scoring import deepface_adapter
 
     home = tmp_path / "home"
     if kind == "file":
@@ -342,7 +342,7 @@ def test_deepface_home_that_cannot_hold_weights(tmp_path, kind):
         if os.access(home, os.W_OK):  # root ignores permissions
             pytest.skip("running as root: a read-only folder is still writable")
     with pytest.raises(DreamgridError, match="DEEPFACE_HOME .*cannot hold DeepFace's weights"):
-        faces.setup_deepface(home)
+        deepface_adapter.setup_deepface(home)
 
 
 def test_results_that_is_a_file(subject):

@@ -9,8 +9,11 @@ import pytest
 from PIL import Image
 
 from dreamgrid import baseline as baseline_mod
-from dreamgrid import faces, photos, verdict
+from dreamgrid import photos, verdict
 from dreamgrid.io import list_images
+from dreamgrid.scoring import codec, deepface_adapter
+from dreamgrid.scoring.distances import score_images
+from dreamgrid.scoring.embedding import embed_reference_photos
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 TRAIN, REFERENCES, OTHERS = DEMO / "train", DEMO / "references", DEMO / "ground_truth"
@@ -44,14 +47,14 @@ def test_a_resized_and_recompressed_crop_is_still_found(tmp_path):
 
 
 def test_training_photos_are_scored_without_their_own_crops(tmp_path, settings, home):
-    embeddings = faces.embed_references(list_images(REFERENCES), settings)
+    embeddings = embed_reference_photos(list_images(REFERENCES), settings)
     references = tmp_path / "refs.json"
-    faces.save_references(embeddings, settings, references)
+    codec.save_references(embeddings, settings, references)
     out = tmp_path / "baseline.csv"
     baseline = baseline_mod.run_baseline(
         references, "cosine", out, training_photos=TRAIN, reference_photos=REFERENCES
     )
-    assert list(baseline.columns) == list(faces.BASELINE_COLUMNS)
+    assert list(baseline.columns) == list(baseline_mod.BASELINE_COLUMNS)
     assert pd.read_csv(out).shape == baseline.shape
     refs = baseline[baseline["source"] == "reference"]
     assert sorted(refs["photo"]) == sorted(embeddings) and (refs["n_compared"] == 2).all()
@@ -60,7 +63,7 @@ def test_training_photos_are_scored_without_their_own_crops(tmp_path, settings, 
     assert sorted(training.index) == sorted(p.name for p in list_images(TRAIN))
     # Independently: every training photo against every reference, exactly as renders are
     # scored (DeepFace.verify's distances), then the photo's own crop left out by hand.
-    full = faces.score_images(list_images(TRAIN), embeddings, settings, progress=False)
+    full = score_images(list_images(TRAIN), embeddings, settings, progress=False)
     full = full.set_index("image")
     own = {"obama.jpg": "obama_closeup.jpg", "obama2.jpg": "obama2_closeup.jpg"}
     own |= {"obama3.jpg": "obama3_closeup.jpg", "obama_partial_face.jpg": "obama_closeup.jpg"}
@@ -81,9 +84,7 @@ def test_training_photos_are_scored_without_their_own_crops(tmp_path, settings, 
 
 
 def test_reference_baseline_matches_deepface_find_distance():
-    from dreamgrid import faces
-
-    faces.setup_deepface()
+    deepface_adapter.setup_deepface()
     from deepface.modules.verification import find_distance
 
     rng = np.random.default_rng(0)

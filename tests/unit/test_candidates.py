@@ -9,9 +9,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dreamgrid import candidates, cli, faces
+from dreamgrid import candidates, cli
 from dreamgrid.errors import SpecError
 from dreamgrid.io import list_images
+from dreamgrid.scoring.distances import score_images
+from dreamgrid.scoring.embedding import embed_reference_photos
+from dreamgrid.scoring.settings import FaceSettings
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 
@@ -86,9 +89,9 @@ def test_the_subject_ranks_first_and_noise_last(candidate_dir, tmp_path, home):
     # Two different men rendered for one name scatter more than photos of one man.
     assert by_name.loc["unknown name", "consistency"] > 2 * by_name.loc["subject", "consistency"]
     # Same numbers as scoring the folder like renders (distances equal DeepFace.verify's).
-    settings = faces.FaceSettings(model="Dlib", detector="dlib", metric="cosine", align=True)
-    refs = faces.embed_references(list_images(DEMO / "references"), settings)
-    direct = faces.score_images(list_images(candidate_dir / "subject"), refs, settings, False)
+    settings = FaceSettings(model="Dlib", detector="dlib", metric="cosine", align=True)
+    refs = embed_reference_photos(list_images(DEMO / "references"), settings)
+    direct = score_images(list_images(candidate_dir / "subject"), refs, settings, False)
     assert by_name.loc["subject", "average"] == pytest.approx(direct["mean_distance"].mean())
     below = 100 * (direct["mean_distance"] < 0.06).mean()
     assert by_name.loc["subject", "pct_below_0.06"] == pytest.approx(below)

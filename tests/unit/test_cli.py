@@ -13,14 +13,15 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from dreamgrid import cli, faces
+from dreamgrid import cli
+from dreamgrid.scoring import deepface_adapter
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 
 
 @pytest.fixture(scope="module")
 def deepface_home(tmp_path_factory):
-    return faces.setup_deepface(tmp_path_factory.mktemp("deepface"))
+    return deepface_adapter.setup_deepface(tmp_path_factory.mktemp("deepface"))
 
 
 def test_score_cli_matches_deepface_verify(deepface_home, tmp_path):

@@ -11,7 +11,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hubserver import DEEPFACE_REPO, serve, stand_in_onnx
 
-from dreamgrid import faces, offline, tiny
+from dreamgrid import offline, tiny
+from dreamgrid.scoring import deepface_adapter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +72,7 @@ def test_fetch_fills_one_folder_and_check_passes_on_it_offline(tmp_path):
     assert (fetched / "base" / "model_index.json").is_file()
     assert (fetched / "base" / "unet").is_dir()
     for model in ("Dlib", "VGG-Face"):
-        assert faces.face_weights_problem(model, "dlib", fetched / "deepface") is None
+        assert deepface_adapter.face_weights_problem(model, "dlib", fetched / "deepface") is None
 
     # The machine without network: no hub at all, the switches on, an empty cache.
     airgapped = tmp_path / "airgapped"

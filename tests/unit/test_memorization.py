@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from deepface.modules.verification import find_distance
 
-from dreamgrid import faces, memorization, stats
+from dreamgrid import memorization, stats
+from dreamgrid.scoring import codec, deepface_adapter, steps
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 TRAIN = DEMO / "train"
@@ -19,14 +20,14 @@ TRAIN = DEMO / "train"
 @pytest.fixture(scope="module")
 def references(home, settings, tmp_path_factory):
     out = tmp_path_factory.mktemp("refs") / "refs.json"
-    faces.run_embed_references(DEMO / "references", settings, out)
+    steps.embed_references(DEMO / "references", settings, out)
     return out
 
 
 def _shard(tmp_path, images, settings, name):
-    found = [faces.detect_and_embed(p, settings) for p in images]
+    found = [deepface_adapter.detect_and_embed(p, settings) for p in images]
     out = tmp_path / f"{name}.json"
-    faces.save_faces([p.name for p in images], ["x"] * len(images), found, settings.embedding, out)
+    codec.save_faces([p.name for p in images], ["x"] * len(images), found, settings.embedding, out)
     return out, found
 
 
@@ -52,10 +53,10 @@ def test_copies_of_training_photos_are_flagged_and_others_are_not(tmp_path, refe
     ).set_index("arm")
 
     # the yardstick from deepface directly: each photo's subject face, every pair
-    refs, _ = faces.load_references(references)
+    refs, _ = codec.load_references(references)
     embedded = {}
     for photo in sorted(TRAIN.glob("*.jpg")):
-        found = faces.detect_and_embed(photo, settings)
+        found = deepface_adapter.detect_and_embed(photo, settings)
         if found:
             embedded[photo.name] = min(
                 found,
@@ -86,7 +87,7 @@ def test_copies_of_training_photos_are_flagged_and_others_are_not(tmp_path, refe
     # another person is farther from every training photo than the closest real pair
     for photo in others:
         got = renders.loc[photo.name, "nearest_training"]
-        found = faces.detect_and_embed(photo, settings)
+        found = deepface_adapter.detect_and_embed(photo, settings)
         expected = min(
             round(float(find_distance(f.embedding, e, "cosine")), 6)
             for f in found

@@ -12,7 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hubserver import DEEPFACE_REPO, serve, stand_in_onnx
 
-from dreamgrid import faces, offline
+from dreamgrid import offline
+from dreamgrid.scoring import deepface_adapter
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflow"
 
@@ -46,7 +47,10 @@ def _python(code: str, env: dict) -> subprocess.CompletedProcess:
 def _prepare(home: Path, model: str, detector: str, env: dict) -> subprocess.CompletedProcess:
     """prepare_face_weights in its own process, as the prepare rule's job runs it."""
     args = f"{model!r}, {detector!r}, {str(home)!r}"
-    return _python(f"from dreamgrid import faces; faces.prepare_face_weights({args})", env)
+    return _python(
+        f"from dreamgrid.scoring import deepface_adapter; deepface_adapter.prepare_face_weights({args})",
+        env,
+    )
 
 
 def _env(**extra: str) -> dict:
@@ -70,7 +74,7 @@ def test_prepare_fetches_the_study_pair_through_hf_endpoint_once(tmp_path):
             assert ("GET", f"/{DEEPFACE_REPO}/resolve/main/{name}") in hub.requests
         record = json.loads(offline.face_record(home, "VGG-Face", "retinaface").read_text())
         assert set(record["files"]) == {"vgg_face_weights.onnx", "retinaface.onnx"}
-        assert faces.face_weights_problem("VGG-Face", "retinaface", home) is None
+        assert deepface_adapter.face_weights_problem("VGG-Face", "retinaface", home) is None
 
         # Prepared once: a second run finds the files and asks the server nothing.
         asked = len(hub.requests)
@@ -90,18 +94,19 @@ def test_a_missing_weight_file_is_named(tmp_path):
     record = offline.face_record(home, "ArcFace", "dlib")
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"files": {"arcface_weights.onnx": 1}}))
-    problem = faces.face_weights_problem("ArcFace", "dlib", home)
+    problem = deepface_adapter.face_weights_problem("ArcFace", "dlib", home)
     assert "arcface_weights.onnx" in problem and "ArcFace" in problem
-    assert "never prepared" in faces.face_weights_problem("VGG-Face", "dlib", home)
+    assert "never prepared" in deepface_adapter.face_weights_problem("VGG-Face", "dlib", home)
 
 
 def test_an_offline_job_without_weights_fails_at_once_naming_model_and_rule(tmp_path):
     """A scoring job (offline switches on) never reaches the network: the missing weights stop
     it with the model and the prepare step, before deepface tries a download."""
     code = (
-        "from dreamgrid import faces\n"
-        f"faces.setup_deepface({str(tmp_path / 'home')!r})\n"
-        "faces.detect_and_embed('x.png', faces.EmbedSettings('VGG-Face', 'dlib', True))\n"
+        "from dreamgrid.scoring import deepface_adapter\n"
+        "from dreamgrid.scoring.settings import EmbedSettings\n"
+        f"deepface_adapter.setup_deepface({str(tmp_path / 'home')!r})\n"
+        "deepface_adapter.detect_and_embed('x.png', EmbedSettings('VGG-Face', 'dlib', True))\n"
     )
     with serve(tmp_path / "hub") as hub:
         hub.add(DEEPFACE_REPO, "vgg_face_weights.onnx", stand_in_onnx())
@@ -117,9 +122,9 @@ def test_offline_deepface_refuses_a_download_with_the_prepare_step(tmp_path):
     """The last guard: a weight file a model asks for that is not there is refused by
     deepface's own download function, in an offline process."""
     code = (
-        "from dreamgrid import faces\n"
-        f"faces.setup_deepface({str(tmp_path / 'home')!r})\n"
-        "faces._deepface()\n"
+        "from dreamgrid.scoring import deepface_adapter\n"
+        f"deepface_adapter.setup_deepface({str(tmp_path / 'home')!r})\n"
+        "deepface_adapter._deepface()\n"
         "from deepface.models.facial_recognition.onnx import VGGFace\n"
         "VGGFace.load_model()\n"
     )
@@ -135,8 +140,8 @@ def test_dlib_weights_still_come_from_the_wheel(tmp_path):
     result = _prepare(tmp_path / "home", "Dlib", "dlib", _env(HF_ENDPOINT="http://127.0.0.1:9"))
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(offline.face_record(tmp_path / "home", "Dlib", "dlib").read_text())
-    assert set(record["files"]) == set(faces.DLIB_WEIGHTS)
-    assert faces.face_weights_problem("Dlib", "dlib", tmp_path / "home") is None
+    assert set(record["files"]) == set(deepface_adapter.DLIB_WEIGHTS)
+    assert deepface_adapter.face_weights_problem("Dlib", "dlib", tmp_path / "home") is None
 
 
 @pytest.mark.parametrize("value", ["1", "true", "ON"])

@@ -42,11 +42,12 @@ def test_killed_embedding_job_leaves_no_worker(tmp_path):
         import sys
         from pathlib import Path
         sys.path.insert(0, {str(ROOT / "workflow")!r})
-        from dreamgrid import faces
-        faces.setup_deepface({str(tmp_path / "home")!r})
-        faces.embed_images(
+        from dreamgrid.scoring import deepface_adapter, embedding
+        from dreamgrid.scoring.settings import EmbedSettings
+        deepface_adapter.setup_deepface({str(tmp_path / "home")!r})
+        embedding.embed_images(
             [Path(p) for p in {[str(p) for p in many]!r}],
-            faces.EmbedSettings(model="Dlib", detector="dlib", align=True),
+            EmbedSettings(model="Dlib", detector="dlib", align=True),
             workers=2,
             progress=False,
         )
@@ -84,14 +85,14 @@ def test_the_watchdog_ends_a_worker_where_prctl_is_unavailable():
         f"""
         import ctypes, os, sys, time
         sys.path.insert(0, {str(ROOT / "workflow")!r})
-        from dreamgrid import faces
+        from dreamgrid.scoring import embedding
         parent = os.getpid()
         child = os.fork()
         if child == 0:
             def no_prctl(*args, **kwargs):
                 raise OSError("no prctl here")
             ctypes.CDLL = no_prctl
-            faces.die_with_parent(parent, poll_s=0.1)
+            embedding.die_with_parent(parent, poll_s=0.1)
             time.sleep(600)
             os._exit(0)
         print(child, flush=True)

@@ -117,13 +117,13 @@ def test_replaced_renders_are_scored_without_retraining_or_resampling(real_faces
 def deepface_distances(real_faces, tmp_path_factory):
     """photo -> reference -> ``DeepFace.verify`` distance (Dlib, dlib detector, cosine), on
     the render file the workflow scored."""
-    from dreamgrid import faces
+    from dreamgrid.scoring import deepface_adapter
 
     work, placed, _ = real_faces
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("DEEPFACE_HOME", faces.BACKEND_VAR, *faces.CPU_ENV):
+        for name in ("DEEPFACE_HOME", deepface_adapter.BACKEND_VAR, *deepface_adapter.CPU_ENV):
             mp.delenv(name, raising=False)
-        faces.setup_deepface(tmp_path_factory.mktemp("deepface"))
+        deepface_adapter.setup_deepface(tmp_path_factory.mktemp("deepface"))
         from deepface import DeepFace
 
         references = sorted((work / "resources/demo/references").iterdir())

@@ -1,17 +1,27 @@
-"""The real-photos baseline (scoring side): how alike real photos of the person are."""
+"""The real-photos baseline: how alike real photos of the person are.
+
+The scoring side (the reference_baseline rule, in the score env) scores each reference
+against the others and each training photo like a render; the report side reads the table
+back as the "as alike as real photos" line and its interval.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from dreamgrid import photos, stats
 from dreamgrid.errors import SpecError
+from dreamgrid.io import list_images
 from dreamgrid.scoretable import _write_csv
+from dreamgrid.scoring import codec, deepface_adapter
+from dreamgrid.scoring.distances import DISTANCE_PREFIX, distance, score_table
+from dreamgrid.scoring.settings import EmbedSettings, FaceSettings, embed_settings_from
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +37,6 @@ def reference_baseline(embeddings: Mapping[str, np.ndarray], metric: str) -> pd.
         Columns ``reference, mean_distance, n_others``, one row per reference (no rows with
         fewer than two references).
     """
-    from dreamgrid.faces import distance
-
     names = sorted(embeddings)
     rows = []
     if len(names) >= 2:
@@ -44,6 +52,60 @@ def reference_baseline(embeddings: Mapping[str, np.ndarray], metric: str) -> pd.
     return pd.DataFrame(rows, columns=["reference", "mean_distance", "n_others"])
 
 
+#: Columns of the baseline table (:func:`run_baseline`).
+BASELINE_COLUMNS = ("source", "photo", "face_found", "mean_distance", "n_compared", "excluded")
+
+
+def reference_rows(embeddings: dict[str, np.ndarray], metric: str) -> pd.DataFrame:
+    """Each reference scored against the *other* references (leave-one-out)."""
+    loo = reference_baseline(embeddings, metric)
+    return pd.DataFrame(
+        {
+            "source": "reference",
+            "photo": loo["reference"],
+            "face_found": True,
+            "mean_distance": loo["mean_distance"],
+            "n_compared": loo["n_others"],
+            "excluded": "",
+        },
+        columns=list(BASELINE_COLUMNS),
+    )
+
+
+def training_rows(
+    photos: Sequence[Path],
+    embeddings: dict[str, np.ndarray],
+    settings: FaceSettings | EmbedSettings,
+    metric: str,
+    multiple_faces: str,
+    cut_from: dict[str, list[str]],
+) -> pd.DataFrame:
+    """Each training photo scored like a render against the references, leaving out the
+    references cut from that photo (``cut_from``: photo name -> reference names).
+
+    A photo without a face, or whose only references were cut from it, gets no distance.
+    """
+    photos = list(map(Path, photos))
+    found = [deepface_adapter.detect_and_embed(photo, settings) for photo in photos]
+    table = score_table([p.name for p in photos], found, embeddings, metric, multiple_faces)
+    rows = []
+    for _, row in table.iterrows():
+        excluded = [r for r in cut_from.get(row["image"], []) if r in embeddings]
+        distances = [row[DISTANCE_PREFIX + name] for name in embeddings if name not in excluded]
+        face = bool(row["face_found"])
+        rows.append(
+            {
+                "source": "training",
+                "photo": row["image"],
+                "face_found": face,
+                "mean_distance": float(np.mean(distances)) if face and distances else math.nan,
+                "n_compared": len(distances) if face else 0,
+                "excluded": ";".join(excluded),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(BASELINE_COLUMNS))
+
+
 def baseline_value(baseline: pd.DataFrame | None) -> float:
     """The "as alike as real photos" line: mean of the references' leave-one-out scores."""
     if baseline is None or baseline.empty:
@@ -56,8 +118,6 @@ def baseline_interval(
 ) -> tuple[float, float]:
     """BCa bootstrap interval of the baseline over its photos (NaN with fewer than two): with
     7 references its SD is about 0.024, as large as differences between arms."""
-    from dreamgrid import stats
-
     if baseline is None or baseline.empty:
         return math.nan, math.nan
     values = pd.to_numeric(baseline["mean_distance"], errors="coerce").to_numpy(dtype=float)
@@ -84,25 +144,20 @@ def run_baseline(
         references: reference embeddings from the embed_references rule (their model,
             detector and alignment are used for the training photos too).
         metric: the scoring metric.
-        out: CSV with :data:`dreamgrid.faces.BASELINE_COLUMNS`.
+        out: CSV with :data:`BASELINE_COLUMNS`.
         training_photos: folder of the subject's training photos, or None.
         reference_photos: folder of the reference photos (needed with ``training_photos``).
         multiple_faces: rule for photos with several faces (as for renders).
     """
-    from dreamgrid import faces, photos
-    from dreamgrid.io import list_images
-
-    embeddings, meta = faces.load_references(references)
-    frames = [faces.reference_rows(embeddings, metric)]
+    embeddings, meta = codec.load_references(references)
+    frames = [reference_rows(embeddings, metric)]
     if training_photos is not None:
         if reference_photos is None:
             raise SpecError("the training-photo baseline needs the reference photos' folder.")
         training = list_images(training_photos)
         cut = photos.cut_from(list_images(reference_photos), training)
-        settings = faces.embed_settings_from(meta)
-        frames.append(
-            faces.training_rows(training, embeddings, settings, metric, multiple_faces, cut)
-        )
+        settings = embed_settings_from(meta)
+        frames.append(training_rows(training, embeddings, settings, metric, multiple_faces, cut))
     baseline = pd.concat(frames, ignore_index=True)
     _write_csv(baseline, out)
     for source, group in baseline.groupby("source", sort=False):
@@ -122,8 +177,6 @@ def read_baseline(path: str | Path | None) -> pd.DataFrame | None:
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        from dreamgrid.faces import BASELINE_COLUMNS
-
         return pd.DataFrame(columns=list(BASELINE_COLUMNS))
 
 

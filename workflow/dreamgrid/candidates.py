@@ -21,6 +21,10 @@ import pandas as pd
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path, list_images, read_text
 from dreamgrid.scoretable import pct_column
+from dreamgrid.scoring import codec
+from dreamgrid.scoring.distances import distance, score_table
+from dreamgrid.scoring.embedding import EmbeddingCache, embed_images, embed_reference_photos
+from dreamgrid.scoring.settings import FaceSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,6 @@ def rank_columns(threshold: float) -> list[str]:
 def consistency(embeddings: Sequence[np.ndarray], metric: str) -> float:
     """Mean pairwise distance among a name's faces (NaN with fewer than two faces): it does
     not grow with the number of faces, as the distance to their centroid does."""
-    from dreamgrid.faces import distance
-
     if len(embeddings) < 2:
         return math.nan
     return float(
@@ -55,7 +57,7 @@ def candidate_row(
 ) -> dict[str, object]:
     """One candidate's numbers from its renders' score rows and detected faces.
 
-    ``faces`` holds each render's faces (:class:`dreamgrid.faces.Face`); the largest face of
+    ``faces`` holds each render's faces (:class:`dreamgrid.scoring.deepface_adapter.Face`); the largest face of
     a render stands for it in ``consistency``. ``average_ci_low``/``_high``: the BCa
     interval of the average (NaN with fewer than two faces).
     """
@@ -144,21 +146,19 @@ def rank_folders(
     """Score every candidate folder's images against ``references`` and rank them.
 
     Args:
-        references: reference name -> embedding (:func:`dreamgrid.faces.embed_references`).
+        references: reference name -> embedding (:func:`dreamgrid.scoring.embedding.embed_reference_photos`).
         folders: one folder of renders per candidate.
-        settings: :class:`dreamgrid.faces.FaceSettings` the references were embedded with.
+        settings: :class:`dreamgrid.scoring.settings.FaceSettings` the references were embedded with.
         threshold: distance for the ``pct_below_<t>`` column.
         names: candidate names (default: the folder names).
-        multiple_faces, cache, workers: as for :func:`dreamgrid.faces.score_images`.
+        multiple_faces, cache, workers: as for :func:`dreamgrid.scoring.distances.score_images`.
     """
-    from dreamgrid import faces
-
     names = [f.name for f in folders] if names is None else list(names)
     rows = []
     for name, folder in zip(names, folders, strict=True):
         images = list_images(folder)
-        found = faces.embed_images(images, settings, cache=cache, workers=workers, progress=False)
-        scores = faces.score_table(
+        found = embed_images(images, settings, cache=cache, workers=workers, progress=False)
+        scores = score_table(
             [p.name for p in images], found, references, settings.metric, multiple_faces
         )
         row = candidate_row(name, scores, found, settings.metric, threshold)
@@ -197,10 +197,8 @@ def run_rank_workflow(
     Render embeddings go through the shared content cache, so adding names to the list
     embeds only the new names' renders.
     """
-    from dreamgrid import faces
-
-    embeddings, meta = faces.load_references(references)
-    faces.check_references_match(meta, settings)
+    embeddings, meta = codec.load_references(references)
+    codec.check_references_match(meta, settings)
     table = rank_folders(
         embeddings,
         folders,
@@ -208,7 +206,7 @@ def run_rank_workflow(
         threshold,
         names=names,
         multiple_faces=multiple_faces,
-        cache=faces.EmbeddingCache(cache, settings.embedding),
+        cache=EmbeddingCache(cache, settings.embedding),
         workers=workers,
     )
     write_ranking(table, out)
@@ -232,13 +230,11 @@ def run_rank_cli(
     threshold: float,
 ) -> pd.DataFrame:
     """``dreamgrid rank-candidates``: rank the candidate folders under ``candidates``."""
-    from dreamgrid import faces
-
     if not math.isfinite(threshold) or threshold <= 0:
         raise SpecError(f"--threshold must be a positive distance, got {threshold!r}.")
     folders = candidate_dirs(candidates)
-    settings = faces.FaceSettings(model=model, detector=detector, metric=metric, align=True)
-    embeddings = faces.embed_references(list_images(references), settings)
+    settings = FaceSettings(model=model, detector=detector, metric=metric, align=True)
+    embeddings = embed_reference_photos(list_images(references), settings)
     table = rank_folders(embeddings, folders, settings, threshold)
     write_ranking(table, out)
     return table

@@ -178,10 +178,10 @@ def run_report_cli(
 
 
 def _score(args: argparse.Namespace) -> None:
-    from dreamgrid import faces
+    from dreamgrid.scoring import deepface_adapter, steps
 
-    faces.setup_deepface()
-    table = faces.run_score_cli(
+    deepface_adapter.setup_deepface()
+    table = steps.run_score_cli(
         references=args.references,
         images=args.images,
         model=args.model,
@@ -332,11 +332,12 @@ def _power(args: argparse.Namespace) -> None:
 
 
 def _rank_candidates(args: argparse.Namespace) -> None:
-    from dreamgrid import candidates, faces
+    from dreamgrid import candidates
+    from dreamgrid.scoring import deepface_adapter
 
-    faces.setup_deepface()
+    deepface_adapter.setup_deepface()
     if args.threshold is None:
-        args.threshold = faces.fitted_thresholds(args.model, args.metric)[0]
+        args.threshold = deepface_adapter.fitted_thresholds(args.model, args.metric)[0]
     table = candidates.run_rank_cli(
         references=args.references,
         candidates=args.candidates,

@@ -239,10 +239,10 @@ def fit_thresholds(config: dict[str, Any], source: str = "config") -> None:
     ones that fit ``score.model`` (in place).
 
     ``score.thresholds`` null: DeepFace's same-person threshold for the model and metric and
-    a stricter one (:func:`dreamgrid.faces.fitted_thresholds`); ``token_finder.threshold``
-    null: the stricter of those.
+    a stricter one (:func:`dreamgrid.scoring.deepface_adapter.fitted_thresholds`);
+    ``token_finder.threshold`` null: the stricter of those.
     """
-    from dreamgrid.faces import check_names, fitted_thresholds
+    from dreamgrid.scoring.deepface_adapter import check_names, fitted_thresholds
 
     score, finder = config["score"], config["token_finder"]
     check_names([score["model"], *score["models"]], score["detector"], source)
@@ -256,7 +256,7 @@ def fit_thresholds(config: dict[str, Any], source: str = "config") -> None:
 
 def threshold_warnings(config: dict[str, Any]) -> list[str]:
     """Sentences for thresholds set far above DeepFace's own for ``score.model``."""
-    from dreamgrid.faces import threshold_warnings as warnings_for
+    from dreamgrid.scoring.deepface_adapter import threshold_warnings as warnings_for
 
     score = config["score"]
     return warnings_for(score["model"], score["metric"], score["thresholds"])

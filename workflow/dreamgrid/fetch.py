@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from dreamgrid import models, offline
+from dreamgrid.dag import Grid
 from dreamgrid.errors import DreamgridError
+from dreamgrid.scoring import deepface_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +86,9 @@ def fetch(config: dict[str, Any], to: str | Path) -> dict[str, str]:
         clip = _model(config["score"]["clip_model"], "clip", to / CLIP)
         if clip:
             values["score.clip_model"] = clip
-    from dreamgrid import faces
-    from dreamgrid.dag import Grid
-
     home = to / DEEPFACE
     for model in Grid(config).face_models():
-        faces.prepare_face_weights(model, config["score"]["detector"], home)
+        deepface_adapter.prepare_face_weights(model, config["score"]["detector"], home)
     values["score.deepface_home"] = str(home)
     return values
 

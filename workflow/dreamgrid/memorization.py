@@ -22,10 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dreamgrid import faces, stats
+from dreamgrid import stats
 from dreamgrid.errors import SpecError
 from dreamgrid.io import list_images
 from dreamgrid.scoretable import _write_csv
+from dreamgrid.scoring import codec, deepface_adapter
+from dreamgrid.scoring.deepface_adapter import Face
+from dreamgrid.scoring.distances import distance
+from dreamgrid.scoring.settings import EmbedSettings, embed_settings_from
 
 log = logging.getLogger(__name__)
 
@@ -57,30 +61,28 @@ SUMMARY_COLUMNS = (
 
 
 def subject_face(
-    found: Sequence[faces.Face], references: Mapping[str, np.ndarray], metric: str
-) -> faces.Face | None:
+    found: Sequence[Face], references: Mapping[str, np.ndarray], metric: str
+) -> Face | None:
     """The face of a training photo that is the subject: the one closest, on average, to the
     references (a photo may show other people too)."""
     if not found:
         return None
     return min(
         found,
-        key=lambda f: np.mean(
-            [faces.distance(f.embedding, r, metric) for r in references.values()]
-        ),
+        key=lambda f: np.mean([distance(f.embedding, r, metric) for r in references.values()]),
     )
 
 
 def training_embeddings(
     photos: Sequence[Path],
     references: Mapping[str, np.ndarray],
-    settings: faces.EmbedSettings,
+    settings: EmbedSettings,
     metric: str,
 ) -> dict[str, np.ndarray]:
     """Photo name -> the subject's embedding, for the training photos that show a face."""
     embeddings = {}
     for photo in map(Path, photos):
-        face = subject_face(faces.detect_and_embed(photo, settings), references, metric)
+        face = subject_face(deepface_adapter.detect_and_embed(photo, settings), references, metric)
         if face is None:
             log.warning("%s: no face found; left out of the memorization yardstick", photo)
             continue
@@ -91,7 +93,7 @@ def training_embeddings(
 def pair_distances(training: Mapping[str, np.ndarray], metric: str) -> pd.DataFrame:
     """Every pair of distinct training photos and their distance (columns a, b, distance)."""
     rows = [
-        {"a": a, "b": b, "distance": faces.distance(training[a], training[b], metric)}
+        {"a": a, "b": b, "distance": distance(training[a], training[b], metric)}
         for a, b in itertools.combinations(training, 2)
     ]
     return pd.DataFrame(rows, columns=["a", "b", "distance"])
@@ -118,7 +120,7 @@ def yardsticks(pairs: pd.DataFrame) -> tuple[float, float]:
 
 
 def nearest_training(
-    found: Sequence[faces.Face],
+    found: Sequence[Face],
     training: Mapping[str, np.ndarray],
     metric: str,
     multiple_faces: str,
@@ -133,15 +135,13 @@ def nearest_training(
     if multiple_faces == "largest" and len(found) > 1:
         found = [max(found, key=lambda f: f.area)]
     return min(
-        (faces.distance(f.embedding, emb, metric), name)
-        for f in found
-        for name, emb in training.items()
+        (distance(f.embedding, emb, metric), name) for f in found for name, emb in training.items()
     )
 
 
 def render_rows(
     checkpoint: Mapping[str, object],
-    found: Mapping[str, Sequence[faces.Face]],
+    found: Mapping[str, Sequence[Face]],
     training: Mapping[str, np.ndarray],
     closest_pair: float,
     metric: str,
@@ -219,7 +219,7 @@ def run_memorization(
         training_photos: the subject's training photos.
         references: the primary model's reference embeddings (their settings embed the
             training photos, and pick the subject's face in a photo with several).
-        faces_files: per checkpoint, its faces shards (:func:`dreamgrid.faces.save_faces`).
+        faces_files: per checkpoint, its faces shards (:func:`dreamgrid.scoring.codec.save_faces`).
         checkpoints: per checkpoint (same order), its ``arm``, ``epoch`` and ``prompt_set``.
         out_renders, out_summary, out_pairs: per render (TSV), per checkpoint (CSV), and
             every pair of training photos (CSV).
@@ -229,16 +229,16 @@ def run_memorization(
             f"memorization: {len(faces_files)} lists of faces files for {len(checkpoints)} "
             "checkpoints."
         )
-    refs, meta = faces.load_references(references)
-    settings = faces.embed_settings_from(meta)
+    refs, meta = codec.load_references(references)
+    settings = embed_settings_from(meta)
     training = training_embeddings(list_images(training_photos), refs, settings, metric)
     pairs = pair_distances(training, metric)
     closest, median_nearest = yardsticks(pairs)
     rows = []
     for checkpoint, files in zip(checkpoints, faces_files, strict=True):
         for path in files:
-            found, shard_meta = faces.load_faces(Path(path))
-            faces.check_references_match(shard_meta, settings)
+            found, shard_meta = codec.load_faces(Path(path))
+            codec.check_references_match(shard_meta, settings)
             rows += render_rows(checkpoint, found, training, closest, metric, multiple_faces)
     renders = pd.DataFrame(rows, columns=list(RENDER_COLUMNS))
     summary = summarize(renders, closest, median_nearest, pair_photos=closest_pair_photos(pairs))

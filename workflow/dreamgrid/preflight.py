@@ -18,6 +18,9 @@ from dreamgrid import config as cfg
 from dreamgrid import models, offline
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path, by_stem, file_hash, list_images, load_rgb
+from dreamgrid.scoring import deepface_adapter
+from dreamgrid.scoring.embedding import embed_reference_photos
+from dreamgrid.scoring.settings import settings_from
 
 logger = logging.getLogger(__name__)
 
@@ -157,23 +160,25 @@ def check_lora_targets(config: dict[str, Any], results: str | Path = "results") 
 
 def check_reference_faces(config: dict[str, Any], cache: Path | None) -> None:
     """Each reference must show exactly one face; cached by file contents and face settings."""
-    from dreamgrid import faces
-
     score = config["score"]
-    settings = faces.settings_from(score)
+    settings = settings_from(score)
     references = list_images(config["subject"]["references"])
     key = _fingerprint(references, {**vars(settings), "deepface_home": score["deepface_home"]})
     if cache and cache.is_file() and json.loads(cache.read_text()).get("references") == key:
         return
     # In Snakemake's own process: on the CPU, and the GPUs visible again to the jobs after.
-    with faces.on_cpu():
-        faces.setup_deepface(score["deepface_home"])
-        if faces.face_weights_problem(settings.model, settings.detector, score["deepface_home"]):
+    with deepface_adapter.on_cpu():
+        deepface_adapter.setup_deepface(score["deepface_home"])
+        if deepface_adapter.face_weights_problem(
+            settings.model, settings.detector, score["deepface_home"]
+        ):
             # The submitting node, where prepare_face_models runs too: the check needs them.
             logger.info("preparing DeepFace %s/%s for the reference check", settings.model,
                         settings.detector)  # fmt: skip
-            faces.prepare_face_weights(settings.model, settings.detector, score["deepface_home"])
-        faces.embed_references(references, settings)
+            deepface_adapter.prepare_face_weights(
+                settings.model, settings.detector, score["deepface_home"]
+            )
+        embed_reference_photos(references, settings)
     if cache:
         with atomic_path(cache) as tmp:
             tmp.write_text(json.dumps({"references": key}) + "\n")
@@ -226,9 +231,7 @@ def check_models(config: dict[str, Any]) -> list[str]:
             missing.append(f"{key}: {source} is downloaded by the local rule {rule}")
     detector = score["detector"]
     for model in dag.Grid(config).face_models():
-        from dreamgrid import faces
-
-        problem = faces.face_weights_problem(model, detector, score["deepface_home"])
+        problem = deepface_adapter.face_weights_problem(model, detector, score["deepface_home"])
         if problem:
             fetched.append(f"DeepFace {model}/{detector} ({offline.FACE_PREPARE_RULE})")
             missing.append(f"{problem}; {offline.FACE_PREPARE_RULE} downloads it")

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from dreamgrid.errors import SpecError
-from dreamgrid.faces import DISTANCE_PREFIX
 from dreamgrid.io import atomic_path
 from dreamgrid.prompts import MAIN_PROMPT_SET
+from dreamgrid.scoring.distances import DISTANCE_PREFIX, compare_metadata, meta_path
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +235,12 @@ def replicates(scores: pd.DataFrame) -> int:
 
 def check_score_metadata(score_files: Sequence[Path]) -> list[str]:
     """Warnings where the score tables' sidecars disagree (DeepFace version, model, ...)."""
-    from dreamgrid import faces
-
     metas = {}
     for path in map(Path, score_files):
-        sidecar = faces.meta_path(path)
+        sidecar = meta_path(path)
         if sidecar.is_file():
             metas[str(path)] = json.loads(sidecar.read_text())
-    return faces.compare_metadata(metas)
+    return compare_metadata(metas)
 
 
 def headline(frame: pd.DataFrame | None, model: str | None) -> pd.DataFrame | None:

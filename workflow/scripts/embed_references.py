@@ -2,12 +2,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import faces, logs
+from dreamgrid import logs
+from dreamgrid.scoring import deepface_adapter, steps
+from dreamgrid.scoring.settings import embed_settings_from
 
 with logs.job(snakemake.log[0]):
-    faces.setup_deepface(snakemake.params.faces["deepface_home"])
-    faces.run_embed_references(
+    deepface_adapter.setup_deepface(snakemake.params.faces["deepface_home"])
+    steps.embed_references(
         references=Path(snakemake.input.references),
-        settings=faces.embed_settings_from(snakemake.params.faces),
+        settings=embed_settings_from(snakemake.params.faces),
         out=Path(snakemake.output[0]),
     )

@@ -2,10 +2,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import faces, logs, memorization
+from dreamgrid import logs, memorization
+from dreamgrid.scoring import deepface_adapter
 
 with logs.job(snakemake.log[0]):
-    faces.setup_deepface(snakemake.params.deepface_home)
+    deepface_adapter.setup_deepface(snakemake.params.deepface_home)
     checkpoints = snakemake.params.checkpoints
     memorization.run_memorization(
         training_photos=Path(snakemake.input.training),

@@ -2,11 +2,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import faces, logs, offline
+from dreamgrid import logs, offline
+from dreamgrid.scoring import deepface_adapter
 
 # A local rule on the submitting node: the one job that may download face weights.
 with logs.job(snakemake.log[0], network=True):
-    faces.prepare_face_weights(
+    deepface_adapter.prepare_face_weights(
         snakemake.wildcards.model,
         snakemake.wildcards.detector,
         home=offline.record_home(snakemake.output[0]),

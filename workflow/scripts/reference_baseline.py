@@ -2,10 +2,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import baseline, faces, logs
+from dreamgrid import baseline, logs
+from dreamgrid.scoring import deepface_adapter
 
 with logs.job(snakemake.log[0]):
-    faces.setup_deepface(snakemake.params.deepface_home)
+    deepface_adapter.setup_deepface(snakemake.params.deepface_home)
     baseline.run_baseline(
         references=Path(snakemake.input.embeddings),
         metric=snakemake.params.metric,
