@@ -47,10 +47,11 @@ def _python(code: str, env: dict) -> subprocess.CompletedProcess:
 def _prepare(home: Path, model: str, detector: str, env: dict) -> subprocess.CompletedProcess:
     """prepare_face_weights in its own process, as the prepare rule's job runs it."""
     args = f"{model!r}, {detector!r}, {str(home)!r}"
-    return _python(
-        f"from dreamgrid.scoring import deepface_adapter; deepface_adapter.prepare_face_weights({args})",
-        env,
+    code = (
+        "from dreamgrid.scoring import deepface_adapter\n"
+        f"deepface_adapter.prepare_face_weights({args})\n"
     )
+    return _python(code, env)
 
 
 def _env(**extra: str) -> dict:

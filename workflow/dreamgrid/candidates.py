@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dreamgrid import stats
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path, list_images, read_text
 from dreamgrid.scoretable import pct_column
@@ -57,12 +58,10 @@ def candidate_row(
 ) -> dict[str, object]:
     """One candidate's numbers from its renders' score rows and detected faces.
 
-    ``faces`` holds each render's faces (:class:`dreamgrid.scoring.deepface_adapter.Face`); the largest face of
-    a render stands for it in ``consistency``. ``average_ci_low``/``_high``: the BCa
-    interval of the average (NaN with fewer than two faces).
+    ``faces`` holds each render's faces (:class:`dreamgrid.scoring.deepface_adapter.Face`);
+    the largest face of a render stands for it in ``consistency``. ``average_ci_low``/``_high``:
+    the BCa interval of the average (NaN with fewer than two faces).
     """
-    from dreamgrid import stats
-
     distances = scores.loc[scores["face_found"], "mean_distance"].to_numpy(dtype=float)
     largest = [max(found, key=lambda f: f.area).embedding for found in faces if found]
     low, high = stats.mean_interval(distances, rng=stats.rng_for(stats.SEED, "finder", name))
@@ -146,9 +145,11 @@ def rank_folders(
     """Score every candidate folder's images against ``references`` and rank them.
 
     Args:
-        references: reference name -> embedding (:func:`dreamgrid.scoring.embedding.embed_reference_photos`).
+        references: reference name -> embedding
+            (:func:`dreamgrid.scoring.embedding.embed_reference_photos`).
         folders: one folder of renders per candidate.
-        settings: :class:`dreamgrid.scoring.settings.FaceSettings` the references were embedded with.
+        settings: :class:`dreamgrid.scoring.settings.FaceSettings` the references were
+            embedded with.
         threshold: distance for the ``pct_below_<t>`` column.
         names: candidate names (default: the folder names).
         multiple_faces, cache, workers: as for :func:`dreamgrid.scoring.distances.score_images`.

@@ -7,10 +7,10 @@ construction (ONNX on the CPU where onnxruntime is installed). GPU jobs hold the
 scoring job's workers would otherwise each open a CUDA context and load a model beside a
 training job.
 
-In order: setting deepface up, its weights (prepared once on the submitting node, never
-downloaded by a job), checks of names, settings and thresholds against deepface's own tables,
-and detecting and embedding the faces of one image exactly as ``DeepFace.verify`` does, and
-deepface's ``find_distance`` of two embeddings.
+In order: setting deepface up; its weights (prepared once on the submitting node, never
+downloaded by a job); names, settings and thresholds checked against deepface's own tables;
+the faces of one image detected and embedded exactly as ``DeepFace.verify`` does; deepface's
+``find_distance`` of two embeddings.
 """
 
 from __future__ import annotations

@@ -160,8 +160,9 @@ def run_score_cli(
     """``dreamgrid score``: distances of a folder of images to a folder of reference photos.
 
     Writes ``out`` (CSV: image, face_found, n_faces, mean_distance, d:<reference>...) and
-    ``out`` with suffix ``.meta.json`` (:func:`~dreamgrid.scoring.distances.metadata`). Images are embedded in ``workers``
-    processes (default: every CPU); with ``cache``, embeddings are reused by file content.
+    ``out`` with suffix ``.meta.json`` (:func:`~dreamgrid.scoring.distances.metadata`).
+    Images are embedded in ``workers`` processes (default: every CPU); with ``cache``,
+    embeddings are reused by file content.
 
     Raises:
         SpecError: a folder is missing or empty, a setting is unknown, or a reference shows
