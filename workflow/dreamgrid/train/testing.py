@@ -1,7 +1,8 @@
-"""A TrainSpec for tests and benchmarks on the tiny random-weight model (dreamgrid.tiny)."""
+"""TrainSpecs for tests and benchmarks on the tiny random-weight model (dreamgrid.tiny)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,23 @@ def tiny_train_spec(base_model: Path, instance_dir: Path, out: Path, **changes: 
         "out_checkpoint": out / "epoch-1.safetensors",
     }
     return TrainSpec(**{**fields, **changes})
+
+
+def next_epoch(spec: TrainSpec, out: Path, state: Path | None = None) -> TrainSpec:
+    """The arm's next epoch, writing into ``out`` (resume state ``state``, default the same)."""
+    e = spec.epoch + 1
+    return dataclasses.replace(
+        spec,
+        epoch=e,
+        previous_meta=spec.out_checkpoint.with_suffix(".json"),
+        state=state or spec.state,
+        out_checkpoint=out / f"epoch-{e}.safetensors",
+    )
+
+
+def copy_state(spec: TrainSpec, out: Path) -> Path:
+    """A private copy of the arm's resume state (so two branches can continue from it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    copy = out / "resume.safetensors"
+    copy.write_bytes(spec.state.read_bytes())
+    return copy
