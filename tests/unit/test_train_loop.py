@@ -284,3 +284,115 @@ def test_bf16_mixed_precision_runs_on_cpu(tiny_model, data, tmp_path, method):
         keys = [k for k in handle.keys() if k.startswith("weights.")]  # noqa: SIM118
         dtypes = {handle.get_tensor(k).dtype for k in keys}
     assert dtypes == {torch.float32}
+
+
+# --- what a checkpoint records ----------------------------------------------------------------
+
+#: The checkpoint metadata of two sample specs, as written since versions.TRAIN 2: the keys and
+#: values of every checkpoint's .json and safetensors header (a change here is an output change).
+COMMON_METADATA = {
+    "epoch": 2,
+    "steps": 10,
+    "steps_per_epoch": 4,
+    "seed": 7,
+    "resolution": 64,
+    "repeats": 1,
+    "batch_size": 2,
+    "learning_rate": 0.001,
+    "lr_scheduler": "constant",
+    "token": "ohwx",
+    "class_word": "woman",
+    "aspect_ratio": "center_crop",
+    "train_sizes": {"64x64": 3},
+    "train_images": 3,
+    "mean_loss": 0.25,
+}
+LORA_METADATA = {
+    **COMMON_METADATA,
+    "arm": "ohwx-genreg-nocap-lora",
+    "mixed_precision": "bf16",
+    "save_precision": "bf16",
+    "train_text_encoder": False,
+    "text_encoder_lr": None,
+    "text_encoder_stop_epoch": None,
+    "text_encoder_trained": False,
+    "method": "lora",
+    "lora_rank": 4,
+    "lora_alpha": 4.0,
+    "optimizer": "adamw8bit",
+    "noise_offset": 0.05,
+    "min_snr_gamma": 5.0,
+    "lora_target_modules": ["to_q", "to_v"],
+    "regularization": True,
+    "prior_loss_weight": 0.5,
+    "reg_mode": "paired",
+    "passes": 2,
+    "kohya_epochs": 4,
+    "reg_images": 2,
+}
+FULL_METADATA = {
+    **COMMON_METADATA,
+    "arm": "ohwx-noreg-nocaptions",
+    "mixed_precision": "no",
+    "save_precision": "fp16",
+    "train_text_encoder": True,
+    "text_encoder_lr": 0.0005,
+    "text_encoder_stop_epoch": 3,
+    "text_encoder_trained": True,
+    "method": "full",
+    "lora_rank": None,
+    "lora_alpha": None,
+    "optimizer": "adamw",
+    "noise_offset": 0.0,
+    "min_snr_gamma": None,
+    "lora_target_modules": None,
+    "regularization": False,
+    "prior_loss_weight": 1.0,
+    "reg_mode": "kohya",
+    "passes": 1,
+    "kohya_epochs": 2,
+    "reg_images": 0,
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {
+                "arm": "ohwx-genreg-nocap-lora",
+                "method": "lora",
+                "lora_rank": 4,
+                "lora_alpha": 4.0,
+                "lora_target_modules": ["to_q", "to_v"],
+                "passes": 2,
+                "noise_offset": 0.05,
+                "min_snr_gamma": 5.0,
+                "prior_loss_weight": 0.5,
+                "reg_mode": "paired",
+                "optimizer": "adamw8bit",
+                "mixed_precision": "bf16",
+                "save_precision": "bf16",
+                "reg": True,
+            },
+            LORA_METADATA,
+        ),
+        (
+            {"train_text_encoder": True, "text_encoder_lr": 5e-4, "text_encoder_stop_epoch": 3},
+            FULL_METADATA,
+        ),
+    ],
+)
+def test_checkpoint_metadata_keys_and_values(tiny_model, data, tmp_path, changes, expected):
+    from dreamgrid.train.data import epoch_batches
+    from dreamgrid.train.loop import checkpoint_metadata
+
+    changes = dict(changes)
+    if changes.pop("reg", False):
+        changes["reg_dir"] = data["reg"]
+    spec = make_spec(
+        tiny_model, data, tmp_path, epoch=2, previous_meta=tmp_path / "epoch-1.json", **changes
+    )
+    metadata = checkpoint_metadata(spec, epoch_batches(spec), 10, 4, [0.5, 0.25, 0.125, 0.125])
+    assert metadata == expected
+    assert json.dumps(metadata, sort_keys=True) == json.dumps(expected, sort_keys=True)
