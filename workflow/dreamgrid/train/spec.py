@@ -48,6 +48,20 @@ _BOOL_FIELDS = (
 OPTIMIZERS = ("adamw", "adamw8bit")
 ASPECT_RATIOS = ("center_crop", "buckets")
 _BUCKET_FIELDS = ("bucket_min_size", "bucket_max_size", "bucket_step")
+# Fields a checkpoint's metadata has never recorded: input and output paths, optimizer and
+# memory details, bucket sizes. Recording one more would change every checkpoint's .json.
+_NOT_IN_CHECKPOINT = (
+    *_PATH_FIELDS,
+    "adam_beta1",
+    "adam_beta2",
+    "adam_weight_decay",
+    "adam_epsilon",
+    "max_grad_norm",
+    "gradient_checkpointing",
+    "cache_latents",
+    "cache_text_embeddings",
+    *_BUCKET_FIELDS,
+)
 
 
 @dataclass(frozen=True)
@@ -274,9 +288,16 @@ class TrainSpec:
         """
         import hashlib
 
-        settings = {k: v for k, v in self.to_dict().items() if k not in _LOCATION_FIELDS}
-        text = json.dumps(settings, sort_keys=True)
+        text = json.dumps(self._settings(leave_out=_LOCATION_FIELDS), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def checkpoint_settings(self) -> dict[str, Any]:
+        """The settings a checkpoint's metadata records (JSON-able; paths, optimizer and
+        memory details and bucket sizes left out)."""
+        return self._settings(leave_out=_NOT_IN_CHECKPOINT)
+
+    def _settings(self, leave_out: tuple[str, ...]) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k not in leave_out}
 
     @property
     def regularization(self) -> bool:
