@@ -3,7 +3,6 @@ training from them matches training without."""
 
 from __future__ import annotations
 
-
 import torch
 from conftest import make_spec, unet_of
 
