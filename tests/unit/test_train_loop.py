@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,20 @@ from safetensors.torch import load_file
 from dreamgrid.errors import SpecError
 from dreamgrid.train.data import steps_per_epoch
 from dreamgrid.train.export import read_metadata
-from dreamgrid.train.testing import copy_state, next_epoch
+from dreamgrid.train.spec import TrainSpec
+from dreamgrid.train.testing import copy_state, next_epoch, shim_command
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def train_in_new_process(spec: TrainSpec, log: Path) -> None:
+    """Train ``spec`` in a fresh process as its train_dreambooth job does (the rule's shim)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    done = subprocess.run(
+        shim_command(spec, log), env=env, check=False, capture_output=True, text=True, timeout=600
+    )
+    job_log = log.read_text() if log.exists() else ""
+    assert done.returncode == 0, (job_log + done.stderr)[-3000:]
 
 
 def test_epoch1_writes_sd_checkpoint_state_and_loss_log(epoch1, tiny_model):
@@ -62,18 +72,9 @@ def test_epoch2_continues_and_is_deterministic_across_processes(epoch1, tmp_path
     rows = result["loss_log"].read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["3", "4"]
 
-    # The same epoch in a fresh process via the CLI gives bit-identical tensors.
+    # The same epoch in a fresh process, as its job runs it, gives bit-identical tensors.
     separate = next_epoch(spec1, tmp_path / "b", state=copy_state(spec1, tmp_path / "sb"))
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(separate.to_json())
-    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
-    subprocess.run(
-        [sys.executable, "-m", "dreamgrid.train", "--spec", str(spec_file)],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=300,
-    )
+    train_in_new_process(separate, tmp_path / "b.log")
     for a, b in [
         (in_process.out_checkpoint, separate.out_checkpoint),
         (in_process.state, separate.state),
@@ -267,18 +268,7 @@ def test_bf16_mixed_precision_runs_on_cpu(tiny_model, data, tmp_path, method):
         cache_dir=tmp_path / "cache",
         **(lora if method == "lora" else {}),
     )
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(spec.to_json())
-    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
-    done = subprocess.run(
-        [sys.executable, "-m", "dreamgrid.train", "--spec", str(spec_file)],
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    train_in_new_process(spec, tmp_path / "job.log")
     assert read_metadata(spec.out_checkpoint)["mixed_precision"] == "bf16"
     with safe_open(str(spec.state), framework="pt") as handle:
         keys = [k for k in handle.keys() if k.startswith("weights.")]  # noqa: SIM118

@@ -1,5 +1,5 @@
-"""TrainSpec (dreamgrid.train.spec): conflicting settings are refused, the fingerprint
-follows settings, not locations."""
+"""TrainSpec (dreamgrid.train.spec): a job's params build it, conflicting settings are refused,
+the fingerprint follows settings, not locations."""
 
 from __future__ import annotations
 
@@ -10,23 +10,49 @@ from pathlib import Path
 import pytest
 from conftest import make_spec
 
+from dreamgrid.config import validate
 from dreamgrid.errors import SpecError
-from dreamgrid.train.spec import TrainSpec
-from dreamgrid.train.testing import next_epoch
+from dreamgrid.train.spec import job_spec
+from dreamgrid.train.testing import job_of, next_epoch
+
+LORA = {
+    "arm": "ohwx-genreg-nocap-lora",
+    "method": "lora",
+    "lora_rank": 4,
+    "lora_alpha": 4.0,
+    "lora_target_modules": ["to_q", "to_v"],
+    "learning_rate": 1e-4,
+}
 
 
-def test_spec_json_round_trip(tiny_model, data, tmp_path):
-    spec = make_spec(tiny_model, data, tmp_path, reg_dir=data["reg"])
-    text = spec.to_json()
-    assert TrainSpec.from_json(text) == spec
-    assert isinstance(TrainSpec.from_json(text).base_model, Path)
-    (tmp_path / "spec.json").write_text(text)
-    assert TrainSpec.read(tmp_path / "spec.json") == spec
-    broken = json.loads(text)
-    del broken["seed"]
-    broken["sed"] = 1
-    with pytest.raises(SpecError, match=r"unknown keys \['sed'\].*missing keys \['seed'\]"):
-        TrainSpec.from_json(json.dumps(broken))
+@pytest.mark.parametrize("changes", [{}, LORA], ids=["full", "lora"])
+def test_a_jobs_params_build_its_spec(tiny_model, data, tmp_path, changes):
+    # What the train_dreambooth shim (and the preflight) does with a job's params and inputs;
+    # test_train_loop.py runs the shim itself in a fresh process with these params.
+    first = make_spec(tiny_model, data, tmp_path, reg_dir=data["reg"], **changes)
+    spec = next_epoch(first, tmp_path / "later")
+    job = json.loads(json.dumps(job_of(spec)))  # plain data, as Snakemake passes params
+    built = job_spec(
+        job["params"],
+        job["input"],
+        base_model=job["input"]["base"],
+        epoch=int(job["wildcards"]["epoch"]),
+        out_checkpoint=job["output"]["checkpoint"],
+    )
+    assert built == spec
+    assert isinstance(built.base_model, Path) and isinstance(built.previous_meta, Path)
+
+
+def test_a_misspelt_setting_never_reaches_a_job():
+    # The spec's own key check went with its JSON file; the config schema names the key.
+    config = {
+        "subject": {"class_word": "woman", "train_images": "a", "references": "b"},
+        "base_model": "tiny",
+        "axes": {"token": {"rare": "ohwx"}},
+        "training": {"sed": 1},
+    }
+    with pytest.raises(SpecError, match=r"unknown key 'sed' \(did you mean 'seed'\?\)"):
+        validate(config)
 
 
 @pytest.mark.parametrize(

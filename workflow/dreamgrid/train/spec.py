@@ -226,46 +226,6 @@ class TrainSpec:
                 out[name] = str(out[name])
         return out
 
-    def to_json(self) -> str:
-        """The spec as a JSON document (keys sorted, so equal specs give equal files)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "train spec") -> TrainSpec:
-        """Build a spec from a dict; unknown or missing keys raise SpecError naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data))
-        if unknown or missing:
-            parts = []
-            if unknown:
-                parts.append(f"unknown keys {unknown}")
-            if missing:
-                parts.append(f"missing keys {missing}")
-            raise SpecError(f"{source}: {'; '.join(parts)}. Regenerate the spec with the workflow.")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "train spec") -> TrainSpec:
-        """Parse a spec written by :meth:`to_json`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SpecError(f"{source}: not valid JSON ({err}).") from err
-        if not isinstance(data, dict):
-            raise SpecError(f"{source}: expected a JSON object.")
-        return cls.from_dict(data, source=source)
-
-    @classmethod
-    def read(cls, path: str | Path) -> TrainSpec:
-        """Read a spec file."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise SpecError(f"{path}: cannot read the train spec ({err}).") from err
-        return cls.from_json(text, source=str(path))
-
 
 def job_spec(
     params: dict[str, Any],
