@@ -1,15 +1,19 @@
-"""Fixtures shared by the face-scoring tests."""
+"""Fixtures shared by the face-scoring tests and by the trainer's tests (test_train_*.py)."""
 
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from dreamgrid.scoring import deepface_adapter
 from dreamgrid.scoring.embedding import embed_reference_photos
 from dreamgrid.scoring.settings import FaceSettings
+from dreamgrid.train.spec import TrainSpec
+from dreamgrid.train.testing import tiny_train_spec
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 REFERENCES = sorted((DEMO / "references").glob("*.jpg"))
@@ -62,3 +66,47 @@ def gpus_visible_again(monkeypatch):
             monkeypatch.setenv(name, os.environ[name])
         else:
             monkeypatch.delenv(name, raising=False)
+
+
+# --- the trainer: a tiny model, three training and two class images, one trained epoch -----
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from dreamgrid.tiny import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("model") / "tiny-sd")
+
+
+def write_images(folder: Path, names: list[str], seed: int, size=(80, 64)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    instance = write_images(root / "instance", ["a.png", "b.png", "c.png"], seed=1)
+    reg = write_images(root / "reg", ["r1.png", "r2.png"], seed=2)
+    return {"root": root, "instance": instance, "reg": reg}
+
+
+def make_spec(tiny_model: Path, data: dict[str, Path], out: Path, **changes) -> TrainSpec:
+    return tiny_train_spec(tiny_model, data["instance"], out, **changes)
+
+
+def unet_of(checkpoint: Path) -> dict[str, torch.Tensor]:
+    prefix = "model.diffusion_model."
+    return {k[len(prefix) :]: v for k, v in load_file(str(checkpoint)).items() if prefix in k}
+
+
+@pytest.fixture(scope="session")
+def epoch1(tiny_model, data, tmp_path_factory):
+    from dreamgrid.train import run
+
+    spec = make_spec(tiny_model, data, tmp_path_factory.mktemp("run1"))
+    return spec, run(spec)

@@ -297,3 +297,61 @@ def test_check_cli_success_prints_the_grid(tmp_path):
         "results/models/deepface/.deepface/weights/shape_predictor_5_face_landmarks.dat",
         "results/models/deepface/.deepface/weights/dlib_face_recognition_resnet_model_v1.dat",
     }
+
+
+def test_the_commands_default_to_the_workflows_report_settings():
+    # One set of constants (dreamgrid.stats) for the commands, the functions behind them and
+    # the config schema's report.* defaults; the literals they repeated could drift apart.
+    from dreamgrid import config, stats
+
+    report = {k: v["default"] for k, v in config._schema()["properties"]["report"]["properties"].items()}  # fmt: skip
+    assert (report["confidence"], report["bootstrap_resamples"], report["seed"]) == (
+        stats.CONFIDENCE,
+        stats.RESAMPLES,
+        stats.SEED,
+    )
+    assert (report["best_margin"], report["best_margin_relative"], report["min_faces"]) == (
+        stats.BEST_MARGIN,
+        stats.BEST_MARGIN_RELATIVE,
+        stats.MIN_FACES,
+    )
+    parser = cli.build_parser()
+    args = parser.parse_args(["report", "--scores", "s.csv", "--out", "o"])
+    assert vars(args) | {"func": None} == {
+        "command": "report",
+        "verbose": False,
+        "scores": Path("s.csv"),
+        "out": Path("o"),
+        "baseline": None,
+        "thresholds": [0.6, 0.7],
+        "best_margin": 5.0,
+        "best_margin_relative": 0.25,
+        "min_faces": 20,
+        "confidence": 0.95,
+        "resamples": 2000,
+        "seed": 0,
+        "func": None,
+    }
+    compare = parser.parse_args(["compare", "--scores", "s.csv", "--out", "o"])
+    assert (compare.confidence, compare.resamples, compare.seed) == (0.95, 2000, 0)
+    power = parser.parse_args(["power", "--scores", "s.csv", "--effect", "0.01"])
+    assert (power.threshold, power.confidence) == (0.6, 0.95)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["compare", "--out", "c.csv"], ["report", "--out", "report"], ["power", "--effect", "0.01"]],
+)
+def test_paired_commands_name_the_file_once_for_a_face_without_distance(tmp_path, argv, capsys):
+    scores = tmp_path / "scores.csv"
+    pd.DataFrame(
+        {"arm": ["a", "b"], "epoch": [1, 1], "seed": [0, 0], "face_found": [True, True],
+         "mean_distance": [0.5, None]}
+    ).to_csv(scores, index=False)  # fmt: skip
+    command, option, value = argv
+    if option == "--out":
+        value = str(tmp_path / value)
+    assert cli.main([command, "--scores", str(scores), option, value]) != 0
+    message = capsys.readouterr().err
+    assert f"{scores}: 1 row(s) have face_found true but no numeric mean_distance" in message
+    assert f"{scores}: {scores}" not in message  # report wrapped it twice before

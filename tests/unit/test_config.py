@@ -261,3 +261,97 @@ def test_replicates_add_runs_and_leave_run_one_as_it_was():
     assert three[2].as_params()["replicate"] == 3
     assert {a.recipe for a in three[:3]} == {first}
     assert len(three) == 3 * len(one)
+
+
+# ---- the schema owns every setting's type and range ----------------------------------------
+# TrainSpec, SampleSettings and the class-image generator re-checked these (and disagreed: the
+# sampler took sample.cfg 0); they keep only the rules between settings, and each case below,
+# once a spec's, sampler's or generator's, is refused by validate (so by `dreamgrid check` and
+# `snakemake -n`) before any job, naming the key.
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # TrainSpec's (tests/unit/test_train_spec.py keeps the rules between settings)
+        ({"training__repeats": 0}, "at training.repeats: 0 is less than the minimum of 1"),
+        ({"training__repeats": 1.5}, "at training.repeats: 1.5 is not of type 'integer'"),
+        ({"training__batch_size": 0}, "at training.batch_size: 0 is less than the minimum of 1"),
+        ({"training__learning_rate": 0.0}, "at training.learning_rate: 0.0 is less than or equal"),
+        ({"lora__learning_rate": 0}, "at lora.learning_rate: 0 is less than or equal"),
+        ({"training__mixed_precision": "fp8"}, "at training.mixed_precision: 'fp8' is not one of"),
+        ({"training__save_precision": "fp8"}, "at training.save_precision: 'fp8' is not one of"),
+        ({"training__lr_scheduler": "cosine"}, "at training.lr_scheduler: 'cosine' is not one of"),
+        ({"training__resolution": 60}, "at training.resolution: 60 is not a multiple of 8"),
+        ({"training__adam_beta1": 1.0}, "at training.adam_beta1: 1.0 is greater than or equal"),
+        ({"training__adam_beta2": 1.0}, "at training.adam_beta2: 1.0 is greater than or equal"),
+        ({"training__adam_weight_decay": -0.1}, "at training.adam_weight_decay: -0.1 is less"),
+        ({"training__adam_epsilon": 0}, "at training.adam_epsilon: 0 is less than or equal"),
+        ({"training__max_grad_norm": 0}, "at training.max_grad_norm: 0 is less than or equal"),
+        ({"training__prior_loss_weight": -1}, "at training.prior_loss_weight: -1 is less"),
+        ({"training__reg_mode": "mixed"}, "at training.reg_mode: 'mixed' is not one of"),
+        ({"training__seed": -1}, "at training.seed: -1 is less than the minimum of 0"),
+        ({"training__optimizer": "sgd"}, "at training.optimizer: 'sgd' is not one of"),
+        ({"training__noise_offset": -0.1}, "at training.noise_offset: -0.1 is less than"),
+        ({"training__min_snr_gamma": 0}, "at training.min_snr_gamma: 0 is less than or equal"),
+        ({"training__text_encoder_lr": 0}, "at training.text_encoder_lr: 0 is less than or equal"),
+        ({"training__text_encoder_stop_epoch": 0}, "at training.text_encoder_stop_epoch: 0 is"),
+        ({"training__gradient_checkpointing": "yes"}, "at training.gradient_checkpointing: 'yes'"),
+        ({"training__cache_latents": 1}, "at training.cache_latents: 1 is not of type 'boolean'"),
+        ({"training__aspect_ratio": "pad"}, "at training.aspect_ratio: 'pad' is not one of"),
+        ({"training__bucket_step": 60}, "at training.bucket_step: 60 is not a multiple of 8"),
+        ({"axes__method": ["dora"]}, "at axes.method.0: 'dora' is not one of"),
+        ({"lora__rank": 0}, "at lora.rank: 0 is less than the minimum of 1"),
+        ({"lora__rank": 2.5}, "at lora.rank: 2.5 is not of type 'integer'"),
+        ({"lora__alpha": 0}, "at lora.alpha: 0 is less than or equal to the minimum of 0"),
+        ({"lora__target_modules": []}, "at lora.target_modules: [] should be non-empty"),
+        (
+            {"lora__target_modules": ["to_q", ""]},
+            "at lora.target_modules.1: '' should be non-empty",
+        ),
+        ({"subject__class_word": ""}, "at subject.class_word: '' does not match"),
+        ({"axes__token": {"rare": " "}}, "at axes.token.rare: ' ' does not match"),
+        # SampleSettings' (renders of checkpoints and of look-alike candidates)
+        ({"sample__width": 60}, "at sample.width: 60 is not a multiple of 8"),
+        ({"sample__height": 0}, "at sample.height: 0 is less than the minimum of 8"),
+        ({"sample__count": 0}, "at sample.count: 0 is less than the minimum of 1"),
+        ({"sample__batch_size": 0}, "at sample.batch_size: 0 is less than the minimum of 1"),
+        ({"sample__steps": 0}, "at sample.steps: 0 is less than the minimum of 1"),
+        ({"sample__seed": -1}, "at sample.seed: -1 is less than the minimum of 0"),
+        ({"sample__cfg": -1.0}, "at sample.cfg: -1.0 is less than or equal to the minimum of 0"),
+        ({"sample__cfg": 0}, "at sample.cfg: 0 is less than or equal to the minimum of 0"),
+        ({"token_finder__renders": 0}, "at token_finder.renders: 0 is less than the minimum"),
+        ({"token_finder__seed": -1}, "at token_finder.seed: -1 is less than the minimum of 0"),
+        # generate_class_images' and prepare_ground_truth's (size = training.resolution)
+        ({"regularization__count": 0}, "at regularization.count: 0 is less than the minimum"),
+        ({"regularization__steps": 0}, "at regularization.steps: 0 is less than the minimum"),
+        ({"regularization__batch_size": 0}, "at regularization.batch_size: 0 is less than"),
+        ({"training__resolution": 4}, "at training.resolution: 4 is less than the minimum of 8"),
+    ],
+)
+def test_the_schema_owns_the_ranges_the_jobs_settings_had(overrides, message):
+    with pytest.raises(SpecError, match=r"^mine\.yaml: invalid config: ") as err:
+        cfg.validate(minimal(**overrides), source="mine.yaml")
+    assert message in str(err.value)
+
+
+def test_an_unknown_sampler_is_refused_with_the_names():
+    with pytest.raises(SpecError, match=r"at sample\.scheduler: 'lms' is not one of") as err:
+        cfg.validate(minimal(sample__scheduler="lms"), source="mine.yaml")
+    from dreamgrid.sample import SCHEDULERS
+
+    for name in SCHEDULERS:
+        assert name in str(err.value)
+
+
+def test_the_codes_choices_are_the_schemas():
+    """Names the code looks up (sampler classes, precisions, regularization modes) are the
+    ones the schema allows, so a value the schema lets through is one the job knows."""
+    from dreamgrid.sample import SCHEDULERS
+    from dreamgrid.train.loop import DTYPES
+    from dreamgrid.train.spec import REG_MODES, SAVE_PRECISIONS
+
+    properties = cfg._schema()["properties"]
+    training = properties["training"]["properties"]
+    assert properties["sample"]["properties"]["scheduler"]["enum"] == list(SCHEDULERS)
+    assert training["mixed_precision"]["enum"] == list(DTYPES)
+    assert training["save_precision"]["enum"] == list(SAVE_PRECISIONS)
+    assert training["reg_mode"]["enum"] == list(REG_MODES)

@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from safetensors.torch import load_file
 
 from dreamgrid.tiny import build_tiny_sd
 from dreamgrid.train.spec import TrainSpec
-from dreamgrid.train.testing import tiny_train_spec
+from dreamgrid.train.testing import shim_command, tiny_train_spec
 
 # Steps per epoch (3 images x repeats): enough that a kill after step 2 lands mid-epoch,
 # few enough that the runs stay cheap (steps dominate this file's time).
@@ -55,23 +54,27 @@ def epoch_spec(fields: dict, out: Path, epoch: int) -> TrainSpec:
     )
 
 
-def train_cli(spec: TrainSpec, workdir: Path) -> subprocess.Popen:
-    spec_file = workdir / "spec.json"
-    spec_file.write_text(spec.to_json())
-    log = (workdir / "train.log").open("w")
+def train_job(spec: TrainSpec, workdir: Path) -> subprocess.Popen:
+    """The epoch's train_dreambooth job (the rule's shim) in its own process; the job logs to
+    train.log, what the process prints before the job starts goes to process.log."""
+    out = (workdir / "process.log").open("w")
+    (workdir / "train.log").unlink(missing_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "dreamgrid.train", "--spec", str(spec_file)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        shim_command(spec, workdir / "train.log"), stdout=out, stderr=subprocess.STDOUT
     )
 
 
+def job_log(workdir: Path) -> str:
+    logs = [workdir / "process.log", workdir / "train.log"]
+    return "".join(p.read_text(errors="replace") for p in logs if p.exists())
+
+
 def kill_mid_epoch(spec: TrainSpec, workdir: Path) -> None:
-    job = train_cli(spec, workdir)
+    job = train_job(spec, workdir)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and job.poll() is None:
         # wait until the progress bar shows real steps, then kill mid-epoch
-        log = (workdir / "train.log").read_text(errors="replace")
+        log = job_log(workdir)
         steps = re.findall(rf"(\d+)/{STEPS}\b", log)
         if steps and int(steps[-1]) >= 2:
             break
@@ -81,10 +84,8 @@ def kill_mid_epoch(spec: TrainSpec, workdir: Path) -> None:
     job.wait()
 
 
-def run_cli(spec: TrainSpec, workdir: Path) -> None:
-    assert train_cli(spec, workdir).wait(timeout=600) == 0, (workdir / "train.log").read_text()[
-        -3000:
-    ]
+def run_job(spec: TrainSpec, workdir: Path) -> None:
+    assert train_job(spec, workdir).wait(timeout=600) == 0, job_log(workdir)[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +96,9 @@ def uninterrupted(spec_fields, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("uninterrupted")
     out = root / "arm"
     out.mkdir()
-    run_cli(epoch_spec(spec_fields, out, 1), out)
+    run_job(epoch_spec(spec_fields, out, 1), out)
     shutil.copytree(out, root / "after-epoch-1")
-    run_cli(epoch_spec(spec_fields, out, 2), out)
+    run_job(epoch_spec(spec_fields, out, 2), out)
     return {"final": out, "after_epoch_1": root / "after-epoch-1"}
 
 
@@ -119,7 +120,7 @@ def test_killed_training_leaves_no_output_and_rerun_matches(
     # The resume state still holds the last finished epoch, untouched.
     assert (spec.state.read_bytes() if spec.state.exists() else None) == state_before
 
-    run_cli(spec, out)
+    run_job(spec, out)
     assert "replaying" not in (out / "train.log").read_text()  # resumed, not retrained
     leftovers = [p for d in (out, spec.state.parent) for p in d.iterdir() if p.name[0] == "."]
     assert not leftovers, "temp files left behind"

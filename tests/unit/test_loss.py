@@ -175,3 +175,14 @@ def test_steps_of_the_trainer_equal_diffusers_reference_step(tiny, tmp_path, met
     assert result["max_abs_loss_difference"] == 0.0
     first = result["first_losses"]
     assert first["ours"][1] != first["ours"][0]  # the weights moved between steps
+
+
+def test_min_snr_weights_damp_low_noise_steps_only(tiny):
+    from diffusers import DDPMScheduler
+
+    from dreamgrid.train.loop import min_snr_weights
+
+    scheduler = DDPMScheduler.from_pretrained(tiny, subfolder="scheduler")
+    weights = min_snr_weights(scheduler, torch.tensor([1, 50, 500, 999]), gamma=5.0)
+    assert weights[0] < weights[1] < 1.0  # high SNR (little noise): down-weighted
+    assert torch.equal(weights[2:], torch.ones(2))  # SNR below gamma: plain MSE

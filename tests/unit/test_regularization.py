@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dreamgrid.config import validate
 from dreamgrid.errors import SpecError
 from dreamgrid.io import resize_center_crop
 from dreamgrid.regularization import generate_class_images, prepare_ground_truth
@@ -73,10 +74,17 @@ def test_class_images_do_not_depend_on_batch_size(tiny_sd, tmp_path):
     assert np.abs(a - b).mean() > 5
 
 
-def test_generate_rejects_bad_size(tiny_sd, tmp_path):
-    with pytest.raises(SpecError, match="multiple of 8"):
-        generate_class_images(tiny_sd, "p", "", 1, 0, 3, 7.5, 60, 1, tmp_path / "x")
-    assert not (tmp_path / "x").exists()
+def test_a_bad_size_is_refused_before_any_class_image_job():
+    # The class images' size is training.resolution: the config schema refuses 60 (and
+    # regularization.count/steps/batch_size 0, test_config.py) before any job runs.
+    config = {
+        "subject": {"class_word": "woman", "train_images": "a", "references": "b"},
+        "base_model": "tiny",
+        "axes": {"token": {"rare": "ohwx"}, "regularization": ["generated"]},
+        "training": {"resolution": 60},
+    }
+    with pytest.raises(SpecError, match=r"at training\.resolution: 60 is not a multiple of 8"):
+        validate(config)
 
 
 def make_photos(folder: Path) -> dict[str, Path]:

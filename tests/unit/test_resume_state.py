@@ -13,11 +13,16 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from dreamgrid.errors import SpecError
 from dreamgrid.train import loop
 from dreamgrid.train.state import StateInfo, load_state, save_state
-from dreamgrid.train.testing import tiny_train_spec
+from dreamgrid.train.testing import next_epoch, tiny_train_spec
 
-bnb = pytest.importorskip("bitsandbytes", reason="pip install -e '.[test]' installs it")
+try:
+    import bitsandbytes as bnb
+except ImportError:
+    bnb = None
+needs_bnb = pytest.mark.skipif(bnb is None, reason="pip install -e '.[test]' installs bitsandbytes")
 
 INFO = StateInfo(epoch=1, steps=3, fingerprint="f", meta_digest="d")
 
@@ -62,6 +67,7 @@ def assert_same_state(a, b):
             assert a[key] == b[key], key
 
 
+@needs_bnb
 def test_8bit_adamw_state_round_trips_exactly(tmp_path):
     named, optimizer = params_and_step(bnb.optim.AdamW8bit)
     entry = optimizer.state_dict()["state"][0]
@@ -132,15 +138,7 @@ def tiny(tmp_path_factory):
     return build_tiny_sd(root / "sd"), images
 
 
-def epoch2(spec, out):
-    return dataclasses.replace(
-        spec,
-        epoch=2,
-        previous_meta=spec.out_checkpoint.with_suffix(".json"),
-        out_checkpoint=out / "epoch-2.safetensors",
-    )
-
-
+@needs_bnb
 def test_8bit_arm_resumes_to_the_checkpoint_a_replay_gives(tiny, tmp_path, monkeypatch):
     # The job path of adamw8bit on a GPU (bitsandbytes, real, runs on CPU here): epoch 1
     # writes its state, epoch 2 resumes from it and equals epoch 2 replayed from scratch.
@@ -150,12 +148,12 @@ def test_8bit_arm_resumes_to_the_checkpoint_a_replay_gives(tiny, tmp_path, monke
     loop.run(spec)
     with safe_open(str(spec.state), framework="pt") as handle:
         assert any("__bnb_optimizer_quant_state__" in k for k in handle.keys())  # noqa: SIM118
-    resumed = loop.run(epoch2(spec, tmp_path / "a"))
+    resumed = loop.run(next_epoch(spec, tmp_path / "a"))
     assert resumed["replayed"] == 0
 
     spec.state.unlink()
     replay = dataclasses.replace(
-        epoch2(spec, tmp_path / "b"), state=tmp_path / "b" / "s.safetensors"
+        next_epoch(spec, tmp_path / "b"), state=tmp_path / "b" / "s.safetensors"
     )
     assert loop.run(replay)["replayed"] == 1
     a, b = load_file(str(resumed["checkpoint"])), load_file(str(replay.out_checkpoint))
@@ -181,10 +179,11 @@ def test_loss_scale_carries_over_epochs(tiny, tmp_path, monkeypatch):
 
     loop.run(spec)
     assert scale() == 1024.0 * 2**3
-    loop.run(epoch2(spec, tmp_path))
+    loop.run(next_epoch(spec, tmp_path))
     assert scale() == 1024.0 * 2**6  # not 1024 * 2**3 again: the scale was restored
 
 
+@needs_bnb
 def test_8bit_state_for_other_parameters_is_refused(tmp_path):
     # Moments saved in another parameter order than the weights (a state from other code)
     # must not be loaded into the wrong parameters.
@@ -196,3 +195,31 @@ def test_8bit_state_for_other_parameters_is_refused(tmp_path):
     save_state(tmp_path / "s.safetensors", named, shuffled, INFO)
     with pytest.raises(SpecError, match="does not match"):
         load_state(tmp_path / "s.safetensors", *params_and_step(bnb.optim.AdamW8bit, seed=1))
+
+
+# --- the state an epoch of train.run leaves ----------------------------------------------------
+
+
+def test_resume_state_is_one_safetensors_file_per_arm(epoch1):
+    spec, _ = epoch1
+    assert [p.name for p in spec.state.parent.iterdir()] == ["resume.safetensors"]
+    assert spec.state.read_bytes()[:2] != b"\x80\x04"  # no pickle protocol header
+    with safe_open(str(spec.state), framework="pt") as handle:
+        header = handle.metadata()
+        keys = list(handle.keys())
+        dtypes = {handle.get_tensor(k).dtype for k in keys if k.startswith("weights.")}
+    assert header["format"] == "dreamgrid-resume-v2"
+    assert header["epoch"] == "1" and header["steps"] == "2"
+    assert header["fingerprint"] == spec.fingerprint()
+    assert json.loads(header["param_groups"])[0]["lr"] == spec.learning_rate
+    assert {"optimizer.0.exp_avg", "optimizer.0.exp_avg_sq", "optimizer.0.step"} <= set(keys)
+    assert dtypes == {torch.float32}  # full precision, unlike the fp16 checkpoint
+
+
+def test_resume_rejects_wrong_epoch(epoch1, tmp_path):
+    from dreamgrid.train import run
+
+    spec1, _ = epoch1
+    skipped = dataclasses.replace(next_epoch(spec1, tmp_path), epoch=3)
+    with pytest.raises(SpecError, match="holds epoch 1"):
+        run(skipped)

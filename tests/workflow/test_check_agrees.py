@@ -80,6 +80,17 @@ CASES = {
         BASE + "training: {learning_rate: .inf}\n",
         "training.learning_rate is inf",
     ),
+    # Ranges the jobs' settings classes re-checked (and got wrong: the sampler took cfg 0);
+    # the schema is their one source.
+    "a guidance scale of 0": (
+        BASE + "sample: {cfg: 0}\n",
+        "at sample.cfg: 0 is less than or equal to the minimum of 0",
+    ),
+    "a LoRA rank of 0": (
+        BASE.replace("axes: {token: {rare: ohwx}}", "axes: {token: {rare: ohwx}, method: [lora]}")
+        + "lora: {rank: 0}\n",
+        "at lora.rank: 0 is less than the minimum of 1",
+    ),
     "a key given twice": (BASE + "base_model: other\n", "duplicate key 'base_model'"),
     "aliases": (BASE + "x: &a [1]\ny: [*a, *a]\n", "aliases (*name) are not allowed"),
 }

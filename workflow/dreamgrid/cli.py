@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dreamgrid import stats
 from dreamgrid.errors import DreamgridError
 
 logger = logging.getLogger("dreamgrid")
@@ -40,14 +41,28 @@ The commands below are the workflow's stages as plain commands, for scripts and 
 a config before a run."""
 
 
+def _read_scores(scores: Path, paired: bool = True) -> Any:
+    """A command's score table, its columns checked: those :func:`summarize` needs, and for
+    paired statistics also ``seed``, with typed columns. Errors name the file."""
+    from dreamgrid import scoretable
+
+    table = scoretable.read_table(scores)
+    columns = scoretable.SUMMARY_INPUT_COLUMNS
+    if not paired:
+        scoretable._require(table, columns, str(scores))
+        return table
+    scoretable._require(table, (*columns, "seed"), str(scores))
+    return scoretable._normalise(table, str(scores))
+
+
 def run_summarize_cli(
     scores: Path,
     out: Path,
     thresholds: Sequence[float],
     best_margin: float,
     *,
-    best_margin_relative: float = 0.25,
-    min_faces: int = 20,
+    best_margin_relative: float = stats.BEST_MARGIN_RELATIVE,
+    min_faces: int = stats.MIN_FACES,
 ) -> Any:
     """``dreamgrid summarize --scores FILE --out summary.csv``: summarize one score table.
 
@@ -68,8 +83,7 @@ def run_summarize_cli(
     from dreamgrid.errors import SpecError
     from dreamgrid.summary import summarize
 
-    table = scoretable.read_table(scores)
-    scoretable._require(table, scoretable.SUMMARY_INPUT_COLUMNS, str(scores))
+    table = _read_scores(scores, paired=False)
     try:
         result = summarize(
             table,
@@ -89,9 +103,9 @@ def run_compare_cli(
     scores: Path,
     out: Path,
     *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
+    confidence: float = stats.CONFIDENCE,
+    resamples: int = stats.RESAMPLES,
+    seed: int = stats.SEED,
 ) -> Any:
     """``dreamgrid compare --scores FILE --out comparisons.csv``: paired arm comparisons.
 
@@ -108,9 +122,7 @@ def run_compare_cli(
     from dreamgrid import inference, scoretable
     from dreamgrid.errors import SpecError
 
-    table = scoretable.read_table(scores)
-    scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
-    table = scoretable._normalise(table, str(scores))
+    table = _read_scores(scores)
     try:
         result = inference.compare_arms(
             table, seed=seed, resamples=resamples, confidence=confidence
@@ -127,13 +139,13 @@ def run_report_cli(
     out: Path,
     *,
     baseline: Path | None = None,
-    thresholds: Sequence[float] = (0.6, 0.7),
-    best_margin: float = 5.0,
-    best_margin_relative: float = 0.25,
-    min_faces: int = 20,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
+    thresholds: Sequence[float] = stats.THRESHOLDS,
+    best_margin: float = stats.BEST_MARGIN,
+    best_margin_relative: float = stats.BEST_MARGIN_RELATIVE,
+    min_faces: int = stats.MIN_FACES,
+    confidence: float = stats.CONFIDENCE,
+    resamples: int = stats.RESAMPLES,
+    seed: int = stats.SEED,
 ) -> dict[str, Any]:
     """``dreamgrid report --scores FILE --out DIR``: what the workflow's aggregation writes.
 
@@ -150,10 +162,8 @@ def run_report_cli(
     from dreamgrid import baseline as baseline_mod
     from dreamgrid.errors import SpecError
 
-    table = scoretable.read_table(scores)
-    scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
+    table = _read_scores(scores)
     try:
-        table = scoretable._normalise(table, str(scores))
         result = aggregate.build(
             table,
             thresholds=thresholds,
@@ -236,7 +246,7 @@ def _best_options(parser: argparse.ArgumentParser) -> None:
         "--thresholds",
         type=float,
         nargs="+",
-        default=[0.6, 0.7],
+        default=list(stats.THRESHOLDS),
         help="distances to report the share below (on your face model's scale: VGG-Face's "
         "own threshold is 0.68, Dlib's 0.07)",
     )
@@ -245,18 +255,28 @@ def _best_options(parser: argparse.ArgumentParser) -> None:
         "--best-within",
         dest="best_margin",
         type=float,
-        default=5.0,
+        default=stats.BEST_MARGIN,
         help="chosen epoch: not worse than the arm's best share by more than this many points",
     )
     parser.add_argument(
         "--best-margin-relative",
         type=float,
-        default=0.25,
+        default=stats.BEST_MARGIN_RELATIVE,
         help="... or this fraction of the arm's best share, when smaller",
     )
     parser.add_argument(
-        "--min-faces", type=int, default=20, help="fewer faces: no share, never best"
+        "--min-faces", type=int, default=stats.MIN_FACES, help="fewer faces: no share, never best"
     )
+
+
+def _bootstrap_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--confidence", type=float, default=stats.CONFIDENCE, help="interval coverage"
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=stats.RESAMPLES, help="bootstrap resamples"
+    )
+    parser.add_argument("--seed", type=int, default=stats.SEED, help="bootstrap seed")
 
 
 def run_power_cli(
@@ -264,8 +284,8 @@ def run_power_cli(
     effect: float,
     share_effect: float | None = None,
     *,
-    threshold: float = 0.6,
-    confidence: float = 0.95,
+    threshold: float = stats.THRESHOLDS[0],
+    confidence: float = stats.CONFIDENCE,
     run_sd: float | None = None,
 ) -> dict[str, Any]:
     """``dreamgrid power --scores FILE --effect 0.01``: renders and runs for 80% power.
@@ -276,10 +296,7 @@ def run_power_cli(
     from dreamgrid import inference, scoretable
     from dreamgrid.errors import SpecError
 
-    table = scoretable.read_table(scores)
-    scoretable._require(table, (*scoretable.SUMMARY_INPUT_COLUMNS, "seed"), str(scores))
-    table = scoretable._normalise(table, str(scores))
-    table = scoretable.headline(table, None)
+    table = scoretable.headline(_read_scores(scores), None)
     try:
         plan = inference.power_plan(
             table,
@@ -489,9 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scores", type=Path, required=True, help="CSV/TSV: arm, epoch, seed, face_found, ..."
     )
     compare.add_argument("--out", type=Path, required=True, help="output CSV")
-    compare.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
-    compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
-    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _bootstrap_options(compare)
     compare.set_defaults(func=_compare)
 
     report = command(
@@ -506,9 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, required=True, help="output folder")
     report.add_argument("--baseline", type=Path, default=None, help="real-photos baseline CSV")
     _best_options(report)
-    report.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
-    report.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
-    report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _bootstrap_options(report)
     report.set_defaults(func=_report)
 
     power = command(
@@ -520,8 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     power.add_argument("--scores", type=Path, required=True, help="a pilot's scores table")
     power.add_argument("--effect", type=float, required=True, help="mean-distance difference")
     power.add_argument("--share-effect", type=float, default=None, help="share difference, points")
-    power.add_argument("--threshold", type=float, default=0.6, help="share threshold")
-    power.add_argument("--confidence", type=float, default=0.95, help="family coverage")
+    power.add_argument(
+        "--threshold", type=float, default=stats.THRESHOLDS[0], help="share threshold"
+    )
+    power.add_argument("--confidence", type=float, default=stats.CONFIDENCE, help="family coverage")
     power.add_argument("--run-sd", type=float, default=None, help="assumed run-to-run SD")
     power.set_defaults(func=_power)
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path, by_stem, list_images, load_rgb, resize_center_crop
 
 log = logging.getLogger(__name__)
@@ -70,11 +69,6 @@ def generate_class_images(
         warn_if_tiny,
     )
 
-    for name, value in (("count", count), ("steps", steps), ("batch_size", batch_size)):
-        if value < 1:
-            raise SpecError(f"regularization.{name} must be >= 1, got {value}.")
-    if size < 8 or size % 8:
-        raise SpecError(f"regularization size must be a positive multiple of 8, got {size}.")
     warn_if_tiny(model)
     pipe = load_pipeline(model, None)
     set_scheduler(pipe, SCHEDULER)
@@ -127,8 +121,6 @@ def prepare_ground_truth(
     from PIL import Image
     from tqdm.auto import tqdm
 
-    if resolution < 8 or resolution % 8:
-        raise SpecError(f"resolution must be a positive multiple of 8, got {resolution}.")
     sources = list_images(src_dir)
     by_stem(sources, "ground-truth photos")
     # Built under a temporary name: a bad photo (SpecError from load_rgb) leaves no output.

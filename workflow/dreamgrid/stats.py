@@ -25,10 +25,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Defaults used when a caller passes none (the workflow passes the config's ``report`` keys).
+#: Defaults used when a caller passes none (the workflow passes the config's ``report`` keys;
+#: test_cli.py checks they are the schema's defaults).
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 SEED = 0
+#: The chosen-epoch rule's defaults (report.best_margin, best_margin_relative, min_faces).
+BEST_MARGIN = 5.0
+BEST_MARGIN_RELATIVE = 0.25
+MIN_FACES = 20
+#: Distance thresholds when a caller passes none: the seed study's VGG-Face cosine ones (the
+#: workflow fits them to score.model instead).
+THRESHOLDS = (0.6, 0.7)
 ALPHA = 0.05
 #: Largest number of pairs whose permutation test enumerates every sign pattern (2^16).
 EXACT_UP_TO = 16

@@ -27,11 +27,11 @@ from dreamgrid.scoretable import (
 
 def summarize(
     scores: pd.DataFrame,
-    thresholds: Sequence[float] = (0.6, 0.7),
-    best_margin: float = 5.0,
+    thresholds: Sequence[float] = stats.THRESHOLDS,
+    best_margin: float = stats.BEST_MARGIN,
     *,
-    best_margin_relative: float = 0.25,
-    min_faces: int = 20,
+    best_margin_relative: float = stats.BEST_MARGIN_RELATIVE,
+    min_faces: int = stats.MIN_FACES,
     confidence: float = stats.CONFIDENCE,
     resamples: int = stats.RESAMPLES,
     seed: int = stats.SEED,

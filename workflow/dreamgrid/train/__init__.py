@@ -1,5 +1,11 @@
 """Train stage: one DreamBooth epoch of one arm per job (rule ``train_dreambooth``).
 
+The rule's shim builds the job's :class:`~dreamgrid.train.spec.TrainSpec` from its params
+(:func:`~dreamgrid.train.spec.job_spec`) and calls :func:`run`. The modules, in the order a
+job uses them: ``spec`` (settings), ``data`` (items, batches, step counts), ``cache`` (latents),
+``state`` (resume file), ``loop`` (the epoch), ``export`` (checkpoint files); ``targets``
+checks LoRA targets, ``kohya`` imports Kohya datasets, ``testing`` builds specs for tests.
+
 ``run`` imports torch and diffusers when called, so ``dreamgrid.train.spec`` and
 ``dreamgrid.train.data.steps_per_epoch`` stay importable with the standard library alone.
 """

@@ -529,42 +529,16 @@ def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> to
 def checkpoint_metadata(
     spec: TrainSpec, batches: list[list[Any]], steps: int, n_steps: int, losses: list[float]
 ) -> dict[str, Any]:
-    """What the checkpoint header records about how it was trained."""
+    """What the checkpoint header records about how it was trained: the spec's settings
+    (:meth:`TrainSpec.checkpoint_settings`) and what the epoch did."""
     items = [item for batch in batches for item in batch]
     return {
-        "arm": spec.arm,
-        "epoch": spec.epoch,
+        **spec.checkpoint_settings(),
         "steps": steps,
         "steps_per_epoch": n_steps,
-        "seed": spec.seed,
-        "resolution": spec.resolution,
-        "repeats": spec.repeats,
-        "batch_size": spec.batch_size,
-        "learning_rate": spec.learning_rate,
-        "lr_scheduler": spec.lr_scheduler,
-        "mixed_precision": spec.mixed_precision,
-        "save_precision": spec.save_precision,
-        "train_text_encoder": spec.train_text_encoder,
-        "text_encoder_lr": spec.text_encoder_lr,
-        "text_encoder_stop_epoch": spec.text_encoder_stop_epoch,
         "text_encoder_trained": spec.text_encoder_trains(spec.epoch),
-        "method": spec.method,
-        "lora_rank": spec.lora_rank,
-        "lora_alpha": spec.lora_alpha,
-        "optimizer": spec.optimizer,
-        "noise_offset": spec.noise_offset,
-        "min_snr_gamma": spec.min_snr_gamma,
-        "lora_target_modules": (
-            list(spec.lora_target_modules) if spec.lora_target_modules else None
-        ),
-        "token": spec.token,
-        "class_word": spec.class_word,
         "regularization": spec.regularization,
-        "prior_loss_weight": spec.prior_loss_weight,
-        "reg_mode": spec.reg_mode,
-        "passes": spec.passes,
         "kohya_epochs": spec.epoch * spec.passes,
-        "aspect_ratio": spec.aspect_ratio,
         "train_sizes": train_sizes(batches),
         "train_images": len({item.image for item in items if not item.is_reg}),
         "reg_images": len({item.image for item in items if item.is_reg}),

@@ -1,28 +1,27 @@
 """TrainSpec: every setting of one training job (one arm, one epoch), checked up front.
 
-The spec has no hyperparameter defaults: they live in the config schema and reach the job
-through the spec file the workflow writes. Conflicting settings fail in ``__post_init__``.
-Importing this module needs only the standard library.
+The config schema owns each setting's type, range and default; the workflow validates the
+config before any job and builds each job's spec from the rule's params (:func:`job_spec`,
+which the preflight calls too). ``__post_init__`` checks only what the schema cannot see: rules
+between settings (LoRA settings only with LoRA, bucket sizes only with buckets, the text
+encoder's own rate only when it trains, ``previous_meta`` only after epoch 1) and the values the
+workflow derives per job (arm id, epoch, passes, file names). Importing this module needs only
+the standard library.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dreamgrid.buckets import check_bucket_settings
 from dreamgrid.errors import SpecError
 
 ARM_PATTERN = re.compile(r"[a-z0-9_-]+")
-MIXED_PRECISION = ("no", "fp16", "bf16")
-# Each job trains one epoch, so a schedule that needs the total number of steps (cosine,
-# linear decay) would change when epochs are added; only step-count-free ones are allowed.
-LR_SCHEDULERS = ("constant",)
 _PATH_FIELDS = (
     "base_model",
     "instance_dir",
@@ -38,16 +37,21 @@ _PATH_FIELDS = (
 _LOCATION_FIELDS = ("epoch", "previous_meta", "state", "cache_dir", "out_checkpoint")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 REG_MODES = ("kohya", "paired")
-METHODS = ("full", "lora")
-_BOOL_FIELDS = (
+_BUCKET_FIELDS = ("bucket_min_size", "bucket_max_size", "bucket_step")
+# Fields a checkpoint's metadata has never recorded: input and output paths, optimizer and
+# memory details, bucket sizes. Recording one more would change every checkpoint's .json.
+_NOT_IN_CHECKPOINT = (
+    *_PATH_FIELDS,
+    "adam_beta1",
+    "adam_beta2",
+    "adam_weight_decay",
+    "adam_epsilon",
+    "max_grad_norm",
     "gradient_checkpointing",
-    "train_text_encoder",
     "cache_latents",
     "cache_text_embeddings",
+    *_BUCKET_FIELDS,
 )
-OPTIMIZERS = ("adamw", "adamw8bit")
-ASPECT_RATIOS = ("center_crop", "buckets")
-_BUCKET_FIELDS = ("bucket_min_size", "bucket_max_size", "bucket_step")
 
 
 @dataclass(frozen=True)
@@ -112,92 +116,35 @@ class TrainSpec:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))
-        if isinstance(self.lora_target_modules, list):  # JSON gives lists
+        if isinstance(self.lora_target_modules, list):  # the job's params give lists
             object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
-        self._check_types()
-        self._check_values()
+        self._check_job()
+        self._check_method()
+        self._check_buckets()
         self._check_resume()
 
-    def _check_types(self) -> None:
-        for name in ("resolution", "repeats", "batch_size", "seed", "epoch", "passes"):
+    def _fail(self, message: str) -> NoReturn:
+        raise SpecError(f"train spec {self.arm}: {message}")
+
+    def _check_job(self) -> None:
+        """Values the workflow derives for each job (arm id, epoch, passes, file names)."""
+        if not isinstance(self.arm, str) or not ARM_PATTERN.fullmatch(self.arm):
+            raise SpecError(f"train spec: arm id {self.arm!r} must match [a-z0-9_-]+.")
+        for name in ("epoch", "passes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise SpecError(f"train spec {self.arm}: {name} must be an integer, got {value!r}.")
-        for name in _BOOL_FIELDS:
-            if not isinstance(getattr(self, name), bool):
-                raise SpecError(f"train spec {self.arm}: {name} must be true or false.")
-        for name in ("token", "class_word", "arm"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise SpecError(f"train spec: {name} must be a non-empty string, got {value!r}.")
-
-    def _check_values(self) -> None:
-        def fail(message: str) -> None:
-            raise SpecError(f"train spec {self.arm}: {message}")
-
-        if not ARM_PATTERN.fullmatch(self.arm):
-            fail("arm id must match [a-z0-9_-]+.")
-        if self.epoch < 1:
-            fail(f"epoch must be >= 1, got {self.epoch}.")
-        if self.repeats < 1:
-            fail(f"repeats must be >= 1, got {self.repeats}.")
-        if self.batch_size < 1:
-            fail(f"batch_size must be >= 1, got {self.batch_size}.")
-        if self.passes < 1:
-            fail(f"passes must be >= 1, got {self.passes}.")
-        if self.reg_mode not in REG_MODES:
-            fail(f"reg_mode must be one of {REG_MODES}, got {self.reg_mode!r}.")
-        self._check_method(fail)
-        self._check_buckets(fail)
-        if self.optimizer not in OPTIMIZERS:
-            fail(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
-        if not _finite(self.noise_offset) or self.noise_offset < 0:
-            fail(f"noise_offset must be a number >= 0, got {self.noise_offset!r}.")
-        gamma = self.min_snr_gamma
-        if gamma is not None and (not _finite(gamma) or gamma <= 0):
-            fail(f"min_snr_gamma must be a positive number or null, got {gamma!r}.")
-        if self.cache_latents and self.cache_dir is None:
-            fail("cache_latents needs cache_dir (the workflow sets results/cache/latents).")
-        if self.resolution < 8 or self.resolution % 8:
-            fail(f"resolution must be a positive multiple of 8, got {self.resolution}.")
-        if self.seed < 0:
-            fail(f"seed must be >= 0, got {self.seed}.")
-        positive = {
-            "learning_rate": self.learning_rate,
-            "adam_epsilon": self.adam_epsilon,
-            "max_grad_norm": self.max_grad_norm,
-        }
-        non_negative = {
-            "prior_loss_weight": self.prior_loss_weight,
-            "adam_weight_decay": self.adam_weight_decay,
-        }
-        for name, value in positive.items():
-            if not _finite(value) or value <= 0:
-                fail(f"{name} must be a positive number, got {value!r}.")
-        for name, value in non_negative.items():
-            if not _finite(value) or value < 0:
-                fail(f"{name} must be a number >= 0, got {value!r}.")
-        for name in ("adam_beta1", "adam_beta2"):
-            value = getattr(self, name)
-            if not _finite(value) or not 0 <= value < 1:
-                fail(f"{name} must be in [0, 1), got {value!r}.")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            fail(
-                f"lr_scheduler {self.lr_scheduler!r} is not supported; use one of {LR_SCHEDULERS}."
-            )
-        if self.mixed_precision not in MIXED_PRECISION:
-            fail(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
-        if self.save_precision not in SAVE_PRECISIONS:
-            fail(f"save_precision must be one of {SAVE_PRECISIONS}, got {self.save_precision!r}.")
+                self._fail(f"{name} must be an integer, got {value!r}.")
+            if value < 1:
+                self._fail(f"{name} must be >= 1, got {value}.")
         for name in ("out_checkpoint", "state"):
             if getattr(self, name).suffix != ".safetensors":
-                fail(f"{name} must end in .safetensors, got {getattr(self, name)}.")
+                self._fail(f"{name} must end in .safetensors, got {getattr(self, name)}.")
         if self.out_checkpoint == self.state:
-            fail("out_checkpoint and state must be different files.")
+            self._fail("out_checkpoint and state must be different files.")
+        if self.cache_latents and self.cache_dir is None:
+            self._fail("cache_latents needs cache_dir (the workflow sets results/cache/latents).")
 
-    def _check_method(self, fail: Any) -> None:
-        if self.method not in METHODS:
-            fail(f"method must be one of {METHODS}, got {self.method!r}.")
+    def _check_method(self) -> None:
         lora = {
             "lora_rank": self.lora_rank,
             "lora_alpha": self.lora_alpha,
@@ -206,46 +153,27 @@ class TrainSpec:
         if self.method == "lora":
             missing = [k for k, v in lora.items() if v is None]
             if missing:
-                fail(f"method lora needs {', '.join(missing)} (config section lora).")
-            if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int):
-                fail(f"lora_rank must be an integer, got {self.lora_rank!r}.")
-            if self.lora_rank < 1:
-                fail(f"lora_rank must be >= 1, got {self.lora_rank}.")
-            if not _finite(self.lora_alpha) or self.lora_alpha <= 0:
-                fail(f"lora_alpha must be a positive number, got {self.lora_alpha!r}.")
-            if not self.lora_target_modules or not all(
-                isinstance(m, str) and m for m in self.lora_target_modules
-            ):
-                fail("lora_target_modules must be a non-empty list of module names.")
+                self._fail(f"method lora needs {', '.join(missing)} (config section lora).")
             if self.train_text_encoder:
-                fail("method lora trains UNet adapters only; set train_text_encoder false.")
+                self._fail("method lora trains UNet adapters only; set train_text_encoder false.")
         elif any(v is not None for v in lora.values()):
-            fail("lora_* settings are for method lora; leave them null for a full fine-tune.")
+            self._fail("lora_* settings are for method lora; leave them null for a full fine-tune.")
         te = {"text_encoder_lr": self.text_encoder_lr, "stop": self.text_encoder_stop_epoch}
         if not self.train_text_encoder and any(v is not None for v in te.values()):
-            fail("text_encoder_lr / text_encoder_stop_epoch need train_text_encoder true.")
-        if self.text_encoder_lr is not None and (
-            not _finite(self.text_encoder_lr) or self.text_encoder_lr <= 0
-        ):
-            fail(f"text_encoder_lr must be a positive number, got {self.text_encoder_lr!r}.")
-        stop = self.text_encoder_stop_epoch
-        if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop < 1):
-            fail(f"text_encoder_stop_epoch must be an integer >= 1, got {stop!r}.")
+            self._fail("text_encoder_lr / text_encoder_stop_epoch need train_text_encoder true.")
 
-    def _check_buckets(self, fail: Any) -> None:
-        if self.aspect_ratio not in ASPECT_RATIOS:
-            fail(f"aspect_ratio must be one of {ASPECT_RATIOS}, got {self.aspect_ratio!r}.")
+    def _check_buckets(self) -> None:
         values = [getattr(self, name) for name in _BUCKET_FIELDS]
-        if self.aspect_ratio == "center_crop":
+        if self.aspect_ratio != "buckets":
             if any(v is not None for v in values):
-                fail("bucket_* settings are for aspect_ratio buckets; leave them null.")
+                self._fail("bucket_* settings are for aspect_ratio buckets; leave them null.")
             return
         for name, value in zip(_BUCKET_FIELDS, values):
             if isinstance(value, bool) or not isinstance(value, int):
-                fail(f"aspect_ratio buckets needs {name} as an integer, got {value!r}.")
+                self._fail(f"aspect_ratio buckets needs {name} as an integer, got {value!r}.")
         problem = check_bucket_settings(self.resolution, *values)
         if problem:
-            fail(problem)
+            self._fail(problem)
 
     def text_encoder_trains(self, epoch: int) -> bool:
         """Whether the text encoder is updated in ``epoch`` (until its stop epoch)."""
@@ -255,16 +183,14 @@ class TrainSpec:
     def _check_resume(self) -> None:
         # previous_meta None with epoch > 1 is allowed only inside the job (replaying epochs).
         if self.epoch == 1 and self.previous_meta is not None:
-            raise SpecError(
-                f"train spec {self.arm}: epoch 1 starts from the base model; remove previous_meta."
-            )
+            self._fail("epoch 1 starts from the base model; remove previous_meta.")
 
     def check_job(self) -> None:
         """What a job's spec (not a replayed epoch) must also satisfy."""
         if self.epoch > 1 and self.previous_meta is None:
-            raise SpecError(
-                f"train spec {self.arm}: epoch {self.epoch} continues epoch "
-                f"{self.epoch - 1}; set previous_meta to its checkpoint's .json."
+            self._fail(
+                f"epoch {self.epoch} continues epoch {self.epoch - 1}; set previous_meta to its "
+                "checkpoint's .json."
             )
 
     def fingerprint(self) -> str:
@@ -274,9 +200,16 @@ class TrainSpec:
         """
         import hashlib
 
-        settings = {k: v for k, v in self.to_dict().items() if k not in _LOCATION_FIELDS}
-        text = json.dumps(settings, sort_keys=True)
+        text = json.dumps(self._settings(leave_out=_LOCATION_FIELDS), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def checkpoint_settings(self) -> dict[str, Any]:
+        """The settings a checkpoint's metadata records (JSON-able; paths, optimizer and
+        memory details and bucket sizes left out)."""
+        return self._settings(leave_out=_NOT_IN_CHECKPOINT)
+
+    def _settings(self, leave_out: tuple[str, ...]) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k not in leave_out}
 
     @property
     def regularization(self) -> bool:
@@ -292,46 +225,6 @@ class TrainSpec:
             if out[name] is not None:
                 out[name] = str(out[name])
         return out
-
-    def to_json(self) -> str:
-        """The spec as a JSON document (keys sorted, so equal specs give equal files)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "train spec") -> TrainSpec:
-        """Build a spec from a dict; unknown or missing keys raise SpecError naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data))
-        if unknown or missing:
-            parts = []
-            if unknown:
-                parts.append(f"unknown keys {unknown}")
-            if missing:
-                parts.append(f"missing keys {missing}")
-            raise SpecError(f"{source}: {'; '.join(parts)}. Regenerate the spec with the workflow.")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "train spec") -> TrainSpec:
-        """Parse a spec written by :meth:`to_json`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SpecError(f"{source}: not valid JSON ({err}).") from err
-        if not isinstance(data, dict):
-            raise SpecError(f"{source}: expected a JSON object.")
-        return cls.from_dict(data, source=source)
-
-    @classmethod
-    def read(cls, path: str | Path) -> TrainSpec:
-        """Read a spec file."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise SpecError(f"{path}: cannot read the train spec ({err}).") from err
-        return cls.from_json(text, source=str(path))
 
 
 def job_spec(
@@ -368,7 +261,3 @@ def job_spec(
         out_checkpoint=out_checkpoint,
         **{**training, **params["method"]},
     )
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
