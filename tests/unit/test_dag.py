@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from dreamgrid import config as cfg
-from dreamgrid import dag
+from dreamgrid import dag, paths
 
 
 def grid(**training):
@@ -25,13 +25,13 @@ def grid(**training):
 
 
 def test_first_epoch_starts_from_base_model_only():
-    inputs = grid().train_inputs(SimpleNamespace(arm="rare-noreg-nocap", epoch="1"))
+    inputs = grid().get_train_inputs(SimpleNamespace(arm="rare-noreg-nocap", epoch="1"))
     assert set(inputs) == {"base", "images"}
-    assert inputs["base"] == dag.BASE_MODEL_DIR
+    assert inputs["base"] == paths.BASE_MODEL_DIR
 
 
 def test_later_epochs_continue_from_previous_epoch():
-    inputs = grid().train_inputs(SimpleNamespace(arm="celebrity-genreg-blip", epoch="3"))
+    inputs = grid().get_train_inputs(SimpleNamespace(arm="celebrity-genreg-blip", epoch="3"))
     # The previous epoch's small JSON orders the jobs; its weights come from the arm's resume
     # state, so a removed checkpoint (keep_checkpoints) is not wanted back.
     assert inputs["previous_meta"] == "results/arms/celebrity-genreg-blip/checkpoints/epoch-2.json"
@@ -42,54 +42,56 @@ def test_later_epochs_continue_from_previous_epoch():
 
 def test_training_params_exclude_epoch_count():
     # Raising `epochs` must add jobs, not rerun the existing epochs.
-    params = grid().training_params()
+    params = grid().training_params
     assert "epochs" not in params
     assert params["repeats"] == 25
 
 
 def test_params_do_not_depend_on_key_order():
     # Snakemake compares params as text: a reordered config file must not rerun jobs.
-    assert list(grid().training_params()) == sorted(grid().training_params())
+    assert list(grid().training_params) == sorted(grid().training_params)
     assert dag.canonical({"b": 1, "a": {"d": 1, "c": 2}}) == {"a": {"c": 2, "d": 1}, "b": 1}
     assert list(dag.canonical({"b": 1, "a": {"d": 1, "c": 2}})["a"]) == ["c", "d"]
 
 
 def test_arm_params_are_only_that_arm():
     g = grid()
-    assert g.arm_params("rare-genreg-blip")["token"] == "ohwx"
-    assert g.arm_params("celebrity-noreg-nocap")["token"] == "alexa davalos"
+    assert g.get_arm_params(SimpleNamespace(arm="rare-genreg-blip"))["token"] == "ohwx"
+    assert (
+        g.get_arm_params(SimpleNamespace(arm="celebrity-noreg-nocap"))["token"] == "alexa davalos"
+    )
 
 
 def test_face_params_leave_out_thresholds():
-    assert "thresholds" not in grid().scoring_params()
-    assert "thresholds" not in grid().embed_params(SimpleNamespace(model="Dlib"))
+    assert "thresholds" not in grid().scoring_params
+    assert "thresholds" not in grid().get_embed_params(SimpleNamespace(model="Dlib"))
 
 
 def test_final_outputs_cover_every_checkpoint():
     g = grid()
     hists = [
-        p for p in g.final_outputs() if p.startswith("results/plots/histograms/") and "/epoch-" in p
+        p for p in g.final_outputs if p.startswith("results/plots/histograms/") and "/epoch-" in p
     ]
     assert len(hists) == 8 * 3
     assert "results/plots/histograms/rare-genreg-nocap/main/epoch-3.png" in hists
-    assert dag.SUMMARY in g.final_outputs()
+    assert paths.SUMMARY in g.final_outputs
 
 
 def test_references_file_names_model_and_detector():
-    assert grid().primary_references() == "results/references/Dlib-dlib.json"
+    assert grid().primary_references == "results/references/Dlib-dlib.json"
 
 
 def test_report_outputs_and_statistics_params():
     g = grid()
-    outputs = g.final_outputs()
-    for path in (dag.COMPARISONS, dag.EFFECTS):
+    outputs = g.final_outputs
+    for path in (paths.COMPARISONS, paths.EFFECTS):
         assert path in outputs
-    for path in (dag.CURVES_EPOCH, dag.CURVES_STEPS):
+    for path in (paths.CURVES_EPOCH, paths.CURVES_STEPS):
         assert path.format(prompt_set="main") in outputs
     assert "results/references/Dlib-dlib.baseline.csv" in outputs
     assert len([p for p in outputs if p.endswith("/all-epochs.png")]) == 8
     assert len([p for p in outputs if "/contact-sheets/" in p]) == 8 * 3
-    assert set(g.statistics_params()) == {
+    assert set(g.statistics_params) == {
         "best_margin",
         "best_margin_relative",
         "bootstrap_resamples",
@@ -97,42 +99,42 @@ def test_report_outputs_and_statistics_params():
         "min_faces",
         "seed",
     }
-    axes = g.arm_axes()["rare-genreg-blip"]
+    axes = g.arm_axes["rare-genreg-blip"]
     assert axes == {"token": "rare", "regularization": "generated", "captions": "blip"}
 
 
 def test_match_steps_doubles_passes_of_no_reg_arms_only():
-    assert {grid().train_passes(a) for a in grid().arm_ids} == {1}
+    assert {grid().get_train_passes(SimpleNamespace(arm=a)) for a in grid().arm_ids} == {1}
     matched = grid(match_steps=True)
-    passes = {a: matched.train_passes(a) for a in matched.arm_ids}
+    passes = {a: matched.get_train_passes(SimpleNamespace(arm=a)) for a in matched.arm_ids}
     no_reg = {a for a in matched.arm_ids if matched.arms[a].regularization == "none"}
     assert {a for a, p in passes.items() if p == 2} == no_reg and len(no_reg) == 4
-    assert "match_steps" not in matched.training_params()  # reg arms do not rerun
+    assert "match_steps" not in matched.training_params  # reg arms do not rerun
     paired = grid(match_steps=True, reg_mode="paired")  # no doubling to match
-    assert {paired.train_passes(a) for a in paired.arm_ids} == {1}
+    assert {paired.get_train_passes(SimpleNamespace(arm=a)) for a in paired.arm_ids} == {1}
 
 
 def test_bucket_sizes_reach_the_jobs_only_with_buckets():
     # Editing bucket sizes while center-cropping must not retrain (or redo ground truth).
     plain, edited = grid(), grid(bucket_step=32)
-    assert plain.training_params() == edited.training_params()
-    assert plain.training_params()["bucket_step"] is None
+    assert plain.training_params == edited.training_params
+    assert plain.training_params["bucket_step"] is None
     assert (
-        plain.ground_truth_params()
-        == edited.ground_truth_params()
+        plain.ground_truth_params
+        == edited.ground_truth_params
         == {
             "resolution": 512,
             "max_side": None,
         }
     )
     buckets = grid(aspect_ratio="buckets", bucket_max_size=768)
-    params = buckets.training_params()
+    params = buckets.training_params
     assert (params["bucket_min_size"], params["bucket_max_size"], params["bucket_step"]) == (
         256,
         768,
         64,
     )
-    assert buckets.ground_truth_params()["max_side"] == 768
+    assert buckets.ground_truth_params["max_side"] == 768
 
 
 def test_lora_method_axis_adds_arms_with_their_own_settings():
@@ -148,15 +150,18 @@ def test_lora_method_axis_adds_arms_with_their_own_settings():
     )
     assert len(both.arm_ids) == 2 * len(plain.arm_ids)
     assert set(plain.arm_ids) < set(both.arm_ids)  # full arms keep their ids and params
-    assert all(both.arm_params(a) == plain.arm_params(a) for a in plain.arm_ids)
-    lora = both.method_params("rare-noreg-nocap-lora")
+    assert all(
+        both.get_arm_params(SimpleNamespace(arm=a)) == plain.get_arm_params(SimpleNamespace(arm=a))
+        for a in plain.arm_ids
+    )
+    lora = both.get_method_params(SimpleNamespace(arm="rare-noreg-nocap-lora"))
     assert lora["method"] == "lora" and lora["lora_rank"] == 8 and lora["lora_alpha"] == 4.0
     assert lora["learning_rate"] == 1e-4 and lora["lora_target_modules"][0] == "to_k"
-    assert both.method_params("rare-noreg-nocap")["lora_rank"] is None
+    assert both.get_method_params(SimpleNamespace(arm="rare-noreg-nocap"))["lora_rank"] is None
 
 
 def test_the_method_is_a_factorial_axis_when_the_grid_has_several():
-    assert "method" not in grid().arm_axes()["rare-genreg-blip"]
+    assert "method" not in grid().arm_axes["rare-genreg-blip"]
     config = cfg.validate(
         {
             "subject": {"class_word": "woman", "train_images": "photos", "references": "refs"},
@@ -164,7 +169,7 @@ def test_the_method_is_a_factorial_axis_when_the_grid_has_several():
             "axes": {"token": {"rare": "ohwx"}, "method": ["full", "lora"]},
         }
     )
-    axes = dag.Grid(config).arm_axes()
+    axes = dag.Grid(config).arm_axes
     assert axes["rare-noreg-nocap"]["method"] == "full"
     assert axes["rare-noreg-nocap-lora"]["method"] == "lora"
 
@@ -173,11 +178,14 @@ def test_replicates_name_their_recipe_for_the_aggregation():
     from dreamgrid import aggregate
 
     g = grid(replicates=2)
-    assert len(g.arm_ids) == 16 and g.recipe("rare-noreg-blip-r2") == "rare-noreg-blip"
-    axes = g.arm_axes()
+    assert (
+        len(g.arm_ids) == 16
+        and g.get_recipe(SimpleNamespace(arm="rare-noreg-blip-r2")) == "rare-noreg-blip"
+    )
+    axes = g.arm_axes
     assert axes["rare-noreg-blip-r2"]["recipe"] == "rare-noreg-blip"
     assert axes["rare-noreg-blip-r2"]["replicate"] == 2
-    assert "recipe" not in grid().arm_axes()["rare-noreg-blip"]
+    assert "recipe" not in grid().arm_axes["rare-noreg-blip"]
     scores = pd.DataFrame(
         {"arm": ["rare-noreg-blip", "rare-noreg-blip-r2"], "epoch": [1, 1], "seed": [0, 0]}
     )
@@ -189,9 +197,9 @@ def test_replicates_name_their_recipe_for_the_aggregation():
         "regularization": "none",
         "captions": "blip",
     }
-    assert g.arm_params("rare-noreg-blip-r2")["replicate"] == 2
+    assert g.get_arm_params(SimpleNamespace(arm="rare-noreg-blip-r2"))["replicate"] == 2
     # the run count is no training setting: run 1's jobs keep their params
-    assert g.training_params() == grid().training_params()
+    assert g.training_params == grid().training_params
 
 
 def test_lora_arms_wait_for_the_lora_target_check():
@@ -199,8 +207,8 @@ def test_lora_arms_wait_for_the_lora_target_check():
     config["axes"]["method"] = ["full", "lora"]
     lora = dag.Grid(config)
     job = SimpleNamespace(arm="rare-noreg-nocap-lora", epoch="1")
-    assert lora.train_inputs(job)["lora_targets"] == dag.LORA_TARGETS
-    assert "lora_targets" not in lora.train_inputs(
+    assert lora.get_train_inputs(job)["lora_targets"] == paths.LORA_TARGETS
+    assert "lora_targets" not in lora.get_train_inputs(
         SimpleNamespace(arm="rare-noreg-nocap", epoch="1")
     )
 

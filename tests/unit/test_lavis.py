@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from dreamgrid import config as cfg
-from dreamgrid import dag, lavis_caption
+from dreamgrid import dag, lavis_caption, paths
 from dreamgrid.caption import CaptionSettings, run
 from dreamgrid.errors import DreamgridError
 
@@ -86,13 +86,13 @@ def test_lavis_backend_needs_no_transformers_captioner_in_the_dag():
         }
     )
     grid = dag.Grid(config)
-    assert "model" not in grid.caption_inputs()
-    assert grid.caption_inputs()["lavis"] == dag.LAVIS_MODEL_DIR  # prepared by a local rule
-    assert "captioner" not in grid.manifest_inputs()
-    assert grid.caption_params()["lavis_python"] == "/venv/bin/python"
+    assert "model" not in grid.get_caption_inputs()
+    assert grid.get_caption_inputs()["lavis"] == paths.LAVIS_MODEL_DIR  # prepared by a local rule
+    assert "captioner" not in grid.get_manifest_inputs()
+    assert grid.caption_params["lavis_python"] == "/venv/bin/python"
     # The transformers backend's params carry no LAVIS keys (adding them reran nothing).
     config["caption"]["backend"] = "transformers"
-    assert not any(k.startswith("lavis") for k in dag.Grid(config).caption_params())
+    assert not any(k.startswith("lavis") for k in dag.Grid(config).caption_params)
 
 
 def test_tiny_lavis_blip_captions_every_image_reproducibly(venv_python, images, tmp_path):

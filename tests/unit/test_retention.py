@@ -89,12 +89,14 @@ def test_the_plan_releases_each_arms_state_after_its_last_epoch_unless_kept():
 
     config = cfg.load(Path(__file__).resolve().parents[2] / "config" / "experiment.yaml")
     grid = dag.Grid(config)
-    released = grid.state_release_outputs()
+    released = grid.state_release_outputs
     # One per training run: 12 recipes x 3 replicates.
-    assert len(released) == 12 * 3 and set(released) <= set(grid.final_outputs())
+    assert len(released) == 12 * 3 and set(released) <= set(grid.final_outputs)
     arm = SimpleNamespace(arm="rare-noreg-nocap")
-    assert grid.arm_checkpoint_metas(arm)[-1].endswith("rare-noreg-nocap/checkpoints/epoch-6.json")
+    assert grid.get_arm_checkpoint_metas(arm)[-1].endswith(
+        "rare-noreg-nocap/checkpoints/epoch-6.json"
+    )
     kept = {**config, "training": {**config["training"], "keep_resume_state": True}}
-    assert dag.Grid(kept).state_release_outputs() == []
+    assert dag.Grid(kept).state_release_outputs == []
     # Not a training setting: keeping or releasing states retrains nothing.
-    assert grid.training_params() == dag.Grid(kept).training_params()
+    assert grid.training_params == dag.Grid(kept).training_params

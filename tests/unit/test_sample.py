@@ -174,6 +174,7 @@ def test_seeds_do_not_depend_on_checkpoint(tiny_sd, perturbed_checkpoint, tmp_pa
 
 def test_load_pipeline_loads_checkpoint_weights(tiny_sd, perturbed_checkpoint):
     import torch
+
     pipe = load_pipeline(tiny_sd, perturbed_checkpoint, device="cpu")
     # the perturbed weights come back: a fresh base pipeline plus the fixture's same noise
     base = load_pipeline(tiny_sd, None, device="cpu")

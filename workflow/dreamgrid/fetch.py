@@ -88,7 +88,7 @@ def fetch(config: dict[str, Any], to: str | Path) -> dict[str, str]:
     from dreamgrid.dag import Grid
 
     home = to / DEEPFACE
-    for model in Grid(config).face_models():
+    for model in Grid(config).face_models:
         faces.prepare_face_weights(model, config["score"]["detector"], home)
     values["score.deepface_home"] = str(home)
     return values
