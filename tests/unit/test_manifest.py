@@ -89,7 +89,7 @@ def test_run_writes_every_section(tmp_path):
     table = tmp_path / "summary.csv"
     table.write_text("arm,epoch\n")
     out = tmp_path / "results" / "manifest.json"
-    written = manifest.run(
+    written = manifest.write_manifest(
         config_sha256="ab" * 32,
         seed_values={"sample.seed": 0},
         models={"base": model},

@@ -4,7 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import faces, logs
 
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     faces.setup_deepface(snakemake.params.faces["deepface_home"])
     faces.run_embed_renders(
         renders_table=Path(snakemake.input.table),

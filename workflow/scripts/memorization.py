@@ -4,7 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import faces, logs, memorization
 
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     faces.setup_deepface(snakemake.params.deepface_home)
     checkpoints = snakemake.params.checkpoints
     memorization.run_memorization(

@@ -5,7 +5,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import faces, logs, offline
 
 # A local rule on the submitting node: the one job that may download face weights.
-with logs.job(snakemake.log[0], network=True):
+with logs.snakemake_job(snakemake, network=True):
     faces.prepare_face_weights(
         snakemake.wildcards.model,
         snakemake.wildcards.detector,

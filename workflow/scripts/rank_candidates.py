@@ -5,9 +5,9 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import candidates, faces, logs
 
 params = snakemake.params.ranking
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     faces.setup_deepface(params["deepface_home"])
-    candidates.run_rank_workflow(
+    candidates.rank_candidates(
         references=Path(snakemake.input.references),
         folders=[Path(p) for p in snakemake.params.folders],
         names=params["names"],

@@ -6,7 +6,7 @@ from dreamgrid import faces, logs
 
 params = snakemake.params.faces
 models = params["models"]
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     faces.setup_deepface(params["deepface_home"])
     faces.run_score_checkpoint(
         renders_tables=[Path(p) for p in snakemake.input.tables],
