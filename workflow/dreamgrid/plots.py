@@ -11,8 +11,9 @@ nothing leaks between plots and no display is needed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -620,18 +621,22 @@ def _primary_scores(score_files: Sequence[Path], model: str) -> pd.DataFrame:
     return scoretable.primary(scoretable.collect_scores([Path(p) for p in score_files]), model)
 
 
-def _plot_score_histograms(
-    figure: Callable[..., Path],
-    score_files: Sequence[Path],
+def plot_histogram(
+    scores: Sequence[Path],
     baseline: Path,
     out: Path,
     title: str,
     thresholds: Sequence[float],
     model: str,
-    demo: bool,
+    demo: bool = False,
+    per_epoch: bool = False,
 ) -> Path:
+    """Score tables as a histogram of the primary model's distances, with the real-photos line
+    of the ``baseline`` file: one checkpoint's (:func:`histogram`), or with ``per_epoch`` a
+    panel for each epoch of one arm (:func:`arm_histograms`)."""
+    figure = arm_histograms if per_epoch else histogram
     return figure(
-        _primary_scores(score_files, model),
+        _primary_scores(scores, model),
         thresholds=thresholds,
         out=Path(out),
         title=title,
@@ -640,35 +645,10 @@ def _plot_score_histograms(
     )
 
 
-def plot_histogram(
-    scores: Path,
-    baseline: Path,
-    out: Path,
-    title: str,
-    thresholds: Sequence[float],
-    model: str,
-    demo: bool = False,
-) -> Path:
-    """One checkpoint's score table as a :func:`histogram` of the primary model's distances,
-    with the real-photos line of the ``baseline`` file."""
-    return _plot_score_histograms(
-        histogram, [scores], baseline, out, title, thresholds, model, demo
-    )
-
-
-def plot_arm_histograms(
-    scores: Sequence[Path],
-    baseline: Path,
-    out: Path,
-    title: str,
-    thresholds: Sequence[float],
-    model: str,
-    demo: bool = False,
-) -> Path:
-    """Every epoch's score table of one arm as one faceted figure (:func:`arm_histograms`)."""
-    return _plot_score_histograms(
-        arm_histograms, scores, baseline, out, title, thresholds, model, demo
-    )
+def plot_arm_histograms(scores: Sequence[Path], **kwargs: Any) -> Path:
+    """Every epoch's score table of one arm as one faceted figure: :func:`plot_histogram`
+    with ``per_epoch``."""
+    return plot_histogram(scores, per_epoch=True, **kwargs)
 
 
 def plot_curves(

@@ -7,7 +7,7 @@ from dreamgrid import logs, plots
 where = snakemake.wildcards
 with logs.snakemake_job(snakemake):
     plots.plot_histogram(
-        Path(snakemake.input.scores),
+        [Path(snakemake.input.scores)],
         baseline=Path(snakemake.input.baseline),
         out=Path(snakemake.output[0]),
         title=f"{where.arm}, epoch {where.epoch}, {where.prompt_set}",
