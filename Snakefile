@@ -23,7 +23,7 @@ include: "workflow/rules/manifest.smk"
 
 
 # The run's own landing page (demo banner and verdict first) once a run has written it.
-report: dag.report_text()
+report: paths.report_text()
 
 
 # On a cluster these run on the submitting node: the only jobs that may download a model
@@ -40,10 +40,10 @@ localrules:
 
 # Specs were built while reading the config (common.smk).
 onstart:
-    preflight.run(config, cache=dag.PREFLIGHT_CACHE, specs=False)
+    preflight.run(config, cache=paths.PREFLIGHT_CACHE, specs=False)
 
 
 rule all:
     default_target: True
     input:
-        GRID.final_outputs(),
+        GRID.final_outputs,

@@ -8,7 +8,7 @@ fp16 mixed precision, gradient checkpointing, fp16 export), each as a step:
 
 1. ``train.run`` epoch 1, then epoch 2 resumed from the state epoch 1 wrote, with ``adamw``
    and with ``adamw8bit`` (bitsandbytes); a few steps each (``--images``, repeats 1);
-2. ``sample.run_shard``: 8 renders of the exported fp16 epoch-2 checkpoint (Euler, 30 steps,
+2. ``sample.sample_checkpoint``: 8 renders of the exported fp16 epoch-2 checkpoint (Euler, 30 steps,
    CFG 8, batch 8), which land in ``DIR/renders`` so they come back with the results;
 3. ``scoring.steps.embed_renders`` on those renders in a separate process, as the embed_renders
    job runs (it must report the CPU and never start CUDA); skipped, with the reason, where
@@ -162,8 +162,8 @@ def sample_step(base: Path, checkpoint: Path, renders: Path, report: dict, size:
     )
     reset_gpu()
     started = time.perf_counter()
-    table = sample.run_shard(
-        base, checkpoint, settings, "ohwx", "woman", 0, renders / "shard-0", renders / "shard-0.csv"
+    table = sample.sample_checkpoint(
+        base, checkpoint, settings, "ohwx", "woman", renders / "shard-0", renders / "shard-0.csv"
     )
     report["sample_8_renders"] = {
         "seconds": round(time.perf_counter() - started, 1),

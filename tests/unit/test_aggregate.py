@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dreamgrid.aggregate import run
+from dreamgrid.aggregate import aggregate_scores
 from dreamgrid.cli import run_summarize_cli
 from dreamgrid.errors import SpecError
 from dreamgrid.scoretable import collect_scores, pct_column
@@ -415,7 +415,7 @@ def outputs(tmp_path):
 @pytest.mark.parametrize("demo", [True, False])
 def test_run_writes_all_outputs(tmp_path, score_files, demo):
     paths = outputs(tmp_path)
-    summary = run(
+    summary = aggregate_scores(
         score_files, thresholds=(0.6, 0.7), best_margin=5.0, demo=demo, min_faces=3, **paths
     )
     tidy = pd.read_csv(paths["out_scores"], sep="\t")
@@ -446,7 +446,7 @@ def test_run_all_faceless_demo(tmp_path):
         for e in (1, 2)
     ]
     paths = outputs(tmp_path)
-    summary = run(files, thresholds=(0.6, 0.7), best_margin=5.0, demo=True, **paths)
+    summary = aggregate_scores(files, thresholds=(0.6, 0.7), best_margin=5.0, demo=True, **paths)
     assert list(summary["face_rate"]) == [0.0, 0.0]
     assert summary["average"].isna().all()
     assert not summary["best"].any()
@@ -480,7 +480,9 @@ def test_run_warns_when_score_tables_come_from_other_deepface_versions(tmp_path)
         (path.parent / "scores.meta.json").write_text(json.dumps(meta))
         files.append(path)
     out = tmp_path / "out"
-    run(files, [0.6], 5.0, out / "s.tsv", out / "summary.csv", out / "summary.md", demo=False)
+    aggregate_scores(
+        files, [0.6], 5.0, out / "s.tsv", out / "summary.csv", out / "summary.md", demo=False
+    )
     text = (out / "summary.md").read_text()
     assert "## Warnings" in text and "deepface_version" in text and "0.0.99" in text
     # The config's warnings (thresholds far above the model's own) go in the same section.
@@ -489,7 +491,7 @@ def test_run_warns_when_score_tables_come_from_other_deepface_versions(tmp_path)
     config = {"score": {"model": "Dlib", "metric": "cosine", "thresholds": [0.6]}}
     warnings = cfg.threshold_warnings(config)
     assert len(warnings) == 1
-    run(
+    aggregate_scores(
         files, [0.6], 5.0, out / "s.tsv", out / "summary.csv", out / "summary.md", demo=False,
         warnings=warnings,
     )  # fmt: skip
@@ -518,7 +520,9 @@ def test_summary_names_the_token_the_finder_chose_for_an_auto_token(tmp_path, sc
     paths = outputs(tmp_path)
     ranking = ranking_csv(tmp_path / "ranking.csv", [0.58, 0.64, None])
     tokens = {"celebrity": "auto", "rare": "ohwx"}
-    run(score_files, (0.6, 0.7), 5.0, demo=False, tokens=tokens, ranking=ranking, **paths)
+    aggregate_scores(
+        score_files, (0.6, 0.7), 5.0, demo=False, tokens=tokens, ranking=ranking, **paths
+    )
     text = paths["out_markdown"].read_text()
     section = text.split("## Tokens", 1)[1].split("\n## ", 1)[0]
     assert "`celebrity`: `auto`; the token finder chose **Denzel Washington**" in section
@@ -533,7 +537,9 @@ def test_summary_names_the_token_the_finder_chose_for_an_auto_token(tmp_path, sc
 def test_a_pick_without_faces_is_called_list_order(tmp_path, score_files):
     paths = outputs(tmp_path)
     ranking = ranking_csv(tmp_path / "ranking.csv", [None, None])
-    run(score_files, (0.6,), 5.0, demo=True, tokens={"celebrity": "auto"}, ranking=ranking, **paths)
+    aggregate_scores(
+        score_files, (0.6,), 5.0, demo=True, tokens={"celebrity": "auto"}, ranking=ranking, **paths
+    )
     text = paths["out_markdown"].read_text()
     assert "chose **Denzel Washington**" in text and "average distance n/a" in text
     assert "only the order of the candidate list: the pick was not measured" in text
@@ -547,7 +553,7 @@ def test_tokens_section_without_auto_or_without_tokens(tmp_path, score_files):
     assert "no token is `auto`, so no arm trains on its pick" in text
     assert "no token-finder ranking was given" in tokens_markdown({"c": "auto"}, None)
     paths = outputs(tmp_path)
-    run(score_files, (0.6,), 5.0, demo=False, **paths)
+    aggregate_scores(score_files, (0.6,), 5.0, demo=False, **paths)
     assert "## Tokens" not in paths["out_markdown"].read_text()
 
 
@@ -559,5 +565,5 @@ def test_summary_counts_checkpoints_not_rows_per_prompt_set(tmp_path):
     path = tmp_path / "scores.csv"
     pd.concat(frames).to_csv(path, index=False)
     paths = outputs(tmp_path)
-    run([path], (0.6,), 5.0, demo=False, **paths)
+    aggregate_scores([path], (0.6,), 5.0, demo=False, **paths)
     assert "6 renders, 1 arms, 2 checkpoints × 2 prompt sets." in paths["out_markdown"].read_text()

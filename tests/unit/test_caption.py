@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dreamgrid.caption import COLUMNS, CaptionSettings, read_overrides, run, strip_prompt
+from dreamgrid.caption import COLUMNS, CaptionSettings, caption_images, read_overrides, strip_prompt
 from dreamgrid.errors import SpecError
 from dreamgrid.io import list_images
 from dreamgrid.tiny import build_tiny_blip
@@ -81,7 +81,7 @@ def digest(path: Path) -> tuple[str, int]:
 
 def test_blip_captions_every_image(images, settings, tmp_path):
     out = tmp_path / "captions" / "blip.csv"
-    table = run(images, settings, None, out)
+    table = caption_images(images, settings, None, out)
     assert list(table.columns) == list(COLUMNS)
     assert list(table.image) == [p.name for p in list_images(images)]
     assert set(table.source) == {"blip"}
@@ -95,8 +95,8 @@ def test_blip_captions_every_image(images, settings, tmp_path):
 @pytest.mark.parametrize("sampling", [True, False])
 def test_reruns_give_identical_captions(images, settings, tmp_path, sampling):
     settings = dataclasses.replace(settings, sampling=sampling, num_beams=2)
-    first = run(images, settings, None, tmp_path / "a.csv")
-    second = run(images, settings, None, tmp_path / "b.csv")
+    first = caption_images(images, settings, None, tmp_path / "a.csv")
+    second = caption_images(images, settings, None, tmp_path / "b.csv")
     pd.testing.assert_frame_equal(first, second)
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
 
@@ -106,13 +106,14 @@ def test_batch_size_does_not_change_captions(images, settings, tmp_path, samplin
     one = dataclasses.replace(settings, sampling=sampling, num_beams=2, batch_size=1)
     three = dataclasses.replace(one, batch_size=3)
     pd.testing.assert_frame_equal(
-        run(images, one, None, tmp_path / "1.csv"), run(images, three, None, tmp_path / "3.csv")
+        caption_images(images, one, None, tmp_path / "1.csv"),
+        caption_images(images, three, None, tmp_path / "3.csv"),
     )
 
 
 def test_seed_changes_sampled_captions(images, settings, tmp_path):
     seeds = [dataclasses.replace(settings, seed=s) for s in range(4)]
-    captions = {tuple(run(images, s, None, tmp_path / "c.csv").caption) for s in seeds}
+    captions = {tuple(caption_images(images, s, None, tmp_path / "c.csv").caption) for s in seeds}
     assert len(captions) > 1
 
 
@@ -123,8 +124,8 @@ def test_overrides_take_precedence_and_are_untouched(images, settings, tmp_path)
     (overrides / "img3.caption").write_bytes("\ufeffa woman in a café".encode())
     (overrides / "unrelated.txt").write_text("no image has this stem")
     before = {p.name: digest(p) for p in overrides.iterdir()}
-    base = run(images, settings, None, tmp_path / "blip.csv")
-    table = run(images, settings, overrides, tmp_path / "mixed.csv")
+    base = caption_images(images, settings, None, tmp_path / "blip.csv")
+    table = caption_images(images, settings, overrides, tmp_path / "mixed.csv")
     by_image = table.set_index("image")
     assert by_image.loc["img1.png", "caption"] == "ohwx woman smiling, in a garden"
     assert by_image.loc["img1.png", "source"] == "override"
@@ -142,7 +143,7 @@ def test_overrides_take_precedence_and_are_untouched(images, settings, tmp_path)
 
 def test_overrides_next_to_the_images(images, settings, tmp_path):
     (images / "img0.caption").write_text("hand written")
-    table = run(images, settings, images, tmp_path / "c.csv")
+    table = caption_images(images, settings, images, tmp_path / "c.csv")
     assert table.set_index("image").loc["img0.jpg", "caption"] == "hand written"
     assert len(table) == N_IMAGES
 
@@ -151,7 +152,7 @@ def test_all_overridden_needs_no_model(images, settings, tmp_path):
     for path in list_images(images):
         (images / f"{path.stem}.txt").write_text(f"caption of {path.stem}")
     missing_model = dataclasses.replace(settings, model=tmp_path / "no-model")
-    table = run(images, missing_model, images, tmp_path / "c.csv")
+    table = caption_images(images, missing_model, images, tmp_path / "c.csv")
     assert set(table.source) == {"override"}
     assert list(table.caption) == [f"caption of img{i}" for i in range(N_IMAGES)]
 
@@ -184,7 +185,9 @@ def test_override_errors(images, tmp_path):
 
 def test_missing_model_is_a_spec_error(images, settings, tmp_path):
     with pytest.raises(SpecError, match="caption.model"):
-        run(images, dataclasses.replace(settings, model=tmp_path / "nope"), None, tmp_path / "c")
+        caption_images(
+            images, dataclasses.replace(settings, model=tmp_path / "nope"), None, tmp_path / "c"
+        )
     assert not (tmp_path / "c").exists()
 
 

@@ -51,7 +51,7 @@ def test_run_reads_the_shards_and_writes_one_row_per_render(clip, tmp_path):
         pd.DataFrame({**row, "prompt": [prompt]}).to_csv(renders / f"shard-{k}.csv", index=False)
     model_dir = Path(clip[0].name_or_path)
     out = tmp_path / "clip.csv"
-    table = clip_score.run(
+    table = clip_score.clip_score(
         model_dir,
         [renders / "shard-0.csv", renders / "shard-1.csv"],
         [renders / "shard-0", renders / "shard-1"],

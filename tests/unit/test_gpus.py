@@ -87,10 +87,10 @@ def test_a_job_cannot_hold_two_devices():
         pass
 
 
-# --- every GPU rule's shim takes a slot --------------------------------------------------------
+# --- every shim runs in logs.snakemake_job, so every GPU rule's job takes a slot ---------------
 
 RULES = WORKFLOW / "rules"
-SLOT_CALL = 'gpus.slot(snakemake.resources.get("gpu", 0))'
+SHIM_CONTEXT = "with logs.snakemake_job(snakemake"
 
 
 def gpu_rule_scripts() -> dict[str, Path]:
@@ -107,13 +107,14 @@ def gpu_rule_scripts() -> dict[str, Path]:
     return found
 
 
-def test_every_gpu_rule_shim_takes_a_slot():
-    scripts = gpu_rule_scripts()
-    assert {"train_dreambooth", "sample_checkpoint", "render_candidates", "clip_score"} <= set(
-        scripts
-    )
-    missing = [rule for rule, path in scripts.items() if SLOT_CALL not in path.read_text()]
-    assert not missing, f"GPU rules whose shim does not take a GPU slot: {missing}"
+def test_every_shim_runs_in_the_one_job_context():
+    # The context takes the GPU slot from the rule's resources: no shim sets up its own.
+    shims = sorted((WORKFLOW / "scripts").glob("*.py"))
+    assert len(shims) > 20
+    for shim in shims:
+        text = shim.read_text()
+        assert text.count(SHIM_CONTEXT) == 1, shim.name
+        assert "logs.job(" not in text and "gpus.slot(" not in text, shim.name
 
 
 class Namespace(dict):
@@ -123,41 +124,63 @@ class Namespace(dict):
         return self[name]
 
 
-@pytest.mark.parametrize(
-    ("shim", "target"),
-    [
-        ("render_candidates.py", "dreamgrid.sample.run_candidates"),
-        ("clip_score.py", "dreamgrid.clip_score.run"),
-    ],
-)
-def test_candidate_and_clip_jobs_run_pinned_to_their_slot(shim, target, tmp_path, monkeypatch):
+#: The one entry function each GPU rule's shim calls (named after the rule, but the trainer).
+GPU_ENTRIES = {
+    "caption_images": "dreamgrid.caption.caption_images",
+    "generate_class_images": "dreamgrid.regularization.generate_class_images",
+    "train_dreambooth": "dreamgrid.train.run",
+    "sample_checkpoint": "dreamgrid.sample.sample_checkpoint",
+    "render_candidates": "dreamgrid.sample.render_candidates",
+    "clip_score": "dreamgrid.clip_score.clip_score",
+}
+
+
+def test_every_gpu_rule_is_checked_below():
+    assert set(gpu_rule_scripts()) == set(GPU_ENTRIES)
+
+
+@pytest.mark.parametrize("rule", sorted(GPU_ENTRIES))
+def test_gpu_rule_jobs_run_pinned_to_their_slot(rule, tmp_path, monkeypatch):
     import importlib
     import os
 
     seen = {}
-    module, func = target.rsplit(".", 1)
+    module, func = GPU_ENTRIES[rule].rsplit(".", 1)
     monkeypatch.setattr(
         importlib.import_module(module),
         func,
-        lambda **kw: seen.setdefault("device", os.environ.get("CUDA_VISIBLE_DEVICES")),
+        lambda *a, **kw: seen.setdefault("device", os.environ.get("CUDA_VISIBLE_DEVICES")),
     )
     monkeypatch.setattr("dreamgrid.models.resolve", lambda path: path)
+    monkeypatch.setattr("dreamgrid.sample.SampleSettings", lambda **kw: kw)
+    monkeypatch.setattr("dreamgrid.caption.CaptionSettings", lambda **kw: kw)
+    monkeypatch.setattr("dreamgrid.train.spec.job_spec", lambda *a, **kw: None)
     monkeypatch.setenv("DREAMGRID_GPUS", "5")
     monkeypatch.setenv("DREAMGRID_GPU_LOCKS", str(tmp_path / "locks"))
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    settings = dict.fromkeys(
+        ("prompt", "negative", "class_word", "count", "seed", "steps", "cfg"), "x"
+    )
     fake = Namespace(
         scriptdir=str(WORKFLOW / "scripts"),
         log=[str(tmp_path / "job.log")],
         resources=Namespace(gpu=1),
-        input=Namespace(base="base", model="clip", tables=[], renders=[]),
-        output=Namespace({0: str(tmp_path / "out")}, renders="r", table="t.csv"),
-        params=Namespace(settings={}, names={"n": "N"}, class_word="woman"),
+        input=Namespace(
+            base="base", model="clip", tables=[], renders=[], images="i", checkpoint="c"
+        ),
+        output=Namespace({0: str(tmp_path / "out")}, renders="r", table="t.csv", checkpoint="c"),
+        params=Namespace(
+            settings={**settings, "resolution": 8, "batch_size": 1},
+            names={"n": "N"},
+            class_word="woman",
+            token="ohwx",
+            first=0,
+        ),
         wildcards=Namespace(arm="a", epoch="1"),
     )
-    monkeypatch.setattr("dreamgrid.sample.SampleSettings", lambda **kw: kw)
-    source = (WORKFLOW / "scripts" / shim).read_text()
+    shim = gpu_rule_scripts()[rule]
     shim_globals = {"snakemake": fake, "__name__": "__main__"}
-    exec(compile(source, shim, "exec"), shim_globals)  # noqa: S102 - as Snakemake runs a shim
+    exec(compile(shim.read_text(), shim.name, "exec"), shim_globals)  # noqa: S102 - as Snakemake runs it
     assert seen["device"] == "5"
     assert "pinned to GPU 5" in (tmp_path / "job.log").read_text()

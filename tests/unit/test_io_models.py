@@ -139,14 +139,14 @@ def test_local_folder_is_linked_not_copied(tmp_path):
     source = tmp_path / "sd"
     source.mkdir()
     (source / "model_index.json").write_text("{}")
-    out = models.prepare(str(source), "sd", tmp_path / "prepared")
+    out = models.prepare_model(str(source), "sd", tmp_path / "prepared")
     assert json.loads((out / models.LINK).read_text())["path"] == str(source)
     assert models.resolve(out) == source
     assert not models.is_tiny(out)
 
 
 def test_tiny_model_is_built_and_marked(tmp_path):
-    out = models.prepare("tiny", "sd", tmp_path / "base")
+    out = models.prepare_model("tiny", "sd", tmp_path / "base")
     assert (out / "model_index.json").is_file()
     assert models.resolve(out) == out
     assert models.is_tiny(out)

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from dreamgrid import config as cfg
-from dreamgrid import dag, lavis_caption
-from dreamgrid.caption import CaptionSettings, run
+from dreamgrid import dag, lavis_caption, paths
+from dreamgrid.caption import CaptionSettings, caption_images
 from dreamgrid.errors import DreamgridError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def images(tmp_path) -> Path:
 def test_an_interpreter_without_lavis_fails_with_its_error_and_the_fix(images, tmp_path):
     # This env's python has no lavis: the venv side's ImportError comes back, with the fix.
     with pytest.raises(DreamgridError, match=r"(?s)No module named 'lavis'.*lavis-venv\.sh"):
-        run(images, settings(Path(sys.executable)), None, tmp_path / "captions.csv")
+        caption_images(images, settings(Path(sys.executable)), None, tmp_path / "captions.csv")
     assert not (tmp_path / "captions.csv").exists()
 
 
@@ -86,27 +86,27 @@ def test_lavis_backend_needs_no_transformers_captioner_in_the_dag():
         }
     )
     grid = dag.Grid(config)
-    assert "model" not in grid.caption_inputs()
-    assert grid.caption_inputs()["lavis"] == dag.LAVIS_MODEL_DIR  # prepared by a local rule
-    assert "captioner" not in grid.manifest_inputs()
-    assert grid.caption_params()["lavis_python"] == "/venv/bin/python"
+    assert "model" not in grid.get_caption_inputs()
+    assert grid.get_caption_inputs()["lavis"] == paths.LAVIS_MODEL_DIR  # prepared by a local rule
+    assert "captioner" not in grid.get_manifest_inputs()
+    assert grid.caption_params["lavis_python"] == "/venv/bin/python"
     # The transformers backend's params carry no LAVIS keys (adding them reran nothing).
     config["caption"]["backend"] = "transformers"
-    assert not any(k.startswith("lavis") for k in dag.Grid(config).caption_params())
+    assert not any(k.startswith("lavis") for k in dag.Grid(config).caption_params)
 
 
 def test_tiny_lavis_blip_captions_every_image_reproducibly(venv_python, images, tmp_path):
-    first = run(images, settings(venv_python), None, tmp_path / "a.csv")
+    first = caption_images(images, settings(venv_python), None, tmp_path / "a.csv")
     assert list(first["image"]) == ["img0.png", "img1.png", "img2.png"]
     assert (first["source"] == "blip").all()
     words = set(lavis_caption.TINY_VOCAB)
     for text in first["caption"]:
         assert text and set(text.replace(" ##", "").split()) <= words, text
-    again = run(images, settings(venv_python), None, tmp_path / "b.csv")
+    again = caption_images(images, settings(venv_python), None, tmp_path / "b.csv")
     pd.testing.assert_frame_equal(first, again)
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     # The seed reaches LAVIS's nucleus sampling.
-    other_seed = run(images, settings(venv_python, seed=7), None, tmp_path / "c.csv")
+    other_seed = caption_images(images, settings(venv_python, seed=7), None, tmp_path / "c.csv")
     assert list(first["caption"]) != list(other_seed["caption"])
 
 
@@ -114,7 +114,7 @@ def test_overrides_are_not_sent_to_lavis(venv_python, images, tmp_path):
     overrides = tmp_path / "captions"
     overrides.mkdir()
     (overrides / "img1.txt").write_text("a man in a blue shirt\n")
-    table = run(images, settings(venv_python), overrides, tmp_path / "c.csv")
+    table = caption_images(images, settings(venv_python), overrides, tmp_path / "c.csv")
     row = table.set_index("image").loc["img1.png"]
     assert (row["caption"], row["source"]) == ("a man in a blue shirt", "override")
     assert (table["source"] == "blip").sum() == 2
@@ -125,7 +125,7 @@ def test_unknown_lavis_model_fails_naming_it(venv_python, images, tmp_path):
     with pytest.raises(
         DreamgridError, match="(?s)caption.lavis_model: LAVIS has no model 'no_such"
     ):
-        run(images, bad, None, tmp_path / "d.csv")
+        caption_images(images, bad, None, tmp_path / "d.csv")
 
 
 def test_settings_replace_keeps_lavis_fields(tmp_path):
@@ -165,7 +165,9 @@ def test_lavis_downloads_once_into_a_folder_its_caption_jobs_read_offline(
     monkeypatch.setenv("FAKE_LAVIS_ENV", str(dump))
     for name in offline.SWITCHES:
         monkeypatch.delenv(name, raising=False)
-    prepared = lavis_caption.prepare_in_venv(str(fake), "blip_caption:large_coco", tmp_path / "m")
+    prepared = lavis_caption.prepare_lavis_model(
+        str(fake), "blip_caption:large_coco", tmp_path / "m"
+    )
     checkpoint = prepared / "torch" / "hub" / "checkpoints" / "model_large_caption.pth"
     assert checkpoint.read_text() == "blip_caption:large_coco"
     assert (prepared / lavis_caption.PREPARED).is_file()
@@ -175,7 +177,7 @@ def test_lavis_downloads_once_into_a_folder_its_caption_jobs_read_offline(
     for name, value in offline.SWITCHES.items():
         monkeypatch.setenv(name, value)
     chosen = settings(fake, lavis_model="blip_caption:large_coco", lavis_home=str(prepared))
-    table = run(images, chosen, None, tmp_path / "captions.csv")
+    table = caption_images(images, chosen, None, tmp_path / "captions.csv")
     assert len(table) == 3
     env = json.loads(dump.read_text())
     assert env["TORCH_HOME"] == str(prepared.resolve() / "torch")

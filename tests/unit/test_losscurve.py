@@ -4,7 +4,7 @@
 def test_loss_curve_reads_every_epoch_in_step_order(tmp_path):
     from PIL import Image
 
-    from dreamgrid.losscurve import plot, read_losses
+    from dreamgrid.losscurve import plot_loss_curve, read_losses
 
     logs = []
     for epoch, steps in ((2, range(4, 7)), (1, range(1, 4))):
@@ -14,5 +14,5 @@ def test_loss_curve_reads_every_epoch_in_step_order(tmp_path):
         logs.append(path)
     rows = read_losses(logs)
     assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[3] == (4, 2, 0.25)
-    out = plot(logs, tmp_path / "loss.png", arm="a")
+    out = plot_loss_curve(logs, tmp_path / "loss.png", arm="a")
     assert Image.open(out).size[0] > 400

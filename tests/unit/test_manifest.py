@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from dreamgrid import config as cfg
-from dreamgrid import dag, manifest
+from dreamgrid import dag, manifest, paths
 
 
 def demo_like_config(**sample):
@@ -89,7 +89,7 @@ def test_run_writes_every_section(tmp_path):
     table = tmp_path / "summary.csv"
     table.write_text("arm,epoch\n")
     out = tmp_path / "results" / "manifest.json"
-    written = manifest.run(
+    written = manifest.write_manifest(
         config_sha256="ab" * 32,
         seed_values={"sample.seed": 0},
         models={"base": model},
@@ -112,8 +112,8 @@ def test_run_writes_every_section(tmp_path):
 
 def test_manifest_is_a_final_output_and_hashes_the_captioner_only_when_used():
     grid = dag.Grid(demo_like_config())
-    assert dag.MANIFEST in grid.final_outputs()
-    assert "captioner" not in grid.manifest_inputs()
+    assert paths.MANIFEST in grid.final_outputs
+    assert "captioner" not in grid.get_manifest_inputs()
     with_captions = demo_like_config()
     with_captions["axes"]["captions"] = ["blip"]
-    assert dag.Grid(with_captions).manifest_inputs()["captioner"] == dag.CAPTION_MODEL_DIR
+    assert dag.Grid(with_captions).get_manifest_inputs()["captioner"] == paths.CAPTION_MODEL_DIR

@@ -282,3 +282,27 @@ def test_demo_figures_say_so(tmp_path, monkeypatch):
     plots.histogram(scores, [0.6], tmp_path / "real.png", "a", demo=False)
     marked = [plots.DEMO_MARK in figure_texts(fig) for fig in figures]
     assert marked == [True, True, True, False]
+
+
+def test_both_histogram_rules_read_score_files_through_one_function(tmp_path, monkeypatch):
+    from dreamgrid import plots
+
+    files = []
+    for epoch in (1, 2):
+        files.append(tmp_path / f"epoch-{epoch}.csv")
+        table = checkpoint("a", epoch, 6, faces=True, seed=epoch)
+        table.assign(image=[f"render-{s}.png" for s in table.seed]).to_csv(files[-1], index=False)
+    baseline = tmp_path / "baseline.csv"
+    pd.DataFrame({"reference": ["x", "y"], "mean_distance": [0.4, 0.5]}).to_csv(baseline)
+    drawn = {}
+    for name in ("histogram", "arm_histograms"):
+        monkeypatch.setattr(
+            plots, name, lambda scores, name=name, **kw: drawn.update({name: (scores, kw)})
+        )
+    common = {"baseline": baseline, "title": "a", "thresholds": [0.6], "model": "Dlib"}
+    plots.plot_histogram(files[:1], out=tmp_path / "h.png", **common)
+    plots.plot_arm_histograms(files, out=tmp_path / "all.png", **common)
+    one, kw = drawn["histogram"]
+    assert list(one["epoch"].unique()) == [1] and kw["baseline"] == pytest.approx(0.45)
+    every, kw = drawn["arm_histograms"]
+    assert sorted(every["epoch"].unique()) == [1, 2] and kw["out"] == tmp_path / "all.png"

@@ -128,7 +128,7 @@ def test_run_writes_every_page(tmp_path):
     description.write_text("About.\n")
     table = tmp_path / "comparisons.csv"
     pd.DataFrame({"arm_a": ["x"], "p_value": [0.01]}).to_csv(table, index=False)
-    written = report_pages.run(
+    written = report_pages.render_report_pages(
         summary_md=markdown,
         tables={"comparisons": (table, "Paired comparisons")},
         out_verdict=tmp_path / "out" / "verdict.html",

@@ -18,7 +18,7 @@ from dreamgrid.sample import (
     SampleSettings,
     load_pipeline,
     render,
-    run,
+    sample_checkpoint,
     set_scheduler,
 )
 from dreamgrid.tiny import build_tiny_sd
@@ -131,7 +131,9 @@ def test_token_with_spaces_and_quotes(pipe, tmp_path):
     token = 'Emma "E." O\'Neil {x}'
     settings = dataclasses.replace(SETTINGS, count=1)
     out_table = tmp_path / "renders.csv"
-    table = run(pipe_base(pipe), None, settings, token, "woman", tmp_path / "renders", out_table)
+    table = sample_checkpoint(
+        pipe_base(pipe), None, settings, token, "woman", tmp_path / "renders", out_table
+    )
     expected = fill(SETTINGS.prompt, token, "woman")
     assert expected == 'headshot photo of Emma "E." O\'Neil {x} woman'
     assert table.prompt.tolist() == [expected]
@@ -146,8 +148,10 @@ def pipe_base(pipe) -> Path:
 
 def test_seeds_do_not_depend_on_checkpoint(tiny_sd, perturbed_checkpoint, tmp_path):
     settings = dataclasses.replace(SETTINGS, count=3)
-    base = run(tiny_sd, None, settings, "ohwx", "woman", tmp_path / "base", tmp_path / "b.csv")
-    trained = run(
+    base = sample_checkpoint(
+        tiny_sd, None, settings, "ohwx", "woman", tmp_path / "base", tmp_path / "b.csv"
+    )
+    trained = sample_checkpoint(
         tiny_sd,
         perturbed_checkpoint,
         settings,
@@ -157,14 +161,17 @@ def test_seeds_do_not_depend_on_checkpoint(tiny_sd, perturbed_checkpoint, tmp_pa
         tmp_path / "c.csv",
     )
     assert list(base.seed) == list(trained.seed) == [100, 101, 102]
-    assert list(base.image) == list(trained.image)
+    # image: relative to the folder above the renders' own (renders/ in the workflow)
+    assert list(base.image) == [f"base/render-{seed}.png" for seed in base.seed]
+    names = [Path(image).name for image in base.image]
+    assert names == [Path(image).name for image in trained.image]
     assert set(base.checkpoint) == {"base"}
     assert set(trained.checkpoint) == {str(perturbed_checkpoint)}
     written = pd.read_csv(tmp_path / "c.csv")
     assert list(written.columns) == [*RENDER_COLUMNS, "checkpoint"]
     assert list(written.seed) == [100, 101, 102]
     # The checkpoint's weights are used: same seed, different image.
-    for name in base.image:
+    for name in names:
         diff = np.abs(pixels(tmp_path / "base" / name) - pixels(tmp_path / "ck" / name))
         assert diff.mean() > 1, name
     assert Image.open(tmp_path / "ck" / "render-100.png").text["checkpoint"] == str(
@@ -174,6 +181,7 @@ def test_seeds_do_not_depend_on_checkpoint(tiny_sd, perturbed_checkpoint, tmp_pa
 
 def test_load_pipeline_loads_checkpoint_weights(tiny_sd, perturbed_checkpoint):
     import torch
+
     pipe = load_pipeline(tiny_sd, perturbed_checkpoint, device="cpu")
     # the perturbed weights come back: a fresh base pipeline plus the fixture's same noise
     base = load_pipeline(tiny_sd, None, device="cpu")
@@ -186,12 +194,12 @@ def test_load_pipeline_loads_checkpoint_weights(tiny_sd, perturbed_checkpoint):
     assert pipe.safety_checker is None
 
 
-def test_run_replaces_stale_output_dir(tiny_sd, tmp_path):
+def test_sample_checkpoint_replaces_stale_output_dir(tiny_sd, tmp_path):
     out = tmp_path / "renders"
     out.mkdir()
     (out / "render-999.png").write_bytes(b"stale")
     settings = dataclasses.replace(SETTINGS, count=1)
-    run(tiny_sd, None, settings, "ohwx", "woman", out, tmp_path / "t.csv")
+    sample_checkpoint(tiny_sd, None, settings, "ohwx", "woman", out, tmp_path / "t.csv")
     assert sorted(p.name for p in out.iterdir()) == ["render-100.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["renders", "t.csv"]
 
@@ -266,15 +274,19 @@ def test_missing_model_and_checkpoint(tiny_sd, tmp_path):
 
 def test_shards_equal_one_unsharded_render(tiny_sd, tmp_path):
     """Two shards (renders 0-3 and 4) give the same files as one run of all five renders."""
-    from dreamgrid.sample import run_shard, shard_ranges
+    from dreamgrid.sample import shard_ranges
 
-    whole = run(tiny_sd, None, SETTINGS, "ohwx", "woman", tmp_path / "all", tmp_path / "all.csv")
+    whole = sample_checkpoint(
+        tiny_sd, None, SETTINGS, "ohwx", "woman", tmp_path / "all", tmp_path / "all.csv"
+    )
     tables = []
     for k, (start, stop) in enumerate(shard_ranges(SETTINGS.count, 4, SETTINGS.batch_size)):
         settings = dataclasses.replace(SETTINGS, count=stop)
         out = tmp_path / "renders" / f"shard-{k}"
         tables.append(
-            run_shard(tiny_sd, None, settings, "ohwx", "woman", start, out, out.with_suffix(".csv"))
+            sample_checkpoint(
+                tiny_sd, None, settings, "ohwx", "woman", out, out.with_suffix(".csv"), first=start
+            )
         )
     sharded = pd.concat(tables, ignore_index=True)
     assert list(sharded.seed) == list(whole.seed) == [100, 101, 102, 103, 104]
@@ -282,14 +294,17 @@ def test_shards_equal_one_unsharded_render(tiny_sd, tmp_path):
     assert pd.read_csv(tmp_path / "renders" / "shard-1.csv").image.tolist() == [
         "shard-1/render-104.png"
     ]
-    for name, rel in zip(whole.image, sharded.image, strict=True):
+    for whole_image, rel in zip(whole.image, sharded.image, strict=True):
+        name = Path(whole_image).name
         # Equal batch shapes (shard 0 = the first batch of 4): pixel-identical. The last shard
         # renders its one image as a batch of 1 where the whole run had it in a batch of 1
         # too (5 = 4 + 1), so it is identical as well.
         assert np.array_equal(pixels(tmp_path / "all" / name), pixels(tmp_path / "renders" / rel))
         assert Image.open(tmp_path / "renders" / rel).text["seed"] == name[7:-4]
     with pytest.raises(SpecError, match="outside"):
-        run_shard(tiny_sd, None, SETTINGS, "ohwx", "woman", 5, tmp_path / "x", tmp_path / "x.csv")
+        sample_checkpoint(
+            tiny_sd, None, SETTINGS, "ohwx", "woman", tmp_path / "x", tmp_path / "x.csv", first=5
+        )
 
 
 def test_prompts_that_fit_are_left_to_the_pipeline(pipe):
@@ -346,15 +361,17 @@ def test_candidates_render_in_one_job_with_one_model_load(tiny_sd, tmp_path, mon
     monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: loads.append(a) or real(*a, **k))
     names = {"idris-elba": "Idris Elba", "will-smith": "Will Smith"}
     settings = dataclasses.replace(SETTINGS, count=2)
-    table = sample.run_candidates(
+    table = sample.render_candidates(
         tiny_sd, settings, names, "man", tmp_path / "group-0", tmp_path / "group-0.csv"
     )
     assert len(loads) == 1
     assert list(table.candidate) == ["Idris Elba"] * 2 + ["Will Smith"] * 2
     assert list(table.image[:2]) == ["idris-elba/render-100.png", "idris-elba/render-101.png"]
     assert sorted(p.name for p in (tmp_path / "group-0").iterdir()) == list(names)
-    alone = run(tiny_sd, None, settings, "Will Smith", "man", tmp_path / "ws", tmp_path / "ws.csv")
+    alone = sample_checkpoint(
+        tiny_sd, None, settings, "Will Smith", "man", tmp_path / "ws", tmp_path / "ws.csv"
+    )
     for image in alone.image:
         assert np.array_equal(
-            pixels(tmp_path / "ws" / image), pixels(tmp_path / "group-0" / "will-smith" / image)
+            pixels(tmp_path / image), pixels(tmp_path / "group-0" / "will-smith" / Path(image).name)
         )

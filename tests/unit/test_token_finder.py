@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from dreamgrid import candidates, dag
+from dreamgrid import candidates, dag, paths
 from dreamgrid import config as cfg
 from dreamgrid.errors import SpecError
 from dreamgrid.sample import SampleSettings
@@ -52,26 +52,26 @@ def test_auto_needs_a_list_for_the_class_word(tmp_path):
 
 def test_the_finder_renders_each_name_with_the_finders_prompt_and_seeds(tmp_path):
     grid = dag.Grid(cfg.validate(config(tmp_path, renders=3, seed=7)))
-    assert grid.finder_active()
-    assert grid.candidate_names() == {"idris-elba": "Idris Elba", "will-smith": "Will Smith"}
-    settings = SampleSettings(**grid.candidate_settings())
+    assert grid.finder_active
+    assert grid.candidate_names == {"idris-elba": "Idris Elba", "will-smith": "Will Smith"}
+    settings = SampleSettings(**grid.candidate_settings)
     assert settings.seeds == [7, 8, 9]
     assert settings.prompt == "headshot photo of {token} {class}"
-    assert dag.RANKING in grid.final_outputs() and dag.CANDIDATE_SHEET in grid.final_outputs()
+    assert paths.RANKING in grid.final_outputs and paths.CANDIDATE_SHEET in grid.final_outputs
     # The summary reads the ranking to name the pick of each auto token.
-    assert grid.ranking_files() == [dag.RANKING]
-    assert grid.tokens() == {"celebrity": "auto", "rare": "ohwx"}
+    assert grid.ranking_files == [paths.RANKING]
+    assert grid.tokens == {"celebrity": "auto", "rare": "ohwx"}
     # Grid axes other than the token do not touch the candidates' renders.
     other = config(tmp_path, renders=3, seed=7)
     other["axes"]["regularization"] = ["none", "generated"]
-    assert dag.Grid(cfg.validate(other)).candidate_settings() == grid.candidate_settings()
+    assert dag.Grid(cfg.validate(other)).candidate_settings == grid.candidate_settings
 
 
 def test_without_auto_the_finder_does_not_run(tmp_path):
     grid = dag.Grid(cfg.validate(config(tmp_path, token="idris elba")))
-    assert not grid.finder_active() and grid.candidate_names() == {}
-    assert dag.RANKING not in grid.final_outputs() and grid.ranking_files() == []
-    assert dag.Grid(cfg.validate(config(tmp_path, token="x", enabled=True))).finder_active()
+    assert not grid.finder_active and grid.candidate_names == {}
+    assert paths.RANKING not in grid.final_outputs and grid.ranking_files == []
+    assert dag.Grid(cfg.validate(config(tmp_path, token="x", enabled=True))).finder_active
 
 
 def test_auto_arms_get_the_top_ranked_name_once_the_ranking_is_final(tmp_path):
@@ -92,35 +92,37 @@ def test_auto_arms_get_the_top_ranked_name_once_the_ranking_is_final(tmp_path):
     job = SimpleNamespace(arm="celebrity-noreg-nocap", epoch="1")
     # Before the ranking exists, jobs that use the token wait for it (no file input).
     with pytest.raises(NotYet):
-        grid.train_inputs(job)
+        grid.get_train_inputs(job)
     with pytest.raises(NotYet):
-        grid.wait_for_token(job)
-    assert grid.wait_for_token(SimpleNamespace(arm="rare-noreg-nocap")) == []
+        grid.get_wait_for_token(job)
+    assert grid.get_wait_for_token(SimpleNamespace(arm="rare-noreg-nocap")) == []
     state["final"] = True
-    assert grid.arm_params("celebrity-noreg-nocap")["token"] == "Idris Elba"
-    assert grid.arm_params("rare-noreg-nocap")["token"] == "ohwx"
-    assert grid.wait_for_token(job) == [] and "ranking" not in grid.train_inputs(job)
+    assert (
+        grid.get_arm_params(SimpleNamespace(arm="celebrity-noreg-nocap"))["token"] == "Idris Elba"
+    )
+    assert grid.get_arm_params(SimpleNamespace(arm="rare-noreg-nocap"))["token"] == "ohwx"
+    assert grid.get_wait_for_token(job) == [] and "ranking" not in grid.get_train_inputs(job)
 
 
 def test_one_render_job_per_group_of_names_and_a_longer_list_adds_groups(tmp_path):
     names = "".join(f"Name {c}\n" for c in "ABCDE")
     grid = dag.Grid(cfg.validate(config(tmp_path, names=names, names_per_job=2)))
-    groups = grid.candidate_groups()
+    groups = grid.candidate_groups
     assert [list(g.values()) for g in groups] == [
         ["Name A", "Name B"],
         ["Name C", "Name D"],
         ["Name E"],
     ]
-    assert grid.candidate_group_dirs() == [dag.CANDIDATE_GROUP.format(group=k) for k in range(3)]
-    assert grid.candidate_render_dirs()[2] == f"{dag.TOKEN_FINDER}/renders/group-1/name-c"
-    assert grid.candidate_group_names(SimpleNamespace(group="1")) == groups[1]
+    assert grid.candidate_group_dirs == [paths.CANDIDATE_GROUP.format(group=k) for k in range(3)]
+    assert grid.candidate_render_dirs[2] == f"{paths.TOKEN_FINDER}/renders/group-1/name-c"
+    assert grid.get_candidate_group_names(SimpleNamespace(group="1")) == groups[1]
     # Appending a name leaves the full groups' jobs as they were: only the last group changes.
     longer = dag.Grid(cfg.validate(config(tmp_path, names=names + "Name F\n", names_per_job=2)))
-    assert longer.candidate_groups()[:2] == groups[:2]
-    assert list(longer.candidate_groups()[2].values()) == ["Name E", "Name F"]
+    assert longer.candidate_groups[:2] == groups[:2]
+    assert list(longer.candidate_groups[2].values()) == ["Name E", "Name F"]
     # The shipped list (~200 names) renders in a handful of jobs, one model load each.
     shipped = config(tmp_path)
     shipped["token_finder"]["candidates"] = None
     shipped["subject"]["class_word"] = "woman"
     study = dag.Grid(cfg.validate(shipped))
-    assert len(study.candidate_names()) > 200 and len(study.candidate_groups()) == 7
+    assert len(study.candidate_names) > 200 and len(study.candidate_groups) == 7

@@ -154,7 +154,7 @@ def _plain(obj: object) -> object:
     return obj
 
 
-def run(
+def aggregate_scores(
     score_files: Sequence[Path],
     thresholds: Sequence[float],
     best_margin: float,

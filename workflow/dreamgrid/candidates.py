@@ -182,7 +182,7 @@ def write_ranking(table: pd.DataFrame, out: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
-def run_rank_workflow(
+def rank_candidates(
     references: Path,
     folders: Sequence[Path],
     names: Sequence[str],

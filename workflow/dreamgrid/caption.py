@@ -225,7 +225,7 @@ class BlipCaptioner:
         return [strip_prompt(t, settings.prompt) for t in decoded]
 
 
-def run(
+def caption_images(
     images_dir: Path,
     settings: CaptionSettings,
     overrides_dir: Path | None,

@@ -183,7 +183,9 @@ def run_report_cli(
         scoretable._write_csv(result[name], out / f"{name}.csv")
     aggregate.write_json(result["verdict"], out / "verdict.json")
     (out / "summary.md").write_text(result["markdown"], encoding="utf-8")
-    logger.info("wrote summary, comparisons, effects, power, summary.md and verdict.json to %s", out)
+    logger.info(
+        "wrote summary, comparisons, effects, power, summary.md and verdict.json to %s", out
+    )
     return result
 
 
@@ -387,7 +389,7 @@ def _check(args: argparse.Namespace) -> None:
         )
     print(
         f"{sample['count']} renders per checkpoint in shards of {sample['shard_size']}; "
-        f"prompt sets: {', '.join(grid.prompt_sets())}"
+        f"prompt sets: {', '.join(grid.prompt_sets)}"
     )
     score = config["score"]
     thresholds = ", ".join(f"{t:g}" for t in score["thresholds"])

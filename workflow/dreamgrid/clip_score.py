@@ -19,7 +19,7 @@ from dreamgrid.io import atomic_path, load_rgb
 
 log = logging.getLogger(__name__)
 
-#: Columns of a checkpoint's CLIP table (:func:`run`).
+#: Columns of a checkpoint's CLIP table (:func:`clip_score`).
 COLUMNS = ("arm", "epoch", "prompt_set", "seed", "image", "clip_score")
 
 
@@ -73,7 +73,7 @@ def _embedding(output):
     return getattr(output, "pooler_output", output)
 
 
-def run(
+def clip_score(
     model_dir: Path,
     tables: Sequence[Path],
     render_dirs: Sequence[Path],

@@ -1,78 +1,37 @@
-"""Paths and input functions for the Snakemake rules (kept here so they are unit-tested).
+"""The validated config as a grid of arms × epochs, and the rules' input functions.
 
-Every job gets only the values it uses, so editing one arm's settings reruns that arm alone.
+Kept out of the rule files so they are unit-tested. Every job gets only the values it uses, so
+editing one arm's settings reruns that arm alone. :class:`Grid`'s methods are grouped by the
+rule file that uses them: ``get_*`` methods take a job's ``wildcards`` (input and params
+functions, called once per job); properties are values read once, when the workflow is parsed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
+from types import SimpleNamespace
 from typing import Any
 
 from dreamgrid import config as cfg
-from dreamgrid import offline
+from dreamgrid import offline, paths
 from dreamgrid.prompts import AUTO_TOKEN, MAIN_PROMPT_SET
-
-RESULTS = "results"
-BASE_MODEL_DIR = f"{RESULTS}/models/base"
-CAPTION_MODEL_DIR = f"{RESULTS}/models/captioner"
-#: A CLIP model given as a hub id, downloaded once (score.clip_model).
-CLIP_MODEL_DIR = f"{RESULTS}/models/clip"
-#: LAVIS's checkpoint and tokenizer caches (caption.backend lavis), downloaded once.
-LAVIS_MODEL_DIR = f"{RESULTS}/models/lavis"
-# LoRA targets checked against the prepared base model once, before any lora arm trains.
-LORA_TARGETS = f"{RESULTS}/models/lora_targets.json"
-PREFLIGHT_CACHE = f"{RESULTS}/preflight/inputs.json"
-CAPTIONS = f"{RESULTS}/captions/{{captioner}}/captions.csv"
-REG_IMAGES = f"{RESULTS}/regularization/{{reg}}/images"
-ARM_DIR = f"{RESULTS}/arms/{{arm}}"
-CHECKPOINT = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.safetensors"
-CHECKPOINT_META = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.json"
-LOSS_LOG = f"{ARM_DIR}/checkpoints/epoch-{{epoch}}.loss.csv"
-#: VAE latents of training and class images, by content (dreamgrid.train.cache), shared by arms.
-LATENT_CACHE = f"{RESULTS}/cache/latents"
-#: One arm's training loss against steps (from its epochs' .loss.csv files).
-LOSS_CURVE = f"{RESULTS}/plots/loss/{{arm}}.png"
-#: What keep_checkpoints: best kept and removed of one arm's checkpoints.
-CHECKPOINTS_KEPT = f"{ARM_DIR}/checkpoints/kept.json"
-#: The arm's one resume state (full-precision weights + optimizer), rewritten by every epoch.
-#: Not a declared output: epoch e+1 reads it, and it must survive the last epoch so that added
-#: epochs continue (Snakemake would delete a temp() output no job needs yet).
-RESUME_STATE = f"{ARM_DIR}/state/resume.safetensors"
-#: Written when the arm's resume state is deleted after its last planned epoch.
-STATE_RELEASED = f"{ARM_DIR}/state/released.json"
-#: One checkpoint's renders and scores for one prompt set (``main`` = ``sample.prompt``).
-PROMPT_DIR = f"{ARM_DIR}/epoch-{{epoch}}/{{prompt_set}}"
-RENDERS = f"{PROMPT_DIR}/renders"
-SCORES = f"{PROMPT_DIR}/scores.csv"
-SCORES_META = f"{PROMPT_DIR}/scores.meta.json"
-#: CLIPScore of every render against its prompt (only with score.clip_model).
-CLIP_SCORES = f"{PROMPT_DIR}/clip.csv"
-REFERENCES = f"{RESULTS}/references/{{model}}-{{detector}}.json"
-HISTOGRAM = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/epoch-{{epoch}}.png"
-SCORES_TABLE = f"{RESULTS}/scores.tsv"
-SUMMARY = f"{RESULTS}/summary.csv"
-SUMMARY_MD = f"{RESULTS}/report/summary.md"
 
 # Training settings that are not passed to every job as they are: `epochs` and
 # `keep_checkpoints` do not change what an epoch's job computes (more epochs only add jobs),
-# and `match_steps` reaches only the arms it changes, as `passes` (Grid.train_passes).
+# and `match_steps` reaches only the arms it changes, as `passes` (Grid.get_train_passes).
 NOT_PER_EPOCH = ("epochs", "keep_checkpoints", "keep_resume_state", "match_steps", "replicates")
 BUCKET_KEYS = ("bucket_min_size", "bucket_max_size", "bucket_step")
-
-# ---- issue #4: sample shards, per-shard face embeddings (block added for sampling/scoring) ----
-#: One shard of a checkpoint's renders (a folder under renders/) and its render table.
-RENDER_SHARD = f"{RENDERS}/shard-{{shard}}"
-RENDER_SHARD_TABLE = f"{RENDERS}/shard-{{shard}}.csv"
-#: Faces (embeddings, box areas, content hashes) of one shard for one (model, detector).
-FACES_SHARD = f"{PROMPT_DIR}/faces/{{model}}-{{detector}}/shard-{{shard}}.json"
-#: Render embeddings by file content hash, shared by all jobs (dreamgrid.faces.EmbeddingCache).
-FACE_CACHE = f"{RESULTS}/cache/faces"
 # Sampler settings the token finder's renders share with the checkpoints' renders.
 SAMPLER_KEYS = ("negative", "scheduler", "steps", "cfg", "width", "height", "batch_size")
 # Sample settings that are not a render's settings (each shard gets its own range instead,
 # and its own prompt set's template).
 NOT_PER_SHARD = ("count", "shard_size", "prompt_sets", "prompt_sets_count")
-# ---- end of issue #4 constants -----------------------------------------------------------
+
+
+def one_of(values: Iterable[str]) -> str:
+    """Regex matching exactly the given names (a wildcard's ``wildcard_constraints``)."""
+    return "|".join(re.escape(value) for value in values)
 
 
 def canonical(settings: dict[str, Any]) -> dict[str, Any]:
@@ -106,25 +65,131 @@ class Grid:
         self.demo = cfg.is_demo(config)
         self._ranking = ranking
 
+    # ---- the grid ----------------------------------------------------------------------------
     @property
     def arm_ids(self) -> list[str]:
         return list(self.arms)
 
-    def arm_params(self, arm: str) -> dict[str, str]:
-        """One arm's own settings (token, regularization, captions); an ``auto`` token is
-        the finder's top-ranked name, so a new ranking with the same winner reruns nothing."""
-        params = self.arms[arm].as_params()
-        if params["token"] == AUTO_TOKEN:
-            params["token"] = self.chosen_token()
-        return canonical(params)
+    @property
+    def class_word(self) -> str:
+        return self.config["subject"]["class_word"]
 
-    # ---- issue #7: token finder -----------------------------------------------------------
+    @property
+    def prompt_sets(self) -> dict[str, str]:
+        """Prompt set name -> template: ``main`` (``sample.prompt``) first, then the extras."""
+        sample = self.config["sample"]
+        return {MAIN_PROMPT_SET: sample["prompt"], **(sample.get("prompt_sets") or {})}
+
+    @property
+    def prompt_set_names(self) -> list[str]:
+        return list(self.prompt_sets)
+
+    @property
+    def face_models(self) -> list[str]:
+        """Recognition models scored: ``score.model`` first, then ``score.models``."""
+        score = self.config["score"]
+        models = [score["model"]]
+        for model in score.get("models") or []:
+            if model not in models:
+                models.append(model)
+        return models
+
+    def checkpoints(self, path: str) -> list[str]:
+        """``path`` (with {arm} and {epoch}, and maybe {prompt_set}) for every checkpoint of
+        the grid (and every prompt set)."""
+        sets = self.prompt_set_names if "{prompt_set}" in path else [None]
+        return [
+            path.format(arm=a, epoch=e, prompt_set=p)
+            for a in self.arms
+            for e in self.epochs
+            for p in sets
+        ]
+
+    @property
+    def final_outputs(self) -> list[str]:
+        """Targets of ``rule all``."""
+        finder = (
+            [paths.RANKING, paths.RANKING_PAGE, paths.CANDIDATE_SHEET] if self.finder_active else []
+        )
+        return [
+            *self.retention_outputs,
+            *self.state_release_outputs,
+            *[paths.LOSS_CURVE.format(arm=a) for a in self.arms],
+            paths.SUMMARY,
+            paths.SUMMARY_MD,
+            paths.SCORES_TABLE,
+            *self.checkpoints(paths.HISTOGRAM),
+            *self.report_outputs,
+            *finder,
+            paths.MANIFEST,
+        ]
+
+    # ---- prepare.smk ---------------------------------------------------------------------------
+    @property
+    def face_record_pattern(self) -> str:
+        """Output of ``prepare_face_models``, inside ``score.deepface_home`` (shared by
+        every job, so the weights are fetched once)."""
+        return str(
+            offline.face_record(self.config["score"]["deepface_home"], "{model}", "{detector}")
+        )
+
+    def get_face_record(self, wildcards: Any) -> str:
+        """The prepare step's record of one (model, detector) pair: an embedding job's
+        promise that the weights are on disk before it starts (it never downloads)."""
+        return self.face_record_pattern.format(model=wildcards.model, detector=wildcards.detector)
+
+    # ---- caption.smk ---------------------------------------------------------------------------
+    @property
+    def caption_params(self) -> dict[str, Any]:
+        """The caption section as job params; the LAVIS keys only for that backend, so that
+        adding them did not rerun (and retrain) every transformers-captioned arm."""
+        settings = self.config["caption"]
+        if settings["backend"] != "lavis":
+            settings = {k: v for k, v in settings.items() if not k.startswith("lavis_")}
+        return canonical(settings)
+
+    def get_caption_inputs(self, wildcards: Any = None) -> dict[str, Any]:
+        inputs = {"images": self.config["subject"]["train_images"]}
+        # The LAVIS backend loads its own model in its own venv (dreamgrid.lavis_caption).
+        if self.config["caption"]["backend"] == "transformers":
+            inputs["model"] = paths.CAPTION_MODEL_DIR
+        else:
+            inputs["lavis"] = paths.LAVIS_MODEL_DIR
+        if self.config["subject"]["caption_overrides"]:
+            inputs["overrides"] = self.config["subject"]["caption_overrides"]
+        return inputs
+
+    # ---- regularization.smk --------------------------------------------------------------------
+    @property
+    def class_image_params(self) -> dict[str, Any]:
+        """Settings of the generated class images; count null = one per training image."""
+        settings = dict(self.config["regularization"])
+        settings["class_word"] = self.class_word
+        settings["resolution"] = self.config["training"]["resolution"]
+        if settings["count"] is None:
+            settings["count"] = count_images(self.config["subject"]["train_images"])
+        return canonical(settings)
+
+    @property
+    def ground_truth_params(self) -> dict[str, Any]:
+        """How ground-truth photos are prepared: center-cropped at the training resolution,
+        or (buckets) kept in shape, only shrunk to the longest bucket side."""
+        training = self.config["training"]
+        buckets = training["aspect_ratio"] == "buckets"
+        return {
+            "resolution": training["resolution"],
+            "max_side": training["bucket_max_size"] if buckets else None,
+        }
+
+    # ---- token_finder.smk ----------------------------------------------------------------------
+    @property
     def finder_active(self) -> bool:
         return cfg.finder_runs(self.config)
 
+    @property
     def candidate_names(self) -> dict[str, str]:
         """Candidate slug -> name, in list order ({} when the finder does not run)."""
-        if not self.finder_active():
+        if not self.finder_active:
             return {}
         from dreamgrid import candidates
 
@@ -132,24 +197,23 @@ class Grid:
         return {candidates.slug(n): n for n in candidates.read_names(path)}
 
     @property
-    def class_word(self) -> str:
-        return self.config["subject"]["class_word"]
-
     def candidate_groups(self) -> list[dict[str, str]]:
         """The candidates (slug -> name) of each render job: ``names_per_job`` names in list
         order, so appending names changes only the last group and adds new ones."""
-        names = list(self.candidate_names().items())
+        names = list(self.candidate_names.items())
         size = self.config["token_finder"]["names_per_job"]
         return [dict(names[start : start + size]) for start in range(0, len(names), size)]
 
-    def candidate_group_names(self, wildcards: Any) -> dict[str, str]:
+    def get_candidate_group_names(self, wildcards: Any) -> dict[str, str]:
         """Slug -> name of one render job's candidates."""
-        return self.candidate_groups()[int(wildcards.group)]
+        return self.candidate_groups[int(wildcards.group)]
 
+    @property
     def candidate_group_dirs(self) -> list[str]:
         """Every render job's folder (one sub-folder per candidate inside)."""
-        return [CANDIDATE_GROUP.format(group=k) for k in range(len(self.candidate_groups()))]
+        return [paths.CANDIDATE_GROUP.format(group=k) for k in range(len(self.candidate_groups))]
 
+    @property
     def candidate_settings(self) -> dict[str, Any]:
         """SampleSettings of every candidate's renders: the finder's prompt and seeds, the
         sampler and negative prompt of ``sample``."""
@@ -161,35 +225,28 @@ class Grid:
         settings["seed"] = finder["seed"]
         return canonical(settings)
 
+    @property
     def candidate_render_dirs(self) -> list[str]:
         """Each candidate's folder of renders, in list order (inside its job's folder)."""
         return [
-            CANDIDATE_RENDERS.format(group=k, candidate=slug)
-            for k, group in enumerate(self.candidate_groups())
+            paths.CANDIDATE_RENDERS.format(group=k, candidate=slug)
+            for k, group in enumerate(self.candidate_groups)
             for slug in group
         ]
 
+    @property
     def ranking_params(self) -> dict[str, Any]:
         """What ranking depends on: names, threshold and the scoring settings."""
         score = self.config["score"]
         return canonical(
             {
-                "names": list(self.candidate_names().values()),
+                "names": list(self.candidate_names.values()),
                 "threshold": self.config["token_finder"]["threshold"],
                 **{k: score[k] for k in ("model", "detector", "metric", "align")},
                 "multiple_faces": score["multiple_faces"],
                 "deepface_home": score["deepface_home"],
             }
         )
-
-    def ranking_files(self) -> list[str]:
-        """The finder's ranking as an input of the summary, which names the pick ([] when
-        the finder does not run)."""
-        return [RANKING] if self.finder_active() else []
-
-    def tokens(self) -> dict[str, str]:
-        """Token name -> configured string (``auto`` included), for the summary."""
-        return dict(self.config["axes"]["token"])
 
     def chosen_token(self) -> str:
         """The finder's top-ranked name (waits for the ranking inside Snakemake)."""
@@ -199,7 +256,8 @@ class Grid:
             raise RuntimeError("token: auto needs the grid's ranking resolver")
         return candidates.chosen(self._ranking())
 
-    def wait_for_token(self, wildcards: Any) -> list[str]:
+    # ---- train.smk -----------------------------------------------------------------------------
+    def get_wait_for_token(self, wildcards: Any) -> list[str]:
         """Input function of jobs that use an arm's token: none, but for an ``auto`` token
         it asks for the final ranking first (no file, so a re-ranking with the same winner
         reruns nothing; a new winner changes the token param, which reruns the arm)."""
@@ -207,28 +265,54 @@ class Grid:
             self.chosen_token()
         return []
 
-    def training_params(self) -> dict[str, Any]:
-        """The training section as TrainSpec fields; bucket sizes are null unless
-        aspect_ratio is buckets, so editing them does not retrain center-cropped arms."""
-        training = {k: v for k, v in self.config["training"].items() if k not in NOT_PER_EPOCH}
-        if training["aspect_ratio"] != "buckets":
-            training.update(dict.fromkeys(BUCKET_KEYS, None))
-        return canonical(training)
+    def get_train_inputs(self, wildcards: Any) -> dict[str, str]:
+        """Inputs of one (arm, epoch) training job: epoch e starts from epoch e-1's outputs."""
+        self.get_wait_for_token(wildcards)
+        return self.train_files(wildcards.arm, int(wildcards.epoch))
 
-    def ground_truth_params(self) -> dict[str, Any]:
-        """How ground-truth photos are prepared: center-cropped at the training resolution,
-        or (buckets) kept in shape, only shrunk to the longest bucket side."""
-        training = self.config["training"]
-        buckets = training["aspect_ratio"] == "buckets"
-        return {
-            "resolution": training["resolution"],
-            "max_side": training["bucket_max_size"] if buckets else None,
+    def train_files(self, arm_id: str, epoch: int) -> dict[str, str]:
+        """:meth:`get_train_inputs` without waiting for an ``auto`` token (for the preflight)."""
+        arm = self.arms[arm_id]
+        inputs = {
+            "base": paths.BASE_MODEL_DIR,
+            "images": self.config["subject"]["train_images"],
         }
+        if arm.captions != "none":
+            inputs["captions"] = paths.CAPTIONS
+        if arm.regularization != "none":
+            inputs["reg"] = paths.REG_IMAGES.format(reg=arm.regularization)
+        if arm.method == "lora":
+            inputs["lora_targets"] = paths.LORA_TARGETS
+        if epoch > 1:
+            # The small JSON, not the weights: checkpoints may be removed once scored
+            # (keep_checkpoints) without making the next epoch's job want them back.
+            inputs["previous_meta"] = paths.CHECKPOINT_META.format(arm=arm.arm, epoch=epoch - 1)
+        return inputs
 
-    def method_params(self, arm: str) -> dict[str, Any]:
+    def get_arm_params(self, wildcards: Any) -> dict[str, str]:
+        """One arm's own settings (token, regularization, captions); an ``auto`` token is
+        the finder's top-ranked name, so a new ranking with the same winner reruns nothing."""
+        params = self.arms[wildcards.arm].as_params()
+        if params["token"] == AUTO_TOKEN:
+            params["token"] = self.chosen_token()
+        return canonical(params)
+
+    def get_resume_state(self, wildcards: Any) -> str:
+        return paths.RESUME_STATE.format(arm=wildcards.arm)
+
+    def get_train_passes(self, wildcards: Any) -> int:
+        """Data passes per epoch: 2 for a no-regularization arm under ``match_steps`` when
+        regularization doubles the steps (Kohya mode), so its checkpoints fall at the same
+        step counts as the regularized arms'; else 1."""
+        training = self.config["training"]
+        doubled = training.get("reg_mode", "kohya") == "kohya"
+        no_reg = self.arms[wildcards.arm].regularization == "none"
+        return 2 if training.get("match_steps", False) and doubled and no_reg else 1
+
+    def get_method_params(self, wildcards: Any) -> dict[str, Any]:
         """TrainSpec fields of the arm's method: LoRA settings (and the LoRA learning rate)
         for lora arms, nulls for full arms, so editing `lora` reruns only the lora arms."""
-        if self.arms[arm].method != "lora":
+        if self.arms[wildcards.arm].method != "lora":
             return {
                 "method": "full",
                 **dict.fromkeys(("lora_rank", "lora_alpha", "lora_target_modules"), None),
@@ -242,108 +326,70 @@ class Grid:
             "learning_rate": lora["learning_rate"],
         }
 
+    @property
+    def training_params(self) -> dict[str, Any]:
+        """The training section as TrainSpec fields; bucket sizes are null unless
+        aspect_ratio is buckets, so editing them does not retrain center-cropped arms."""
+        training = {k: v for k, v in self.config["training"].items() if k not in NOT_PER_EPOCH}
+        if training["aspect_ratio"] != "buckets":
+            training.update(dict.fromkeys(BUCKET_KEYS, None))
+        return canonical(training)
+
     def train_job_params(self, arm: str, resolve_token: bool = True) -> dict[str, Any]:
         """The params of ``arm``'s train_dreambooth jobs as the rule passes them (less
         ``impl``), for the preflight to build the jobs' specs. ``resolve_token=False`` keeps an
         ``auto`` token as the word ``auto`` (the ranking does not exist before the run)."""
-        arm_params = (
-            self.arm_params(arm) if resolve_token else canonical(self.arms[arm].as_params())
-        )
+        job = SimpleNamespace(arm=arm)
         return {
-            "arm": arm_params,
-            "state": RESUME_STATE.format(arm=arm),
-            "passes": self.train_passes(arm),
-            "cache_dir": LATENT_CACHE,
-            "method": self.method_params(arm),
-            "training": self.training_params(),
-            "class_word": self.config["subject"]["class_word"],
+            "arm": (
+                self.get_arm_params(job) if resolve_token else canonical(self.arms[arm].as_params())
+            ),
+            "state": self.get_resume_state(job),
+            "passes": self.get_train_passes(job),
+            "cache_dir": paths.LATENT_CACHE,
+            "method": self.get_method_params(job),
+            "training": self.training_params,
+            "class_word": self.class_word,
         }
 
-    def train_passes(self, arm: str) -> int:
-        """Data passes per epoch: 2 for a no-regularization arm under ``match_steps`` when
-        regularization doubles the steps (Kohya mode), so its checkpoints fall at the same
-        step counts as the regularized arms'; else 1."""
-        training = self.config["training"]
-        doubled = training.get("reg_mode", "kohya") == "kohya"
-        no_reg = self.arms[arm].regularization == "none"
-        return 2 if training.get("match_steps", False) and doubled and no_reg else 1
+    def get_arm_checkpoint_metas(self, wildcards: Any) -> list[str]:
+        """Every planned epoch's checkpoint JSON of one arm: the state is released after
+        all of them (and again after epochs added later)."""
+        return [paths.CHECKPOINT_META.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
 
-    def class_image_params(self) -> dict[str, Any]:
-        """Settings of the generated class images; count null = one per training image."""
-        settings = dict(self.config["regularization"])
-        settings["class_word"] = self.config["subject"]["class_word"]
-        settings["resolution"] = self.config["training"]["resolution"]
-        if settings["count"] is None:
-            settings["count"] = count_images(self.config["subject"]["train_images"])
-        return canonical(settings)
+    @property
+    def keep_checkpoints(self) -> str:
+        return self.config["training"].get("keep_checkpoints", "all")
 
-    def section(self, name: str) -> dict[str, Any]:
-        """A config section as job params (keys sorted)."""
-        return canonical(self.config[name])
+    def get_arm_checkpoints(self, wildcards: Any) -> dict[int, str]:
+        """Epoch -> checkpoint path of one arm (the only files keep_checkpoints removes)."""
+        return {e: paths.CHECKPOINT.format(arm=wildcards.arm, epoch=e) for e in self.epochs}
 
-    # ---- input functions ------------------------------------------------------------------
-    def caption_params(self) -> dict[str, Any]:
-        """The caption section as job params; the LAVIS keys only for that backend, so that
-        adding them did not rerun (and retrain) every transformers-captioned arm."""
-        settings = self.config["caption"]
-        if settings["backend"] != "lavis":
-            settings = {k: v for k, v in settings.items() if not k.startswith("lavis_")}
-        return canonical(settings)
+    def get_recipe(self, wildcards: Any) -> str:
+        """The recipe an arm id trains (itself for run 1, without ``-r<r>`` otherwise)."""
+        return self.arms[wildcards.arm].recipe or wildcards.arm
 
-    def caption_inputs(self, wildcards: Any = None) -> dict[str, Any]:
-        inputs = {"images": self.config["subject"]["train_images"]}
-        # The LAVIS backend loads its own model in its own venv (dreamgrid.lavis_caption).
-        if self.config["caption"]["backend"] == "transformers":
-            inputs["model"] = CAPTION_MODEL_DIR
-        else:
-            inputs["lavis"] = LAVIS_MODEL_DIR
-        if self.config["subject"]["caption_overrides"]:
-            inputs["overrides"] = self.config["subject"]["caption_overrides"]
-        return inputs
+    @property
+    def retention_outputs(self) -> list[str]:
+        if self.keep_checkpoints != "best":
+            return []
+        return [paths.CHECKPOINTS_KEPT.format(arm=a) for a in self.arms]
 
-    def train_inputs(self, wildcards: Any) -> dict[str, str]:
-        """Inputs of one (arm, epoch) training job: epoch e starts from epoch e-1's outputs."""
-        self.wait_for_token(wildcards)
-        return self.train_files(wildcards.arm, int(wildcards.epoch))
+    @property
+    def state_release_outputs(self) -> list[str]:
+        """One marker per arm whose resume state is deleted after its last planned epoch
+        ([] with ``training.keep_resume_state``)."""
+        if self.config["training"].get("keep_resume_state", False):
+            return []
+        return [paths.STATE_RELEASED.format(arm=a) for a in self.arms]
 
-    def train_files(self, arm_id: str, epoch: int) -> dict[str, str]:
-        """:meth:`train_inputs` without waiting for an ``auto`` token (for the preflight)."""
-        arm = self.arms[arm_id]
-        inputs = {
-            "base": BASE_MODEL_DIR,
-            "images": self.config["subject"]["train_images"],
-        }
-        if arm.captions != "none":
-            inputs["captions"] = CAPTIONS.format(captioner=arm.captions)
-        if arm.regularization != "none":
-            inputs["reg"] = REG_IMAGES.format(reg=arm.regularization)
-        if arm.method == "lora":
-            inputs["lora_targets"] = LORA_TARGETS
-        if epoch > 1:
-            # The small JSON, not the weights: checkpoints may be removed once scored
-            # (keep_checkpoints) without making the next epoch's job want them back.
-            inputs["previous_meta"] = CHECKPOINT_META.format(arm=arm.arm, epoch=epoch - 1)
-        return inputs
+    def get_arm_loss_logs(self, wildcards: Any) -> list[str]:
+        return [paths.LOSS_LOG.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
 
-    # ---- targets --------------------------------------------------------------------------
-    def checkpoints(self, path: str) -> list[str]:
-        """``path`` (with {arm} and {epoch}, and maybe {prompt_set}) for every checkpoint of
-        the grid (and every prompt set)."""
-        sets = self.prompt_set_names() if "{prompt_set}" in path else [None]
-        return [
-            path.format(arm=a, epoch=e, prompt_set=p)
-            for a in self.arms
-            for e in self.epochs
-            for p in sets
-        ]
-
-    def prompt_sets(self) -> dict[str, str]:
-        """Prompt set name -> template: ``main`` (``sample.prompt``) first, then the extras."""
-        sample = self.config["sample"]
-        return {MAIN_PROMPT_SET: sample["prompt"], **(sample.get("prompt_sets") or {})}
-
-    def prompt_set_names(self) -> list[str]:
-        return list(self.prompt_sets())
+    # ---- sample.smk ----------------------------------------------------------------------------
+    def get_arm_token(self, wildcards: Any) -> str:
+        """The arm's token as its renders fill it in (an ``auto`` token: the ranking's pick)."""
+        return self.get_arm_params(wildcards)["token"]
 
     def prompt_set_count(self, prompt_set: str = MAIN_PROMPT_SET) -> int:
         """Renders per checkpoint of one prompt set: ``sample.count`` for ``main``, else
@@ -352,56 +398,6 @@ class Grid:
         extra = sample.get("prompt_sets_count")
         return sample["count"] if prompt_set == MAIN_PROMPT_SET or extra is None else extra
 
-    def prompt_set_pattern(self) -> str:
-        """Regex of the configured prompt set names (for the {prompt_set} wildcard)."""
-        import re
-
-        return "|".join(re.escape(name) for name in self.prompt_sets())
-
-    @property
-    def keep_checkpoints(self) -> str:
-        return self.config["training"].get("keep_checkpoints", "all")
-
-    def arm_checkpoints(self, arm: str) -> dict[int, str]:
-        """Epoch -> checkpoint path of one arm (the only files keep_checkpoints removes)."""
-        return {e: CHECKPOINT.format(arm=arm, epoch=e) for e in self.epochs}
-
-    def retention_outputs(self) -> list[str]:
-        if self.keep_checkpoints != "best":
-            return []
-        return [CHECKPOINTS_KEPT.format(arm=a) for a in self.arms]
-
-    def state_release_outputs(self) -> list[str]:
-        """One marker per arm whose resume state is deleted after its last planned epoch
-        ([] with ``training.keep_resume_state``)."""
-        if self.config["training"].get("keep_resume_state", False):
-            return []
-        return [STATE_RELEASED.format(arm=a) for a in self.arms]
-
-    def arm_checkpoint_metas(self, wildcards: Any) -> list[str]:
-        """Every planned epoch's checkpoint JSON of one arm: the state is released after
-        all of them (and again after epochs added later)."""
-        return [CHECKPOINT_META.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
-
-    def arm_loss_logs(self, wildcards: Any) -> list[str]:
-        return [LOSS_LOG.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
-
-    def final_outputs(self) -> list[str]:
-        finder = [RANKING, RANKING_PAGE, CANDIDATE_SHEET] if self.finder_active() else []
-        return [
-            *self.retention_outputs(),
-            *self.state_release_outputs(),
-            *[LOSS_CURVE.format(arm=a) for a in self.arms],
-            SUMMARY,
-            SUMMARY_MD,
-            SCORES_TABLE,
-            *self.checkpoints(HISTOGRAM),
-            *self.report_outputs(),
-            *finder,
-            MANIFEST,
-        ]
-
-    # ---- issue #4: sample shards and several face models ----------------------------------
     def shard_ranges(self, prompt_set: str = MAIN_PROMPT_SET) -> list[tuple[int, int]]:
         """Render index ranges ``[start, stop)`` of one prompt set's shards (every
         checkpoint's)."""
@@ -412,31 +408,23 @@ class Grid:
     def shard_ids(self, prompt_set: str = MAIN_PROMPT_SET) -> list[int]:
         return list(range(len(self.shard_ranges(prompt_set))))
 
-    def shard_settings(self, wildcards: Any) -> dict[str, Any]:
+    def get_shard_settings(self, wildcards: Any) -> dict[str, Any]:
         """SampleSettings of one shard: ``count`` is the shard's end, so raising the total
         count changes only the last (partial) shard's params and adds new shards."""
         sample = self.config["sample"]
         settings = {k: v for k, v in sample.items() if k not in NOT_PER_SHARD}
         settings["count"] = self.shard_ranges(wildcards.prompt_set)[int(wildcards.shard)][1]
-        settings["prompt"] = self.prompt_sets()[wildcards.prompt_set]
+        settings["prompt"] = self.prompt_sets[wildcards.prompt_set]
         settings["prompt_set"] = wildcards.prompt_set
         return canonical(settings)
 
-    def shard_first(self, wildcards: Any) -> int:
+    def get_shard_first(self, wildcards: Any) -> int:
         """Index of the first render of one shard."""
         prompt_set = getattr(wildcards, "prompt_set", MAIN_PROMPT_SET)
         return self.shard_ranges(prompt_set)[int(wildcards.shard)][0]
 
-    def face_models(self) -> list[str]:
-        """Recognition models scored: ``score.model`` first, then ``score.models``."""
-        score = self.config["score"]
-        models = [score["model"]]
-        for model in score.get("models") or []:
-            if model not in models:
-                models.append(model)
-        return models
-
-    def embed_params(self, wildcards: Any) -> dict[str, Any]:
+    # ---- score.smk -----------------------------------------------------------------------------
+    def get_embed_params(self, wildcards: Any) -> dict[str, Any]:
         """What one (model, detector) embedding job depends on (not the metric)."""
         score = self.config["score"]
         return canonical(
@@ -448,73 +436,64 @@ class Grid:
             }
         )
 
+    @property
     def scoring_params(self) -> dict[str, Any]:
         """What merging and scoring one checkpoint depends on (not the thresholds)."""
         score = self.config["score"]
         return canonical(
             {
                 **{k: score[k] for k in ("detector", "metric", "align", "deepface_home")},
-                "models": self.face_models(),
+                "models": self.face_models,
                 "multiple_faces": score["multiple_faces"],
             }
         )
 
-    def face_record(self, wildcards: Any) -> str:
-        """The prepare step's record of one (model, detector) pair: an embedding job's
-        promise that the weights are on disk before it starts (it never downloads)."""
-        return self.face_record_pattern().format(model=wildcards.model, detector=wildcards.detector)
-
-    def face_record_pattern(self) -> str:
-        """Output of ``prepare_face_models``, inside ``score.deepface_home`` (shared by
-        every job, so the weights are fetched once)."""
-        return str(
-            offline.face_record(self.config["score"]["deepface_home"], "{model}", "{detector}")
-        )
-
-    def face_records(self) -> list[str]:
-        """Every record the grid needs: one per scored model with the detector."""
-        detector = self.config["score"]["detector"]
-        return [
-            self.face_record_pattern().format(model=model, detector=detector)
-            for model in self.face_models()
-        ]
-
-    def clip_model_input(self) -> list[str]:
-        """The CLIP folder a CLIPScore job loads: a hub id's download (prepared once by
-        ``prepare_clip_model``; ``tiny`` is built there), else the user's folder as it is;
-        [] without CLIP."""
-        from dreamgrid import models
-
-        source = self.config["score"]["clip_model"]
-        if not source:
-            return []
-        return [source if models.classify(source) == "dir" else CLIP_MODEL_DIR]
-
-    def clip_files(self) -> list[str]:
-        """Every checkpoint's CLIPScore tables ([] without ``score.clip_model``)."""
-        return self.checkpoints(CLIP_SCORES) if self.config["score"]["clip_model"] else []
-
     def references_for(self, model: str) -> str:
-        return REFERENCES.format(model=model, detector=self.config["score"]["detector"])
+        return paths.REFERENCES.format(model=model, detector=self.config["score"]["detector"])
 
-    def score_inputs(self, wildcards: Any) -> dict[str, Any]:
+    @property
+    def primary_references(self) -> str:
+        return self.references_for(self.config["score"]["model"])
+
+    @property
+    def reference_baseline_file(self) -> str:
+        """Baseline of the primary scoring model (``score.model``)."""
+        score = self.config["score"]
+        return paths.REFERENCE_BASELINE.format(model=score["model"], detector=score["detector"])
+
+    def get_score_inputs(self, wildcards: Any) -> dict[str, Any]:
         """Inputs of one checkpoint's score job: every shard's table, and per model (in the
-        order of :meth:`face_models`) ``faces_<i>`` (one file per shard) and
+        order of :attr:`face_models`) ``faces_<i>`` (one file per shard) and
         ``references_<i>``."""
         detector = self.config["score"]["detector"]
         where = self._where(wildcards)
         shards = self.shard_ids(wildcards.prompt_set)
         inputs: dict[str, Any] = {
-            "tables": [RENDER_SHARD_TABLE.format(**where, shard=k) for k in shards],
-            "checkpoint_meta": CHECKPOINT_META.format(arm=wildcards.arm, epoch=wildcards.epoch),
+            "tables": self.get_render_tables(wildcards),
+            "checkpoint_meta": paths.CHECKPOINT_META.format(
+                arm=wildcards.arm, epoch=wildcards.epoch
+            ),
         }
         # Named by position (model names such as VGG-Face are not identifiers).
-        for i, model in enumerate(self.face_models()):
+        for i, model in enumerate(self.face_models):
             inputs[f"faces_{i}"] = [
-                FACES_SHARD.format(**where, model=model, detector=detector, shard=k) for k in shards
+                paths.FACES_SHARD.format(**where, model=model, detector=detector, shard=k)
+                for k in shards
             ]
             inputs[f"references_{i}"] = self.references_for(model)
         return inputs
+
+    def get_render_tables(self, wildcards: Any) -> list[str]:
+        """Render tables of one checkpoint's prompt set (one per sample shard)."""
+        where = self._where(wildcards)
+        shards = self.shard_ids(wildcards.prompt_set)
+        return [paths.RENDER_SHARD_TABLE.format(**where, shard=k) for k in shards]
+
+    def get_render_dirs(self, wildcards: Any) -> list[str]:
+        """Folders holding one checkpoint's renders (one per sample shard)."""
+        where = self._where(wildcards)
+        shards = self.shard_ids(wildcards.prompt_set)
+        return [paths.RENDER_SHARD.format(**where, shard=k) for k in shards]
 
     @staticmethod
     def _where(wildcards: Any) -> dict[str, str]:
@@ -525,23 +504,24 @@ class Grid:
             "prompt_set": wildcards.prompt_set,
         }
 
-    def model_pattern(self) -> str:
-        """Regex of the configured model names (for the {model} wildcard)."""
-        import re
+    @property
+    def clip_model_input(self) -> list[str]:
+        """The CLIP folder a CLIPScore job loads: a hub id's download (prepared once by
+        ``prepare_clip_model``; ``tiny`` is built there), else the user's folder as it is;
+        [] without CLIP."""
+        from dreamgrid import models
 
-        return "|".join(re.escape(m) for m in self.face_models())
+        source = self.config["score"]["clip_model"]
+        if not source:
+            return []
+        return [source if models.classify(source) == "dir" else paths.CLIP_MODEL_DIR]
 
-    # ---- end of issue #4 block --------------------------------------------------------------
+    @property
+    def clip_files(self) -> list[str]:
+        """Every checkpoint's CLIPScore tables ([] without ``score.clip_model``)."""
+        return self.checkpoints(paths.CLIP_SCORES) if self.config["score"]["clip_model"] else []
 
-    # ---- issue #5: statistics, curves, contact sheets, report -------------------------------
-    def reference_baseline_file(self) -> str:
-        """Baseline of the primary scoring model (``score.model``)."""
-        score = self.config["score"]
-        return REFERENCE_BASELINE.format(model=score["model"], detector=score["detector"])
-
-    def primary_references(self) -> str:
-        return self.references_for(self.config["score"]["model"])
-
+    @property
     def memorization_checkpoints(self) -> list[dict[str, Any]]:
         """Every checkpoint's main-prompt renders and their faces shards of the primary face
         model, for the memorization job (which needs to know which files are whose)."""
@@ -553,7 +533,7 @@ class Grid:
                 "epoch": epoch,
                 "prompt_set": MAIN_PROMPT_SET,
                 "faces": [
-                    FACES_SHARD.format(
+                    paths.FACES_SHARD.format(
                         arm=arm,
                         epoch=epoch,
                         prompt_set=MAIN_PROMPT_SET,
@@ -568,21 +548,23 @@ class Grid:
             for epoch in self.epochs
         ]
 
+    @property
     def memorization_faces(self) -> list[str]:
-        return [f for c in self.memorization_checkpoints() for f in c["faces"]]
+        return [f for c in self.memorization_checkpoints for f in c["faces"]]
 
-    def arm_scores(self, wildcards: Any) -> list[str]:
-        """Score tables of every epoch of one arm, for one prompt set."""
-        return [
-            SCORES.format(arm=wildcards.arm, epoch=e, prompt_set=wildcards.prompt_set)
-            for e in self.epochs
-        ]
+    # ---- report.smk ----------------------------------------------------------------------------
+    @property
+    def ranking_files(self) -> list[str]:
+        """The finder's ranking as an input of the summary, which names the pick ([] when
+        the finder does not run)."""
+        return [paths.RANKING] if self.finder_active else []
 
-    def render_dirs(self, wildcards: Any) -> list[str]:
-        """Folders holding one checkpoint's renders (one per sample shard)."""
-        where = self._where(wildcards)
-        return [RENDER_SHARD.format(**where, shard=k) for k in self.shard_ids(where["prompt_set"])]
+    @property
+    def tokens(self) -> dict[str, str]:
+        """Token name -> configured string (``auto`` included), for the summary."""
+        return dict(self.config["axes"]["token"])
 
+    @property
     def arm_axes(self) -> dict[str, dict[str, str]]:
         """Axis levels per arm for the factorial view (token names, not token strings); the
         training method is an axis when the grid has more than one (full and LoRA arms must
@@ -601,10 +583,7 @@ class Grid:
             for arm in self.arms.values()
         }
 
-    def recipe(self, arm: str) -> str:
-        """The recipe an arm id trains (itself for run 1, without ``-r<r>`` otherwise)."""
-        return self.arms[arm].recipe or arm
-
+    @property
     def statistics_params(self) -> dict[str, Any]:
         """Bootstrap and test settings (the ``report`` section without figure-only keys)."""
         report = self.config["report"]
@@ -618,92 +597,41 @@ class Grid:
         )
         return canonical({k: report[k] for k in keys})
 
-    def report_outputs(self) -> list[str]:
-        """Targets of the reporting rules added by issue #5."""
-        sets = self.prompt_set_names()
+    def get_arm_scores(self, wildcards: Any) -> list[str]:
+        """Score tables of every epoch of one arm, for one prompt set."""
         return [
-            COMPARISONS,
-            EFFECTS,
-            *[CURVES_EPOCH.format(prompt_set=p) for p in sets],
-            *[CURVES_STEPS.format(prompt_set=p) for p in sets],
-            self.reference_baseline_file(),
-            *[ARM_HISTOGRAMS.format(arm=a, prompt_set=p) for a in self.arms for p in sets],
-            *self.checkpoints(CONTACT_SHEET),
-            *([TRADEOFF] if len(sets) > 1 else []),
-            VERDICT_PAGE,
-            *TABLE_PAGES.values(),
-            LANDING_PAGE,
+            paths.SCORES.format(arm=wildcards.arm, epoch=e, prompt_set=wildcards.prompt_set)
+            for e in self.epochs
         ]
 
-    # ---- end of issue #5 block ----------------------------------------------------------------
+    @property
+    def report_outputs(self) -> list[str]:
+        """Targets of the reporting rules: tables, figures and the report's pages."""
+        sets = self.prompt_set_names
+        return [
+            paths.COMPARISONS,
+            paths.EFFECTS,
+            *[paths.CURVES_EPOCH.format(prompt_set=p) for p in sets],
+            *[paths.CURVES_STEPS.format(prompt_set=p) for p in sets],
+            self.reference_baseline_file,
+            *[paths.ARM_HISTOGRAMS.format(arm=a, prompt_set=p) for a in self.arms for p in sets],
+            *self.checkpoints(paths.CONTACT_SHEET),
+            *([paths.TRADEOFF] if len(sets) > 1 else []),
+            paths.VERDICT_PAGE,
+            *paths.TABLE_PAGES.values(),
+            paths.LANDING_PAGE,
+        ]
 
-    def manifest_inputs(self, wildcards: Any = None) -> dict[str, str]:
+    # ---- manifest.smk --------------------------------------------------------------------------
+    def get_manifest_inputs(self, wildcards: Any = None) -> dict[str, str]:
         """The prepared models the manifest hashes, and the tables it fingerprints (so it is
         rewritten whenever the results change)."""
-        inputs = {"base": BASE_MODEL_DIR, "summary": SUMMARY, "scores": SCORES_TABLE}
+        inputs = {
+            "base": paths.BASE_MODEL_DIR,
+            "summary": paths.SUMMARY,
+            "scores": paths.SCORES_TABLE,
+        }
         captions = any(arm.captions != "none" for arm in self.arms.values())
         if captions and self.config["caption"]["backend"] == "transformers":
-            inputs["captioner"] = CAPTION_MODEL_DIR
+            inputs["captioner"] = paths.CAPTION_MODEL_DIR
         return inputs
-
-
-# ---- issue #7: look-alike token finder ------------------------------------------------------
-TOKEN_FINDER = f"{RESULTS}/token_finder"
-#: One render job's candidates (token_finder.names_per_job names, in list order): a folder
-#: with one sub-folder of base-model renders per name (named by its slug), and their table.
-CANDIDATE_GROUP = f"{TOKEN_FINDER}/renders/group-{{group}}"
-CANDIDATE_GROUP_TABLE = f"{TOKEN_FINDER}/renders/group-{{group}}.csv"
-CANDIDATE_RENDERS = f"{CANDIDATE_GROUP}/{{candidate}}"
-RANKING = f"{TOKEN_FINDER}/ranking.csv"
-CANDIDATE_SHEET = f"{TOKEN_FINDER}/top.png"
-
-# ---- issue #5: report paths (module level, used by the methods above at call time) ----------
-#: Leave-one-out distances among the reference photos (the "as alike as real photos" line).
-REFERENCE_BASELINE = f"{RESULTS}/references/{{model}}-{{detector}}.baseline.csv"
-#: Renders against the training photos (dreamgrid.memorization): per render, per checkpoint,
-#: and every pair of training photos (the yardstick).
-MEMORIZATION_RENDERS = f"{RESULTS}/memorization/renders.tsv"
-MEMORIZATION = f"{RESULTS}/memorization.csv"
-MEMORIZATION_PAIRS = f"{RESULTS}/memorization/training-pairs.csv"
-#: Paired comparisons between arms at each epoch, and the factorial effects.
-COMPARISONS = f"{RESULTS}/comparisons.csv"
-EFFECTS = f"{RESULTS}/effects.csv"
-VERDICT = f"{RESULTS}/verdict.json"
-#: The smallest difference the run detects with 80% power (the summary's power sentence).
-POWER = f"{RESULTS}/power.csv"
-#: Metrics against epoch and against training steps, one line per arm with CI bands.
-CURVES_EPOCH = f"{RESULTS}/plots/curves/{{prompt_set}}/by-epoch.png"
-CURVES_STEPS = f"{RESULTS}/plots/curves/{{prompt_set}}/by-steps.png"
-#: Likeness against class bleed and prompt following per checkpoint (prompt sets).
-FLEXIBILITY = f"{RESULTS}/flexibility.csv"
-TRADEOFF = f"{RESULTS}/plots/curves/tradeoff.png"
-#: All checkpoints of one arm as one faceted histogram figure.
-ARM_HISTOGRAMS = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/all-epochs.png"
-#: Renders of one checkpoint sorted by distance (best, median, worst).
-CONTACT_SHEET = f"{RESULTS}/plots/contact-sheets/{{arm}}/{{prompt_set}}/epoch-{{epoch}}.png"
-
-#: What the run was made from: config hash, git commit, versions, model hashes, seeds, hardware.
-MANIFEST = f"{RESULTS}/manifest.json"
-
-#: The verdict (summary.md) and the tables as pages the HTML report shows, and the report's
-#: landing page (demo banner and verdict first), which the Snakefile's ``report:`` uses once
-#: a run has written it.
-VERDICT_PAGE = f"{RESULTS}/report/verdict.html"
-TABLE_PAGES = {
-    "summary": f"{RESULTS}/report/tables/summary.html",
-    "comparisons": f"{RESULTS}/report/tables/comparisons.html",
-    "effects": f"{RESULTS}/report/tables/effects.html",
-    "flexibility": f"{RESULTS}/report/tables/flexibility.html",
-}
-RANKING_PAGE = f"{RESULTS}/report/tables/ranking.html"
-LANDING_PAGE = f"{RESULTS}/report/landing.rst"
-WORKFLOW_DESCRIPTION = "workflow/report/workflow.rst"
-
-
-def report_text(workdir: str = ".") -> str:
-    """The report's landing page: the run's own (``LANDING_PAGE``, with its verdict) once it
-    exists, else the static description (relative to the Snakefile)."""
-    from pathlib import Path
-
-    landing = Path(workdir) / LANDING_PAGE
-    return str(landing.resolve()) if landing.is_file() else WORKFLOW_DESCRIPTION

@@ -31,7 +31,7 @@ def _model(source: str, kind: str, out: Path, allow_pickle: bool = False) -> str
     if source_kind in ("tiny", "dir"):
         return None
     if not out.is_dir():
-        models.prepare(source, kind, out, allow_pickle=allow_pickle)
+        models.prepare_model(source, kind, out, allow_pickle=allow_pickle)
     logger.info("%s: %s", source, out)
     return str(out)
 
@@ -73,7 +73,7 @@ def fetch(config: dict[str, Any], to: str | Path) -> dict[str, str]:
             from dreamgrid import lavis_caption
 
             if not (to / LAVIS).is_dir():
-                lavis_caption.prepare_in_venv(
+                lavis_caption.prepare_lavis_model(
                     caption["lavis_python"], caption["lavis_model"], to / LAVIS
                 )
             # Not a config value: the workflow reads it where prepare_lavis_model puts it.
@@ -87,7 +87,7 @@ def fetch(config: dict[str, Any], to: str | Path) -> dict[str, str]:
         if clip:
             values["score.clip_model"] = clip
     home = to / DEEPFACE
-    for model in Grid(config).face_models():
+    for model in Grid(config).face_models:
         deepface_adapter.prepare_face_weights(model, config["score"]["detector"], home)
     values["score.deepface_home"] = str(home)
     return values

@@ -10,7 +10,7 @@ standard library, torch, PIL and lavis: nothing else of dreamgrid.
 vocabulary (tests and demo: gibberish captions, real LAVIS code path); any other value is a
 LAVIS ``name:model_type`` that ``load_model_and_preprocess`` loads. Its downloads (the
 checkpoint through torch.hub, the BERT tokenizer through the hub) happen once, in the local rule
-``prepare_lavis_model`` (:func:`prepare_in_venv`), into a folder whose caches every caption job
+``prepare_lavis_model`` (:func:`prepare_lavis_model`), into a folder whose caches every caption job
 then reads offline (:func:`cache_env`).
 """
 
@@ -76,7 +76,7 @@ def _venv_env(python: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(package_root), "PYTHONNOUSERSITE": "1"}
 
 
-def prepare_in_venv(python: str | None, model: str, out: Path) -> Path:
+def prepare_lavis_model(python: str | None, model: str, out: Path) -> Path:
     """Download LAVIS ``model``'s checkpoint and tokenizer once into ``out`` (the local rule
     ``prepare_lavis_model``, on the submitting node; ``tiny`` downloads nothing).
 
@@ -246,7 +246,7 @@ def main(request_file: str, out_file: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--prepare":  # venv side of prepare_in_venv: load once, caches filled
+    if sys.argv[1] == "--prepare":  # venv side of prepare_lavis_model: load once, caches filled
         _load(sys.argv[2], "", "cpu")
     else:
         main(*sys.argv[1:])

@@ -8,6 +8,9 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from dreamgrid import gpus
 
 _NOISY = ("PIL", "matplotlib", "urllib3", "filelock", "h5py", "numexpr", "fsspec", "httpx")
 
@@ -83,3 +86,17 @@ def job(log_file: str | Path | None, network: bool = False) -> Iterator[None]:
                 os.environ[name] = value
         if log_file:
             stream.close()
+
+
+@contextlib.contextmanager
+def snakemake_job(snakemake: Any, network: bool = False) -> Iterator[None]:
+    """The one context of every ``script:`` shim: :func:`job` on the rule's log, then the GPU
+    slot its ``resources`` ask for (:func:`dreamgrid.gpus.slot`; none for a CPU rule), so no
+    GPU rule's job can forget to pin itself to its own device.
+
+    Args:
+        snakemake: the ``snakemake`` object Snakemake gives a script (``log``, ``resources``).
+        network: the prepare rules' jobs, which may download (see :func:`job`).
+    """
+    with job(snakemake.log[0], network=network), gpus.slot(snakemake.resources.get("gpu", 0)):
+        yield

@@ -19,7 +19,7 @@ def read_losses(loss_logs: Sequence[Path]) -> list[tuple[int, int, float]]:
     return sorted(rows)
 
 
-def plot(
+def plot_loss_curve(
     loss_logs: Sequence[Path], out: Path, arm: str, window: int = 25, demo: bool = False
 ) -> Path:
     """PNG of the per-step loss (faint), its running mean over ``window`` steps and the

@@ -145,7 +145,7 @@ def hardware(gpus: list[str]) -> dict[str, Any]:
     }
 
 
-def run(
+def write_manifest(
     *,
     config_sha256: str,
     seed_values: Mapping[str, int],

@@ -78,7 +78,7 @@ def _is_lora(path: Path) -> bool:
     return bool(keys) and all(any(m in key for m in markers) for key in keys)
 
 
-def prepare(source: str, kind: str, out: Path, allow_pickle: bool = False) -> Path:
+def prepare_model(source: str, kind: str, out: Path, allow_pickle: bool = False) -> Path:
     """Make ``out`` a usable local model folder for ``source``.
 
     Args:
@@ -135,7 +135,7 @@ def _download_clip(source: str, out: Path) -> None:
 
 
 def resolve(prepared: str | Path) -> Path:
-    """The folder to load weights from, for a folder made by :func:`prepare`."""
+    """The folder to load weights from, for a folder made by :func:`prepare_model`."""
     prepared = Path(prepared)
     link = prepared / LINK
     if link.is_file():

@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dreamgrid import scoretable
+from dreamgrid.baseline import baseline_mean, read_baseline
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
 from dreamgrid.scoretable import as_bool, share_columns
@@ -610,6 +613,114 @@ def tradeoff(flex: pd.DataFrame, out: Path, demo: bool = False) -> Path:
     return Path(out)
 
 
+# ---- the report rules' entry functions: files in, one figure out ------------------------------
+
+
+def _primary_scores(score_files: Sequence[Path], model: str) -> pd.DataFrame:
+    """The renders of ``score_files`` scored by the primary face model."""
+    return scoretable.primary(scoretable.collect_scores([Path(p) for p in score_files]), model)
+
+
+def plot_histogram(
+    scores: Sequence[Path],
+    baseline: Path,
+    out: Path,
+    title: str,
+    thresholds: Sequence[float],
+    model: str,
+    demo: bool = False,
+    per_epoch: bool = False,
+) -> Path:
+    """Score tables as a histogram of the primary model's distances, with the real-photos line
+    of the ``baseline`` file: one checkpoint's (:func:`histogram`), or with ``per_epoch`` a
+    panel for each epoch of one arm (:func:`arm_histograms`)."""
+    figure = arm_histograms if per_epoch else histogram
+    return figure(
+        _primary_scores(scores, model),
+        thresholds=thresholds,
+        out=Path(out),
+        title=title,
+        baseline=baseline_mean(baseline),
+        demo=demo,
+    )
+
+
+def plot_arm_histograms(scores: Sequence[Path], **kwargs: Any) -> Path:
+    """Every epoch's score table of one arm as one faceted figure: :func:`plot_histogram`
+    with ``per_epoch``."""
+    return plot_histogram(scores, per_epoch=True, **kwargs)
+
+
+def plot_curves(
+    summary: Path,
+    baseline: Path,
+    prompt_set: str,
+    model: str,
+    out_by_epoch: Path,
+    out_by_steps: Path,
+    confidence: float = 0.95,
+    demo: bool = False,
+) -> None:
+    """The summary's metrics of one prompt set against epoch and against steps (:func:`curves`)."""
+    table = scoretable.primary(scoretable.read_table(summary), model, prompt_set)
+    line = read_baseline(baseline)
+    for x, out in (("epoch", out_by_epoch), ("steps", out_by_steps)):
+        curves(
+            table,
+            Path(out),
+            x=x,
+            baseline=line,
+            title=f"Prompt set {prompt_set}",
+            confidence=confidence,
+            demo=demo,
+        )
+
+
+def plot_contact_sheet(
+    scores: Path,
+    renders: Sequence[Path],
+    out: Path,
+    title: str,
+    per_group: int,
+    model: str,
+    demo: bool = False,
+) -> Path:
+    """One checkpoint's renders sorted by the primary model's distance (:func:`contact_sheet`)."""
+    return contact_sheet(
+        _primary_scores([scores], model),
+        renders=[Path(p) for p in renders],
+        out=Path(out),
+        title=title,
+        per_group=per_group,
+        demo=demo,
+    )
+
+
+def plot_tradeoff(flexibility: Path, out: Path, model: str, demo: bool = False) -> Path:
+    """The flexibility table of the primary model as :func:`tradeoff`'s figure."""
+    table = scoretable.primary(scoretable.read_table(flexibility), model)
+    return tradeoff(table, Path(out), demo=demo)
+
+
+def plot_candidates(
+    ranking: Path,
+    names: Sequence[str],
+    folders: Sequence[Path],
+    out: Path,
+    top: int,
+    demo: bool = False,
+) -> Path:
+    """The token finder's top names with their renders (:func:`candidate_sheet`); ``folders``
+    are the candidates' render folders, in the order of ``names``."""
+    return candidate_sheet(
+        pd.read_csv(ranking),
+        folders=dict(zip(names, [Path(p) for p in folders], strict=True)),
+        out=Path(out),
+        top=top,
+        demo=demo,
+    )
+
+
 __all__ = [
     "DEMO_MARK",
     "DPI",
@@ -624,6 +735,12 @@ __all__ = [
     "histogram_figure",
     "mark_demo",
     "pick_renders",
+    "plot_arm_histograms",
+    "plot_candidates",
+    "plot_contact_sheet",
+    "plot_curves",
+    "plot_histogram",
+    "plot_tradeoff",
     "save",
     "tradeoff",
     "tradeoff_figure",

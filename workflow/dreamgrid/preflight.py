@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamgrid import config as cfg
-from dreamgrid import models, offline
+from dreamgrid import models, offline, paths
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path, by_stem, file_hash, list_images, load_rgb
 from dreamgrid.scoring import deepface_adapter
@@ -106,18 +106,18 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
                 job_spec(
                     params,
                     grid.train_files(arm, epoch),
-                    base_model=dag.BASE_MODEL_DIR,
+                    base_model=paths.BASE_MODEL_DIR,
                     epoch=epoch,
-                    out_checkpoint=dag.CHECKPOINT.format(arm=arm, epoch=epoch),
+                    out_checkpoint=paths.CHECKPOINT.format(arm=arm, epoch=epoch),
                 ).check_job()
             except ValueError as err:
                 raise _spec_error(err, arm, epoch, params["method"]) from err
             built += 1
-    for prompt_set in grid.prompt_set_names():
+    for prompt_set in grid.prompt_set_names:
         for shard in grid.shard_ids(prompt_set):
             wildcards = SimpleNamespace(prompt_set=prompt_set, shard=str(shard))
             try:
-                SampleSettings(**grid.shard_settings(wildcards))
+                SampleSettings(**grid.get_shard_settings(wildcards))
             except ValueError as err:
                 raise SpecError(
                     f"config key sample (prompt set {prompt_set}, shard {shard}): {err}"
@@ -135,12 +135,11 @@ def check_lora_targets(config: dict[str, Any], results: str | Path = "results") 
         False when the check must wait for prepare_base_model (a hub id or single file not
         yet converted); the lora arms' check_lora_targets job then runs it before training.
     """
-    from dreamgrid import dag
     from dreamgrid.train import targets
 
     source = config["base_model"]
     kind = models.classify(source, config["allow_pickle"])
-    prepared = Path(results).parent / dag.BASE_MODEL_DIR
+    prepared = Path(results).parent / paths.BASE_MODEL_DIR
     if kind == "tiny":
         unet = targets.empty_unet(None)
     elif kind == "dir":
@@ -201,27 +200,27 @@ def check_models(config: dict[str, Any]) -> list[str]:
     score = config["score"]
     fetched: list[str] = []
     missing: list[str] = []
-    needs = [("base_model", config["base_model"], dag.BASE_MODEL_DIR, "prepare_base_model")]
+    needs = [("base_model", config["base_model"], paths.BASE_MODEL_DIR, "prepare_base_model")]
     captions = config["axes"]["captions"]
     if "blip" in captions and config["caption"]["backend"] == "transformers":
         needs.append(
-            ("caption.model", config["caption"]["model"], dag.CAPTION_MODEL_DIR,
+            ("caption.model", config["caption"]["model"], paths.CAPTION_MODEL_DIR,
              "prepare_caption_model")
         )  # fmt: skip
     lavis = config["caption"]["backend"] == "lavis" and "blip" in captions
     if (
         lavis
         and config["caption"]["lavis_model"] != "tiny"
-        and not Path(dag.LAVIS_MODEL_DIR).is_dir()
+        and not Path(paths.LAVIS_MODEL_DIR).is_dir()
     ):
         fetched.append(f"LAVIS {config['caption']['lavis_model']} (prepare_lavis_model)")
         missing.append(
             f"caption.lavis_model: {config['caption']['lavis_model']} is downloaded by the local "
-            f"rule prepare_lavis_model into {dag.LAVIS_MODEL_DIR}"
+            f"rule prepare_lavis_model into {paths.LAVIS_MODEL_DIR}"
         )
     if score["clip_model"]:
         needs.append(
-            ("score.clip_model", score["clip_model"], dag.CLIP_MODEL_DIR, "prepare_clip_model")
+            ("score.clip_model", score["clip_model"], paths.CLIP_MODEL_DIR, "prepare_clip_model")
         )
     for key, source, prepared, rule in needs:
         kind = models.classify(source, config["allow_pickle"] if key == "base_model" else False)
@@ -230,7 +229,7 @@ def check_models(config: dict[str, Any]) -> list[str]:
             fetched.append(f"{key} {source} ({rule})")
             missing.append(f"{key}: {source} is downloaded by the local rule {rule}")
     detector = score["detector"]
-    for model in dag.Grid(config).face_models():
+    for model in dag.Grid(config).face_models:
         problem = deepface_adapter.face_weights_problem(model, detector, score["deepface_home"])
         if problem:
             fetched.append(f"DeepFace {model}/{detector} ({offline.FACE_PREPARE_RULE})")
@@ -293,11 +292,11 @@ def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> di
     sample = config["sample"]
     grid = dag.Grid(config)
     # Every prompt set renders its own images of each checkpoint.
-    per_checkpoint = sum(grid.prompt_set_count(p) for p in grid.prompt_set_names())
+    per_checkpoint = sum(grid.prompt_set_count(p) for p in grid.prompt_set_names)
     renders = int(per_checkpoint * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
     todo = [
         path
-        for path in grid.checkpoints(dag.CHECKPOINT)
+        for path in grid.checkpoints(paths.CHECKPOINT)
         if not (Path(results).parent / path).exists()
     ]
     arms_todo = {path.split("/")[2] for path in todo}  # results/arms/{arm}/...
@@ -311,7 +310,7 @@ def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> di
     }
     if "generated" in config["axes"]["regularization"]:
         side = config["training"]["resolution"]
-        count = grid.class_image_params()["count"]
+        count = grid.class_image_params["count"]
         estimate["class_images"] = int(count * side * side * PNG_BYTES_PER_PIXEL)
     estimate["total"] = sum(estimate.values())
     return estimate

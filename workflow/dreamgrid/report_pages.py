@@ -137,6 +137,16 @@ def landing_rst(summary_md: str, description: str, demo: bool) -> str:
     )
 
 
+#: What each table page of ``render_report_pages`` shows (its heading).
+TABLE_CAPTIONS = {
+    "summary": "Per checkpoint: face rate, average distance, shares below the thresholds",
+    "comparisons": "Paired comparisons between arms (same seeds)",
+    "effects": "Factorial effects of the axes",
+    "flexibility": "Likeness against class bleed and prompt following",
+}
+RANKING_CAPTION = "Token finder: candidate names ranked by their renders' likeness"
+
+
 def table_page(source: Path, caption: str, out: Path, demo: bool) -> Path:
     """One CSV table as an HTML page with sortable columns.
 
@@ -160,7 +170,7 @@ def table_page(source: Path, caption: str, out: Path, demo: bool) -> Path:
     return Path(out)
 
 
-def run(
+def render_report_pages(
     summary_md: Path,
     tables: Mapping[str, tuple[Path, str]],
     out_verdict: Path,
@@ -196,3 +206,8 @@ def run(
         tmp.write_text(landing, encoding="utf-8")
     log.info("wrote the verdict page, %d table pages and the landing page", len(tables))
     return written
+
+
+def render_ranking_page(ranking: Path, out: Path, demo: bool) -> Path:
+    """The token finder's ranking as a page of the report (:func:`table_page`)."""
+    return table_page(ranking, RANKING_CAPTION, out, demo)

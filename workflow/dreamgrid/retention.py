@@ -1,7 +1,7 @@
 """Which epoch checkpoints stay on disk (``training.keep_checkpoints``).
 
 ``all`` keeps them; ``none`` is Snakemake's ``temp()`` on the checkpoint output (deleted once
-its renders exist); ``best`` is :func:`keep_best`, run once aggregation has flagged each arm's
+its renders exist); ``best`` is :func:`keep_best_checkpoint`, run once aggregation has flagged each arm's
 best epoch. Snakemake does not regenerate a missing intermediate file while everything
 downstream of it is up to date, so a removed checkpoint is not retrained unless a job needs it
 again (e.g. more renders), and then deterministically from the base model. Only files at the
@@ -42,7 +42,7 @@ def best_epochs(summary: Path, arm: str, model: str | None = None) -> set[int]:
     return {int(e) for e in rows.loc[flags, "epoch"]}
 
 
-def keep_best(
+def keep_best_checkpoint(
     summary: Path, arm: str, checkpoints: dict[int, Path], out: Path, model: str | None = None
 ) -> dict[str, Any]:
     """Delete the arm's checkpoints except its best epoch's; record what was done in ``out``.
@@ -83,7 +83,7 @@ def keep_best(
     return record
 
 
-def release_state(state: Path, epochs: list[Path], out: Path) -> dict[str, Any]:
+def release_resume_state(state: Path, epochs: list[Path], out: Path) -> dict[str, Any]:
     """Delete an arm's resume state once its last planned epoch is trained
     (``training.keep_resume_state: false``), with any temporary copy a killed write left.
 

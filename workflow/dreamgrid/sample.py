@@ -413,43 +413,7 @@ def warn_if_tiny(model: Path) -> None:
         log.warning("%s has random weights (demo/test model): renders are noise.", model)
 
 
-def run(
-    base_model: Path,
-    checkpoint: Path | None,
-    settings: SampleSettings,
-    token: str,
-    class_word: str,
-    out_dir: Path,
-    out_table: Path,
-) -> pd.DataFrame:
-    """Render one checkpoint: images into ``out_dir``, their table into ``out_table``.
-
-    Args:
-        base_model: diffusers folder of the base model.
-        checkpoint: dreamgrid ``.safetensors`` checkpoint, or None for the base model.
-        settings: what to render (prompt templates, seeds, sampler).
-        token: the arm's instance token, filled into ``{token}``.
-        class_word: the class word, filled into ``{class}``.
-        out_dir: folder of renders; built under a temporary name, renamed when complete.
-        out_table: CSV with one row per render (written atomically).
-
-    Returns:
-        The table: :data:`RENDER_COLUMNS` plus ``checkpoint`` (its path as given, or
-        ``base``), which the PNG ``checkpoint`` text chunks record too.
-    """
-    warn_if_tiny(base_model)
-    label = str(checkpoint) if checkpoint is not None else BASE_LABEL
-    pipe = load_pipeline(base_model, checkpoint)
-    with atomic_path(out_dir) as tmp:
-        table = render(pipe, settings, token, class_word, tmp, checkpoint_label=label)
-    table["checkpoint"] = label
-    with atomic_path(out_table) as tmp:
-        table.to_csv(tmp, index=False)
-    log.info("%d renders in %s, table %s", len(table), out_dir, out_table)
-    return table
-
-
-def run_candidates(
+def render_candidates(
     base_model: Path,
     settings: SampleSettings,
     names: dict[str, str],
@@ -472,8 +436,7 @@ def run_candidates(
         The table: ``candidate`` (the name), :data:`RENDER_COLUMNS` (``image`` relative to
         ``out_dir``, ``<slug>/render-<seed>.png``) and ``checkpoint`` (``base``).
     """
-    warn_if_tiny(base_model)
-    pipe = load_pipeline(base_model, None)
+    pipe = _load(base_model, None)
     tables = []
     with atomic_path(out_dir) as tmp:
         for slug, name in names.items():
@@ -482,57 +445,65 @@ def run_candidates(
             table.insert(0, "candidate", name)
             tables.append(table)
     table = pd.concat(tables, ignore_index=True)
-    table["checkpoint"] = BASE_LABEL
-    with atomic_path(out_table) as tmp:
-        table.to_csv(tmp, index=False)
+    _write_table(table, BASE_LABEL, out_table)
     log.info("%d candidates, %d renders in %s", len(names), len(table), out_dir)
     return table
 
 
-# ---- shards -----------------------------------------------------------------------------------
-
-
-def run_shard(
+def sample_checkpoint(
     base_model: Path,
     checkpoint: Path | None,
     settings: SampleSettings,
     token: str,
     class_word: str,
-    first: int,
     out_dir: Path,
     out_table: Path,
+    first: int = 0,
 ) -> pd.DataFrame:
-    """Render one shard of a checkpoint: renders ``first .. settings.count - 1``.
+    """Render one shard of a checkpoint, renders ``first .. settings.count - 1``: images into
+    ``out_dir``, their table into ``out_table``.
 
-    Render ``i`` uses seed ``settings.seed + i`` as in :func:`run`, so a shard's images equal
-    the same renders made unsharded. The model is loaded once for the shard.
+    Render ``i`` uses seed ``settings.seed + i`` whichever shard renders it, so a shard's images
+    equal the same renders made in one job (``first`` 0: all of them). The model is loaded once.
 
     Args:
         base_model: diffusers folder of the base model.
         checkpoint: dreamgrid ``.safetensors`` checkpoint, or None for the base model.
-        settings: what to render; ``count`` is this shard's end (exclusive render index).
-        token: the arm's instance token.
-        class_word: the class word.
-        first: index of the shard's first render.
-        out_dir: the shard's folder (``renders/shard-<k>``), built under a temporary name.
+        settings: what to render (prompt templates, seeds, sampler); ``count`` is this
+            shard's end (exclusive render index).
+        token: the arm's instance token, filled into ``{token}``.
+        class_word: the class word, filled into ``{class}``.
+        out_dir: the shard's folder (``renders/shard-<k>``); built under a temporary name,
+            renamed when complete.
         out_table: CSV with one row per render (written atomically).
+        first: index of the shard's first render.
 
     Returns:
-        The table: :data:`RENDER_COLUMNS` plus ``checkpoint``; ``image`` is the path relative
-        to ``renders/`` (``shard-<k>/render-<seed>.png``).
+        The table: :data:`RENDER_COLUMNS` plus ``checkpoint`` (its path as given, or ``base``),
+        which the PNG ``checkpoint`` text chunks record too; ``image`` is the path relative to
+        ``out_dir``'s parent (``shard-<k>/render-<seed>.png``).
     """
     if not 0 <= first < settings.count:
         raise SpecError(f"shard start {first} is outside renders 0..{settings.count - 1}.")
-    warn_if_tiny(base_model)
     label = str(checkpoint) if checkpoint is not None else BASE_LABEL
-    pipe = load_pipeline(base_model, checkpoint)
+    pipe = _load(base_model, checkpoint)
     out_dir = Path(out_dir)
     seeds = settings.seeds[first:]
     with atomic_path(out_dir) as tmp:
         table = render(pipe, settings, token, class_word, tmp, seeds=seeds, checkpoint_label=label)
     table["image"] = [f"{out_dir.name}/{name}" for name in table["image"]]
+    _write_table(table, label, out_table)
+    log.info("%d renders (seeds %d..%d) in %s", len(table), seeds[0], seeds[-1], out_dir)
+    return table
+
+
+def _load(base_model: Path, checkpoint: Path | None) -> Any:
+    warn_if_tiny(base_model)
+    return load_pipeline(base_model, checkpoint)
+
+
+def _write_table(table: pd.DataFrame, label: str, out_table: Path) -> None:
+    """Add the ``checkpoint`` column and write the render table atomically."""
     table["checkpoint"] = label
     with atomic_path(out_table) as tmp:
         table.to_csv(tmp, index=False)
-    log.info("%d renders (seeds %d..%d) in %s", len(table), seeds[0], seeds[-1], out_dir)
-    return table

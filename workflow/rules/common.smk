@@ -4,7 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from dreamgrid import config as dreamgrid_config
-from dreamgrid import dag, manifest, preflight, versions
+from dreamgrid import dag, manifest, paths, preflight, versions
 
 # snakemake.utils.validate against workflow/schemas/config.schema.yaml (defaults filled in),
 # plus cross-key checks, with one SpecError naming the file, the key and the fix.
@@ -21,7 +21,9 @@ GRID = dag.Grid(config, ranking=lambda: checkpoints.rank_candidates.get().output
 
 
 wildcard_constraints:
-    arm="|".join(GRID.arm_ids),
+    arm=dag.one_of(GRID.arm_ids),
     epoch="[1-9][0-9]*",
-    captioner="blip",
-    prompt_set=GRID.prompt_set_pattern(),
+    prompt_set=dag.one_of(GRID.prompt_set_names),
+    model=dag.one_of(GRID.face_models),
+    detector=dag.one_of([config["score"]["detector"]]),
+    shard="[0-9]+",

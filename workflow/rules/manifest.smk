@@ -1,9 +1,9 @@
 rule write_manifest:
     input:
-        unpack(GRID.manifest_inputs),
+        unpack(GRID.get_manifest_inputs),
     output:
         report(
-            dag.MANIFEST,
+            paths.MANIFEST,
             caption="../report/manifest.rst",
             category="6. Reproducibility",
             labels={"file": "manifest"},

@@ -3,7 +3,7 @@
 # the hub libraries' offline switches set (dreamgrid.offline).
 rule prepare_base_model:
     output:
-        directory(dag.BASE_MODEL_DIR),
+        directory(paths.BASE_MODEL_DIR),
     log:
         "results/logs/prepare_base_model/base.log",
     benchmark:
@@ -21,7 +21,7 @@ rule prepare_base_model:
 
 rule prepare_caption_model:
     output:
-        directory(dag.CAPTION_MODEL_DIR),
+        directory(paths.CAPTION_MODEL_DIR),
     log:
         "results/logs/prepare_caption_model/captioner.log",
     benchmark:
@@ -39,9 +39,9 @@ rule prepare_caption_model:
 
 rule check_lora_targets:
     input:
-        base=dag.BASE_MODEL_DIR,
+        base=paths.BASE_MODEL_DIR,
     output:
-        dag.LORA_TARGETS,
+        paths.LORA_TARGETS,
     log:
         "results/logs/check_lora_targets/lora_targets.log",
     benchmark:
@@ -57,7 +57,7 @@ rule check_lora_targets:
 
 rule prepare_lavis_model:
     output:
-        directory(dag.LAVIS_MODEL_DIR),
+        directory(paths.LAVIS_MODEL_DIR),
     log:
         "results/logs/prepare_lavis_model/lavis.log",
     benchmark:
@@ -74,7 +74,7 @@ rule prepare_lavis_model:
 
 rule prepare_clip_model:
     output:
-        directory(dag.CLIP_MODEL_DIR),
+        directory(paths.CLIP_MODEL_DIR),
     log:
         "results/logs/prepare_clip_model/clip.log",
     benchmark:
@@ -93,14 +93,11 @@ rule prepare_clip_model:
 # DeepFace's weights for one (model, detector), in score.deepface_home, shared by all jobs.
 rule prepare_face_models:
     output:
-        GRID.face_record_pattern(),
+        GRID.face_record_pattern,
     log:
         "results/logs/prepare_face_models/{model}-{detector}.log",
     benchmark:
         "results/benchmarks/prepare_face_models/{model}-{detector}.tsv"
-    wildcard_constraints:
-        model=GRID.model_pattern(),
-        detector=config["score"]["detector"],
     conda:
         "../../envs/score.yaml"
     params:

@@ -1,8 +1,8 @@
 rule generate_class_images:
     input:
-        base=dag.BASE_MODEL_DIR,
+        base=paths.BASE_MODEL_DIR,
     output:
-        directory(dag.REG_IMAGES.format(reg="generated")),
+        directory(paths.REG_IMAGES.format(reg="generated")),
     log:
         "results/logs/generate_class_images/generated.log",
     benchmark:
@@ -12,7 +12,7 @@ rule generate_class_images:
     resources:
         gpu=1,
     params:
-        settings=GRID.class_image_params(),
+        settings=GRID.class_image_params,
         impl=versions.REGULARIZATION,
     script:
         "../scripts/generate_class_images.py"
@@ -22,7 +22,7 @@ rule prepare_ground_truth:
     input:
         photos=config["subject"]["ground_truth"] or [],
     output:
-        directory(dag.REG_IMAGES.format(reg="ground_truth")),
+        directory(paths.REG_IMAGES.format(reg="ground_truth")),
     log:
         "results/logs/prepare_ground_truth/ground_truth.log",
     benchmark:
@@ -30,7 +30,7 @@ rule prepare_ground_truth:
     conda:
         "../../envs/train.yaml"
     params:
-        fit=GRID.ground_truth_params(),
+        fit=GRID.ground_truth_params,
         impl=versions.REGULARIZATION,
     script:
         "../scripts/prepare_ground_truth.py"

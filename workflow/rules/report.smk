@@ -1,11 +1,11 @@
 rule reference_baseline:
     input:
-        embeddings=GRID.primary_references(),
+        embeddings=GRID.primary_references,
         references=config["subject"]["references"],
         training=config["subject"]["train_images"],
     output:
         report(
-            GRID.reference_baseline_file(),
+            GRID.reference_baseline_file,
             caption="../report/baseline.rst",
             category="2. Tables",
             labels={"table": "real-photos baseline"},
@@ -27,56 +27,56 @@ rule reference_baseline:
 
 rule aggregate_scores:
     input:
-        scores=GRID.checkpoints(dag.SCORES),
-        baseline=GRID.reference_baseline_file(),
-        clip=GRID.clip_files(),
-        ranking=GRID.ranking_files(),
-        memorization=dag.MEMORIZATION,
+        scores=GRID.checkpoints(paths.SCORES),
+        baseline=GRID.reference_baseline_file,
+        clip=GRID.clip_files,
+        ranking=GRID.ranking_files,
+        memorization=paths.MEMORIZATION,
     output:
         scores=report(
-            dag.SCORES_TABLE,
+            paths.SCORES_TABLE,
             caption="../report/scores.rst",
             category="2. Tables",
             labels={"table": "all scores"},
         ),
         summary=report(
-            dag.SUMMARY,
+            paths.SUMMARY,
             caption="../report/summary.rst",
             category="2. Tables",
             labels={"table": "summary"},
         ),
         markdown=report(
-            dag.SUMMARY_MD,
+            paths.SUMMARY_MD,
             caption="../report/summary_md.rst",
             category="2. Tables",
             labels={"table": "verdict and summary (text)"},
         ),
         comparisons=report(
-            dag.COMPARISONS,
+            paths.COMPARISONS,
             caption="../report/comparisons.rst",
             category="2. Tables",
             labels={"table": "paired comparisons"},
         ),
         effects=report(
-            dag.EFFECTS,
+            paths.EFFECTS,
             caption="../report/effects.rst",
             category="2. Tables",
             labels={"table": "factorial effects"},
         ),
         verdict=report(
-            dag.VERDICT,
+            paths.VERDICT,
             caption="../report/verdict.rst",
             category="2. Tables",
             labels={"table": "verdict (claims and warnings, JSON)"},
         ),
         power=report(
-            dag.POWER,
+            paths.POWER,
             caption="../report/power.rst",
             category="2. Tables",
             labels={"table": "power of this run"},
         ),
         flexibility=report(
-            dag.FLEXIBILITY,
+            paths.FLEXIBILITY,
             caption="../report/flexibility.rst",
             category="2. Tables",
             labels={"table": "likeness, class bleed, prompt following"},
@@ -90,11 +90,11 @@ rule aggregate_scores:
     params:
         thresholds=config["score"]["thresholds"],
         demo=GRID.demo,
-        arms=GRID.arm_axes(),
-        statistics=GRID.statistics_params(),
+        arms=GRID.arm_axes,
+        statistics=GRID.statistics_params,
         model=config["score"]["model"],
-        prompt_sets=GRID.prompt_sets(),
-        tokens=GRID.tokens(),
+        prompt_sets=GRID.prompt_sets,
+        tokens=GRID.tokens,
         warnings=dreamgrid_config.threshold_warnings(config),
         impl=versions.AGGREGATE,
     script:
@@ -103,11 +103,11 @@ rule aggregate_scores:
 
 rule plot_histogram:
     input:
-        scores=dag.SCORES,
-        baseline=GRID.reference_baseline_file(),
+        scores=paths.SCORES,
+        baseline=GRID.reference_baseline_file,
     output:
         report(
-            dag.HISTOGRAM,
+            paths.HISTOGRAM,
             caption="../report/histogram.rst",
             category="4. Histograms",
             subcategory="{arm}",
@@ -130,11 +130,11 @@ rule plot_histogram:
 
 rule plot_arm_histograms:
     input:
-        scores=GRID.arm_scores,
-        baseline=GRID.reference_baseline_file(),
+        scores=GRID.get_arm_scores,
+        baseline=GRID.reference_baseline_file,
     output:
         report(
-            dag.ARM_HISTOGRAMS,
+            paths.ARM_HISTOGRAMS,
             caption="../report/arm_histograms.rst",
             category="4. Histograms",
             subcategory="{arm}",
@@ -157,17 +157,17 @@ rule plot_arm_histograms:
 
 rule plot_curves:
     input:
-        summary=dag.SUMMARY,
-        baseline=GRID.reference_baseline_file(),
+        summary=paths.SUMMARY,
+        baseline=GRID.reference_baseline_file,
     output:
         by_epoch=report(
-            dag.CURVES_EPOCH,
+            paths.CURVES_EPOCH,
             caption="../report/curves.rst",
             category="3. Curves",
             labels={"prompt set": "{prompt_set}", "x": "epoch"},
         ),
         by_steps=report(
-            dag.CURVES_STEPS,
+            paths.CURVES_STEPS,
             caption="../report/curves.rst",
             category="3. Curves",
             labels={"prompt set": "{prompt_set}", "x": "training steps"},
@@ -189,11 +189,11 @@ rule plot_curves:
 
 rule plot_contact_sheet:
     input:
-        scores=dag.SCORES,
-        renders=GRID.render_dirs,
+        scores=paths.SCORES,
+        renders=GRID.get_render_dirs,
     output:
         report(
-            dag.CONTACT_SHEET,
+            paths.CONTACT_SHEET,
             caption="../report/contact_sheet.rst",
             category="5. Contact sheets",
             subcategory="{arm}",
@@ -216,10 +216,10 @@ rule plot_contact_sheet:
 
 rule plot_tradeoff:
     input:
-        dag.FLEXIBILITY,
+        paths.FLEXIBILITY,
     output:
         report(
-            dag.TRADEOFF,
+            paths.TRADEOFF,
             caption="../report/tradeoff.rst",
             category="3. Curves",
             labels={"x": "likeness vs bleed and prompt following"},
@@ -240,44 +240,44 @@ rule plot_tradeoff:
 
 rule render_report_pages:
     input:
-        markdown=dag.SUMMARY_MD,
-        summary=dag.SUMMARY,
-        comparisons=dag.COMPARISONS,
-        effects=dag.EFFECTS,
-        flexibility=dag.FLEXIBILITY,
-        description=dag.WORKFLOW_DESCRIPTION,
+        markdown=paths.SUMMARY_MD,
+        summary=paths.SUMMARY,
+        comparisons=paths.COMPARISONS,
+        effects=paths.EFFECTS,
+        flexibility=paths.FLEXIBILITY,
+        description=paths.WORKFLOW_DESCRIPTION,
     output:
         verdict=report(
-            dag.VERDICT_PAGE,
+            paths.VERDICT_PAGE,
             caption="../report/verdict_page.rst",
             category="1. Verdict and statistics",
             labels={"page": "1. verdict and summary"},
         ),
         summary=report(
-            dag.TABLE_PAGES["summary"],
+            paths.TABLE_PAGES["summary"],
             caption="../report/summary.rst",
             category="1. Verdict and statistics",
             labels={"page": "2. per checkpoint"},
         ),
         comparisons=report(
-            dag.TABLE_PAGES["comparisons"],
+            paths.TABLE_PAGES["comparisons"],
             caption="../report/comparisons.rst",
             category="1. Verdict and statistics",
             labels={"page": "3. paired comparisons"},
         ),
         effects=report(
-            dag.TABLE_PAGES["effects"],
+            paths.TABLE_PAGES["effects"],
             caption="../report/effects.rst",
             category="1. Verdict and statistics",
             labels={"page": "4. factorial effects"},
         ),
         flexibility=report(
-            dag.TABLE_PAGES["flexibility"],
+            paths.TABLE_PAGES["flexibility"],
             caption="../report/flexibility.rst",
             category="1. Verdict and statistics",
             labels={"page": "5. likeness, bleed, prompt following"},
         ),
-        landing=dag.LANDING_PAGE,
+        landing=paths.LANDING_PAGE,
     log:
         "results/logs/render_report_pages/all.log",
     benchmark:

@@ -1,20 +1,17 @@
 rule embed_references:
     input:
         references=config["subject"]["references"],
-        weights=GRID.face_record,
+        weights=GRID.get_face_record,
     output:
-        dag.REFERENCES,
+        paths.REFERENCES,
     log:
         "results/logs/embed_references/{model}-{detector}.log",
     benchmark:
         "results/benchmarks/embed_references/{model}-{detector}.tsv"
-    wildcard_constraints:
-        model=GRID.model_pattern(),
-        detector=config["score"]["detector"],
     conda:
         "../../envs/score.yaml"
     params:
-        faces=GRID.embed_params,
+        faces=GRID.get_embed_params,
         impl=versions.SCORE,
     script:
         "../scripts/embed_references.py"
@@ -22,25 +19,21 @@ rule embed_references:
 
 rule embed_renders:
     input:
-        renders=dag.RENDER_SHARD,
-        table=dag.RENDER_SHARD_TABLE,
-        weights=GRID.face_record,
+        renders=paths.RENDER_SHARD,
+        table=paths.RENDER_SHARD_TABLE,
+        weights=GRID.get_face_record,
     output:
-        dag.FACES_SHARD,
+        paths.FACES_SHARD,
     log:
         "results/logs/embed_renders/{arm}/epoch-{epoch}/{prompt_set}/{model}-{detector}/shard-{shard}.log",
     benchmark:
         "results/benchmarks/embed_renders/{arm}/epoch-{epoch}/{prompt_set}/{model}-{detector}/shard-{shard}.tsv"
-    wildcard_constraints:
-        model=GRID.model_pattern(),
-        detector=config["score"]["detector"],
-        shard="[0-9]+",
     conda:
         "../../envs/score.yaml"
     threads: config["score"]["threads"]
     params:
-        faces=GRID.embed_params,
-        cache=dag.FACE_CACHE,
+        faces=GRID.get_embed_params,
+        cache=paths.FACE_CACHE,
         impl=versions.SCORE,
     script:
         "../scripts/embed_renders.py"
@@ -48,10 +41,10 @@ rule embed_renders:
 
 rule score_faces:
     input:
-        unpack(GRID.score_inputs),
+        unpack(GRID.get_score_inputs),
     output:
-        scores=dag.SCORES,
-        meta=dag.SCORES_META,
+        scores=paths.SCORES,
+        meta=paths.SCORES_META,
     log:
         "results/logs/score_faces/{arm}/epoch-{epoch}/{prompt_set}.log",
     benchmark:
@@ -59,7 +52,7 @@ rule score_faces:
     conda:
         "../../envs/score.yaml"
     params:
-        faces=GRID.scoring_params(),
+        faces=GRID.scoring_params,
         impl=versions.SCORE,
     script:
         "../scripts/score_faces.py"
@@ -67,11 +60,11 @@ rule score_faces:
 
 rule clip_score:
     input:
-        tables=lambda wildcards: GRID.score_inputs(wildcards)["tables"],
-        renders=GRID.render_dirs,
-        model=GRID.clip_model_input(),
+        tables=GRID.get_render_tables,
+        renders=GRID.get_render_dirs,
+        model=GRID.clip_model_input,
     output:
-        dag.CLIP_SCORES,
+        paths.CLIP_SCORES,
     log:
         "results/logs/clip_score/{arm}/epoch-{epoch}/{prompt_set}.log",
     benchmark:
@@ -89,17 +82,17 @@ rule clip_score:
 rule memorization:
     input:
         training=config["subject"]["train_images"],
-        references=GRID.primary_references(),
-        faces=GRID.memorization_faces(),
+        references=GRID.primary_references,
+        faces=GRID.memorization_faces,
     output:
-        renders=dag.MEMORIZATION_RENDERS,
+        renders=paths.MEMORIZATION_RENDERS,
         summary=report(
-            dag.MEMORIZATION,
+            paths.MEMORIZATION,
             caption="../report/memorization.rst",
             category="2. Tables",
             labels={"table": "memorization (renders against training photos)"},
         ),
-        pairs=dag.MEMORIZATION_PAIRS,
+        pairs=paths.MEMORIZATION_PAIRS,
     log:
         "results/logs/memorization/all.log",
     benchmark:
@@ -107,7 +100,7 @@ rule memorization:
     conda:
         "../../envs/score.yaml"
     params:
-        checkpoints=GRID.memorization_checkpoints(),
+        checkpoints=GRID.memorization_checkpoints,
         metric=config["score"]["metric"],
         multiple_faces=config["score"]["multiple_faces"],
         deepface_home=config["score"]["deepface_home"],

@@ -1,9 +1,9 @@
 rule render_candidates:
     input:
-        base=dag.BASE_MODEL_DIR,
+        base=paths.BASE_MODEL_DIR,
     output:
-        renders=directory(dag.CANDIDATE_GROUP),
-        table=dag.CANDIDATE_GROUP_TABLE,
+        renders=directory(paths.CANDIDATE_GROUP),
+        table=paths.CANDIDATE_GROUP_TABLE,
     log:
         "results/logs/render_candidates/group-{group}.log",
     benchmark:
@@ -15,9 +15,9 @@ rule render_candidates:
     resources:
         gpu=1,
     params:
-        names=GRID.candidate_group_names,
+        names=GRID.get_candidate_group_names,
         class_word=config["subject"]["class_word"],
-        settings=GRID.candidate_settings(),
+        settings=GRID.candidate_settings,
         impl=versions.SAMPLE,
     script:
         "../scripts/render_candidates.py"
@@ -25,11 +25,11 @@ rule render_candidates:
 
 checkpoint rank_candidates:
     input:
-        renders=GRID.candidate_group_dirs(),
-        references=GRID.primary_references(),
+        renders=GRID.candidate_group_dirs,
+        references=GRID.primary_references,
     output:
         report(
-            dag.RANKING,
+            paths.RANKING,
             caption="../report/ranking.rst",
             category="7. Token finder",
             labels={"table": "look-alike ranking"},
@@ -42,9 +42,9 @@ checkpoint rank_candidates:
         "../../envs/score.yaml"
     threads: config["score"]["threads"]
     params:
-        ranking=GRID.ranking_params(),
-        folders=GRID.candidate_render_dirs(),
-        cache=dag.FACE_CACHE,
+        ranking=GRID.ranking_params,
+        folders=GRID.candidate_render_dirs,
+        cache=paths.FACE_CACHE,
         impl=[versions.SCORE, versions.FINDER],
     script:
         "../scripts/rank_candidates.py"
@@ -52,11 +52,11 @@ checkpoint rank_candidates:
 
 rule plot_candidates:
     input:
-        ranking=dag.RANKING,
-        renders=GRID.candidate_group_dirs(),
+        ranking=paths.RANKING,
+        renders=GRID.candidate_group_dirs,
     output:
         report(
-            dag.CANDIDATE_SHEET,
+            paths.CANDIDATE_SHEET,
             caption="../report/candidates.rst",
             category="7. Token finder",
             labels={"figure": "top candidates"},
@@ -69,8 +69,8 @@ rule plot_candidates:
         "../../envs/report.yaml"
     params:
         demo=GRID.demo,
-        names=list(GRID.candidate_names().values()),
-        folders=GRID.candidate_render_dirs(),
+        names=list(GRID.candidate_names.values()),
+        folders=GRID.candidate_render_dirs,
         top=config["token_finder"]["top"],
         impl=versions.PLOTS,
     script:
@@ -79,10 +79,10 @@ rule plot_candidates:
 
 rule render_ranking_page:
     input:
-        dag.RANKING,
+        paths.RANKING,
     output:
         report(
-            dag.RANKING_PAGE,
+            paths.RANKING_PAGE,
             caption="../report/ranking.rst",
             category="1. Verdict and statistics",
             labels={"page": "6. token finder ranking"},

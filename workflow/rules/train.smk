@@ -1,13 +1,15 @@
 rule train_dreambooth:
     input:
-        unpack(GRID.train_inputs),
+        unpack(GRID.get_train_inputs),
     output:
         # keep_checkpoints none: Snakemake deletes each checkpoint once its renders exist.
         checkpoint=(
-            temp(dag.CHECKPOINT) if GRID.keep_checkpoints == "none" else dag.CHECKPOINT
+            temp(paths.CHECKPOINT)
+            if GRID.keep_checkpoints == "none"
+            else paths.CHECKPOINT
         ),
-        meta=dag.CHECKPOINT_META,
-        loss=dag.LOSS_LOG,
+        meta=paths.CHECKPOINT_META,
+        loss=paths.LOSS_LOG,
     log:
         "results/logs/train_dreambooth/{arm}/epoch-{epoch}.log",
     benchmark:
@@ -17,13 +19,13 @@ rule train_dreambooth:
     resources:
         gpu=1,
     params:
-        arm=lambda wildcards: GRID.arm_params(wildcards.arm),
-        state=lambda wildcards: dag.RESUME_STATE.format(arm=wildcards.arm),
-        passes=lambda wildcards: GRID.train_passes(wildcards.arm),
-        cache_dir=dag.LATENT_CACHE,
-        method=lambda wildcards: GRID.method_params(wildcards.arm),
-        training=GRID.training_params(),
-        class_word=config["subject"]["class_word"],
+        arm=GRID.get_arm_params,
+        state=GRID.get_resume_state,
+        passes=GRID.get_train_passes,
+        cache_dir=paths.LATENT_CACHE,
+        method=GRID.get_method_params,
+        training=GRID.training_params,
+        class_word=GRID.class_word,
         impl=versions.TRAIN,
     script:
         "../scripts/train_dreambooth.py"
@@ -31,9 +33,9 @@ rule train_dreambooth:
 
 rule release_resume_state:
     input:
-        metas=GRID.arm_checkpoint_metas,
+        metas=GRID.get_arm_checkpoint_metas,
     output:
-        dag.STATE_RELEASED,
+        paths.STATE_RELEASED,
     log:
         "results/logs/release_resume_state/{arm}.log",
     benchmark:
@@ -41,7 +43,7 @@ rule release_resume_state:
     conda:
         "../../envs/report.yaml"
     params:
-        state=lambda wildcards: dag.RESUME_STATE.format(arm=wildcards.arm),
+        state=GRID.get_resume_state,
         impl=versions.TRAIN,
     script:
         "../scripts/release_resume_state.py"
@@ -49,9 +51,9 @@ rule release_resume_state:
 
 rule keep_best_checkpoint:
     input:
-        summary=dag.SUMMARY,
+        summary=paths.SUMMARY,
     output:
-        dag.CHECKPOINTS_KEPT,
+        paths.CHECKPOINTS_KEPT,
     log:
         "results/logs/keep_best_checkpoint/{arm}.log",
     benchmark:
@@ -59,8 +61,8 @@ rule keep_best_checkpoint:
     conda:
         "../../envs/report.yaml"
     params:
-        checkpoints=lambda wildcards: GRID.arm_checkpoints(wildcards.arm),
-        recipe=lambda wildcards: GRID.recipe(wildcards.arm),
+        checkpoints=GRID.get_arm_checkpoints,
+        recipe=GRID.get_recipe,
         model=config["score"]["model"],
         impl=versions.TRAIN,
     script:
@@ -69,10 +71,10 @@ rule keep_best_checkpoint:
 
 rule plot_loss_curve:
     input:
-        losses=GRID.arm_loss_logs,
+        losses=GRID.get_arm_loss_logs,
     output:
         report(
-            dag.LOSS_CURVE,
+            paths.LOSS_CURVE,
             caption="../report/loss_curve.rst",
             category="3. Curves",
             labels={"arm": "{arm}", "figure": "training loss"},

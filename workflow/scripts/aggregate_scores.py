@@ -5,8 +5,8 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import aggregate, logs
 
 statistics = snakemake.params.statistics
-with logs.job(snakemake.log[0]):
-    aggregate.run(
+with logs.snakemake_job(snakemake):
+    aggregate.aggregate_scores(
         score_files=[Path(p) for p in snakemake.input.scores],
         thresholds=snakemake.params.thresholds,
         best_margin=statistics["best_margin"],

@@ -5,7 +5,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import logs, models
 from dreamgrid.train import targets
 
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     targets.run(
         models.resolve(snakemake.input.base),
         list(snakemake.params.targets),

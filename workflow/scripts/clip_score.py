@@ -2,10 +2,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import clip_score, gpus, logs
+from dreamgrid import clip_score, logs
 
-with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
-    clip_score.run(
+with logs.snakemake_job(snakemake):
+    clip_score.clip_score(
         model_dir=Path(snakemake.input.model[0]),  # a one-item list (none without CLIP)
         tables=[Path(p) for p in snakemake.input.tables],
         render_dirs=[Path(p) for p in snakemake.input.renders],

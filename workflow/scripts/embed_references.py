@@ -6,7 +6,7 @@ from dreamgrid import logs
 from dreamgrid.scoring import deepface_adapter, steps
 from dreamgrid.scoring.settings import embed_settings_from
 
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     deepface_adapter.setup_deepface(snakemake.params.faces["deepface_home"])
     steps.embed_references(
         references=Path(snakemake.input.references),

@@ -2,9 +2,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import gpus, logs, models, prompts, regularization
+from dreamgrid import logs, models, prompts, regularization
 
-with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
+with logs.snakemake_job(snakemake):
     settings = snakemake.params.settings
     regularization.generate_class_images(
         model=models.resolve(snakemake.input.base),

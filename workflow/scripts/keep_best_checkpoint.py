@@ -4,8 +4,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import logs, retention
 
-with logs.job(snakemake.log[0]):
-    retention.keep_best(
+with logs.snakemake_job(snakemake):
+    retention.keep_best_checkpoint(
         summary=Path(snakemake.input.summary),
         arm=snakemake.params.recipe,
         checkpoints={int(e): Path(p) for e, p in snakemake.params.checkpoints.items()},

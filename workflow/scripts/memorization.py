@@ -5,7 +5,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import logs, memorization
 from dreamgrid.scoring import deepface_adapter
 
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     deepface_adapter.setup_deepface(snakemake.params.deepface_home)
     checkpoints = snakemake.params.checkpoints
     memorization.run_memorization(

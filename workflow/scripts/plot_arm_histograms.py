@@ -2,15 +2,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import baseline, logs, plots, scoretable
+from dreamgrid import logs, plots
 
-with logs.job(snakemake.log[0]):
-    scores = scoretable.collect_scores([Path(p) for p in snakemake.input.scores])
-    plots.arm_histograms(
-        scoretable.primary(scores, snakemake.params.model),
-        thresholds=snakemake.params.thresholds,
+where = snakemake.wildcards
+with logs.snakemake_job(snakemake):
+    plots.plot_arm_histograms(
+        [Path(p) for p in snakemake.input.scores],
+        baseline=Path(snakemake.input.baseline),
         out=Path(snakemake.output[0]),
-        title=f"{snakemake.wildcards.arm}, {snakemake.wildcards.prompt_set}",
-        baseline=baseline.baseline_mean(snakemake.input.baseline),
+        title=f"{where.arm}, {where.prompt_set}",
+        thresholds=snakemake.params.thresholds,
+        model=snakemake.params.model,
         demo=snakemake.params.demo,
     )

@@ -2,16 +2,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import logs, plots, scoretable
+from dreamgrid import logs, plots
 
 where = snakemake.wildcards
-with logs.job(snakemake.log[0]):
-    scores = scoretable.collect_scores([Path(snakemake.input.scores)])
-    plots.contact_sheet(
-        scoretable.primary(scores, snakemake.params.model),
+with logs.snakemake_job(snakemake):
+    plots.plot_contact_sheet(
+        Path(snakemake.input.scores),
         renders=[Path(p) for p in snakemake.input.renders],
         out=Path(snakemake.output[0]),
         title=f"{where.arm}, epoch {where.epoch}, {where.prompt_set}",
         per_group=snakemake.params.per_row,
+        model=snakemake.params.model,
         demo=snakemake.params.demo,
     )

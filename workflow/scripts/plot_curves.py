@@ -2,21 +2,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import baseline, logs, plots, scoretable
+from dreamgrid import logs, plots
 
-prompt_set = snakemake.wildcards.prompt_set
-with logs.job(snakemake.log[0]):
-    summary = scoretable.primary(
-        scoretable.read_table(snakemake.input.summary), snakemake.params.model, prompt_set
+with logs.snakemake_job(snakemake):
+    plots.plot_curves(
+        Path(snakemake.input.summary),
+        baseline=Path(snakemake.input.baseline),
+        prompt_set=snakemake.wildcards.prompt_set,
+        model=snakemake.params.model,
+        out_by_epoch=Path(snakemake.output.by_epoch),
+        out_by_steps=Path(snakemake.output.by_steps),
+        confidence=snakemake.params.confidence,
+        demo=snakemake.params.demo,
     )
-    baseline = baseline.read_baseline(snakemake.input.baseline)
-    for x, out in (("epoch", snakemake.output.by_epoch), ("steps", snakemake.output.by_steps)):
-        plots.curves(
-            summary,
-            Path(out),
-            x=x,
-            baseline=baseline,
-            title=f"Prompt set {prompt_set}",
-            confidence=snakemake.params.confidence,
-            demo=snakemake.params.demo,
-        )

@@ -2,16 +2,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import baseline, logs, plots, scoretable
+from dreamgrid import logs, plots
 
 where = snakemake.wildcards
-with logs.job(snakemake.log[0]):
-    scores = scoretable.collect_scores([Path(snakemake.input.scores)])
-    plots.histogram(
-        scoretable.primary(scores, snakemake.params.model),
-        thresholds=snakemake.params.thresholds,
+with logs.snakemake_job(snakemake):
+    plots.plot_histogram(
+        [Path(snakemake.input.scores)],
+        baseline=Path(snakemake.input.baseline),
         out=Path(snakemake.output[0]),
         title=f"{where.arm}, epoch {where.epoch}, {where.prompt_set}",
-        baseline=baseline.baseline_mean(snakemake.input.baseline),
+        thresholds=snakemake.params.thresholds,
+        model=snakemake.params.model,
         demo=snakemake.params.demo,
     )

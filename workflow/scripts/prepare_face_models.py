@@ -6,7 +6,7 @@ from dreamgrid import logs, offline
 from dreamgrid.scoring import deepface_adapter
 
 # A local rule on the submitting node: the one job that may download face weights.
-with logs.job(snakemake.log[0], network=True):
+with logs.snakemake_job(snakemake, network=True):
     deepface_adapter.prepare_face_weights(
         snakemake.wildcards.model,
         snakemake.wildcards.detector,

@@ -4,7 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import logs, regularization
 
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     regularization.prepare_ground_truth(
         src_dir=Path(snakemake.input.photos),
         **snakemake.params.fit,

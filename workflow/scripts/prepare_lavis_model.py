@@ -5,7 +5,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import lavis_caption, logs
 
 # A local rule on the submitting node: the one job that may download LAVIS's model.
-with logs.job(snakemake.log[0], network=True):
-    lavis_caption.prepare_in_venv(
+with logs.snakemake_job(snakemake, network=True):
+    lavis_caption.prepare_lavis_model(
         snakemake.params.python, snakemake.params.model, Path(snakemake.output[0])
     )

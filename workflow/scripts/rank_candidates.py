@@ -7,9 +7,9 @@ from dreamgrid.scoring import deepface_adapter
 from dreamgrid.scoring.settings import settings_from
 
 params = snakemake.params.ranking
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     deepface_adapter.setup_deepface(params["deepface_home"])
-    candidates.run_rank_workflow(
+    candidates.rank_candidates(
         references=Path(snakemake.input.references),
         folders=[Path(p) for p in snakemake.params.folders],
         names=params["names"],

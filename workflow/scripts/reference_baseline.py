@@ -5,7 +5,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import baseline, logs
 from dreamgrid.scoring import deepface_adapter
 
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     deepface_adapter.setup_deepface(snakemake.params.deepface_home)
     baseline.run_baseline(
         references=Path(snakemake.input.embeddings),

@@ -4,10 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import logs, report_pages
 
-with logs.job(snakemake.log[0]):
-    report_pages.table_page(
-        source=Path(snakemake.input[0]),
-        caption="Token finder: candidate names ranked by their renders' likeness",
-        out=Path(snakemake.output[0]),
-        demo=snakemake.params.demo,
+with logs.snakemake_job(snakemake):
+    report_pages.render_ranking_page(
+        Path(snakemake.input[0]), out=Path(snakemake.output[0]), demo=snakemake.params.demo
     )

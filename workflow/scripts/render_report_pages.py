@@ -4,14 +4,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import logs, report_pages
 
-tables = {
-    "summary": "Per checkpoint: face rate, average distance, shares below the thresholds",
-    "comparisons": "Paired comparisons between arms (same seeds)",
-    "effects": "Factorial effects of the axes",
-    "flexibility": "Likeness against class bleed and prompt following",
-}
-with logs.job(snakemake.log[0]):
-    report_pages.run(
+tables = report_pages.TABLE_CAPTIONS
+with logs.snakemake_job(snakemake):
+    report_pages.render_report_pages(
         summary_md=Path(snakemake.input.markdown),
         tables={name: (Path(snakemake.input[name]), text) for name, text in tables.items()},
         out_verdict=Path(snakemake.output.verdict),

@@ -2,10 +2,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import gpus, logs, models, sample
+from dreamgrid import logs, models, sample
 
-with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
-    sample.run_shard(
+with logs.snakemake_job(snakemake):
+    sample.sample_checkpoint(
         base_model=models.resolve(snakemake.input.base),
         checkpoint=Path(snakemake.input.checkpoint),
         settings=sample.SampleSettings(**snakemake.params.settings),

@@ -8,7 +8,7 @@ from dreamgrid.scoring.settings import settings_from
 
 params = snakemake.params.faces
 models = params["models"]
-with logs.job(snakemake.log[0]):
+with logs.snakemake_job(snakemake):
     deepface_adapter.setup_deepface(params["deepface_home"])
     steps.score_faces(
         renders_tables=[Path(p) for p in snakemake.input.tables],

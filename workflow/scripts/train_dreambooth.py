@@ -2,10 +2,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import gpus, logs, models, train
+from dreamgrid import logs, models, train
 from dreamgrid.train.spec import job_spec
 
-with logs.job(snakemake.log[0]), gpus.slot(snakemake.resources.get("gpu", 0)):
+with logs.snakemake_job(snakemake):
     train.run(
         job_spec(
             dict(snakemake.params.items()),
