@@ -68,7 +68,7 @@ RENDER_SHARD_TABLE = f"{RENDERS}/shard-{{shard}}.csv"
 REFERENCES = f"{RESULTS}/references/{{model}}-{{detector}}.json"
 #: Faces (embeddings, box areas, content hashes) of one shard for one (model, detector).
 FACES_SHARD = f"{PROMPT_DIR}/faces/{{model}}-{{detector}}/shard-{{shard}}.json"
-#: Render embeddings by file content hash, shared by all jobs (dreamgrid.faces.EmbeddingCache).
+#: Render embeddings by file content hash, shared by all jobs (dreamgrid.scoring.embedding.EmbeddingCache).
 FACE_CACHE = f"{RESULTS}/cache/faces"
 SCORES = f"{PROMPT_DIR}/scores.csv"
 SCORES_META = f"{PROMPT_DIR}/scores.meta.json"
