@@ -6,7 +6,7 @@ Usage (on a CUDA machine; benchmarks/device_check.sh runs it):
 Runs the entry points the workflow's jobs run, in the study's settings (512 px, batch 1,
 fp16 mixed precision, gradient checkpointing, fp16 export), each as a step:
 
-1. ``train.run`` epoch 1, then epoch 2 resumed from the state epoch 1 wrote, with ``adamw``
+1. ``train.train_dreambooth`` epoch 1, then epoch 2 resumed from the state epoch 1 wrote, with ``adamw``
    and with ``adamw8bit`` (bitsandbytes); a few steps each (``--images``, repeats 1);
 2. ``sample.sample_checkpoint``: 8 renders of the exported fp16 epoch-2 checkpoint (Euler, 30 steps,
    CFG 8, batch 8), which land in ``DIR/renders`` so they come back with the results;
@@ -124,7 +124,7 @@ def train_steps(base: Path, images: Path, work: Path, report: dict, save, shape:
             reset_gpu()
             started = time.perf_counter()
             try:
-                result = train.run(spec)
+                result = train.train_dreambooth(spec)
             except Exception as err:  # noqa: BLE001 - recorded; the other optimizer still runs
                 report[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
                 save()

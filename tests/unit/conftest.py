@@ -106,7 +106,7 @@ def unet_of(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def epoch1(tiny_model, data, tmp_path_factory):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     spec = make_spec(tiny_model, data, tmp_path_factory.mktemp("run1"))
-    return spec, run(spec)
+    return spec, train_dreambooth(spec)

@@ -51,7 +51,7 @@ def test_training_photos_are_scored_without_their_own_crops(tmp_path, settings, 
     references = tmp_path / "refs.json"
     codec.save_references(embeddings, settings, references)
     out = tmp_path / "baseline.csv"
-    baseline = baseline_mod.run_baseline(
+    baseline = baseline_mod.reference_baseline(
         references, "cosine", out, training_photos=TRAIN, reference_photos=REFERENCES
     )
     assert list(baseline.columns) == list(baseline_mod.BASELINE_COLUMNS)
@@ -90,7 +90,7 @@ def test_reference_baseline_matches_deepface_find_distance():
     rng = np.random.default_rng(0)
     embeddings = {name: rng.normal(size=128) for name in ("a.jpg", "b.jpg", "c.jpg")}
     for metric in ("cosine", "euclidean", "euclidean_l2", "angular"):
-        table = baseline_mod.reference_baseline(embeddings, metric)
+        table = baseline_mod.leave_one_out(embeddings, metric)
         assert list(table["reference"]) == ["a.jpg", "b.jpg", "c.jpg"]
         for name, value in table[["reference", "mean_distance"]].to_numpy():
             others = [o for o in embeddings if o != name]
@@ -98,4 +98,4 @@ def test_reference_baseline_matches_deepface_find_distance():
                 [float(find_distance(embeddings[name], embeddings[o], metric)) for o in others]
             )
             assert value == pytest.approx(expected, abs=1e-12)
-    assert baseline_mod.reference_baseline({"a": np.ones(3)}, "cosine").empty
+    assert baseline_mod.leave_one_out({"a": np.ones(3)}, "cosine").empty

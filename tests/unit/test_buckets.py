@@ -167,12 +167,12 @@ def test_spec_and_config_checks_for_buckets(tiny_model, shapes, tmp_path):
 
 
 def test_bucketed_training_runs_counts_kohya_steps_and_records_sizes(tiny_model, shapes, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     cache = tmp_path / "cache"
     fields = {"repeats": 2, "batch_size": 2, "save_precision": "fp32"}
     spec = spec_for(tiny_model, shapes, tmp_path / "a", **fields)
-    result = run(spec)
+    result = train_dreambooth(spec)
     assert result["steps"] == result["steps_per_epoch"] == bucket_steps([4, 2, 2], 2) == 4
     meta = read_metadata(spec.out_checkpoint)
     assert meta["aspect_ratio"] == "buckets"
@@ -188,7 +188,7 @@ def test_bucketed_training_runs_counts_kohya_steps_and_records_sizes(tiny_model,
         cache_dir=cache,
         **fields,
     )
-    run(cached)
+    train_dreambooth(cached)
     names = sorted(p.name.rsplit("-", 1)[1] for p in cache.iterdir())
     assert names == ["48x80.safetensors"] * 2 + ["64.safetensors", "80x48.safetensors"]
     ta, tb = load_file(str(spec.out_checkpoint)), load_file(str(cached.out_checkpoint))
@@ -198,7 +198,7 @@ def test_bucketed_training_runs_counts_kohya_steps_and_records_sizes(tiny_model,
 
     # Center crop on the same photos trains other tensors (other pixels, other batches).
     square = tiny_train_spec(tiny_model, shapes["instance"], tmp_path / "c", **fields)
-    assert run(square)["steps"] == 4
+    assert train_dreambooth(square)["steps"] == 4
     tc = load_file(str(square.out_checkpoint))
     key = next(k for k in ta if k.endswith("out.2.weight"))
     assert not torch.equal(ta[key], tc[key])

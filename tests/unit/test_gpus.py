@@ -124,11 +124,11 @@ class Namespace(dict):
         return self[name]
 
 
-#: The one entry function each GPU rule's shim calls (named after the rule, but the trainer).
+#: The one entry function each GPU rule's shim calls (named after the rule).
 GPU_ENTRIES = {
     "caption_images": "dreamgrid.caption.caption_images",
     "generate_class_images": "dreamgrid.regularization.generate_class_images",
-    "train_dreambooth": "dreamgrid.train.run",
+    "train_dreambooth": "dreamgrid.train.train_dreambooth",
     "sample_checkpoint": "dreamgrid.sample.sample_checkpoint",
     "render_candidates": "dreamgrid.sample.render_candidates",
     "clip_score": "dreamgrid.clip_score.clip_score",

@@ -40,7 +40,7 @@ def test_a_block_that_peft_cannot_adapt_is_named():
 
 def test_the_job_records_how_many_layers_get_adapters(unet_folder, tmp_path):
     out = tmp_path / "lora_targets.json"
-    record = targets.run(unet_folder, ["to_k", "to_v"], out)
+    record = targets.check_lora_targets(unet_folder, ["to_k", "to_v"], out)
     assert json.loads(out.read_text()) == record
     unet = targets.empty_unet(unet_folder)
     expected = sum(1 for name, _ in unet.named_modules() if re.search(r"\.to_[kv]$", name))
@@ -50,7 +50,7 @@ def test_the_job_records_how_many_layers_get_adapters(unet_folder, tmp_path):
 def test_a_failing_job_writes_nothing(unet_folder, tmp_path):
     out = tmp_path / "lora_targets.json"
     with pytest.raises(SpecError, match="to_x"):
-        targets.run(unet_folder, ["to_x"], out)
+        targets.check_lora_targets(unet_folder, ["to_x"], out)
     assert not out.exists() and list(Path(tmp_path).iterdir()) == []
 
 

@@ -122,7 +122,7 @@ def test_loss_scaler_state_round_trips(tmp_path):
     assert untouched.get_scale() == 8.0
 
 
-# --- through train.run on the tiny model -------------------------------------------------------
+# --- through train_dreambooth on the tiny model -------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def test_8bit_state_for_other_parameters_is_refused(tmp_path):
         load_state(tmp_path / "s.safetensors", *params_and_step(bnb.optim.AdamW8bit, seed=1))
 
 
-# --- the state an epoch of train.run leaves ----------------------------------------------------
+# --- the state an epoch of train_dreambooth leaves ----------------------------------------------------
 
 
 def test_resume_state_is_one_safetensors_file_per_arm(epoch1):
@@ -217,9 +217,9 @@ def test_resume_state_is_one_safetensors_file_per_arm(epoch1):
 
 
 def test_resume_rejects_wrong_epoch(epoch1, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     spec1, _ = epoch1
     skipped = dataclasses.replace(next_epoch(spec1, tmp_path), epoch=3)
     with pytest.raises(SpecError, match="holds epoch 1"):
-        run(skipped)
+        train_dreambooth(skipped)

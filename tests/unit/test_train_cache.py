@@ -8,12 +8,12 @@ from conftest import make_spec, unet_of
 
 
 def test_cached_latents_are_shared_by_content_and_reused(tiny_model, data, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     cache = tmp_path / "cache"
     fields = {"cache_latents": True, "cache_text_embeddings": True, "cache_dir": cache}
     first = make_spec(tiny_model, data, tmp_path / "a", **fields)
-    run(first)
+    train_dreambooth(first)
     files = sorted(cache.iterdir())
     assert len(files) == 3  # one per training image
     stamps = [p.stat().st_mtime_ns for p in files]
@@ -21,12 +21,12 @@ def test_cached_latents_are_shared_by_content_and_reused(tiny_model, data, tmp_p
     other = make_spec(
         tiny_model, data, tmp_path / "b", arm="ohwx-genreg-nocap", reg_dir=data["reg"], **fields
     )
-    run(other)
+    train_dreambooth(other)
     assert len(list(cache.iterdir())) == 5
     assert [p.stat().st_mtime_ns for p in files] == stamps
     # Same settings from a warm cache: the same checkpoint.
     again = make_spec(tiny_model, data, tmp_path / "c", **fields)
-    run(again)
+    train_dreambooth(again)
     ta, tb = unet_of(first.out_checkpoint), unet_of(again.out_checkpoint)
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     # And close to the uncached path (same draws; only the VAE's batching differs). Measured:
@@ -34,6 +34,6 @@ def test_cached_latents_are_shared_by_content_and_reused(tiny_model, data, tmp_p
     # at most, so the old atol 2e-3 passed even a cache that trained nothing; 3e-4 is 5x the
     # noise and 7x below the update.
     plain = make_spec(tiny_model, data, tmp_path / "d")
-    run(plain)
+    train_dreambooth(plain)
     tc = unet_of(plain.out_checkpoint)
     assert all(torch.allclose(ta[k].float(), tc[k].float(), atol=3e-4) for k in ta)

@@ -62,11 +62,11 @@ def test_epoch1_writes_sd_checkpoint_state_and_loss_log(epoch1, tiny_model):
 
 
 def test_epoch2_continues_and_is_deterministic_across_processes(epoch1, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     spec1, _ = epoch1
     in_process = next_epoch(spec1, tmp_path / "a", state=copy_state(spec1, tmp_path / "sa"))
-    result = run(in_process)
+    result = train_dreambooth(in_process)
     assert result["steps"] == 2 * result["steps_per_epoch"] == 4 and result["replayed"] == 0
     assert read_metadata(in_process.out_checkpoint)["steps"] == 4
     rows = result["loss_log"].read_text().splitlines()
@@ -87,34 +87,34 @@ def test_epoch2_continues_and_is_deterministic_across_processes(epoch1, tmp_path
     # Without a usable state (deleted, or already moved on to epoch 2) epoch 2 replays epoch 1
     # from the base model and still gives the same checkpoint.
     replayed = next_epoch(spec1, tmp_path / "c", state=in_process.state)  # holds epoch 2 now
-    assert run(replayed)["replayed"] == 1
+    assert train_dreambooth(replayed)["replayed"] == 1
     ta, tb = unet_of(in_process.out_checkpoint), unet_of(replayed.out_checkpoint)
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert read_metadata(replayed.out_checkpoint)["steps"] == 4
 
 
 def test_epoch1_rerun_is_identical(epoch1, tiny_model, data, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     spec1, _ = epoch1
     again = dataclasses.replace(
         spec1, out_checkpoint=tmp_path / "e1.safetensors", state=tmp_path / "s.safetensors"
     )
-    run(again)
+    train_dreambooth(again)
     ta, tb = load_file(str(spec1.out_checkpoint)), load_file(str(again.out_checkpoint))
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
 def test_later_epoch_needs_the_previous_epoch(epoch1, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     spec1, _ = epoch1
     with pytest.raises(SpecError, match="set previous_meta"):
-        run(dataclasses.replace(spec1, epoch=2))
+        train_dreambooth(dataclasses.replace(spec1, epoch=2))
 
 
 def test_regularization_doubles_steps_and_text_encoder_training(tiny_model, data, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     spec = make_spec(
         tiny_model,
@@ -126,7 +126,7 @@ def test_regularization_doubles_steps_and_text_encoder_training(tiny_model, data
         gradient_checkpointing=True,
         save_precision="fp32",
     )
-    result = run(spec)
+    result = train_dreambooth(spec)
     assert result["steps"] == steps_per_epoch(3, 1, 2, True) == 3
     meta = read_metadata(spec.out_checkpoint)
     assert meta["regularization"] and meta["reg_images"] == 2 and meta["train_images"] == 3
@@ -143,7 +143,7 @@ def test_regularization_doubles_steps_and_text_encoder_training(tiny_model, data
 
 
 def test_paired_regularization_and_two_passes_train_the_counted_steps(tiny_model, data, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     paired = make_spec(
         tiny_model,
@@ -153,26 +153,26 @@ def test_paired_regularization_and_two_passes_train_the_counted_steps(tiny_model
         reg_dir=data["reg"],
         reg_mode="paired",
     )
-    result = run(paired)
+    result = train_dreambooth(paired)
     assert result["steps"] == steps_per_epoch(3, 1, 2, True, "paired") == 2
     meta = read_metadata(paired.out_checkpoint)
     assert meta["reg_mode"] == "paired" and meta["reg_images"] == 2
     doubled = make_spec(tiny_model, data, tmp_path / "d", passes=2)
-    assert run(doubled)["steps"] == 4
+    assert train_dreambooth(doubled)["steps"] == 4
     meta = read_metadata(doubled.out_checkpoint)
     assert meta["steps_per_epoch"] == 4 and meta["kohya_epochs"] == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed with a GPU")
 def test_fp16_without_gpu_is_a_spec_error(tiny_model, data, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     with pytest.raises(SpecError, match="fp16.*CUDA"):
-        run(make_spec(tiny_model, data, tmp_path, mixed_precision="fp16"))
+        train_dreambooth(make_spec(tiny_model, data, tmp_path, mixed_precision="fp16"))
 
 
 def test_lora_arm_trains_only_the_adapter_and_saves_it_kohya_style(tiny_model, data, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     fields = {
         "method": "lora",
@@ -183,7 +183,7 @@ def test_lora_arm_trains_only_the_adapter_and_saves_it_kohya_style(tiny_model, d
         "save_precision": "fp32",
     }
     spec = make_spec(tiny_model, data, tmp_path, **fields)
-    result = run(spec)
+    result = train_dreambooth(spec)
     assert result["steps"] == 2
     tensors = load_file(str(spec.out_checkpoint))
     assert tensors and all(k.startswith("lora_unet_") for k in tensors)
@@ -198,13 +198,13 @@ def test_lora_arm_trains_only_the_adapter_and_saves_it_kohya_style(tiny_model, d
     # Epoch 2 resumes the adapter and its moments from the state; a replay gives the same.
     resumed = next_epoch(spec, tmp_path / "a", state=copy_state(spec, tmp_path / "sa"))
     replayed = next_epoch(spec, tmp_path / "b", state=tmp_path / "none.safetensors")
-    assert run(resumed)["replayed"] == 0 and run(replayed)["replayed"] == 1
+    assert train_dreambooth(resumed)["replayed"] == 0 and train_dreambooth(replayed)["replayed"] == 1
     ta, tb = load_file(str(resumed.out_checkpoint)), load_file(str(replayed.out_checkpoint))
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
 def test_text_encoder_own_learning_rate_and_stop_epoch(tiny_model, data, tmp_path):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     spec = make_spec(
         tiny_model,
@@ -215,12 +215,12 @@ def test_text_encoder_own_learning_rate_and_stop_epoch(tiny_model, data, tmp_pat
         text_encoder_stop_epoch=1,
         save_precision="fp32",
     )
-    run(spec)
+    train_dreambooth(spec)
     with safe_open(str(spec.state), framework="pt") as handle:
         groups = json.loads(handle.metadata()["param_groups"])
     assert [g["lr"] for g in groups] == [1e-3, 5e-4]
     second = next_epoch(spec, tmp_path / "e2")
-    run(second)
+    train_dreambooth(second)
     prefix = "cond_stage_model."
     first_te = {k: v for k, v in load_file(str(spec.out_checkpoint)).items() if prefix in k}
     second_te = {k: v for k, v in load_file(str(second.out_checkpoint)).items() if prefix in k}
@@ -234,20 +234,20 @@ def test_text_encoder_own_learning_rate_and_stop_epoch(tiny_model, data, tmp_pat
 def test_noise_offset_and_8bit_fallback_change_training_as_asked(
     tiny_model, data, tmp_path, caplog
 ):
-    from dreamgrid.train import run
+    from dreamgrid.train import train_dreambooth
 
     plain = make_spec(tiny_model, data, tmp_path / "plain")
-    run(plain)
+    train_dreambooth(plain)
     base = unet_of(plain.out_checkpoint)
     offset = make_spec(tiny_model, data, tmp_path / "offset", noise_offset=0.1)
-    run(offset)
+    train_dreambooth(offset)
     other = unet_of(offset.out_checkpoint)
     assert any(not torch.equal(base[k], other[k]) for k in base)
     assert read_metadata(offset.out_checkpoint)["noise_offset"] == 0.1
     if not torch.cuda.is_available():
         spec = make_spec(tiny_model, data, tmp_path / "8bit", optimizer="adamw8bit")
         with caplog.at_level("WARNING"):
-            run(spec)
+            train_dreambooth(spec)
         assert "using torch AdamW instead" in caplog.text
         fallback = unet_of(spec.out_checkpoint)
         assert all(torch.equal(base[k], fallback[k]) for k in base)

@@ -194,7 +194,7 @@ def aggregate_scores(
         out_summary: per-checkpoint summary (CSV).
         out_markdown: human summary (markdown) with the verdict.
         demo: start the markdown with a warning that demo numbers mean nothing.
-        baseline: the real-photos baseline CSV (:func:`dreamgrid.baseline.run_baseline`).
+        baseline: the real-photos baseline CSV (:func:`dreamgrid.baseline.reference_baseline`).
         arms: arm -> {axis: level} for the factorial contrasts (else the score tables'
             axis columns).
         out_comparisons: the exploratory paired comparisons (CSV), if wanted.

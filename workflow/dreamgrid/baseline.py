@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 # ---- reference baseline -------------------------------------------------------------------
-def reference_baseline(embeddings: Mapping[str, np.ndarray], metric: str) -> pd.DataFrame:
+def leave_one_out(embeddings: Mapping[str, np.ndarray], metric: str) -> pd.DataFrame:
     """Leave-one-out scores of the reference photos: how alike real photos of the person are.
 
     Each reference is scored like a render, against the *other* references: the mean of its
@@ -52,13 +52,13 @@ def reference_baseline(embeddings: Mapping[str, np.ndarray], metric: str) -> pd.
     return pd.DataFrame(rows, columns=["reference", "mean_distance", "n_others"])
 
 
-#: Columns of the baseline table (:func:`run_baseline`).
+#: Columns of the baseline table (:func:`reference_baseline`).
 BASELINE_COLUMNS = ("source", "photo", "face_found", "mean_distance", "n_compared", "excluded")
 
 
 def reference_rows(embeddings: dict[str, np.ndarray], metric: str) -> pd.DataFrame:
     """Each reference scored against the *other* references (leave-one-out)."""
-    loo = reference_baseline(embeddings, metric)
+    loo = leave_one_out(embeddings, metric)
     return pd.DataFrame(
         {
             "source": "reference",
@@ -124,7 +124,7 @@ def baseline_interval(
     return stats.mean_interval(values, rng=stats.rng_for(0, "baseline"), confidence=confidence)
 
 
-def run_baseline(
+def reference_baseline(
     references: Path,
     metric: str,
     out: Path,
@@ -171,7 +171,7 @@ def run_baseline(
 
 
 def read_baseline(path: str | Path | None) -> pd.DataFrame | None:
-    """The baseline CSV from :func:`run_baseline`, or None."""
+    """The baseline CSV from :func:`reference_baseline`, or None."""
     if path is None:
         return None
     try:

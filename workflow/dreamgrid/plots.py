@@ -2,7 +2,7 @@
 epoch and steps with confidence bands, and contact sheets of renders sorted by distance.
 
 Every distance plot draws the "as alike as real photos" line: the mean leave-one-out distance
-among the reference photos (:func:`dreamgrid.baseline.reference_baseline`), when known.
+among the reference photos (:func:`dreamgrid.baseline.leave_one_out`), when known.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so
 nothing leaks between plots and no display is needed.

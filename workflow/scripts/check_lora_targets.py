@@ -6,7 +6,7 @@ from dreamgrid import logs, models
 from dreamgrid.train import targets
 
 with logs.snakemake_job(snakemake):
-    targets.run(
+    targets.check_lora_targets(
         models.resolve(snakemake.input.base),
         list(snakemake.params.targets),
         Path(snakemake.output[0]),

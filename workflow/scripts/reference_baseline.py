@@ -7,7 +7,7 @@ from dreamgrid.scoring import deepface_adapter
 
 with logs.snakemake_job(snakemake):
     deepface_adapter.setup_deepface(snakemake.params.deepface_home)
-    baseline.run_baseline(
+    baseline.reference_baseline(
         references=Path(snakemake.input.embeddings),
         metric=snakemake.params.metric,
         out=Path(snakemake.output[0]),

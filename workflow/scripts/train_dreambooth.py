@@ -6,7 +6,7 @@ from dreamgrid import logs, models, train
 from dreamgrid.train.spec import job_spec
 
 with logs.snakemake_job(snakemake):
-    train.run(
+    train.train_dreambooth(
         job_spec(
             dict(snakemake.params.items()),
             snakemake.input,

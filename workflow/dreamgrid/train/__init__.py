@@ -1,12 +1,12 @@
 """Train stage: one DreamBooth epoch of one arm per job (rule ``train_dreambooth``).
 
 The rule's shim builds the job's :class:`~dreamgrid.train.spec.TrainSpec` from its params
-(:func:`~dreamgrid.train.spec.job_spec`) and calls :func:`run`. The modules, in the order a
+(:func:`~dreamgrid.train.spec.job_spec`) and calls :func:`train_dreambooth`. The modules, in the order a
 job uses them: ``spec`` (settings), ``data`` (items, batches, step counts), ``cache`` (latents),
 ``state`` (resume file), ``loop`` (the epoch), ``export`` (checkpoint files); ``targets``
 checks LoRA targets, ``kohya`` imports Kohya datasets, ``testing`` builds specs for tests.
 
-``run`` imports torch and diffusers when called, so ``dreamgrid.train.spec`` and
+``train_dreambooth`` imports torch and diffusers when called, so ``dreamgrid.train.spec`` and
 ``dreamgrid.train.data.steps_per_epoch`` stay importable with the standard library alone.
 """
 
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dreamgrid.train.spec import TrainSpec
 
-__all__ = ["run"]
+__all__ = ["train_dreambooth"]
 
 
-def run(spec: TrainSpec) -> dict[str, Any]:
+def train_dreambooth(spec: TrainSpec) -> dict[str, Any]:
     """Train epoch ``spec.epoch`` of arm ``spec.arm``; see :func:`dreamgrid.train.loop.run`."""
     from dreamgrid.train.loop import run as run_epoch
 

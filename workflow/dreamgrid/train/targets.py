@@ -85,7 +85,7 @@ def check(unet: Any, targets: list[str], key: str = "lora.target_modules") -> No
     unet.add_adapter(LoraConfig(r=1, lora_alpha=1, target_modules=list(targets)))
 
 
-def run(base_model: Path, targets: list[str], out: Path) -> dict[str, Any]:
+def check_lora_targets(base_model: Path, targets: list[str], out: Path) -> dict[str, Any]:
     """The ``check_lora_targets`` job: check ``targets`` against the prepared base model.
 
     Returns:
