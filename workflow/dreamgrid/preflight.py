@@ -47,9 +47,9 @@ def check_images(directory: str | Path, role: str, resolution: int | None = None
     return rows
 
 
-def _fingerprint(paths: list[Path], settings: dict[str, Any]) -> str:
+def _fingerprint(files: list[Path], settings: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in paths:
+    for path in files:
         digest.update(path.name.encode())
         digest.update(bytes.fromhex(file_hash(path)))
     return digest.hexdigest()
