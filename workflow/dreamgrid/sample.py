@@ -375,29 +375,24 @@ def render(
         settings.height,
         settings.batch_size,
     )
+    # What every render of this call shares: in its PNG text and in its table row.
+    shared = {
+        "prompt_set": settings.prompt_set,
+        "prompt": prompt,
+        "negative": negative,
+        "steps": settings.steps,
+        "cfg": settings.cfg,
+        "scheduler": settings.scheduler,
+    }
     for seed, image in images:
         name = render_name(seed)
-        meta = {
-            "seed": seed,
-            "prompt_set": settings.prompt_set,
-            "prompt": prompt,
-            "negative": negative,
-            "steps": settings.steps,
-            "cfg": settings.cfg,
-            "scheduler": settings.scheduler,
-            "checkpoint": checkpoint_label,
-        }
+        meta = {"seed": seed, **shared, "checkpoint": checkpoint_label}
         image.save(out_dir / name, pnginfo=png_info(meta))
         rows.append(
             {
                 "seed": seed,
                 "image": name,
-                "prompt_set": settings.prompt_set,
-                "prompt": prompt,
-                "negative": negative,
-                "steps": settings.steps,
-                "cfg": settings.cfg,
-                "scheduler": settings.scheduler,
+                **shared,
                 "width": settings.width,
                 "height": settings.height,
             }
