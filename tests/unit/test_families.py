@@ -67,6 +67,33 @@ def test_sd15_single_file_exported_by_dreamgrid_is_detected(folders, tmp_path):
     assert detect_family(path) == "sd15"
 
 
+def test_sd15_full_size_key_set_is_detected(tmp_path):
+    """The key names of a full-size SD 1.5 file (as dreamgrid's export writes them for SD 1.5's
+    shapes, built on the meta device), each with a 1-sized tensor of the same rank."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from dreamgrid.train.export import ldm_state
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(
+            sample_size=64, cross_attention_dim=768, attention_head_dim=8, layers_per_block=2
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12)
+        )
+    keys = {k: (1,) * v.dim() for k, v in ldm_state(unet, vae, text_encoder).items()}
+    assert CHECKPOINT_KEY_NAMES["v1"] in keys
+    assert detect_family(write(tmp_path / "v1-5.safetensors", keys)) == "sd15"
+
+
 @pytest.mark.parametrize(
     "keys, family",
     [
