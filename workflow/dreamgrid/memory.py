@@ -485,10 +485,13 @@ def tiny_models() -> dict[str, Any]:
 
     from dreamgrid import tiny
 
+    vocab = tiny.tiny_vocab_size()
+    # Its tokenizer's start and end tokens are the last two of the vocabulary.
+    ids = {"bos_token_id": vocab - 2, "eos_token_id": vocab - 1, "pad_token_id": vocab - 1}
     with torch.device("meta"):
         return {
             "text_encoder": CLIPTextModel(
-                CLIPTextConfig(**tiny.TINY_TEXT_ENCODER, vocab_size=tiny.tiny_vocab_size())
+                CLIPTextConfig(**tiny.TINY_TEXT_ENCODER, vocab_size=vocab, **ids)
             ),
             "unet": UNet2DConditionModel(**tiny.TINY_UNET),
             "vae": AutoencoderKL(**tiny.TINY_VAE),
@@ -528,7 +531,7 @@ def base_model(config: dict[str, Any], prepared: str | Path | None = None) -> Ba
         built = tiny_models()
         counts = {name: _numel(model) for name, model in built.items()}
         return BaseModel("sd15", counts, built, "counted from the tiny model's configs")
-    return BaseModel("sd15", dict(PUBLISHED["sd15"]), None, "published SD 1.5 sizes")
+    return BaseModel("sd15", dict(PUBLISHED["sd15"]), None, "from SD 1.5's published sizes")
 
 
 @dataclass
