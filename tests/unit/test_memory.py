@@ -30,6 +30,21 @@ def test_folder_counts_equal_the_loaded_components(tiny_folder):
     assert tiny == counts
 
 
+def test_counts_come_from_the_model_the_config_names(tiny_folder, tmp_path):
+    def config(source):
+        return {"base_model": source, "allow_pickle": False}
+
+    # The prepared tiny folder counts for a tiny base model, not for a hub id.
+    assert memory.base_model(config("tiny"), tiny_folder).source == f"counted in {tiny_folder}"
+    hub = memory.base_model(config("org/model"), tiny_folder)
+    assert hub.counts == PUBLISHED["sd15"] and hub.models is None
+    # A local diffusers folder is counted itself; nothing prepared: the tiny configs.
+    assert memory.base_model(config(str(tiny_folder)), tmp_path).counts == memory.count_folder(
+        tiny_folder
+    )
+    assert memory.base_model(config("tiny"), tmp_path).source.endswith("tiny model's configs")
+
+
 @pytest.mark.parametrize("family", memory.FAMILIES)
 def test_published_counts_equal_the_meta_counts_of_the_real_configs(family):
     assert memory.meta_counts(family) == PUBLISHED[family]

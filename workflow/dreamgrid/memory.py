@@ -510,19 +510,23 @@ class BaseModel:
 
 
 def base_model(config: dict[str, Any], prepared: str | Path | None = None) -> BaseModel:
-    """The base model's counts: from the prepared folder (results/models/base) when it exists,
-    else from a local diffusers folder or the tiny model's configs, else SD 1.5's published
-    sizes (a hub id or single file not yet prepared; today every arm trains SD 1.5)."""
+    """The base model's counts: from base_model's folder when it is a local diffusers folder,
+    else from the prepared folder (results/models/base) when it exists and is not another
+    model (the demo's tiny one beside a real base_model), else from the tiny model's configs,
+    else SD 1.5's published sizes (a hub id or single file not yet prepared; today every arm
+    trains SD 1.5). A folder prepared from an earlier hub id is counted as it is."""
     from dreamgrid import models, paths
     from dreamgrid.config import TINY
 
     prepared = Path(paths.BASE_MODEL_DIR if prepared is None else prepared)
     source = config["base_model"]
+    kind = models.classify(source, config["allow_pickle"])
     folder = None
-    if (prepared / "model_index.json").is_file():
-        folder = prepared
-    elif source != TINY and models.classify(source, config["allow_pickle"]) == "dir":
+    if kind == "dir":
         folder = Path(source).expanduser()
+    elif (prepared / "model_index.json").is_file() and models.is_tiny(prepared) == (kind == "tiny"):
+        # A folder another base_model left behind (the demo's tiny one) is not this model.
+        folder = prepared
     if folder is not None and (folder / "model_index.json").is_file():
         built = folder_models(folder)
         counts = {name: _numel(model) for name, model in built.items()}
