@@ -125,6 +125,12 @@ def test_flux_full_does_not_fit_24gib_and_sd15_lora_fits_8gib():
     lora = estimate_training("sd15", PUBLISHED["sd15"], method="lora", precision="fp16",
                              resolution=512, gradient_checkpointing=True)  # fmt: skip
     assert memory.fits(lora, 8 * GIB)
+    # FLUX LoRA with cached embeddings: the bf16 transformer and VAE stay, T5 and CLIP go.
+    flux_lora = estimate_training("flux", PUBLISHED["flux"], method="lora", precision="bf16",
+                                  cached_text_embeddings=True, gradient_checkpointing=True)  # fmt: skip
+    assert flux_lora.frozen_weights == 2 * (
+        PUBLISHED["flux"]["transformer"] + PUBLISHED["flux"]["vae"]
+    )
     # Published LoRA shapes: rank 4 on SD 1.5's attention projections (diffusers' default).
     assert lora.trainable_weights == 4 * 797_184
 

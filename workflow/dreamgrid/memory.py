@@ -338,6 +338,7 @@ def estimate_training(
     lora_rank: int = 4,
     lora_targets: list[str] | tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0"),
     lora_trainable: int | None = None,
+    cached_text_embeddings: bool = False,
 ) -> Estimate:
     """GPU memory of one training job, by part. An ESTIMATE: weights, gradients and optimizer
     states are exact for the counts given; activations and overhead are coefficients from
@@ -359,6 +360,9 @@ def estimate_training(
         batch_size: images per step (class images of paired prior preservation included).
         lora_trainable: the adapters' parameters, when counted already (else from the
             published denoiser's shapes).
+        cached_text_embeddings: frozen text encoders are freed once their embeddings are
+            cached (diffusers' FLUX and SD3 DreamBooth scripts); dreamgrid's SD 1.5 trainer
+            keeps its text encoder on the GPU, so False there.
     """
     if family not in FAMILIES:
         raise ValueError(f"family {family!r}: one of {', '.join(FAMILIES)}")
@@ -375,7 +379,8 @@ def estimate_training(
         if lora_trainable is None:
             lora_trainable = _published_lora(family, lora_rank, tuple(lora_targets))
         trainable += lora_trainable
-    frozen = sum(n for name, n in counts.items() if name not in trained)
+    resident = [n for n in counts if not (cached_text_embeddings and n in encoders)]
+    frozen = sum(counts[name] for name in resident if name not in trained)
     side = resolution or BASE_RESOLUTION[family]
     without, with_ = TRAIN_ACTIVATIONS_GIB[family]
     per_image = with_ if gradient_checkpointing else without
