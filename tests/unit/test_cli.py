@@ -287,6 +287,12 @@ def test_check_cli_success_prints_the_grid(tmp_path):
     assert "  rare-genreg-nocap: token='ohwx' regularization=generated captions=none" in lines
     assert "12 renders per checkpoint in shards of 4; prompt sets: main" in lines
     assert any(line.startswith("scored with Dlib/dlib (cosine); thresholds ") for line in lines)
+    # GPU memory per arm, counted from the tiny model's configs (no GPU is checked here).
+    assert (
+        "GPU memory per arm (estimates; parameters counted from the tiny model's configs):" in lines
+    )
+    assert any(line.startswith("  arm rare-genreg-nocap: train ~") for line in lines)
+    assert any(line.startswith("GPU memory: ") for line in lines)
     # nothing written but the face weights the reference check needs, prepared where
     # prepare_face_models keeps them (score.deepface_home), as the workflow would
     written = {
@@ -297,6 +303,41 @@ def test_check_cli_success_prints_the_grid(tmp_path):
         "results/models/deepface/.deepface/weights/shape_predictor_5_face_landmarks.dat",
         "results/models/deepface/.deepface/weights/dlib_face_recognition_resnet_model_v1.dat",
     }
+
+
+def test_check_cli_refuses_an_arm_that_cannot_fit_the_gpu(tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        f"subject: {{class_word: man, train_images: {DEMO / 'train'}, "
+        f"references: {DEMO / 'references'}}}\n"
+        "base_model: tiny\ncaption: {model: tiny}\n"
+        "axes: {token: {rare: ohwx}, method: [full, lora]}\n"
+        "training: {epochs: 1, resolution: 64}\n"
+        "sample: {count: 4, shard_size: 4, batch_size: 4, width: 64, height: 64}\n"
+    )
+    env = {**os.environ, "DEEPFACE_HOME": str(tmp_path / "deepface")}
+    result = subprocess.run(
+        [sys.executable, "-m", "dreamgrid", "check", str(config), "--gpu-memory", "0.5"],
+        capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    # One error line (peft's import may log a bitsandbytes warning before it).
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dreamgrid: error")]
+    assert len(errors) == 1
+    message = errors[0]
+    assert message.startswith("dreamgrid: error: arm rare-noreg-nocap: training needs about ")
+    assert "more than the 0.5 GiB of --gpu-memory" in message
+    assert "overhead 1.2 GiB" in message and "gradient_checkpointing: true" in message
+    assert "1 more arm(s) do not fit either" in message
+    assert not (tmp_path / "results").exists()
+    # A GPU that fits: the check passes the memory step (and lists the estimates).
+    from dreamgrid import config as cfg
+    from dreamgrid import memory
+
+    lines = memory.check_config(cfg.load(config), gpu_gib=80, prepared=tmp_path / "none")
+    assert lines[-1] == "GPU memory: every arm fits the 80.0 GiB of --gpu-memory"
+    assert any(line.startswith("  arm rare-noreg-nocap-lora: train ~") for line in lines)
 
 
 def test_the_commands_default_to_the_workflows_report_settings():

@@ -6,7 +6,7 @@ dreamgrid compare --scores F.csv --out comparisons.csv   paired tests between ar
 dreamgrid report --scores F.csv --out DIR [--baseline B.csv]   tables, summary.md, verdict.json
 dreamgrid power --scores F.csv --effect 0.01 [--share-effect 5]   renders and runs for 80% power
 dreamgrid rank-candidates --references DIR --candidates DIR --out ranking.csv   look-alike names
-dreamgrid check CONFIG        validate a config and list its arms
+dreamgrid check CONFIG [--gpu-memory GiB]   validate a config, list its arms and their GPU memory
 dreamgrid fetch CONFIG [--to DIR]   download every model CONFIG needs (for offline machines)
 dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
 """
@@ -372,10 +372,12 @@ def _rank_candidates(args: argparse.Namespace) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     from dreamgrid import config as cfg
-    from dreamgrid import preflight
+    from dreamgrid import memory, preflight
     from dreamgrid.dag import Grid
 
     config = cfg.load(args.config)
+    # Before the preflight, which may fetch face weights: a refusal writes nothing.
+    memory_lines = memory.check_config(config, args.gpu_memory)
     preflight.run(config)
     grid = Grid(config)
     arms = cfg.expand_arms(config)
@@ -395,6 +397,7 @@ def _check(args: argparse.Namespace) -> None:
     thresholds = ", ".join(f"{t:g}" for t in score["thresholds"])
     print(f"scored with {score['model']}/{score['detector']} ({score['metric']}); "
           f"thresholds {thresholds}")  # fmt: skip
+    print("\n".join(memory_lines))
     for warning in cfg.threshold_warnings(config):
         print(f"warning: {warning}")
 
@@ -572,9 +575,19 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         "validate a config, check its inputs, list its arms",
         "Validate CONFIG alone (with the schema's defaults; the demo's config/config.yaml is "
-        "not merged in), open every input image, and print the grid it plans.",
+        "not merged in), open every input image, and print the grid it plans with an "
+        "estimate of each arm's GPU memory for training and sampling. Refuses an arm that "
+        "cannot fit the largest visible GPU (or --gpu-memory).",
     )
     check.add_argument("config", type=Path, help="YAML config file")
+    check.add_argument(
+        "--gpu-memory",
+        type=float,
+        default=None,
+        metavar="GiB",
+        help="check the estimates against a GPU of this many GiB (e.g. a SLURM node's) instead "
+        "of the largest one visible here",
+    )
     check.set_defaults(func=_check)
 
     fetch = command(

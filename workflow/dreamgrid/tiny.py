@@ -55,6 +55,35 @@ TINY_UNET = {
 }
 
 
+#: The tiny VAE's config (downsamples by 2).
+TINY_VAE = {
+    "block_out_channels": (32, 64),
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    "up_block_types": ("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    "latent_channels": 4,
+    "norm_num_groups": 8,
+    "sample_size": 64,
+}
+
+#: The tiny CLIP text encoder's config, less its tokenizer's ids and vocabulary size.
+TINY_TEXT_ENCODER = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 77,
+    "projection_dim": 32,
+}
+
+
+def tiny_vocab_size() -> int:
+    """The tiny CLIP tokenizer's vocabulary: byte characters, their end-of-word forms, and
+    the start and end tokens (see :func:`write_clip_tokenizer`)."""
+    return 2 * len(_byte_vocab()) + 2
+
+
 def build_tiny_sd(out: str | Path, seed: int = 0) -> Path:
     """Save a tiny StableDiffusionPipeline (diffusers layout) with random weights to ``out``.
 
@@ -74,28 +103,14 @@ def build_tiny_sd(out: str | Path, seed: int = 0) -> Path:
     tokenizer_dir = write_clip_tokenizer(out / "_tokenizer_src")
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     unet = UNet2DConditionModel(**TINY_UNET)
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-    )
+    vae = AutoencoderKL(**TINY_VAE)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
             vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-            projection_dim=32,
+            **TINY_TEXT_ENCODER,
         )
     )
     # SD 1.5 ships a PNDM scheduler with these settings; training reads it as DDPM.
