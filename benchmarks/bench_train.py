@@ -115,7 +115,7 @@ def reference_epoch(spec, accelerator, models, batches, optimizer, lr_scheduler)
     generator.manual_seed(derive_seed(spec.seed, spec.epoch, "noise"))
     vae, unet, text_encoder, scheduler = (
         models.vae,
-        models.unet,
+        models.denoiser,
         models.text_encoder,
         models.noise_scheduler,
     )

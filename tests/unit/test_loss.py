@@ -47,7 +47,7 @@ def setup(tiny: Path, tmp_path: Path, prediction: str = "epsilon", **changes):
     models = load_models(spec, torch.device("cpu"))
     if prediction != "epsilon":
         models.noise_scheduler.register_to_config(prediction_type=prediction)
-    models.unet = RecordingUNet(models.unet)
+    models.denoiser = RecordingUNet(models.denoiser)
     return spec, models
 
 
@@ -69,7 +69,7 @@ def batch_of(models, weights: list[float], is_reg: list[bool], size: int = 8) ->
 
 def expected_loss(models, batch, gamma=None, paired=False) -> torch.Tensor:
     """The loss from the formulas, given what the UNet saw and predicted."""
-    noisy, timesteps, pred = models.unet.calls[-1]
+    noisy, timesteps, pred = models.denoiser.calls[-1]
     scheduler = models.noise_scheduler
     latents = batch["latent_mean"] * models.vae.config.scaling_factor
     alpha = scheduler.alphas_cumprod[timesteps].float().view(-1, 1, 1, 1)
@@ -138,7 +138,7 @@ def test_noise_offset_shifts_each_channel_by_its_size(tiny, tmp_path, offset):
     for _ in range(40):
         batch = batch_of(models, [1.0, 1.0], [False, False], size=size)
         compute_loss(spec, models, batch, generator, torch.device("cpu"))
-        noisy, timesteps, _ = models.unet.calls[-1]
+        noisy, timesteps, _ = models.denoiser.calls[-1]
         alpha = models.noise_scheduler.alphas_cumprod[timesteps].float().view(-1, 1, 1, 1)
         latents = batch["latent_mean"] * models.vae.config.scaling_factor
         noise = (noisy.float() - alpha.sqrt() * latents) / (1 - alpha).sqrt()
@@ -180,7 +180,7 @@ def test_steps_of_the_trainer_equal_diffusers_reference_step(tiny, tmp_path, met
 def test_min_snr_weights_damp_low_noise_steps_only(tiny):
     from diffusers import DDPMScheduler
 
-    from dreamgrid.train.loop import min_snr_weights
+    from dreamgrid.train.sd15 import min_snr_weights
 
     scheduler = DDPMScheduler.from_pretrained(tiny, subfolder="scheduler")
     weights = min_snr_weights(scheduler, torch.tensor([1, 50, 500, 999]), gamma=5.0)

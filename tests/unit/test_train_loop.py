@@ -198,7 +198,9 @@ def test_lora_arm_trains_only_the_adapter_and_saves_it_kohya_style(tiny_model, d
     # Epoch 2 resumes the adapter and its moments from the state; a replay gives the same.
     resumed = next_epoch(spec, tmp_path / "a", state=copy_state(spec, tmp_path / "sa"))
     replayed = next_epoch(spec, tmp_path / "b", state=tmp_path / "none.safetensors")
-    assert train_dreambooth(resumed)["replayed"] == 0 and train_dreambooth(replayed)["replayed"] == 1
+    assert (
+        train_dreambooth(resumed)["replayed"] == 0 and train_dreambooth(replayed)["replayed"] == 1
+    )
     ta, tb = load_file(str(resumed.out_checkpoint)), load_file(str(replayed.out_checkpoint))
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
 
@@ -281,6 +283,7 @@ def test_bf16_mixed_precision_runs_on_cpu(tiny_model, data, tmp_path, method):
 #: The checkpoint metadata of two sample specs, as written since versions.TRAIN 2: the keys and
 #: values of every checkpoint's .json and safetensors header (a change here is an output change).
 COMMON_METADATA = {
+    "family": "sd15",  # recorded since base models became an axis
     "epoch": 2,
     "steps": 10,
     "steps_per_epoch": 4,

@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,12 +249,18 @@ class DreamBoothDataset:
 
     Each image is preprocessed once per size and cached: with repeats the same few images
     recur. With a ``latents`` cache (:class:`dreamgrid.train.cache.LatentCache`) items carry
-    the VAE's latent mean and std instead of pixels.
+    the VAE's latent mean and std instead of pixels. ``tokenize`` turns a caption into the
+    family's ``input_ids*`` tensors (one per text encoder).
     """
 
-    def __init__(self, items: list[Item], tokenizer: Any, latents: Any = None) -> None:
+    def __init__(
+        self,
+        items: list[Item],
+        tokenize: Callable[[str], dict[str, Any]],
+        latents: Any = None,
+    ) -> None:
         self.items = items
-        self.tokenizer = tokenizer
+        self.tokenize = tokenize
         self.latents = latents
         self._pixels: dict[tuple[Path, tuple[int, int]], Any] = {}
 
@@ -270,16 +277,9 @@ class DreamBoothDataset:
             if key not in self._pixels:
                 self._pixels[key] = preprocess(item.image, item.size)
             image = {"pixel_values": self._pixels[key]}
-        input_ids = self.tokenizer(
-            item.caption,
-            padding="max_length",
-            truncation=True,
-            max_length=self.tokenizer.model_max_length,
-            return_tensors="pt",
-        ).input_ids[0]
         return {
             **image,
-            "input_ids": input_ids,
+            **self.tokenize(item.caption),
             "weight": item.weight,
             "is_reg": item.is_reg,
         }
@@ -287,13 +287,15 @@ class DreamBoothDataset:
 
 def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack a batch: pixel_values (B,3,H,W) or latent_mean/latent_std (B,C,h,w),
-    input_ids (B,77), weight (B,), is_reg (B,)."""
+    input_ids* (B, tokens) per text encoder, weight (B,), is_reg (B,)."""
     import torch
 
-    images = [k for k in ("pixel_values", "latent_mean", "latent_std") if k in examples[0]]
+    first = examples[0]
+    images = [k for k in ("pixel_values", "latent_mean", "latent_std") if k in first]
+    token_ids = [k for k in first if k.startswith("input_ids")]
     return {
         **{k: torch.stack([e[k] for e in examples]).float() for k in images},
-        "input_ids": torch.stack([e["input_ids"] for e in examples]),
+        **{k: torch.stack([e[k] for e in examples]) for k in token_ids},
         "weight": torch.tensor([e["weight"] for e in examples], dtype=torch.float32),
         "is_reg": torch.tensor([e["is_reg"] for e in examples], dtype=torch.bool),
     }

@@ -1,7 +1,9 @@
 """Train one epoch of one arm: diffusers ``train_dreambooth.py`` order, one function per step.
 
 spec -> accelerator and seed -> frozen models -> optimizer -> resume state -> data -> loop ->
-checkpoint (SD single file), loss log and resume state. Each job trains one epoch from the
+checkpoint, loss log and resume state. What differs by base-model family (which parts load,
+how captions become conditioning, the objective, the checkpoint format) is in the family's
+module, ``dreamgrid.train.<family>`` (:mod:`~dreamgrid.train.sd15` documents the interface). Each job trains one epoch from the
 arm's resume state; every random stream is seeded from ``(seed, epoch)``, so an epoch gives the
 same tensors whichever process runs it (on the same device and software).
 """
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
+import importlib
 import itertools
 import json
 import logging
@@ -19,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -27,35 +30,58 @@ from dreamgrid.errors import DreamgridError, SpecError
 from dreamgrid.io import atomic_path, file_hash, list_images
 from dreamgrid.train.data import DreamBoothDataset, collate_fn, derive_seed, epoch_batches
 from dreamgrid.train.data import steps_per_epoch as count_steps
-from dreamgrid.train.export import save_lora, save_sd_checkpoint
 from dreamgrid.train.spec import TrainSpec
 from dreamgrid.train.state import StateInfo, load_state, save_state
 from dreamgrid.train.state import read_info as read_state_info
 
 logger = logging.getLogger(__name__)
 
-MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass
 class Models:
-    """The pipeline parts training uses; ``named_params`` are the trained parameters in the
-    optimizer's order (``unet.<name>`` then ``text_encoder.<name>``)."""
+    """The pipeline parts training uses.
+
+    ``denoiser`` is the model trained to denoise: the UNet (SD 1.5, SDXL) or the transformer
+    (FLUX). ``named_params`` are the trained parameters in the optimizer's order (the
+    denoiser's, e.g. ``unet.<name>``, then ``text_encoder.<name>``); their names are the keys of
+    the resume state. Families with a second text encoder (SDXL's CLIP-G, FLUX's T5) fill
+    ``tokenizer_2`` and ``text_encoder_2``.
+    """
 
     tokenizer: Any
     text_encoder: Any
     vae: Any
-    unet: Any
+    denoiser: Any
     noise_scheduler: Any
     weight_dtype: torch.dtype
     named_params: dict[str, torch.nn.Parameter]
+    family: str
+    tokenizer_2: Any = None
+    text_encoder_2: Any = None
     latents: Any = None  # LatentCache when spec.cache_latents
-    text_embeddings: dict[bytes, torch.Tensor] = dataclasses.field(default_factory=dict)
+    # Frozen text encoders' outputs by caption token ids (cache_text_embeddings).
+    text_embeddings: dict[bytes, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
         return list(self.named_params.values())
+
+
+def trainer(spec: TrainSpec) -> Any:
+    """The family module that trains ``spec.family`` (e.g. :mod:`dreamgrid.train.sd15`)."""
+    return family_module(spec.family)
+
+
+@functools.cache
+def family_module(family: str) -> Any:
+    return importlib.import_module(f"dreamgrid.train.{family}")
+
+
+def load_models(spec: TrainSpec, device: torch.device) -> Models:
+    """The base model's parts as the family's trainer loads them (trained parts float32)."""
+    return trainer(spec).load_models(spec, device)
 
 
 def run(spec: TrainSpec) -> dict[str, Any]:
@@ -112,14 +138,12 @@ def run(spec: TrainSpec) -> dict[str, Any]:
 
     metadata = checkpoint_metadata(spec, batches, steps, n_steps, losses)
     loss_log = write_loss_log(spec, losses, previous_steps, lr_scheduler.get_last_lr()[0])
-    unet = accelerator.unwrap_model(models.unet)
-    if spec.method == "lora":
-        save_lora(spec.out_checkpoint, unet, spec.lora_alpha, metadata, spec.save_precision)
-    else:
-        text_encoder = accelerator.unwrap_model(models.text_encoder)
-        save_sd_checkpoint(
-            spec.out_checkpoint, unet, models.vae, text_encoder, metadata, spec.save_precision
-        )
+    unwrapped = dataclasses.replace(
+        models,
+        denoiser=accelerator.unwrap_model(models.denoiser),
+        text_encoder=accelerator.unwrap_model(models.text_encoder),
+    )
+    trainer(spec).save_checkpoint(spec, unwrapped, metadata)
     # Written last: a job killed before this point leaves the state of epoch e-1 to rerun from.
     info = StateInfo(spec.epoch, steps, spec.fingerprint(), file_hash(meta_path(spec)))
     save_state(spec.state, models.named_params, optimizer, info, accelerator.scaler)
@@ -173,10 +197,10 @@ def meta_path(spec: TrainSpec) -> Path:
 def check_inputs(spec: TrainSpec) -> None:
     """Fail early, naming the path, if an input the job reads is missing."""
     base = spec.base_model
-    missing = [part for part in MODEL_PARTS if not (base / part).is_dir()]
+    missing = [part for part in trainer(spec).MODEL_PARTS if not (base / part).is_dir()]
     if missing:
         raise SpecError(
-            f"{base}: not a diffusers Stable Diffusion folder (missing {', '.join(missing)}). "
+            f"{base}: not a diffusers {spec.family} folder (missing {', '.join(missing)}). "
             f"Point base_model at a pipeline saved with save_pretrained."
         )
     list_images(spec.instance_dir)
@@ -203,77 +227,6 @@ def make_accelerator(spec: TrainSpec) -> Any:
             "launch without --multi_gpu / --num_processes."
         )
     return accelerator
-
-
-def load_models(spec: TrainSpec, device: torch.device) -> Models:
-    """Load the base model's parts; freeze the VAE (and text encoder unless it is trained)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    base = str(spec.base_model)
-    tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
-    vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
-    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
-    noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
-    if noise_scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
-        raise SpecError(
-            f"{base}: scheduler prediction_type {noise_scheduler.config.prediction_type!r} "
-            f"is not supported (epsilon or v_prediction)."
-        )
-    weight_dtype = DTYPES[spec.mixed_precision]
-    # Frozen parts run in the mixed-precision dtype (a cast to float32 is skipped: it only
-    # makes diffusers warn). Trained parts stay float32 and are moved by accelerate.
-    cast = {} if weight_dtype == torch.float32 else {"dtype": weight_dtype}
-    vae.requires_grad_(False)
-    vae.to(device, **cast)
-    text_encoder.requires_grad_(spec.train_text_encoder)
-    if spec.train_text_encoder:
-        text_encoder.train()
-    else:
-        text_encoder.to(device, **cast)
-    if spec.method == "lora":
-        add_lora(spec, unet, device, weight_dtype)
-    # torch's scaled_dot_product_attention (flash / memory-efficient kernels on GPU); diffusers
-    # picks it on torch 2 anyway, set here so no saved processor config overrides it.
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    unet.set_attn_processor(AttnProcessor2_0())
-    unet.train()
-    if spec.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if spec.train_text_encoder:
-            # transformers 5 renamed gradient_checkpointing_enable.
-            enable = getattr(text_encoder, "activation_checkpointing_enable", None)
-            (enable or text_encoder.gradient_checkpointing_enable)()
-    named = {f"unet.{k}": p for k, p in unet.named_parameters() if p.requires_grad}
-    if spec.train_text_encoder:
-        named.update({f"text_encoder.{k}": p for k, p in text_encoder.named_parameters()})
-    return Models(tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype, named)
-
-
-def add_lora(spec: TrainSpec, unet: Any, device: torch.device, weight_dtype: torch.dtype) -> None:
-    """Freeze the UNet and give it a peft LoRA adapter (diffusers' train_dreambooth_lora).
-
-    The frozen weights run in the mixed-precision dtype; the adapter stays float32. Its
-    random init is seeded from the spec's seed, so every epoch's replay starts alike.
-    """
-    from diffusers.training_utils import cast_training_params
-    from peft import LoraConfig
-
-    unet.requires_grad_(False)
-    if weight_dtype != torch.float32:
-        unet.to(device, dtype=weight_dtype)
-    set_seed(derive_seed(spec.seed, 0, "lora-init") % 2**32)
-    unet.add_adapter(
-        LoraConfig(
-            r=spec.lora_rank,
-            lora_alpha=spec.lora_alpha,
-            init_lora_weights="gaussian",
-            target_modules=list(spec.lora_target_modules),
-        )
-    )
-    cast_training_params(unet, dtype=torch.float32)
 
 
 def restore(spec: TrainSpec, models: Models, optimizer: Any, scaler: Any = None) -> tuple[int, int]:
@@ -321,12 +274,12 @@ def restore(spec: TrainSpec, models: Models, optimizer: Any, scaler: Any = None)
 def prepare_optimizer(spec: TrainSpec, accelerator: Any, models: Models) -> tuple[Any, Any]:
     """Optimizer and LR schedule, prepared by accelerate with the trained models.
 
-    Replaces ``models.unet`` (and a trained ``models.text_encoder``) by their prepared forms.
+    Replaces ``models.denoiser`` (and a trained ``models.text_encoder``) by their prepared forms.
     """
     optimizer, lr_scheduler = make_optimizer(spec, models)
-    parts = [models.unet] + ([models.text_encoder] if spec.train_text_encoder else [])
+    parts = [models.denoiser] + ([models.text_encoder] if spec.train_text_encoder else [])
     prepared = accelerator.prepare(*parts, optimizer, lr_scheduler)
-    models.unet = prepared[0]
+    models.denoiser = prepared[0]
     if spec.train_text_encoder:
         models.text_encoder = prepared[1]
     return prepared[-2], prepared[-1]
@@ -337,7 +290,9 @@ def make_dataloader(accelerator: Any, models: Models, batches: list[list[Any]]) 
     items = [item for batch in batches for item in batch]
     bounds = itertools.accumulate((len(batch) for batch in batches), initial=0)
     dataloader = torch.utils.data.DataLoader(
-        DreamBoothDataset(items, models.tokenizer, models.latents),
+        DreamBoothDataset(
+            items, functools.partial(family_module(models.family).tokenize, models), models.latents
+        ),
         batch_sampler=[list(range(a, b)) for a, b in itertools.pairwise(bounds)],
         collate_fn=collate_fn,
         num_workers=0,
@@ -349,12 +304,12 @@ def make_optimizer(spec: TrainSpec, models: Models) -> tuple[Any, Any]:
     """AdamW over the trained parameters and the spec's learning-rate schedule.
 
     The text encoder, when trained, is its own parameter group with ``text_encoder_lr``
-    (default: the UNet's learning rate), as Kohya's ``--learning_rate_te``.
+    (default: the denoiser's learning rate), as Kohya's ``--learning_rate_te``.
     """
     from diffusers.optimization import get_scheduler
 
-    unet = [p for k, p in models.named_params.items() if k.startswith("unet.")]
-    groups = [{"params": unet, "lr": spec.learning_rate}]
+    denoiser = [p for k, p in models.named_params.items() if not k.startswith("text_encoder.")]
+    groups = [{"params": denoiser, "lr": spec.learning_rate}]
     if spec.train_text_encoder:
         text = [p for k, p in models.named_params.items() if k.startswith("text_encoder.")]
         groups.append({"params": text, "lr": spec.text_encoder_lr or spec.learning_rate})
@@ -438,56 +393,14 @@ def compute_loss(
     generator: torch.Generator,
     device: torch.device,
 ) -> torch.Tensor:
-    """Weighted noise-prediction MSE of one batch (instance weight 1, class prior_loss_weight).
+    """Weighted loss of one batch: the family's objective per item (instance weight 1, class
+    prior_loss_weight).
 
     Kohya averages the weighted per-item losses over the batch. In ``paired`` batches the sum
     is divided by the instance items only, as diffusers' ``instance + w * prior`` does.
     """
-    scheduler = models.noise_scheduler
-    # Latents of the images: a draw from the VAE's distribution (cached or encoded now).
-    if "latent_mean" in batch:
-        # Cached distribution: the same draw DiagonalGaussianDistribution.sample makes.
-        mean = batch["latent_mean"].to(device, dtype=models.weight_dtype)
-        std = batch["latent_std"].to(device, dtype=models.weight_dtype)
-        sample = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
-        latents = mean + std * sample
-    else:
-        pixel_values = batch["pixel_values"].to(device, dtype=models.weight_dtype)
-        with torch.no_grad():
-            latents = models.vae.encode(pixel_values).latent_dist.sample(generator=generator)
-    latents = latents * models.vae.config.scaling_factor
-    # Sample the noise to add to the latents.
-    noise = torch.randn(latents.shape, generator=generator, device=device).to(latents.dtype)
-    if spec.noise_offset:
-        # Kohya / diffusers noise offset: a per-channel shift lets the model learn brightness.
-        shift = torch.randn(
-            (latents.shape[0], latents.shape[1], 1, 1), generator=generator, device=device
-        )
-        noise = noise + spec.noise_offset * shift.to(latents.dtype)
-    # Sample a random timestep per image, and add noise to the latents at that timestep
-    # (the forward diffusion process).
-    timesteps = torch.randint(
-        0,
-        scheduler.config.num_train_timesteps,
-        (latents.shape[0],),
-        generator=generator,
-        device=device,
-    ).long()
-    noisy_latents = scheduler.add_noise(latents, noise, timesteps)
-    # Condition on the captions' text embeddings, and predict the noise residual.
-    encoder_hidden_states = encode_text(spec, models, batch["input_ids"].to(device))
-    model_pred = models.unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
-    # The target depends on the model's prediction type: the noise, or the velocity.
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    # MSE per image, then the weights: min-SNR per timestep, and the prior-preservation
-    # weight of class images (instance images weigh 1).
-    per_item = F.mse_loss(model_pred.float(), target.float(), reduction="none")
-    per_item = per_item.mean(dim=list(range(1, per_item.ndim)))
-    if spec.min_snr_gamma is not None:
-        per_item = per_item * min_snr_weights(scheduler, timesteps, spec.min_snr_gamma)
+    latents = image_latents(models, batch, generator, device)
+    per_item = trainer(spec).per_item_loss(spec, models, batch, latents, generator, device)
     weighted = per_item * batch["weight"].to(device)
     # Paired batches average over instance images only (diffusers' instance + w * prior).
     if spec.reg_mode == "paired" and spec.regularization:
@@ -495,35 +408,20 @@ def compute_loss(
     return weighted.mean()
 
 
-def encode_text(spec: TrainSpec, models: Models, input_ids: torch.Tensor) -> torch.Tensor:
-    """Text encoder hidden states; while the encoder is frozen, memoized per caption."""
-    if spec.text_encoder_trains(spec.epoch):
-        return models.text_encoder(input_ids, return_dict=False)[0]
-    if not spec.cache_text_embeddings:
-        with torch.no_grad():
-            return models.text_encoder(input_ids, return_dict=False)[0]
-    rows = []
-    for ids in input_ids:
-        key = ids.cpu().numpy().tobytes()
-        if key not in models.text_embeddings:
-            with torch.no_grad():
-                models.text_embeddings[key] = models.text_encoder(ids[None], return_dict=False)[0][
-                    0
-                ]
-        rows.append(models.text_embeddings[key])
-    return torch.stack(rows)
-
-
-def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023), as diffusers' training scripts use them:
-    ``min(snr, gamma) / snr`` for epsilon, ``/ (snr + 1)`` for v-prediction."""
-    from diffusers.training_utils import compute_snr
-
-    snr = compute_snr(scheduler, timesteps)
-    weights = torch.clamp(snr, max=gamma)
-    if scheduler.config.prediction_type == "v_prediction":
-        return weights / (snr + 1)
-    return weights / snr
+def image_latents(
+    models: Models, batch: dict[str, Any], generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """A draw from the VAE's latent distribution of each image (cached or encoded now),
+    before the family's scaling."""
+    if "latent_mean" in batch:
+        # Cached distribution: the same draw DiagonalGaussianDistribution.sample makes.
+        mean = batch["latent_mean"].to(device, dtype=models.weight_dtype)
+        std = batch["latent_std"].to(device, dtype=models.weight_dtype)
+        sample = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
+        return mean + std * sample
+    pixel_values = batch["pixel_values"].to(device, dtype=models.weight_dtype)
+    with torch.no_grad():
+        return models.vae.encode(pixel_values).latent_dist.sample(generator=generator)
 
 
 def checkpoint_metadata(

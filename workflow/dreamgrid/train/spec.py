@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from dreamgrid.buckets import check_bucket_settings
 from dreamgrid.errors import SpecError
+from dreamgrid.families import FAMILIES
 
 ARM_PATTERN = re.compile(r"[a-z0-9_-]+")
 _PATH_FIELDS = (
@@ -110,6 +111,9 @@ class TrainSpec:
     bucket_max_size: int | None
     bucket_step: int | None
     out_checkpoint: Path
+    # The base model's family (dreamgrid.families): picks the trainer module
+    # dreamgrid.train.<family>. Detected from the model by the workflow, never guessed here.
+    family: str = "sd15"
 
     def __post_init__(self) -> None:
         for name in _PATH_FIELDS:
@@ -119,9 +123,14 @@ class TrainSpec:
         if isinstance(self.lora_target_modules, list):  # the job's params give lists
             object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
         self._check_job()
+        self._check_family()
         self._check_method()
         self._check_buckets()
         self._check_resume()
+
+    def _check_family(self) -> None:
+        if self.family not in FAMILIES:
+            self._fail(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}.")
 
     def _fail(self, message: str) -> NoReturn:
         raise SpecError(f"train spec {self.arm}: {message}")
@@ -259,5 +268,6 @@ def job_spec(
         passes=params["passes"],
         cache_dir=params["cache_dir"],
         out_checkpoint=out_checkpoint,
+        family=params.get("family", "sd15"),
         **{**training, **params["method"]},
     )

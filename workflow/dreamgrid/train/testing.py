@@ -116,6 +116,7 @@ def job_of(spec: TrainSpec) -> dict[str, Any]:
         "state": fields.pop("state"),
         "passes": fields.pop("passes"),
         "cache_dir": fields.pop("cache_dir"),
+        "family": fields.pop("family"),
         "method": method,
     }
     epoch, checkpoint = fields.pop("epoch"), fields.pop("out_checkpoint")
