@@ -241,12 +241,16 @@ def resize_cover_crop(image, width: int, height: int):
     when ``width == height``."""
     from PIL import Image
 
-    old_w, old_h = image.size
+    new_w, new_h, left, top = cover_crop_box(*image.size, width, height)
+    if (new_w, new_h) != image.size:
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    return image.crop((left, top, left + width, top + height))
+
+
+def cover_crop_box(old_w: int, old_h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """What :func:`resize_cover_crop` does to an ``old_w`` x ``old_h`` image:
+    ``(resized width, resized height, crop left, crop top)`` (SDXL conditions on the corner)."""
     scale = max(width / old_w, height / old_h)
     new_w = max(width, round(old_w * scale))
     new_h = max(height, round(old_h * scale))
-    if (new_w, new_h) != (old_w, old_h):
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left = (new_w - width) // 2
-    top = (new_h - height) // 2
-    return image.crop((left, top, left + width, top + height))
+    return new_w, new_h, (new_w - width) // 2, (new_h - height) // 2

@@ -143,7 +143,9 @@ def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
     return {"dtype": dtype} if renamed else {"torch_dtype": dtype}
 
 
-def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None = None) -> Any:
+def load_pipeline(
+    base_model: Path, checkpoint: Path | None, device: str | None = None, family: str | None = None
+) -> Any:
     """Load the base model, then a dreamgrid checkpoint's weights over it.
 
     Args:
@@ -151,10 +153,13 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
         checkpoint: ``.safetensors`` written by the train stage (a full model in the SD
             layout, or a LoRA adapter), or None to render the base model itself.
         device: torch device; default CUDA when available, else CPU.
+        family: the base model's family (dreamgrid.families); default: read from the folder
+            (``sd15`` when it cannot tell).
 
     Returns:
-        A ``StableDiffusionPipeline`` on ``device`` (fp16 on CUDA, fp32 on CPU), without a
-        safety checker and with its own progress bar off. Its scheduler is the model's own;
+        A ``StableDiffusionPipeline`` (``StableDiffusionXLPipeline`` for SDXL) on ``device``
+        (fp16 on CUDA, fp32 on CPU), without a safety checker and with its own progress bar
+        off. Its scheduler is the model's own;
         :func:`render` swaps in the one the settings name.
 
     Raises:
@@ -183,7 +188,12 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
             f"{checkpoint}: not a checkpoint the train stage writes (an SD-layout model or a "
             "LoRA adapter). Delete it and rerun the train stage to rewrite it."
         )
-    if checkpoint is not None and is_sd_checkpoint(checkpoint):
+    family = family or base_family(base_model)
+    if checkpoint is not None:
+        check_checkpoint_family(checkpoint, base_model, family)
+    if family == "sdxl":
+        pipe = load_sdxl(base_model, checkpoint, dtype)
+    elif checkpoint is not None and is_sd_checkpoint(checkpoint):
         # Full model in the SD layout; base_model gives the configs.
         pipe = load_sd_pipeline(checkpoint, base_model, dtype)
         log.info("loaded %s (%s)", checkpoint, read_sd_metadata(checkpoint))
@@ -191,13 +201,53 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
         pipe = StableDiffusionPipeline.from_pretrained(
             base_model, **_dtype_kwarg(dtype), safety_checker=None, requires_safety_checker=False
         )
-    if checkpoint is not None and is_lora_checkpoint(checkpoint):
+    if family != "sdxl" and checkpoint is not None and is_lora_checkpoint(checkpoint):
         # A LoRA arm's epoch: the adapter (Kohya format) over the base model.
         pipe.load_lora_weights(str(checkpoint))
         log.info("loaded LoRA %s (%s)", checkpoint, read_sd_metadata(checkpoint))
     pipe = pipe.to(device)
     use_sdpa(pipe)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def base_family(base_model: Path) -> str:
+    """The family a diffusers folder's pipeline class names; ``sd15`` when it names none."""
+    from dreamgrid.families import detect
+
+    return detect(base_model).family or "sd15"
+
+
+def check_checkpoint_family(checkpoint: Path, base_model: Path, family: str) -> None:
+    """Refuse a checkpoint trained on another family than ``base_model``'s."""
+    from dreamgrid.train.export import read_metadata
+
+    trained = read_metadata(checkpoint).get("family", "sd15")
+    if trained != family:
+        raise SpecError(
+            f"{checkpoint}: trained on a {trained} model, but base_model {base_model} is "
+            f"{family}. Sample it with the base model it was trained on."
+        )
+
+
+def load_sdxl(base_model: Path, checkpoint: Path | None, dtype: Any) -> Any:
+    """An SDXL pipeline: the base folder, a full SGM-layout checkpoint over its configs, or a
+    Kohya LoRA over it. The VAE's ``force_upcast`` makes the pipeline decode in float32."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from dreamgrid.train.export import is_lora_checkpoint, is_sd_checkpoint, read_metadata
+    from dreamgrid.train.export_sdxl import load_sdxl_pipeline
+
+    if checkpoint is not None and is_sd_checkpoint(checkpoint):
+        pipe = load_sdxl_pipeline(checkpoint, base_model, dtype)
+        log.info("loaded %s (%s)", checkpoint, read_metadata(checkpoint))
+        return pipe
+    pipe = StableDiffusionXLPipeline.from_pretrained(
+        base_model, local_files_only=True, **_dtype_kwarg(dtype)
+    )
+    if checkpoint is not None and is_lora_checkpoint(checkpoint):
+        pipe.load_lora_weights(str(checkpoint))
+        log.info("loaded LoRA %s (%s)", checkpoint, read_metadata(checkpoint))
     return pipe
 
 
@@ -235,6 +285,14 @@ def long_prompt_embeddings(pipe: Any, prompt: str, negative: str) -> tuple[Any, 
     ]
     if max(len(i) for i in ids) <= window:
         return None
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        # SDXL conditions on two encoders and a pooled embedding; chunking only the first
+        # would change what the model sees, and the pipeline would cut the rest silently.
+        raise SpecError(
+            f"sample prompt of {len(ids[0])} and negative of {len(ids[1])} tokens: SDXL "
+            f"renders read at most {window} tokens per prompt here. Shorten sample.prompt / "
+            "sample.negative (or the prompt set's)."
+        )
     chunks = max(-(-len(i) // window) for i in ids)
     log.info(
         "prompt of %d and negative of %d tokens: encoded in %d chunks of %d tokens",

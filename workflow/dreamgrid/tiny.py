@@ -294,14 +294,14 @@ def _write_marker(out: Path) -> None:
     )
 
 
-def _tiny_clip_text_config(tokenizer, projection_dim: int = 32):
+def _tiny_clip_text_config(tokenizer, projection_dim: int = 32, hidden_size: int = 32):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        hidden_size=32,
+        hidden_size=hidden_size,
         intermediate_size=37,
         num_attention_heads=4,
         num_hidden_layers=2,
@@ -333,12 +333,15 @@ def _tiny_vae(latent_channels: int, **config):
 #: embedding of the second text encoder (its projection_dim).
 TINY_SDXL_TIME_EMBED_DIM = 8
 TINY_SDXL_POOLED_DIM = 32
+#: The second text encoder is wider than the first, as OpenCLIP-G (1280) is than CLIP-L (768):
+#: diffusers' single-file loader tells the two apart by their width.
+TINY_SDXL_CLIP_G_WIDTH = 48
 
 #: The tiny SDXL UNet's config: build_tiny_sd's UNet with SDXL's "text_time" conditioning and
-#: cross-attention over both text encoders' hidden states concatenated (32 + 32).
+#: cross-attention over both text encoders' hidden states concatenated (32 + 48).
 TINY_SDXL_UNET = {
     **TINY_UNET,
-    "cross_attention_dim": 64,
+    "cross_attention_dim": 32 + TINY_SDXL_CLIP_G_WIDTH,
     "use_linear_projection": True,
     "addition_embed_type": "text_time",
     "addition_time_embed_dim": TINY_SDXL_TIME_EMBED_DIM,
@@ -369,7 +372,9 @@ def build_tiny_sdxl(out: str | Path, seed: int = 0) -> Path:
     vae = _tiny_vae(4, scaling_factor=0.13025, force_upcast=True)
     text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer))
     text_encoder_2 = CLIPTextModelWithProjection(
-        _tiny_clip_text_config(tokenizer_2, projection_dim=TINY_SDXL_POOLED_DIM)
+        _tiny_clip_text_config(
+            tokenizer_2, projection_dim=TINY_SDXL_POOLED_DIM, hidden_size=TINY_SDXL_CLIP_G_WIDTH
+        )
     )
     # stabilityai/stable-diffusion-xl-base-1.0's scheduler config.
     scheduler = EulerDiscreteScheduler(

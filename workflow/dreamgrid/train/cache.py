@@ -20,10 +20,11 @@ from dreamgrid.io import atomic_path, file_hash, update_hash
 logger = logging.getLogger(__name__)
 
 
-def vae_key(base_model: Path) -> str:
-    """Hash of the base model's VAE weights (and config) files."""
+def vae_key(base_model: Path, vae: Path | None = None) -> str:
+    """Hash of the VAE's weights (and config) files: the base model's, or ``vae``'s (a
+    separate AutoencoderKL folder, TrainSpec.vae) when given."""
     digest = hashlib.sha256()
-    folder = Path(base_model) / "vae"
+    folder = Path(vae) if vae is not None else Path(base_model) / "vae"
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         digest.update(path.name.encode())
         update_hash(digest, path)

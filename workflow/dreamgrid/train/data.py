@@ -28,7 +28,7 @@ from typing import Any
 
 from dreamgrid.buckets import bucket_resolutions, image_size, select_bucket
 from dreamgrid.errors import SpecError
-from dreamgrid.io import list_images, load_rgb, resize_cover_crop
+from dreamgrid.io import cover_crop_box, list_images, load_rgb, resize_cover_crop
 from dreamgrid.prompts import check_caption, compose_caption
 from dreamgrid.train.spec import REG_MODES
 
@@ -244,13 +244,24 @@ def preprocess(path: Path, size: tuple[int, int]) -> Any:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+def crop_conditioning(path: Path, size: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """SDXL's micro-conditioning of an image fitted to ``size = (width, height)`` by
+    :func:`preprocess`: ``original_size`` (height, width as loaded, EXIF applied) and
+    ``crop_top_left`` (top, left of the crop in the resized image), in diffusers' order."""
+    width, height = image_size(path)
+    _, _, left, top = cover_crop_box(width, height, *size)
+    return {"original_size": (height, width), "crop_top_left": (top, left)}
+
+
 class DreamBoothDataset:
     """Map-style dataset over an epoch's items (a ``torch.utils.data.Dataset`` by protocol).
 
     Each image is preprocessed once per size and cached: with repeats the same few images
     recur. With a ``latents`` cache (:class:`dreamgrid.train.cache.LatentCache`) items carry
     the VAE's latent mean and std instead of pixels. ``tokenize`` turns a caption into the
-    family's ``input_ids*`` tensors (one per text encoder).
+    family's ``input_ids*`` tensors (one per text encoder). Every item also carries its
+    image's ``original_size`` and ``crop_top_left`` (:func:`crop_conditioning`), which SDXL
+    conditions on; other families ignore them.
     """
 
     def __init__(
@@ -263,23 +274,27 @@ class DreamBoothDataset:
         self.tokenize = tokenize
         self.latents = latents
         self._pixels: dict[tuple[Path, tuple[int, int]], Any] = {}
+        self._crops: dict[tuple[Path, tuple[int, int]], dict[str, tuple[int, int]]] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
+        key = (item.image, item.size)
+        if key not in self._crops:
+            self._crops[key] = crop_conditioning(item.image, item.size)
         if self.latents is not None:
             latent = self.latents.get(item.image, item.size)
             image = dict(zip(("latent_mean", "latent_std"), latent))
         else:
-            key = (item.image, item.size)
             if key not in self._pixels:
                 self._pixels[key] = preprocess(item.image, item.size)
             image = {"pixel_values": self._pixels[key]}
         return {
             **image,
             **self.tokenize(item.caption),
+            **self._crops[key],
             "weight": item.weight,
             "is_reg": item.is_reg,
         }
@@ -287,7 +302,8 @@ class DreamBoothDataset:
 
 def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack a batch: pixel_values (B,3,H,W) or latent_mean/latent_std (B,C,h,w),
-    input_ids* (B, tokens) per text encoder, weight (B,), is_reg (B,)."""
+    input_ids* (B, tokens) per text encoder, original_size and crop_top_left (B, 2) as
+    (y, x) integers, weight (B,), is_reg (B,)."""
     import torch
 
     first = examples[0]
@@ -296,6 +312,10 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         **{k: torch.stack([e[k] for e in examples]).float() for k in images},
         **{k: torch.stack([e[k] for e in examples]) for k in token_ids},
+        **{
+            k: torch.tensor([e[k] for e in examples], dtype=torch.long)
+            for k in ("original_size", "crop_top_left")
+        },
         "weight": torch.tensor([e["weight"] for e in examples], dtype=torch.float32),
         "is_reg": torch.tensor([e["is_reg"] for e in examples], dtype=torch.bool),
     }

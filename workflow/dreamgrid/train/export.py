@@ -42,6 +42,9 @@ _UNET_TOP = {
     "conv_in.": "input_blocks.0.0.",
     "conv_norm_out.": "out.0.",
     "conv_out.": "out.2.",
+    # SDXL's added (size and pooled-text) conditioning; SD 1.x UNets have none.
+    "add_embedding.linear_1.": "label_emb.0.0.",
+    "add_embedding.linear_2.": "label_emb.0.2.",
 }
 _VAE_ATTENTION = (
     ("group_norm.", "norm."),
@@ -116,15 +119,21 @@ def _rename(key: str, prefixes: dict[str, str]) -> str:
     return key
 
 
+def unet_key_to_ldm(key: str, prefixes: dict[str, str]) -> str:
+    """One UNet weight's (or module's, with a trailing dot) LDM name."""
+    new = _rename(key, prefixes)
+    if "resnets" in key:
+        for diffusers_name, ldm_name in _UNET_RESNET:
+            new = new.replace(f".{diffusers_name}.", f".{ldm_name}.")
+    return new
+
+
 def unet_to_ldm(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """A diffusers UNet state dict as ``model.diffusion_model.*`` tensors."""
     prefixes = unet_prefix_map(config)
     out = {}
     for key, value in state.items():
-        new = _rename(key, prefixes)
-        if "resnets" in key:
-            for diffusers_name, ldm_name in _UNET_RESNET:
-                new = new.replace(f".{diffusers_name}.", f".{ldm_name}.")
+        new = unet_key_to_ldm(key, prefixes)
         if new == key and key.split(".")[0] not in ("conv_in", "conv_out"):
             raise SpecError(f"UNet weight {key!r} has no place in the SD layout.")
         out[UNET_PREFIX + new] = value
@@ -150,15 +159,16 @@ def vae_to_ldm(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def text_encoder_to_ldm(state: dict[str, Any]) -> dict[str, Any]:
-    """A transformers CLIPTextModel state dict as ``cond_stage_model.transformer.text_model.*``.
+def text_encoder_to_ldm(state: dict[str, Any], prefix: str = TEXT_ENCODER_PREFIX) -> dict[str, Any]:
+    """A transformers CLIPTextModel state dict as ``<prefix>text_model.*`` (SD 1.x:
+    ``cond_stage_model.transformer.``).
 
     transformers 5 dropped the ``text_model.`` level from CLIPTextModel's keys; SD files have it.
     """
     out = {}
     for key, value in state.items():
         inner = key if key.startswith("text_model.") else f"text_model.{key}"
-        out[TEXT_ENCODER_PREFIX + inner] = value
+        out[prefix + inner] = value
     return out
 
 
@@ -271,12 +281,17 @@ LORA_FORMAT = "dreamgrid-lora-v1"
 KOHYA_UNET_PREFIX = "lora_unet_"
 
 
-def lora_to_kohya(peft_state: dict[str, Any], alpha: float) -> dict[str, Any]:
+def lora_to_kohya(
+    peft_state: dict[str, Any], alpha: float, module_names: dict[str, str] | None = None
+) -> dict[str, Any]:
     """peft LoRA weights of a diffusers UNet as Kohya's ``networks.lora`` keys.
 
     ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight`` becomes
     ``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight``
     (``lora_B`` -> ``lora_up``), with a scalar ``.alpha`` per module (scale = alpha / rank).
+    ``module_names`` (the UNet's :func:`unet_prefix_map`) names the modules as in the
+    original layout first, as Kohya does for SDXL
+    (``lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q``).
     """
     import torch
 
@@ -284,7 +299,10 @@ def lora_to_kohya(peft_state: dict[str, Any], alpha: float) -> dict[str, Any]:
     for key, value in peft_state.items():
         for suffix, kohya in ((".lora_A.weight", "lora_down"), (".lora_B.weight", "lora_up")):
             if key.endswith(suffix):
-                name = KOHYA_UNET_PREFIX + key[: -len(suffix)].replace(".", "_")
+                module = key[: -len(suffix)]
+                if module_names is not None:
+                    module = unet_key_to_ldm(module + ".", module_names)[:-1]
+                name = KOHYA_UNET_PREFIX + module.replace(".", "_")
                 out[f"{name}.{kohya}.weight"] = value
                 out[f"{name}.alpha"] = torch.tensor(float(alpha))
                 break

@@ -119,9 +119,9 @@ def run(spec: TrainSpec) -> dict[str, Any]:
         models.latents = LatentCache(
             spec.cache_dir,
             models.vae,
-            vae_key(spec.base_model),
+            vae_key(spec.base_model, spec.vae),
             accelerator.device,
-            models.weight_dtype,
+            models.vae.dtype,
         )
     optimizer, lr_scheduler = prepare_optimizer(spec, accelerator, models)
     done, steps = restore(spec, models, optimizer, accelerator.scaler)
@@ -202,6 +202,10 @@ def check_inputs(spec: TrainSpec) -> None:
         raise SpecError(
             f"{base}: not a diffusers {spec.family} folder (missing {', '.join(missing)}). "
             f"Point base_model at a pipeline saved with save_pretrained."
+        )
+    if spec.vae is not None and not (spec.vae / "config.json").is_file():
+        raise SpecError(
+            f"{spec.vae}: training.vae is not a diffusers AutoencoderKL folder (no config.json)."
         )
     list_images(spec.instance_dir)
     if spec.reg_dir is not None:
@@ -412,14 +416,15 @@ def image_latents(
     models: Models, batch: dict[str, Any], generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
     """A draw from the VAE's latent distribution of each image (cached or encoded now),
-    before the family's scaling."""
+    before the family's scaling, in the VAE's dtype (SDXL's stays float32)."""
+    dtype = models.vae.dtype
     if "latent_mean" in batch:
         # Cached distribution: the same draw DiagonalGaussianDistribution.sample makes.
-        mean = batch["latent_mean"].to(device, dtype=models.weight_dtype)
-        std = batch["latent_std"].to(device, dtype=models.weight_dtype)
+        mean = batch["latent_mean"].to(device, dtype=dtype)
+        std = batch["latent_std"].to(device, dtype=dtype)
         sample = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
         return mean + std * sample
-    pixel_values = batch["pixel_values"].to(device, dtype=models.weight_dtype)
+    pixel_values = batch["pixel_values"].to(device, dtype=dtype)
     with torch.no_grad():
         return models.vae.encode(pixel_values).latent_dist.sample(generator=generator)
 

@@ -32,6 +32,7 @@ _PATH_FIELDS = (
     "state",
     "cache_dir",
     "out_checkpoint",
+    "vae",
 )
 # Fields that say where files go, not what is trained: left out of the fingerprint that ties a
 # resume state to the settings that made it.
@@ -114,6 +115,9 @@ class TrainSpec:
     # The base model's family (dreamgrid.families): picks the trainer module
     # dreamgrid.train.<family>. Detected from the model by the workflow, never guessed here.
     family: str = "sd15"
+    # A diffusers AutoencoderKL folder that replaces the base model's VAE in training (SDXL:
+    # e.g. madebyollin/sdxl-vae-fp16-fix, which runs in fp16 where SDXL's own VAE overflows).
+    vae: Path | None = None
 
     def __post_init__(self) -> None:
         for name in _PATH_FIELDS:
@@ -131,6 +135,13 @@ class TrainSpec:
     def _check_family(self) -> None:
         if self.family not in FAMILIES:
             self._fail(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}.")
+        if self.family == "sdxl" and self.train_text_encoder:
+            self._fail(
+                "training the text encoders of SDXL is not supported yet; "
+                "set training.train_text_encoder false for SDXL arms."
+            )
+        if self.vae is not None and self.family != "sdxl":
+            self._fail(f"training.vae is for SDXL base models; this one is {self.family}.")
 
     def _fail(self, message: str) -> NoReturn:
         raise SpecError(f"train spec {self.arm}: {message}")
@@ -218,7 +229,11 @@ class TrainSpec:
         return self._settings(leave_out=_NOT_IN_CHECKPOINT)
 
     def _settings(self, leave_out: tuple[str, ...]) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in leave_out}
+        settings = {k: v for k, v in self.to_dict().items() if k not in leave_out}
+        if settings.get("vae", "") is None:
+            # No separate VAE: fingerprints stay those of specs made before the field existed.
+            del settings["vae"]
+        return settings
 
     @property
     def regularization(self) -> bool:
