@@ -50,6 +50,10 @@ for step in $steps; do
     train) run bench_train 150 python3 benchmarks/bench_train.py --sd15 ;;
     # Batched vs one-at-a-time rendering, SD 1.5 shapes, 512 px, Euler 30 steps, fp16.
     sample) run bench_sample 90 python3 benchmarks/bench_sample.py --sd15 --renders 32 --batch-size 8 ;;
-    *) echo "unknown step $step (study, train, sample)" >&2 ;;
+    # SDXL LoRA (fp16) and full fine-tune (fp16 + 8-bit AdamW + gradient checkpointing), ours vs
+    # diffusers' train_dreambooth_lora_sdxl.py step, SDXL-base shapes (random), 1024 px, batch 1.
+    # Not in the default steps: its own call, `bash benchmarks/device_check.sh sdxl`.
+    sdxl) run bench_train_sdxl 540 python3 benchmarks/bench_train_sdxl.py --sdxl --images 2 --repeats 3 ;;
+    *) echo "unknown step $step (study, train, sample, sdxl)" >&2 ;;
     esac
 done
