@@ -5,6 +5,7 @@ exports loaded back by diffusers, and rendering."""
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from dreamgrid.errors import SpecError
 from dreamgrid.train.export import read_metadata
 from dreamgrid.train.testing import copy_state, next_epoch, tiny_train_spec
 
+TINY_VAE_CONFIG = SimpleNamespace(block_out_channels=(32, 64))
 LORA = {
     "method": "lora",
     "lora_rank": 4,
@@ -59,11 +61,25 @@ def lora_epoch1(sdxl_model, images, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def full_epoch1(sdxl_model, images, tmp_path_factory):
+def vpred_model(sdxl_model, tmp_path_factory):
+    """The tiny SDXL with a v-prediction scheduler (as SDXL v-prediction finetunes ship)."""
+    import json
+    import shutil
+
+    out = shutil.copytree(sdxl_model, tmp_path_factory.mktemp("model") / "tiny-sdxl-v")
+    config = out / "scheduler" / "scheduler_config.json"
+    config.write_text(
+        json.dumps({**json.loads(config.read_text()), "prediction_type": "v_prediction"})
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_epoch1(vpred_model, images, tmp_path_factory):
     from dreamgrid.train import train_dreambooth
 
     spec = sdxl_spec(
-        sdxl_model,
+        vpred_model,
         images,
         tmp_path_factory.mktemp("full"),
         save_precision="fp32",
@@ -100,6 +116,7 @@ def test_lora_epoch2_resumed_equals_replayed(lora_epoch1, tmp_path):
 
 
 def test_full_epoch_writes_an_sgm_layout_checkpoint(full_epoch1, sdxl_model):
+    """v-prediction, min-SNR and noise offset: the full fine-tune trains and exports."""
     spec, result = full_epoch1
     assert (
         np.isfinite(result["mean_loss"]) and read_metadata(spec.out_checkpoint)["family"] == "sdxl"
@@ -124,7 +141,9 @@ def test_micro_conditioning_of_a_non_square_bucket(tmp_path):
     dataset = DreamBoothDataset(items, lambda caption: {"input_ids": torch.zeros(77, dtype=int)})
     batch = collate_fn([dataset[0], dataset[1]])
     assert batch["pixel_values"].shape == (2, 3, 32, 64)
-    ids = sdxl.time_ids(batch, (32, 64), torch.float32, torch.device("cpu"))
+    # The target is read back from the latents (tiny VAE: 2x downsampling).
+    target = sdxl.fitted_size(TINY_VAE_CONFIG, torch.zeros(2, 4, 16, 32))
+    ids = sdxl.time_ids(batch, target, torch.float32, torch.device("cpu"))
     assert ids.tolist() == [[60, 100, 3, 0, 32, 64]] * 2
 
 
@@ -169,19 +188,20 @@ def render(pipe, **kwargs) -> np.ndarray:
     ).images
 
 
-def test_full_checkpoint_loads_with_from_single_file_and_renders_alike(full_epoch1, sdxl_model):
+def test_full_checkpoint_loads_with_from_single_file_and_renders_alike(full_epoch1):
     from dreamgrid.sample import load_pipeline
     from dreamgrid.train.export_sdxl import load_sdxl_pipeline, sdxl_ldm_state
 
     spec, _ = full_epoch1
-    loaded = load_sdxl_pipeline(spec.out_checkpoint, sdxl_model)
+    loaded = load_sdxl_pipeline(spec.out_checkpoint, spec.base_model)
+    assert loaded.scheduler.config.prediction_type == "v_prediction"
     # Every tensor of the file lands in the loaded pipeline, unchanged (fp32 file).
     ours = sdxl_ldm_state(loaded.unet, loaded.vae, loaded.text_encoder, loaded.text_encoder_2)
     stored = load_file(str(spec.out_checkpoint))
     assert ours.keys() == stored.keys()
     assert all(torch.equal(ours[k], stored[k]) for k in ours)
     # The sampler loads the same file; its renders are pixel-identical.
-    sampler = load_pipeline(sdxl_model, spec.out_checkpoint, device="cpu")
+    sampler = load_pipeline(spec.base_model, spec.out_checkpoint, device="cpu")
     loaded.set_progress_bar_config(disable=True)
     first = render(sampler)
     assert first.shape == (1, 64, 64, 3)
@@ -241,7 +261,7 @@ def test_kohya_lora_renders_as_the_trained_adapter(pipe, sdxl_model, images, tmp
     loaded = StableDiffusionXLPipeline.from_pretrained(sdxl_model, local_files_only=True)
     loaded.load_lora_weights(str(path))
     loaded.set_progress_bar_config(disable=True)
-    np.testing.assert_allclose(render(loaded), expected, atol=1e-6)
+    np.testing.assert_array_equal(render(loaded), expected)
 
 
 def test_sampler_renders_the_lora_arm_deterministically(lora_epoch1, sdxl_model, tmp_path):

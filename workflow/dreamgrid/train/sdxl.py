@@ -149,6 +149,13 @@ def time_ids(
     return ids.to(device, dtype=dtype)
 
 
+def fitted_size(vae_config: Any, latents: torch.Tensor) -> tuple[int, int]:
+    """The (height, width) in pixels the batch's images were fitted to (the resolution, or
+    their bucket): the latents' size times the VAE's downsampling."""
+    factor = 2 ** (len(vae_config.block_out_channels) - 1)
+    return latents.shape[2] * factor, latents.shape[3] * factor
+
+
 def scale_latents(models: Models, latents: torch.Tensor) -> torch.Tensor:
     """The VAE sample as the UNet sees it (with the VAE's latents mean/std where it has them),
     in the mixed-precision dtype."""
@@ -176,9 +183,7 @@ def per_item_loss(
     """Noise-prediction loss of each item (before the instance/class weights)."""
     latents = scale_latents(models, latents)
     noisy, noise, timesteps = sd15.add_noise(spec, models, latents, generator, device)
-    # The fitted (target) size in pixels, from the latents and the VAE's downsampling.
-    factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
-    target = (latents.shape[2] * factor, latents.shape[3] * factor)
+    target = fitted_size(models.vae.config, latents)
     prompt_embeds, pooled = encode_text(
         spec, models, batch["input_ids"].to(device), batch["input_ids_2"].to(device)
     )
