@@ -3,7 +3,8 @@
 The rule's shim builds the job's :class:`~dreamgrid.train.spec.TrainSpec` from its params
 (:func:`~dreamgrid.train.spec.job_spec`) and calls :func:`train_dreambooth`. The modules, in the order a
 job uses them: ``spec`` (settings), ``data`` (items, batches, step counts), ``cache`` (latents),
-``state`` (resume file), ``loop`` (the epoch), ``export`` (checkpoint files); ``targets``
+``state`` (resume file), ``loop`` (the epoch), the family's trainer (``sd15``, ``sdxl``),
+``export`` (checkpoint files; ``export_sdxl`` for SDXL's layout); ``targets``
 checks LoRA targets, ``kohya`` imports Kohya datasets, ``testing`` builds specs for tests.
 
 ``train_dreambooth`` imports torch and diffusers when called, so ``dreamgrid.train.spec`` and

@@ -8,6 +8,9 @@ ComfyUI, A1111 and Kohya load SD 1.x weights as one ``.safetensors`` file whose 
 4 blocks x 2 layers to any ``block_out_channels`` / ``layers_per_block`` (the tiny test models
 have 2 x 1), and is tested as the exact inverse of diffusers' ``from_single_file`` loader.
 
+SDXL's layout (two text encoders, ``conditioner.embedders.*``) is in
+:mod:`dreamgrid.train.export_sdxl`, built on these mappings.
+
 dreamgrid's own facts (arm, epoch, steps, ...) ride along as JSON strings in the safetensors
 header; other tools ignore them.
 """
