@@ -6,7 +6,8 @@
 #
 # Here first: scripts/device-wheels.sh (writes .whl/, ignored by git). Then:
 #   device run  command="bash benchmarks/device_check.sh"  carry=[".whl"]  timeout_s=600
-# (or name the steps: `bash benchmarks/device_check.sh study`). Each result lands in $OUT as
+# (or name the steps: `bash benchmarks/device_check.sh study`; the FLUX.1 trainer benchmark
+# runs only by name: `bash benchmarks/device_check.sh flux`). Each result lands in $OUT as
 # JSON (study_path.json, and the study's 8 renders under $OUT/study/renders: where the device
 # has no deepface, embed them here with `python benchmarks/study_path.py --embed-only DIR`);
 # copy the numbers, with the card's name, into benchmarks/RESULTS.md. Budget: each step has
@@ -50,6 +51,10 @@ for step in $steps; do
     train) run bench_train 150 python3 benchmarks/bench_train.py --sd15 ;;
     # Batched vs one-at-a-time rendering, SD 1.5 shapes, 512 px, Euler 30 steps, fp16.
     sample) run bench_sample 90 python3 benchmarks/bench_sample.py --sd15 --renders 32 --batch-size 8 ;;
-    *) echo "unknown step $step (study, train, sample)" >&2 ;;
+    # FLUX.1 LoRA (rank 16, bf16, gradient checkpointing, 512 px, T5 at 512 tokens), ours vs
+    # diffusers' train_dreambooth_lora_flux.py step, FLUX.1-dev shapes with random weights
+    # built on the GPU: steps/s and peak memory. Not in the default steps (its own call).
+    flux) run bench_train_flux 300 python3 benchmarks/bench_train_flux.py --gpu ;;
+    *) echo "unknown step $step (study, train, sample, flux)" >&2 ;;
     esac
 done

@@ -55,27 +55,41 @@ CLIP_LENGTH = 77
 def load_models(spec: TrainSpec, device: torch.device) -> Models:
     """Load the FLUX folder's parts; everything but the trained transformer (or its LoRA
     adapter) is frozen and cast to the mixed-precision dtype."""
+    return prepare_models(spec, load_parts(str(spec.base_model)), device)
+
+
+def load_parts(base: str) -> dict[str, Any]:
+    """The FLUX folder's tokenizers, text encoders, VAE, transformer and scheduler."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
+    parts = {
+        "tokenizer": CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
+        "tokenizer_2": T5TokenizerFast.from_pretrained(base, subfolder="tokenizer_2"),
+        "text_encoder": CLIPTextModel.from_pretrained(base, subfolder="text_encoder"),
+        "text_encoder_2": T5EncoderModel.from_pretrained(base, subfolder="text_encoder_2"),
+        "vae": AutoencoderKL.from_pretrained(base, subfolder="vae"),
+        "transformer": FluxTransformer2DModel.from_pretrained(base, subfolder="transformer"),
+        "scheduler": FlowMatchEulerDiscreteScheduler.from_pretrained(base, subfolder="scheduler"),
+    }
+    check_vae(base, parts["vae"])
+    return parts
+
+
+def prepare_models(spec: TrainSpec, parts: dict[str, Any], device: torch.device) -> Models:
+    """Freeze and cast the parts as the script does, add the LoRA adapter (or train the whole
+    transformer), and name the trained parameters ``transformer.<name>``."""
     from dreamgrid.train.loop import DTYPES, Models
     from dreamgrid.train.sd15 import add_lora
 
-    base = str(spec.base_model)
-    tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
-    tokenizer_2 = T5TokenizerFast.from_pretrained(base, subfolder="tokenizer_2")
+    tokenizer_2, transformer = parts["tokenizer_2"], parts["transformer"]
     # The dataset tokenizes through tokenize(models, caption); T5's padded length is the spec's.
     tokenizer_2.model_max_length = spec.max_sequence_length
-    text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
-    text_encoder_2 = T5EncoderModel.from_pretrained(base, subfolder="text_encoder_2")
-    vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
-    transformer = FluxTransformer2DModel.from_pretrained(base, subfolder="transformer")
-    noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(base, subfolder="scheduler")
-    check_vae(base, vae)
     weight_dtype = DTYPES[spec.mixed_precision]
     cast = {} if weight_dtype == torch.float32 else {"dtype": weight_dtype}
-    for frozen in (vae, text_encoder, text_encoder_2):
+    for frozen in (parts["vae"], parts["text_encoder"], parts["text_encoder_2"]):
         frozen.requires_grad_(False)
+        frozen.eval()  # as from_pretrained leaves them: T5's dropout stays off
         frozen.to(device, **cast)
     if spec.method == "lora":
         add_lora(spec, transformer, device, weight_dtype)
@@ -84,16 +98,16 @@ def load_models(spec: TrainSpec, device: torch.device) -> Models:
         transformer.enable_gradient_checkpointing()
     named = {f"transformer.{k}": p for k, p in transformer.named_parameters() if p.requires_grad}
     return Models(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
+        tokenizer=parts["tokenizer"],
+        text_encoder=parts["text_encoder"],
+        vae=parts["vae"],
         denoiser=transformer,
-        noise_scheduler=noise_scheduler,
+        noise_scheduler=parts["scheduler"],
         weight_dtype=weight_dtype,
         named_params=named,
         family="flux",
         tokenizer_2=tokenizer_2,
-        text_encoder_2=text_encoder_2,
+        text_encoder_2=parts["text_encoder_2"],
     )
 
 
