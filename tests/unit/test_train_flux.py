@@ -243,9 +243,14 @@ def test_lora_export_renders_as_the_trained_model(flux, lora_run, lora_pipe):
     assert np.abs(ours - render_np(base)).max() > 1e-3  # the adapter changes the render
 
 
-def test_full_fine_tune_checkpoint_loads_over_the_base(flux, tmp_path):
+def test_full_fine_tune_with_captions_and_prior_preservation_loads_over_the_base(flux, tmp_path):
     from dreamgrid.sample import load_pipeline
 
+    names = sorted(p.name for p in (DEMO / "train").iterdir())
+    rows = [
+        f"{name},ohwx woman {'smiling' if i % 2 else 'in a suit'}" for i, name in enumerate(names)
+    ]
+    (tmp_path / "captions.csv").write_text("image,caption\n" + "\n".join(rows) + "\n")
     spec = flux_spec(
         flux,
         tmp_path,
@@ -253,10 +258,17 @@ def test_full_fine_tune_checkpoint_loads_over_the_base(flux, tmp_path):
         lora_rank=None,
         lora_alpha=None,
         lora_target_modules=None,
-        arm="ohwx-noreg-nocap",
+        arm="ohwx-prior-cap",
         learning_rate=1e-4,
+        captions=tmp_path / "captions.csv",
+        reg_dir=DEMO / "references",
+        reg_mode="paired",
+        prior_loss_weight=0.5,
     )
-    loop.run(spec)
+    result = loop.run(spec)
+    meta = json.loads(spec.out_checkpoint.with_suffix(".json").read_text())
+    assert meta["reg_images"] == 3 and meta["regularization"] and meta["method"] == "full"
+    assert math.isfinite(result["mean_loss"]) and result["steps"] >= 1
     with safe_open(str(spec.out_checkpoint), framework="pt") as handle:
         assert handle.metadata()["format"] == "dreamgrid-flux-v1"
     pipe = load_pipeline(flux, spec.out_checkpoint, "cpu")
@@ -303,3 +315,17 @@ def test_negative_prompt_needs_true_cfg(lora_pipe, tmp_path):
         lora_pipe, settings(negative="blurry", true_cfg=2.0, count=1), "ohwx", "woman", out
     )
     assert len(table) == 1 and (out / "render-5.png").is_file()
+
+
+def test_class_images_render_with_flux_own_scheduler(flux, tmp_path):
+    from dreamgrid.regularization import generate_class_images
+
+    common = {"prompt": "photo of a woman", "count": 2, "seed": 1, "steps": 2, "cfg": 3.5}
+    with pytest.raises(SpecError, match="regularization.negative"):
+        generate_class_images(flux, negative="blurry", size=64, batch_size=2,
+                              out_dir=tmp_path / "no", **common)  # fmt: skip
+    index = generate_class_images(
+        flux, negative="", size=64, batch_size=2, out_dir=tmp_path / "class", **common
+    )
+    assert list(index["seed"]) == [1, 2] and not (tmp_path / "no").exists()
+    assert all((tmp_path / "class" / name).is_file() for name in index["image"])

@@ -404,7 +404,19 @@ def render(
     )
     rows = []
     if flux:
-        images = sample_flux.generate_images(pipe, prompt, negative, seeds, settings)
+        images = sample_flux.generate_images(
+            pipe,
+            prompt,
+            negative,
+            seeds,
+            settings.steps,
+            settings.cfg,
+            settings.width,
+            settings.height,
+            settings.batch_size,
+            true_cfg=settings.true_cfg,
+            max_sequence_length=settings.max_sequence_length,
+        )
     else:
         images = generate_images(
             pipe,

@@ -95,35 +95,50 @@ def generate_images(
     prompt: str,
     negative: str,
     seeds: Sequence[int],
-    settings: Any,
+    steps: int,
+    cfg: float,
+    width: int,
+    height: int,
+    batch_size: int,
+    true_cfg: float = 1.0,
+    max_sequence_length: int = 512,
     desc: str = "render",
 ) -> Iterator[tuple[int, Any]]:
-    """Yield ``(seed, PIL image)`` per seed, ``settings.batch_size`` per pipeline call; each
-    image from its own CPU generator, so it does not depend on its batch."""
+    """Yield ``(seed, PIL image)`` per seed, ``batch_size`` per pipeline call; each image from
+    its own CPU generator, so it does not depend on its batch. ``cfg`` is the distilled
+    guidance; the negative prompt is used only with ``true_cfg`` > 1."""
     import torch
     from tqdm.auto import tqdm
 
-    true_cfg = settings.true_cfg > 1
     seeds = list(seeds)
     with tqdm(total=len(seeds), desc=desc, unit="img") as bar:
-        for start in range(0, len(seeds), settings.batch_size):
-            batch = seeds[start : start + settings.batch_size]
+        for start in range(0, len(seeds), batch_size):
+            batch = seeds[start : start + batch_size]
             generators = [torch.Generator("cpu").manual_seed(s) for s in batch]
             with torch.no_grad():
                 images = pipe(
                     prompt=[prompt] * len(batch),
-                    negative_prompt=[negative] * len(batch) if true_cfg else None,
-                    true_cfg_scale=settings.true_cfg,
-                    guidance_scale=settings.cfg,
-                    num_inference_steps=settings.steps,
-                    width=settings.width,
-                    height=settings.height,
-                    max_sequence_length=settings.max_sequence_length,
+                    negative_prompt=[negative] * len(batch) if true_cfg > 1 else None,
+                    true_cfg_scale=true_cfg,
+                    guidance_scale=cfg,
+                    num_inference_steps=steps,
+                    width=width,
+                    height=height,
+                    max_sequence_length=max_sequence_length,
                     generator=generators,
                     output_type="pil",
                 ).images
             yield from zip(batch, images, strict=True)
             bar.update(len(batch))
+
+
+def check_class_image_negative(negative: str) -> None:
+    """Class images of a FLUX model have no true CFG setting: a negative prompt is refused."""
+    if negative.strip():
+        raise SpecError(
+            f"regularization.negative {negative!r} would be ignored: FLUX.1's distilled guidance "
+            "takes no negative prompt. Set regularization.negative '' for the FLUX base model."
+        )
 
 
 def is_flux_pipeline(pipe: Any) -> bool:

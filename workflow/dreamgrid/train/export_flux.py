@@ -3,12 +3,14 @@
 
 **LoRA: diffusers' peft format** (``transformer.<module>.lora_A.weight`` / ``.lora_B.weight``),
 the state dict ``FluxPipeline.save_lora_weights`` writes from ``get_peft_model_state_dict``.
-``FluxPipeline.load_lora_weights`` loads it as it is, and ComfyUI's LoRA loader (``comfy/lora.py``
-maps ``transformer.*`` diffusers FLUX names to its own) and Forge (which loads LoRAs with
-ComfyUI's code) load it too. Kohya's ``lora_unet_*`` FLUX format was not chosen: it names BFL's
-fused layers (``double_blocks_0_img_attn_qkv``), so diffusers' separate ``to_q``/``to_k``/``to_v``
-adapters would have to be rewritten as one block-diagonal adapter of triple rank, a conversion
-with its own failure modes that diffusers reverses again on loading.
+``FluxPipeline.load_lora_weights`` loads it as it is (tested: renders equal the trained
+model's). ComfyUI maps exactly these names for FLUX models (``comfy/lora.py``,
+``model_lora_keys_unet``: ``transformer.<diffusers module>``, "Diffusers lora Flux"), and Forge's
+LoRA patcher (``backend/patcher/lora.py``) has the same mapping; both read in their sources,
+not run here. Kohya's ``lora_unet_*`` FLUX format was not chosen: it names
+BFL's fused layers (``double_blocks_0_img_attn_qkv``), so diffusers' separate
+``to_q``/``to_k``/``to_v`` adapters would have to be rewritten as one block-diagonal adapter of
+triple rank, a conversion with its own failure modes that diffusers reverses again on loading.
 
 The peft format has no alpha: diffusers, ComfyUI and Forge then all scale the adapter by 1.
 The trained ``alpha / rank`` is therefore folded into ``lora_B`` before saving, so every loader
@@ -19,8 +21,8 @@ record what was trained, and Kohya's ``ss_network_alpha`` says ``rank`` (the sca
 keys), since the VAE and both text encoders stay frozen and are the base model's. dreamgrid's
 sampler loads it over the base folder, offline (:func:`load_transformer_into`). ComfyUI's
 "Load Diffusion Model" node converts diffusers-layout FLUX transformers on loading
-(``comfy.model_detection.convert_diffusers_mmdit``); that was not tested here. Forge expects
-BFL's layout.
+(``comfy/model_detection.py``, ``convert_diffusers_mmdit``: ``x_embedder.weight`` means FLUX);
+that was read in its source, not run here; Forge's loader was not checked.
 """
 
 from __future__ import annotations
