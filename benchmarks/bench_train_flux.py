@@ -21,7 +21,9 @@ directly on the GPU in bfloat16 (transformer 19 + 38 blocks, 12B; T5-XXL encoder
 the 16-channel VAE; no download), 512 px, batch 1, LoRA rank 16 on to_k/to_q/to_v/to_out.0,
 bf16 mixed precision, gradient checkpointing, T5 at 512 tokens; steps/s and peak GPU memory
 per side. The reference encodes the prompt every step as the script does with per-image
-prompts; ours encodes each caption once (cache_text_embeddings). Prints one JSON object.
+prompts; ours encodes each caption once (cache_text_embeddings) and then moves CLIP and T5 to
+the CPU, so its peak memory leaves out T5-XXL (about 9 GiB) where the reference's holds it.
+Prints one JSON object.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ does that is particular to FLUX, behind the family interface of :mod:`dreamgrid.
   config's to_k/to_q/to_v/to_out.0 in every attention of both block kinds), or the whole
   transformer. CLIP and T5 stay frozen and their embeddings are computed once per caption
   (``cache_text_embeddings``), as the script precomputes them when the text encoder is frozen.
+  On CUDA both encoders then leave the GPU for the steps (:func:`before_epoch`).
   One difference: LoRA weights train in float32 under bf16 too (the script keeps them bf16
   unless fp16), as dreamgrid's SD 1.5 LoRA does.
 
@@ -135,18 +136,43 @@ def tokenize(models: Models, caption: str) -> dict[str, torch.Tensor]:
 
 
 def _encode(models: Models, clip_ids: torch.Tensor, t5_ids: torch.Tensor) -> tuple[Any, Any]:
-    """(T5 hidden states, CLIP pooled embedding) as the script's encode_prompt makes them."""
+    """(T5 hidden states, CLIP pooled embedding) as the script's encode_prompt makes them, on
+    the ids' device (the encoders may have been moved to the CPU by :func:`before_epoch`)."""
+    te, te_2 = models.text_encoder, models.text_encoder_2
     with torch.no_grad():
-        pooled = models.text_encoder(clip_ids, output_hidden_states=False).pooler_output
-        hidden = models.text_encoder_2(t5_ids)[0]
-    return hidden.to(models.text_encoder_2.dtype), pooled.to(models.text_encoder.dtype)
+        pooled = te(clip_ids.to(te.device), output_hidden_states=False).pooler_output
+        hidden = te_2(t5_ids.to(te_2.device))[0]
+    return hidden.to(t5_ids.device, te_2.dtype), pooled.to(clip_ids.device, te.dtype)
+
+
+def _key(clip_ids: torch.Tensor, t5_ids: torch.Tensor) -> bytes:
+    return clip_ids.cpu().numpy().tobytes() + b"|" + t5_ids.cpu().numpy().tobytes()
+
+
+def before_epoch(spec: TrainSpec, models: Models, batches: list[list[Any]], device: Any) -> None:
+    """With ``cache_text_embeddings``: encode every caption of the epoch now, then move CLIP
+    and T5 to the CPU, so the steps run without them on the GPU (T5-XXL alone is 9 GiB in
+    bf16), as the script frees its text encoders once the embeddings are computed."""
+    if not spec.cache_text_embeddings:
+        return
+    for caption in sorted({item.caption for batch in batches for item in batch}):
+        ids = tokenize(models, caption)
+        clip_ids, t5_ids = ids["input_ids"].to(device), ids["input_ids_2"].to(device)
+        key = _key(clip_ids, t5_ids)
+        if key not in models.text_embeddings:
+            hidden, pooled = _encode(models, clip_ids[None], t5_ids[None])
+            models.text_embeddings[key] = (hidden[0], pooled[0])
+    if torch.device(device).type == "cuda":
+        models.text_encoder.to("cpu")
+        models.text_encoder_2.to("cpu")
+        torch.cuda.empty_cache()
 
 
 def encode_text(
     spec: TrainSpec, models: Models, batch: dict[str, Any], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(prompt_embeds, pooled_prompt_embeds, text_ids)`` of the batch's captions; with
-    ``cache_text_embeddings``, each caption is encoded once per job."""
+    ``cache_text_embeddings``, each caption is encoded once per job (:func:`before_epoch`)."""
     clip_ids = batch["input_ids"].to(device)
     t5_ids = batch["input_ids_2"].to(device)
     if not spec.cache_text_embeddings:
@@ -154,7 +180,7 @@ def encode_text(
     else:
         rows = []
         for ids, ids_2 in zip(clip_ids, t5_ids, strict=True):
-            key = ids.cpu().numpy().tobytes() + b"|" + ids_2.cpu().numpy().tobytes()
+            key = _key(ids, ids_2)
             if key not in models.text_embeddings:
                 h, p = _encode(models, ids[None], ids_2[None])
                 models.text_embeddings[key] = (h[0], p[0])
