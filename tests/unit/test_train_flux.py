@@ -329,3 +329,17 @@ def test_class_images_render_with_flux_own_scheduler(flux, tmp_path):
     )
     assert list(index["seed"]) == [1, 2] and not (tmp_path / "no").exists()
     assert all((tmp_path / "class" / name).is_file() for name in index["image"])
+
+
+def test_checkpoints_are_refused_over_another_family(flux, lora_run, tiny_model, tmp_path):
+    from safetensors.torch import save_file
+
+    from dreamgrid.sample import load_pipeline
+    from dreamgrid.train.export import FORMAT
+
+    with pytest.raises(SpecError, match="FLUX.1 checkpoint"):
+        load_pipeline(tiny_model, lora_run[0].out_checkpoint, "cpu")
+    sd = tmp_path / "sd.safetensors"
+    save_file({"x": torch.zeros(1)}, str(sd), metadata={"format": FORMAT})
+    with pytest.raises(SpecError, match="not a FLUX checkpoint"):
+        load_pipeline(flux, sd, "cpu")

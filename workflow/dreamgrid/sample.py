@@ -180,6 +180,7 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
     from diffusers import StableDiffusionPipeline
 
     from dreamgrid.train.export import (
+        FLUX_FORMAT,
         FLUX_LORA_FORMAT,
         checkpoint_format,
         is_lora_checkpoint,
@@ -204,17 +205,17 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str | None 
 
         return sample_flux.load_pipeline(base_model, checkpoint, device)
     dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if checkpoint is not None and checkpoint_format(checkpoint) in (FLUX_FORMAT, FLUX_LORA_FORMAT):
+        raise SpecError(
+            f"{checkpoint}: a FLUX.1 checkpoint, but {base_model} is not a FLUX.1 model. Sample it "
+            "with the base model it was trained from."
+        )
     if checkpoint is not None and not (
         is_sd_checkpoint(checkpoint) or is_lora_checkpoint(checkpoint)
     ):
         raise SpecError(
             f"{checkpoint}: not a checkpoint the train stage writes (an SD-layout model or a "
             "LoRA adapter). Delete it and rerun the train stage to rewrite it."
-        )
-    if checkpoint is not None and checkpoint_format(checkpoint) == FLUX_LORA_FORMAT:
-        raise SpecError(
-            f"{checkpoint}: a FLUX.1 LoRA, but {base_model} is not a FLUX.1 model. Sample it "
-            "with the base model it was trained from."
         )
     if checkpoint is not None and is_sd_checkpoint(checkpoint):
         # Full model in the SD layout; base_model gives the configs.
