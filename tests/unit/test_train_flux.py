@@ -211,8 +211,14 @@ def test_flux_fields_stay_out_of_other_families_fingerprint_and_metadata(tmp_pat
 def test_lora_targets_are_checked_against_the_transformer(flux):
     from dreamgrid.train import targets
 
-    transformer = targets.empty_unet(flux)
-    targets.check(transformer, ["to_k", "to_q", "to_v", "to_out.0"])
+    targets.check(targets.empty_unet(flux), ["to_k", "to_q", "to_v", "to_out.0"])
+    # The current train_dreambooth_lora_flux.py default (both streams' attention and MLPs).
+    script_default = [
+        *("attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0"),
+        *("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out"),
+        *("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"),
+    ]
+    targets.check(targets.empty_unet(flux), script_default)
     with pytest.raises(SpecError, match="to_kk.*transformer"):
         targets.check(targets.empty_unet(flux), ["to_kk"])
 

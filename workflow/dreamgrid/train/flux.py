@@ -16,8 +16,11 @@ does that is particular to FLUX, behind the family interface of :mod:`dreamgrid.
   states padded to ``max_sequence_length`` tokens; the guidance embedding gets
   ``flux_guidance`` (the script's ``--guidance_scale``, 3.5) when the transformer has one
   (FLUX.1-dev), timesteps divided by 1000 as the script passes them.
-- **What trains.** LoRA on the transformer (``lora.target_modules`` matched by peft, e.g. the
-  config's to_k/to_q/to_v/to_out.0 in every attention of both block kinds), or the whole
+- **What trains.** LoRA on the transformer (``lora.target_modules`` matched by peft: the
+  config's default to_k/to_q/to_v/to_out.0, the script's earlier default, adapts the image
+  stream's attention in the double blocks and the attention in the single blocks; the script's
+  current default adds the text stream's ``attn.add_*_proj``/``to_add_out`` and the
+  ``ff``/``ff_context`` MLPs, which ``lora.target_modules`` can name), or the whole
   transformer. CLIP and T5 stay frozen and their embeddings are computed once per caption
   (``cache_text_embeddings``), as the script precomputes them when the text encoder is frozen.
   On CUDA both encoders then leave the GPU for the steps (:func:`before_epoch`).
