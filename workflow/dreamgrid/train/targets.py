@@ -1,9 +1,10 @@
 """LoRA ``target_modules`` checked against the denoiser's module names (a UNet, or FLUX's
 transformer), without loading weights.
 
-The denoiser is built from its config on accelerate's ``meta`` device (no memory, no weights), and
-peft's own matching and ``add_adapter`` decide, as in the training job: a typo would otherwise
-fail (or, beside a correct name, silently train fewer layers) only inside a training job.
+The denoiser is built from its config on accelerate's ``meta`` device (no memory, no
+weights), and peft's own matching and ``add_adapter`` decide, as in the training job: a typo
+would otherwise fail (or, beside a correct name, silently train fewer layers) only inside a
+training job.
 """
 
 from __future__ import annotations
@@ -77,9 +78,9 @@ def check(unet: Any, targets: list[str], key: str = "lora.target_modules") -> No
                 f"{target!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
             )
         raise SpecError(
-            f"{key}: {', '.join(hints)} match no module of the base model's {denoiser_name(unet)}. Use "
-            "module names such as to_k, to_q, to_v, to_out.0 (diffusers' DreamBooth LoRA "
-            "scripts)."
+            f"{key}: {', '.join(hints)} match no module of the base model's "
+            f"{denoiser_name(unet)}. Use module names such as to_k, to_q, to_v, to_out.0 "
+            "(diffusers' DreamBooth LoRA scripts)."
         )
     wrong = {
         f"{target!r} ({type(module).__name__})"
