@@ -341,11 +341,12 @@ def test_checkpoints_are_refused_over_another_family(flux, lora_run, tiny_model,
     from safetensors.torch import save_file
 
     from dreamgrid.sample import load_pipeline
-    from dreamgrid.train.export import FORMAT
+    from dreamgrid.train.export import FORMAT, LORA_FORMAT
 
     with pytest.raises(SpecError, match="FLUX.1 checkpoint"):
         load_pipeline(tiny_model, lora_run[0].out_checkpoint, "cpu")
-    sd = tmp_path / "sd.safetensors"
-    save_file({"x": torch.zeros(1)}, str(sd), metadata={"format": FORMAT})
-    with pytest.raises(SpecError, match="not a FLUX checkpoint"):
-        load_pipeline(flux, sd, "cpu")
+    for fmt in (FORMAT, LORA_FORMAT):  # an SD 1.5 full checkpoint or LoRA
+        sd = tmp_path / f"{fmt}.safetensors"
+        save_file({"x": torch.zeros(1)}, str(sd), metadata={"format": fmt})
+        with pytest.raises(SpecError, match="not a FLUX checkpoint"):
+            load_pipeline(flux, sd, "cpu")

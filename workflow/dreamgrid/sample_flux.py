@@ -67,11 +67,18 @@ def load_pipeline(base_model: Path, checkpoint: Path | None, device: str) -> Any
     from diffusers import FluxPipeline
 
     from dreamgrid.sample import _dtype_kwarg
-    from dreamgrid.train.export import is_flux_checkpoint, is_lora_checkpoint, read_metadata
+    from dreamgrid.train.export import (
+        FLUX_FORMAT,
+        FLUX_LORA_FORMAT,
+        checkpoint_format,
+        is_flux_checkpoint,
+        read_metadata,
+    )
     from dreamgrid.train.export_flux import load_transformer_into
 
-    if checkpoint is not None and not (
-        is_flux_checkpoint(checkpoint) or is_lora_checkpoint(checkpoint)
+    if checkpoint is not None and checkpoint_format(checkpoint) not in (
+        FLUX_FORMAT,
+        FLUX_LORA_FORMAT,
     ):
         raise SpecError(
             f"{checkpoint}: not a FLUX checkpoint (it was trained on another base model than "
