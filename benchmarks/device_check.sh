@@ -6,7 +6,8 @@
 #
 # Here first: scripts/device-wheels.sh (writes .whl/, ignored by git). Then:
 #   device run  command="bash benchmarks/device_check.sh"  carry=[".whl"]  timeout_s=600
-# (or name the steps: `bash benchmarks/device_check.sh study`). Each result lands in $OUT as
+# (or name the steps: `bash benchmarks/device_check.sh study`; the FLUX.1 trainer benchmark
+# runs only by name: `bash benchmarks/device_check.sh flux`). Each result lands in $OUT as
 # JSON (study_path.json, and the study's 8 renders under $OUT/study/renders: where the device
 # has no deepface, embed them here with `python benchmarks/study_path.py --embed-only DIR`);
 # copy the numbers, with the card's name, into benchmarks/RESULTS.md. Budget: each step has
@@ -54,6 +55,10 @@ for step in $steps; do
     # diffusers' train_dreambooth_lora_sdxl.py step, SDXL-base shapes (random), 1024 px, batch 1.
     # Not in the default steps: its own call, `bash benchmarks/device_check.sh sdxl`.
     sdxl) run bench_train_sdxl 540 python3 benchmarks/bench_train_sdxl.py --sdxl --images 2 --repeats 3 ;;
-    *) echo "unknown step $step (study, train, sample, sdxl)" >&2 ;;
+    # FLUX.1 LoRA (rank 16, bf16, gradient checkpointing, 512 px, T5 at 512 tokens), ours vs
+    # diffusers' train_dreambooth_lora_flux.py step, FLUX.1-dev shapes with random weights
+    # built on the GPU: steps/s and peak memory. Not in the default steps (its own call).
+    flux) run bench_train_flux 300 python3 benchmarks/bench_train_flux.py --gpu ;;
+    *) echo "unknown step $step (study, train, sample, sdxl, flux)" >&2 ;;
     esac
 done

@@ -61,6 +61,8 @@ def generate_class_images(
         The index (also written to ``out_dir/index.csv``): columns image (file name), seed,
         prompt.
     """
+    from dreamgrid import sample_flux
+    from dreamgrid.families import detect
     from dreamgrid.sample import (
         generate_images,
         load_pipeline,
@@ -70,14 +72,22 @@ def generate_class_images(
     )
 
     warn_if_tiny(model)
+    flux = detect(model).family == "flux"
+    if flux:
+        # FLUX renders with its own flow-matching Euler, cfg as distilled guidance.
+        sample_flux.check_class_image_negative(negative)
+        generate = sample_flux.generate_images
+    else:
+        generate = generate_images
     pipe = load_pipeline(model, None)
-    set_scheduler(pipe, SCHEDULER)
+    if not flux:
+        set_scheduler(pipe, SCHEDULER)
     seeds = [seed + i for i in range(count)]
     rows = []
     log.info("generating %d class images of %r into %s", count, prompt, out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        images = generate_images(
+        images = generate(
             pipe, prompt, negative, seeds, steps, cfg, size, size, batch_size, desc="class images"
         )
         for i, (s, image) in enumerate(images):

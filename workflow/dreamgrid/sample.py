@@ -54,6 +54,8 @@ RENDER_COLUMNS = (
 )
 #: Label written for renders of the untrained base model.
 BASE_LABEL = "base"
+#: Settings only FLUX renders read (dreamgrid.sample_flux); other families ignore them.
+FLUX_ONLY_SETTINGS = ("true_cfg", "max_sequence_length")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,12 @@ class SampleSettings:
         scheduler: one of :data:`SCHEDULERS`.
         prompt_set: name of the prompt set (``main`` is ``sample.prompt``, which must name
             the token; extra sets may leave it out, e.g. to measure class bleed).
+        true_cfg: FLUX only: true classifier-free guidance scale (FluxPipeline's
+            ``true_cfg_scale``); > 1 enables the negative prompt, 1 = off.
+        max_sequence_length: FLUX only: T5 tokens read from the prompt.
+        family: the base model's family when known (``flux`` checks the FLUX rules here, so
+            that whoever builds the settings refuses them before any job);
+            :func:`render` checks them again with the loaded pipeline.
     """
 
     prompt: str
@@ -86,6 +94,9 @@ class SampleSettings:
     batch_size: int
     scheduler: str
     prompt_set: str = MAIN_PROMPT_SET
+    true_cfg: float = 1.0
+    max_sequence_length: int = 512
+    family: str | None = None
 
     def __post_init__(self) -> None:
         # Types and ranges are the config schema's (validated before any job); only the rule
@@ -95,6 +106,10 @@ class SampleSettings:
                 f"sample.prompt {self.prompt!r} lacks '{{token}}': renders would not ask for "
                 "the trained subject. Write e.g. 'headshot photo of {token} {class}'."
             )
+        if self.family == "flux":
+            from dreamgrid.sample_flux import check_settings
+
+            check_settings(self)
 
     @property
     def seeds(self) -> list[int]:
@@ -159,8 +174,9 @@ def load_pipeline(
     Returns:
         A ``StableDiffusionPipeline`` (``StableDiffusionXLPipeline`` for SDXL) on ``device``
         (fp16 on CUDA, fp32 on CPU), without a safety checker and with its own progress bar
-        off. Its scheduler is the model's own;
-        :func:`render` swaps in the one the settings name.
+        off. Its scheduler is the model's own; :func:`render` swaps in the one the settings
+        name. For a FLUX.1 base model, a ``FluxPipeline``
+        (:func:`dreamgrid.sample_flux.load_pipeline`).
 
     Raises:
         SpecError: the base model folder or the checkpoint file is missing or not loadable.
@@ -168,7 +184,14 @@ def load_pipeline(
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from dreamgrid.train.export import is_lora_checkpoint, is_sd_checkpoint, load_sd_pipeline
+    from dreamgrid.train.export import (
+        FLUX_FORMAT,
+        FLUX_LORA_FORMAT,
+        checkpoint_format,
+        is_lora_checkpoint,
+        is_sd_checkpoint,
+        load_sd_pipeline,
+    )
     from dreamgrid.train.export import read_metadata as read_sd_metadata
 
     base_model = Path(base_model)
@@ -178,9 +201,19 @@ def load_pipeline(
             "Point base_model at a folder saved with save_pretrained."
         )
     device = device or default_device()
-    dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise SpecError(f"{checkpoint}: checkpoint not found. Run the train stage first.")
+    family = family or base_family(base_model)
+    if family == "flux":
+        from dreamgrid import sample_flux
+
+        return sample_flux.load_pipeline(base_model, checkpoint, device)
+    dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if checkpoint is not None and checkpoint_format(checkpoint) in (FLUX_FORMAT, FLUX_LORA_FORMAT):
+        raise SpecError(
+            f"{checkpoint}: a FLUX.1 checkpoint, but {base_model} is not a FLUX.1 model. Sample it "
+            "with the base model it was trained from."
+        )
     if checkpoint is not None and not (
         is_sd_checkpoint(checkpoint) or is_lora_checkpoint(checkpoint)
     ):
@@ -188,7 +221,6 @@ def load_pipeline(
             f"{checkpoint}: not a checkpoint the train stage writes (an SD-layout model or a "
             "LoRA adapter). Delete it and rerun the train stage to rewrite it."
         )
-    family = family or base_family(base_model)
     if checkpoint is not None:
         check_checkpoint_family(checkpoint, base_model, family)
     if family == "sdxl":
@@ -412,7 +444,13 @@ def render(
         raise SpecError(f"seeds {unknown[:5]} are not among this checkpoint's seeds.")
     prompt = fill(settings.prompt, token, class_word)
     negative = fill(settings.negative, token, class_word)
-    set_scheduler(pipe, settings.scheduler)
+    from dreamgrid import sample_flux
+
+    flux = sample_flux.is_flux_pipeline(pipe)
+    if flux:
+        sample_flux.check_settings(settings)  # before the first render
+    else:
+        set_scheduler(pipe, settings.scheduler)
     log.info(
         "rendering %d images of %r (negative %r): %s",
         len(seeds),
@@ -422,17 +460,32 @@ def render(
         f"{settings.width}x{settings.height}, batch {settings.batch_size}",
     )
     rows = []
-    images = generate_images(
-        pipe,
-        prompt,
-        negative,
-        seeds,
-        settings.steps,
-        settings.cfg,
-        settings.width,
-        settings.height,
-        settings.batch_size,
-    )
+    if flux:
+        images = sample_flux.generate_images(
+            pipe,
+            prompt,
+            negative,
+            seeds,
+            settings.steps,
+            settings.cfg,
+            settings.width,
+            settings.height,
+            settings.batch_size,
+            true_cfg=settings.true_cfg,
+            max_sequence_length=settings.max_sequence_length,
+        )
+    else:
+        images = generate_images(
+            pipe,
+            prompt,
+            negative,
+            seeds,
+            settings.steps,
+            settings.cfg,
+            settings.width,
+            settings.height,
+            settings.batch_size,
+        )
     # What every render of this call shares: in its PNG text and in its table row.
     shared = {
         "prompt_set": settings.prompt_set,

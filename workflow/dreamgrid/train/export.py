@@ -26,6 +26,10 @@ from dreamgrid.io import atomic_path
 from dreamgrid.train.spec import SAVE_PRECISIONS
 
 FORMAT = "dreamgrid-sd-v1"
+#: FLUX.1 checkpoints (written by dreamgrid.train.export_flux): the LoRA adapter, and the full
+#: fine-tune's transformer.
+FLUX_LORA_FORMAT = "dreamgrid-flux-lora-v1"
+FLUX_FORMAT = "dreamgrid-flux-v1"
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_ENCODER_PREFIX = "cond_stage_model.transformer."
@@ -232,8 +236,13 @@ def is_sd_checkpoint(path: Path) -> bool:
 
 
 def is_lora_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a LoRA adapter written by :func:`save_lora`."""
-    return checkpoint_format(path) == LORA_FORMAT
+    """Whether ``path`` is a LoRA adapter written by :func:`save_lora` (or FLUX's)."""
+    return checkpoint_format(path) in (LORA_FORMAT, FLUX_LORA_FORMAT)
+
+
+def is_flux_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a full FLUX.1 transformer written by the FLUX trainer."""
+    return checkpoint_format(path) == FLUX_FORMAT
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -242,13 +251,15 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
     with safe_open(str(path), framework="pt") as handle:
         header = handle.metadata() or {}
-    if header.get("format") not in (FORMAT, LORA_FORMAT):
+    if header.get("format") not in (FORMAT, LORA_FORMAT, FLUX_FORMAT, FLUX_LORA_FORMAT):
         raise SpecError(
             f"{path}: not a dreamgrid SD checkpoint (format {header.get('format')!r}). "
             "Rerun the train stage to rewrite it."
         )
     return {
-        k: json.loads(v) for k, v in header.items() if k != "format" and not k.startswith("ss_")
+        k: json.loads(v)
+        for k, v in header.items()
+        if k not in ("format", "lora_adapter_metadata") and not k.startswith("ss_")
     }
 
 

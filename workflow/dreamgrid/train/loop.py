@@ -365,6 +365,9 @@ def train_epoch(
     if spec.train_text_encoder:
         # After its stop epoch the text encoder gets no gradients, so AdamW leaves it alone.
         models.text_encoder.requires_grad_(spec.text_encoder_trains(spec.epoch))
+    before_epoch = getattr(trainer(spec), "before_epoch", None)  # optional family hook
+    if before_epoch is not None:
+        before_epoch(spec, models, batches, accelerator.device)
     loader = make_dataloader(accelerator, models, batches)
     generator = torch.Generator(device=accelerator.device)
     generator.manual_seed(derive_seed(spec.seed, spec.epoch, "noise"))

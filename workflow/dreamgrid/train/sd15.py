@@ -7,7 +7,9 @@ Stable Diffusion 1.x. The shared epoch (data, resume, optimizer, progress, loss 
 - ``tokenize(models, caption)`` -> the ``input_ids*`` tensors of one caption;
 - ``per_item_loss(spec, models, batch, latents, generator, device)`` -> loss per item before
   the instance/class weights, given the VAE's latent sample of each image;
-- ``save_checkpoint(spec, models, metadata)``: the epoch's checkpoint file.
+- ``save_checkpoint(spec, models, metadata)``: the epoch's checkpoint file;
+- optional ``before_epoch(spec, models, batches, device)``: called before each epoch's steps
+  (FLUX encodes every caption there, then moves its text encoders off the GPU).
 """
 
 from __future__ import annotations

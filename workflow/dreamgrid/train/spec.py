@@ -39,6 +39,19 @@ _PATH_FIELDS = (
 _LOCATION_FIELDS = ("epoch", "previous_meta", "state", "cache_dir", "out_checkpoint")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 REG_MODES = ("kohya", "paired")
+#: Timestep sampling / loss weighting of flow-matching training (diffusers' SD3 and FLUX
+#: DreamBooth scripts' ``--weighting_scheme``).
+WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
+#: Settings only FLUX training reads. Other families leave them out of their fingerprint and
+#: checkpoint metadata, so adding them changed no SD 1.5 resume state or checkpoint .json.
+FLUX_FIELDS = (
+    "weighting_scheme",
+    "logit_mean",
+    "logit_std",
+    "mode_scale",
+    "flux_guidance",
+    "max_sequence_length",
+)
 _BUCKET_FIELDS = ("bucket_min_size", "bucket_max_size", "bucket_step")
 # Fields a checkpoint's metadata has never recorded: input and output paths, optimizer and
 # memory details, bucket sizes. Recording one more would change every checkpoint's .json.
@@ -118,6 +131,15 @@ class TrainSpec:
     # A diffusers AutoencoderKL folder that replaces the base model's VAE in training (SDXL:
     # e.g. madebyollin/sdxl-vae-fp16-fix, which runs in fp16 where SDXL's own VAE overflows).
     vae: Path | None = None
+    # FLUX.1 only (FLUX_FIELDS; defaults as diffusers' train_dreambooth_lora_flux.py):
+    # timestep sampling and loss weighting of the flow-matching objective, the guidance
+    # value fed to a guidance-distilled transformer while training, and T5's token count.
+    weighting_scheme: str = "none"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
+    flux_guidance: float = 3.5
+    max_sequence_length: int = 512
 
     def __post_init__(self) -> None:
         for name in _PATH_FIELDS:
@@ -142,6 +164,34 @@ class TrainSpec:
             )
         if self.vae is not None and self.family != "sdxl":
             self._fail(f"training.vae is for SDXL base models; this one is {self.family}.")
+        if self.weighting_scheme not in WEIGHTING_SCHEMES:
+            self._fail(
+                f"weighting_scheme must be one of {', '.join(WEIGHTING_SCHEMES)}, "
+                f"got {self.weighting_scheme!r}."
+            )
+        if self.family == "flux":
+            self._check_flux()
+
+    def _check_flux(self) -> None:
+        """What FLUX training refuses: options of the DDPM objective, and training the text
+        encoders (diffusers' FLUX script keeps T5 frozen and caches its embeddings)."""
+        if self.noise_offset:
+            self._fail(
+                "noise_offset is for the DDPM objective (SD 1.5, SDXL); FLUX trains with flow "
+                "matching. Set training.noise_offset 0 for the FLUX base model."
+            )
+        if self.min_snr_gamma is not None:
+            self._fail(
+                "min_snr_gamma is for the DDPM objective; FLUX weights its flow-matching loss "
+                "with training.weighting_scheme. Set min_snr_gamma null for the FLUX base model."
+            )
+        if self.train_text_encoder:
+            self._fail(
+                "FLUX trains the transformer only; its CLIP and T5 text encoders stay frozen "
+                "with their embeddings cached. Set training.train_text_encoder false."
+            )
+        if self.max_sequence_length < 1 or self.max_sequence_length > 512:
+            self._fail(f"max_sequence_length must be 1..512 (T5), got {self.max_sequence_length}.")
 
     def _fail(self, message: str) -> NoReturn:
         raise SpecError(f"train spec {self.arm}: {message}")
@@ -233,6 +283,9 @@ class TrainSpec:
         if settings.get("vae", "") is None:
             # No separate VAE: fingerprints stay those of specs made before the field existed.
             del settings["vae"]
+        if self.family != "flux":
+            for name in FLUX_FIELDS:
+                settings.pop(name, None)
         return settings
 
     @property

@@ -1,8 +1,10 @@
-"""LoRA ``target_modules`` checked against a UNet's module names, without loading weights.
+"""LoRA ``target_modules`` checked against the denoiser's module names (a UNet, or FLUX's
+transformer), without loading weights.
 
-The UNet is built from its config on accelerate's ``meta`` device (no memory, no weights), and
-peft's own matching and ``add_adapter`` decide, as in the training job: a typo would otherwise
-fail (or, beside a correct name, silently train fewer layers) only inside a training job.
+The denoiser is built from its config on accelerate's ``meta`` device (no memory, no
+weights), and peft's own matching and ``add_adapter`` decide, as in the training job: a typo
+would otherwise fail (or, beside a correct name, silently train fewer layers) only inside a
+training job.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ ADAPTABLE = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Embedding", "MultiheadAtte
 
 
 def empty_unet(base_model: Path) -> Any:
-    """The UNet of a diffusers folder, or of dreamgrid's tiny model, on the meta device."""
+    """The denoiser of a diffusers folder (its UNet, or a FLUX folder's transformer), or of
+    dreamgrid's tiny model, on the meta device."""
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
 
@@ -27,11 +30,19 @@ def empty_unet(base_model: Path) -> Any:
             from dreamgrid import tiny
 
             return UNet2DConditionModel(**tiny.TINY_UNET)
+        transformer = Path(base_model) / "transformer" / "config.json"
+        if transformer.is_file():
+            from diffusers import FluxTransformer2DModel
+
+            return FluxTransformer2DModel.from_config(
+                FluxTransformer2DModel.load_config(str(transformer.parent))
+            )
         config_file = Path(base_model) / "unet" / "config.json"
         if not config_file.is_file():
             raise SpecError(
-                f"{base_model}: no unet/config.json, so LoRA targets cannot be checked. "
-                "base_model must be a diffusers Stable Diffusion folder (save_pretrained)."
+                f"{base_model}: no unet/config.json (or transformer/config.json), so LoRA "
+                "targets cannot be checked. base_model must be a diffusers folder "
+                "(save_pretrained)."
             )
         return UNet2DConditionModel.from_config(
             UNet2DConditionModel.load_config(str(config_file.parent))
@@ -39,7 +50,8 @@ def empty_unet(base_model: Path) -> Any:
 
 
 def check(unet: Any, targets: list[str], key: str = "lora.target_modules") -> None:
-    """Every name in ``targets`` must match a UNet module peft can adapt.
+    """Every name in ``targets`` must match a module of the denoiser (``unet``: a UNet or
+    FLUX transformer) peft can adapt.
 
     Raises:
         SpecError: naming ``key``, the names that match nothing (with close names), or the
@@ -66,8 +78,9 @@ def check(unet: Any, targets: list[str], key: str = "lora.target_modules") -> No
                 f"{target!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
             )
         raise SpecError(
-            f"{key}: {', '.join(hints)} match no module of the base model's UNet. Use module "
-            "names such as to_k, to_q, to_v, to_out.0 (diffusers' train_dreambooth_lora)."
+            f"{key}: {', '.join(hints)} match no module of the base model's "
+            f"{denoiser_name(unet)}. Use module names such as to_k, to_q, to_v, to_out.0 "
+            "(diffusers' DreamBooth LoRA scripts)."
         )
     wrong = {
         f"{target!r} ({type(module).__name__})"
@@ -85,11 +98,15 @@ def check(unet: Any, targets: list[str], key: str = "lora.target_modules") -> No
     unet.add_adapter(LoraConfig(r=1, lora_alpha=1, target_modules=list(targets)))
 
 
+def denoiser_name(model: Any) -> str:
+    return "transformer" if type(model).__name__.endswith("Transformer2DModel") else "UNet"
+
+
 def check_lora_targets(base_model: Path, targets: list[str], out: Path) -> dict[str, Any]:
     """The ``check_lora_targets`` job: check ``targets`` against the prepared base model.
 
     Returns:
-        What ``out`` records: the targets and how many UNet layers they adapt.
+        What ``out`` records: the targets and how many denoiser layers they adapt.
     """
     import json
 
