@@ -106,30 +106,40 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
                 job_spec(
                     params,
                     grid.train_files(arm, epoch),
-                    base_model=paths.BASE_MODEL_DIR,
+                    base_model=paths.base_model_dir(grid.arms[arm].base_model),
                     epoch=epoch,
                     out_checkpoint=paths.CHECKPOINT.format(arm=arm, epoch=epoch),
                 ).check_job()
             except ValueError as err:
                 raise _spec_error(err, arm, epoch, params["method"]) from err
             built += 1
-    for prompt_set in grid.prompt_set_names:
-        for shard in grid.shard_ids(prompt_set):
-            wildcards = SimpleNamespace(prompt_set=prompt_set, shard=str(shard))
-            try:
-                SampleSettings(**grid.get_shard_settings(wildcards))
-            except ValueError as err:
-                raise SpecError(
-                    f"config key sample (prompt set {prompt_set}, shard {shard}): {err}"
-                ) from err
-            built += 1
-    if any(a.method == "lora" for a in grid.arms.values()):
-        check_lora_targets(config, results)
+    # One arm per base model: shards differ only by their base model's sample settings.
+    firsts = {}
+    for arm in grid.arms.values():
+        firsts.setdefault(arm.base_model, arm.arm)
+    for name, arm in firsts.items():
+        key = f"sample.by_base_model.{name} (merged into sample)" if name else "sample"
+        for prompt_set in grid.prompt_set_names:
+            for shard in grid.shard_ids(prompt_set):
+                wildcards = SimpleNamespace(arm=arm, prompt_set=prompt_set, shard=str(shard))
+                try:
+                    SampleSettings(**grid.get_shard_settings(wildcards))
+                except ValueError as err:
+                    raise SpecError(
+                        f"config key {key} (prompt set {prompt_set}, shard {shard}): {err}"
+                    ) from err
+                built += 1
+    for name in grid.base_model_names:
+        if any(a.method == "lora" and a.base_model == name for a in grid.arms.values()):
+            check_lora_targets(grid.views[name], results, name)
     return built
 
 
-def check_lora_targets(config: dict[str, Any], results: str | Path = "results") -> bool:
+def check_lora_targets(
+    config: dict[str, Any], results: str | Path = "results", name: str = ""
+) -> bool:
     """LoRA targets against the base model's UNet (config only, built on the meta device).
+    ``config``: as base model ``name``'s arms see it (:func:`dreamgrid.config.base_model_config`).
 
     Returns:
         False when the check must wait for prepare_base_model (a hub id or single file not
@@ -137,9 +147,16 @@ def check_lora_targets(config: dict[str, Any], results: str | Path = "results") 
     """
     from dreamgrid.train import targets
 
-    source = config["base_model"]
+    entry = cfg.base_models(config)[""]
+    source = entry["source"]
     kind = models.classify(source, config["allow_pickle"])
-    prepared = Path(results).parent / paths.BASE_MODEL_DIR
+    prepared = Path(results).parent / paths.base_model_dir(name)
+    family = models.plan_family(source, entry["family"], config["allow_pickle"])
+    if family == "flux" or (kind == "tiny" and source != cfg.TINY):
+        # A FLUX transformer, or a tiny model not yet built: the base model's
+        # check_lora_targets job checks them before its first lora arm trains.
+        logger.info("lora.target_modules of %s: checked once %s is prepared", source, family)
+        return False
     if kind == "tiny":
         unet = targets.empty_unet(None)
     elif kind == "dir":
@@ -200,7 +217,11 @@ def check_models(config: dict[str, Any]) -> list[str]:
     score = config["score"]
     fetched: list[str] = []
     missing: list[str] = []
-    needs = [("base_model", config["base_model"], paths.BASE_MODEL_DIR, "prepare_base_model")]
+    needs = [
+        (f"axes.base_model.{name}" if name else "base_model", entry["source"],
+         paths.base_model_dir(name), "prepare_base_model")
+        for name, entry in cfg.base_models(config).items()
+    ]  # fmt: skip
     captions = config["axes"]["captions"]
     if "blip" in captions and config["caption"]["backend"] == "transformers":
         needs.append(
@@ -223,7 +244,8 @@ def check_models(config: dict[str, Any]) -> list[str]:
             ("score.clip_model", score["clip_model"], paths.CLIP_MODEL_DIR, "prepare_clip_model")
         )
     for key, source, prepared, rule in needs:
-        kind = models.classify(source, config["allow_pickle"] if key == "base_model" else False)
+        base = key == "base_model" or key.startswith("axes.base_model.")
+        kind = models.classify(source, config["allow_pickle"] if base else False)
         # A single file's scheduler and tokenizer configs come from the hub too.
         if kind in ("hub", "single_file") and not Path(prepared).is_dir():
             fetched.append(f"{key} {source} ({rule})")
