@@ -146,7 +146,8 @@ def _convert_sd(source: str, source_kind: str, out: Path, family: str | None = N
     from dreamgrid import families
 
     if source_kind == "single_file":
-        family = families.resolve_family(source, family)
+        # (A pickle's keys are not read: SD 1.5 unless stated, as before the axis.)
+        family = plan_family(source, family, allow_pickle=True)
     # Only SD pipelines have a safety checker to leave out.
     extra = {"safety_checker": None} if family in (None, "sd15") else {}
     if family is None:
@@ -212,6 +213,9 @@ def plan_family(source: str, stated: str | None, allow_pickle: bool = False) -> 
     kind = classify(source, allow_pickle)
     if kind == "tiny":
         return TINY_FAMILIES[source]
+    if kind == "single_file" and Path(source).suffix.lower() in PICKLE_SUFFIXES:
+        # A pickle's keys are not read before its prepare job: SD 1.5 as before the axis.
+        return stated or "sd15"
     if kind in ("dir", "single_file"):
         return families.resolve_family(Path(source).expanduser(), stated)
     return stated or "sd15"

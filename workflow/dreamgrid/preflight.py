@@ -281,7 +281,7 @@ PNG_BYTES_PER_PIXEL = 1.5  # photo-like PNGs compress RGB to about half
 
 def _unet_bytes(base_model: str) -> int:
     path = Path(base_model)
-    if base_model == cfg.TINY:
+    if base_model in cfg.TINY_FAMILIES:
         return TINY_UNET_BYTES
     if path.is_dir() and (path / "unet").is_dir():
         weights = [p for p in (path / "unet").iterdir() if p.suffix in (".safetensors", ".bin")]
@@ -290,6 +290,48 @@ def _unet_bytes(base_model: str) -> int:
             (p.stat().st_size * (2 if ".fp16." in p.name else 1) for p in weights), default=0
         )
     return SD15_UNET_BYTES
+
+
+def _disk_of(
+    config: dict[str, Any], grid: Any, arms: set[str], results: str | Path
+) -> dict[str, int]:
+    """:func:`estimate_disk`'s checkpoints, states and renders of ``arms`` (one base model's,
+    ``config`` as they see it)."""
+    from dreamgrid.memory import DENOISER, PUBLISHED
+
+    training = config["training"]
+    entry = cfg.base_models(config)[""]
+    family = models.plan_family(entry["source"], entry["family"], config["allow_pickle"])
+    unet = _unet_bytes(entry["source"])
+    tiny = unet == TINY_UNET_BYTES or entry["source"] in cfg.TINY_FAMILIES
+    trained = unet
+    if training["train_text_encoder"] and not tiny:
+        trained += SD15_TEXT_ENCODER_BYTES
+    full_model = unet if tiny else unet + SD15_TEXT_ENCODER_BYTES + SD15_VAE_BYTES
+    if family != "sd15" and not tiny:
+        # SDXL and FLUX.1 from their published parameter counts (fp32: 4 bytes each).
+        trained = 4 * PUBLISHED[family][DENOISER[family]]
+        full_model = 4 * sum(PUBLISHED[family].values())
+    if training.get("save_precision", "fp16") != "fp32":
+        full_model //= 2
+    sample = config["sample"]
+    # Every prompt set renders its own images of each checkpoint.
+    per_checkpoint = sum(grid.prompt_set_count(p) for p in grid.prompt_set_names)
+    renders = int(per_checkpoint * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
+    todo = [
+        path
+        for path in grid.checkpoints(paths.CHECKPOINT)
+        if path.split("/")[2] in arms and not (Path(results).parent / path).exists()
+    ]
+    arms_todo = {path.split("/")[2] for path in todo}  # results/arms/{arm}/...
+    # fp32 weights (4 bytes a parameter) + two moments (4 bytes each, or 1 byte in 8 bits)
+    state = trained * (6 if training.get("optimizer") == "adamw8bit" else 12) // 4
+    return {
+        "checkpoints": len(todo) * full_model,
+        "resume_states": len(arms_todo) * state,
+        "resume_state_rewrite": state if arms_todo else 0,
+        "renders": len(todo) * renders,
+    }
 
 
 def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> dict[str, int]:
@@ -302,38 +344,21 @@ def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> di
     may start every arm before finishing any, so all of them are counted."""
     from dreamgrid import dag
 
-    training = config["training"]
-    unet = _unet_bytes(config["base_model"])
-    tiny = unet == TINY_UNET_BYTES
-    trained = unet
-    if training["train_text_encoder"] and not tiny:
-        trained += SD15_TEXT_ENCODER_BYTES
-    full_model = unet if tiny else unet + SD15_TEXT_ENCODER_BYTES + SD15_VAE_BYTES
-    if training.get("save_precision", "fp16") != "fp32":
-        full_model //= 2
-    sample = config["sample"]
     grid = dag.Grid(config)
-    # Every prompt set renders its own images of each checkpoint.
-    per_checkpoint = sum(grid.prompt_set_count(p) for p in grid.prompt_set_names)
-    renders = int(per_checkpoint * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
-    todo = [
-        path
-        for path in grid.checkpoints(paths.CHECKPOINT)
-        if not (Path(results).parent / path).exists()
+    parts = [
+        _disk_of(view, grid, {a for a, arm in grid.arms.items() if arm.base_model == name}, results)
+        for name, view in grid.views.items()
     ]
-    arms_todo = {path.split("/")[2] for path in todo}  # results/arms/{arm}/...
-    # fp32 weights (4 bytes a parameter) + two moments (4 bytes each, or 1 byte in 8 bits)
-    state = trained * (6 if training.get("optimizer") == "adamw8bit" else 12) // 4
-    estimate = {
-        "checkpoints": len(todo) * full_model,
-        "resume_states": len(arms_todo) * state,
-        "resume_state_rewrite": state if arms_todo else 0,
-        "renders": len(todo) * renders,
-    }
+    # Each base model's arms with its own model size and settings (by_base_model); one state
+    # rewrite at a time, the largest.
+    estimate = {key: sum(part[key] for part in parts) for key in parts[0]}
+    estimate["resume_state_rewrite"] = max(part["resume_state_rewrite"] for part in parts)
     if "generated" in config["axes"]["regularization"]:
-        side = config["training"]["resolution"]
-        count = grid.class_image_params["count"]
-        estimate["class_images"] = int(count * side * side * PNG_BYTES_PER_PIXEL)
+        estimate["class_images"] = 0
+        for name, view in grid.views.items():
+            side = view["training"]["resolution"]
+            count = grid.class_image_params_for(name)["count"]
+            estimate["class_images"] += int(count * side * side * PNG_BYTES_PER_PIXEL)
     estimate["total"] = sum(estimate.values())
     return estimate
 
