@@ -35,7 +35,7 @@ checkpoint rank_candidates:
             paths.RANKING_OF,
             caption="../report/ranking.rst",
             category="7. Token finder",
-            labels={"table": "look-alike ranking"},
+            labels={"table": "look-alike ranking", "finder": "{finder}"},
         ),
     log:
         "results/logs/rank_candidates/{finder}.log",
@@ -64,7 +64,7 @@ rule plot_candidates:
             paths.CANDIDATE_SHEET_OF,
             caption="../report/candidates.rst",
             category="7. Token finder",
-            labels={"figure": "top candidates"},
+            labels={"figure": "top candidates", "finder": "{finder}"},
         ),
     log:
         "results/logs/plot_candidates/{finder}.log",
@@ -92,7 +92,7 @@ rule render_ranking_page:
             paths.RANKING_PAGE_OF,
             caption="../report/ranking.rst",
             category="1. Verdict and statistics",
-            labels={"page": "6. token finder ranking"},
+            labels={"page": "6. token finder ranking", "ranking": "{page}"},
         ),
     log:
         "results/logs/render_ranking_page/{page}.log",
