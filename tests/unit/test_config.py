@@ -137,7 +137,11 @@ def test_every_schema_key_has_description_and_default():
         for key, sub in node.get("properties", {}).items():
             here = f"{path}.{key}".lstrip(".")
             assert "description" in sub, here
-            if here not in {"subject", "base_model", "axes", "axes.token"} and not (
+            # Exactly one of base_model and axes.base_model; by_base_model keys are optional.
+            optional = {"base_model", "axes.base_model"} | {
+                f"{s}.by_base_model" for s in cfg.BY_BASE_MODEL
+            }
+            if here not in {"subject", "axes", "axes.token", *optional} and not (
                 here.startswith("subject.") and key in {"class_word", "train_images", "references"}
             ):
                 assert "default" in sub, here

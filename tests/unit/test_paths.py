@@ -23,6 +23,7 @@ def test_templates_keep_the_paths_existing_runs_have():
 
 def test_every_template_is_under_results_and_names_only_rule_wildcards():
     wildcards = {"arm", "epoch", "prompt_set", "shard", "model", "detector", "reg", "group"}
+    wildcards |= {"prepared", "targets", "finder", "page"}  # per base model (axes.base_model)
     templates = {
         name: value
         for name, value in vars(paths).items()

@@ -83,7 +83,8 @@ def test_auto_arms_get_the_top_ranked_name_once_the_ranking_is_final(tmp_path):
 
     state = {"final": False}
 
-    def resolver():
+    def resolver(finder):
+        assert finder == "token_finder"  # the one base_model's finder
         if not state["final"]:
             raise NotYet
         return str(ranking)

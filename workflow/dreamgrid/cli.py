@@ -385,9 +385,10 @@ def _check(args: argparse.Namespace) -> None:
     sample = config["sample"]
     print(f"{args.config}: valid; {len(arms)} arm{'s' * (len(arms) != 1)} x {epochs} epochs")
     for arm in arms:
+        base = f" base_model={arm.base_model} ({grid.family(arm.base_model)})"
         print(
             f"  {arm.arm}: token={arm.token!r} regularization={arm.regularization} "
-            f"captions={arm.captions}"
+            f"captions={arm.captions}" + (base if arm.base_model else "")
         )
     print(
         f"{sample['count']} renders per checkpoint in shards of {sample['shard_size']}; "

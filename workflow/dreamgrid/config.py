@@ -25,6 +25,15 @@ REGULARIZATION_SLUG = {"none": "noreg", "generated": "genreg", "ground_truth": "
 CAPTIONS_SLUG = {"blip": "blip", "none": "nocap"}
 
 TINY = "tiny"
+#: The tiny random-weight models (dreamgrid.tiny) a base model may name, and their family.
+TINY_FAMILIES = {TINY: "sd15", "tiny-sdxl": "sdxl", "tiny-flux": "flux"}
+#: Sections whose keys may differ per base model (``<section>.by_base_model.<name>``), and
+#: the keys that may not: they shape the grid, or pair renders across base models.
+BY_BASE_MODEL = {
+    "training": ("epochs", "replicates", "keep_checkpoints", "keep_resume_state"),
+    "lora": (),
+    "sample": ("prompt", "prompt_sets", "prompt_sets_count", "count", "seed", "shard_size"),
+}
 
 # Upper bounds of DeepFace's distance metrics (euclidean is unbounded).
 METRIC_RANGE = {"cosine": 2.0, "euclidean_l2": 2.0, "angular": 1.0}
@@ -44,11 +53,15 @@ class Arm:
     replicate: int = 1
     #: The recipe's id (the arm id of run 1).
     recipe: str = ""
+    #: Its base model's name in axes.base_model ("" for the one ``base_model``).
+    base_model: str = ""
 
     def as_params(self) -> dict[str, str | int]:
         """The arm's settings as passed to its jobs (and nothing else, so edits stay local)."""
         params = asdict(self)
         del params["recipe"]
+        # The base model reaches a job as its input folder and its settings, not by name.
+        del params["base_model"]
         if self.method == "full":
             del params["method"]  # full arms' params stay as before the method axis
         if self.replicate == 1:
@@ -75,8 +88,10 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise SpecError(f"{source}: invalid config: {_describe(cause or err)}") from err
     # snakemake fills nested defaults into the schema's own default dicts; copy them out.
     config = copy.deepcopy(config)
+    check_base_models(config, source)
     check_paths(config, source)
     check_numbers(config, source)
+    check_by_base_model(config, source)
     check_limits(config, source)
     fit_thresholds(config, source)
     check(config, source)
@@ -120,6 +135,7 @@ PATH_KEYS = (
     "subject.ground_truth",
     "subject.caption_overrides",
     "base_model",
+    "base_model.source",
     "token_finder.candidates",
     "score.deepface_home",
 )
@@ -130,7 +146,10 @@ def check_paths(config: dict[str, Any], source: str = "config") -> None:
     wildcards in a rule's input."""
     import os
 
-    for key in PATH_KEYS:
+    keys = list(PATH_KEYS)
+    for name, entry in (config["axes"].get("base_model") or {}).items():
+        keys.append(f"axes.base_model.{name}" + (".source" if isinstance(entry, dict) else ""))
+    for key in keys:
         *parents, last = key.split(".")
         node = _lookup(config, ".".join(parents)) if parents else config
         value = node.get(last) if isinstance(node, dict) else None
@@ -161,7 +180,15 @@ def check_numbers(config: dict[str, Any], source: str = "config") -> None:
 
     walk(config, "")
     schema = _schema()
-    for key in _integer_keys(schema, schema.get("$defs", {})):
+    keys = _integer_keys(schema, schema.get("$defs", {}))
+    for section in BY_BASE_MODEL:
+        for name in (config.get(section) or {}).get("by_base_model") or {}:
+            keys += [
+                f"{section}.by_base_model.{name}.{k.removeprefix(section + '.')}"
+                for k in keys
+                if k.startswith(section + ".")
+            ]
+    for key in keys:
         value = _lookup(config, key)
         if isinstance(value, float):
             hint = f" ({int(value)})" if value.is_integer() else ""
@@ -169,6 +196,112 @@ def check_numbers(config: dict[str, Any], source: str = "config") -> None:
                 f"{source}: {key} is {value!r}, a decimal number; it must be a whole number "
                 f"written without a point or exponent{hint}."
             )
+
+
+def base_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Base model name -> ``{"source", "family"}`` (family: the stated one, or None), in
+    config order: ``axes.base_model``'s entries, or the one ``base_model`` under the name ""."""
+    entries = config["axes"].get("base_model") or {"": config.get("base_model")}
+    out = {}
+    for name, entry in entries.items():
+        if isinstance(entry, dict):
+            out[name] = {"source": entry["source"], "family": entry.get("family")}
+        else:
+            out[name] = {"source": entry, "family": None}
+    return out
+
+
+def base_model_axis(config: dict[str, Any]) -> bool:
+    """Whether arm ids name their base model: ``axes.base_model`` has more than one."""
+    return len(config["axes"].get("base_model") or {}) > 1
+
+
+def stated_family(entry: dict[str, Any]) -> str | None:
+    """The family a base model entry states, or its tiny source's; None when only the model
+    can tell (read by the jobs from the prepared model)."""
+    return entry["family"] or TINY_FAMILIES.get(entry["source"])
+
+
+def check_base_models(config: dict[str, Any], source: str = "config") -> None:
+    """Exactly one of ``base_model`` and ``axes.base_model``."""
+    axis = config["axes"].get("base_model")
+    if axis is not None and config.get("base_model") is not None:
+        raise SpecError(
+            f"{source}: both base_model and axes.base_model are set. Give one model as "
+            "base_model, or several as axes.base_model (name -> source), not both."
+        )
+    if axis is None and config.get("base_model") is None:
+        raise SpecError(
+            f"{source}: no base model. Set base_model (e.g. base_model: tiny, a diffusers "
+            "folder, a .safetensors file or a hub id), or axes.base_model for several."
+        )
+    for name, entry in base_models(config).items():
+        family = stated_family(entry)
+        tiny = TINY_FAMILIES.get(entry["source"])
+        if tiny is not None and family != tiny:
+            key = f"axes.base_model.{name}" if name else "base_model"
+            raise SpecError(
+                f"{source}: {key}: {entry['source']} is a {tiny} model, but family: {family} "
+                f"is stated. Remove family: or use the tiny model of {family} "
+                f"({', '.join(k for k, v in TINY_FAMILIES.items() if v == family)})."
+            )
+
+
+def base_model_config(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """``config`` as seen by one base model's arms: ``base_model`` is that model's entry,
+    ``axes.base_model`` is gone, and each section's ``by_base_model.<name>`` is merged into
+    it (the ``by_base_model`` keys removed). For the one ``base_model`` (name ""), the config
+    without ``by_base_model`` keys."""
+    view = copy.deepcopy(config)
+    entry = base_models(config)[name]
+    view["base_model"] = entry["source"] if entry["family"] is None else dict(entry)
+    view["axes"].pop("base_model", None)
+    for section in BY_BASE_MODEL:
+        settings = view.get(section)
+        if isinstance(settings, dict):
+            override = (settings.pop("by_base_model", None) or {}).get(name) or {}
+            settings.update(copy.deepcopy(override))
+    return view
+
+
+def check_by_base_model(config: dict[str, Any], source: str = "config") -> None:
+    """Each ``<section>.by_base_model.<name>`` names a base model of the axis, sets only keys
+    that may differ per base model, and gives, merged into the section, a section the schema
+    accepts (did-you-mean errors naming the key)."""
+    import jsonschema
+
+    schema = _schema()
+    names = [n for n in base_models(config) if n]
+    for section, fixed in BY_BASE_MODEL.items():
+        overrides = (config.get(section) or {}).get("by_base_model") or {}
+        for name, override in overrides.items():
+            key = f"{section}.by_base_model.{name}"
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                known = (
+                    f"axes.base_model names {', '.join(names)}"
+                    if names
+                    else "there is no axes.base_model (base_model is one model: put its "
+                    f"settings in {section} itself)"
+                )
+                raise SpecError(f"{source}: {key}: no base model {name!r}{hint}; {known}.")
+            for field in override:
+                if field in fixed or field == "by_base_model":
+                    raise SpecError(
+                        f"{source}: {key}.{field}: {section}.{field} is the same for every "
+                        f"base model; set it in {section} itself."
+                    )
+            merged = base_model_config(config, name)[section]
+            node = {**schema["properties"][section], "$defs": schema["$defs"]}
+            node["properties"] = {
+                k: v for k, v in node["properties"].items() if k != "by_base_model"
+            }
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(node).iter_errors(merged)
+            )
+            if error is not None:
+                raise SpecError(f"{source}: invalid config: {_describe(error, key)}")
 
 
 def check_limits(config: dict[str, Any], source: str = "config") -> None:
@@ -280,7 +413,22 @@ def check(config: dict[str, Any], source: str = "config") -> None:
                 f"in that range (DeepFace's own for {config['score']['model']} is written "
                 "to each scores.meta.json)."
             )
-    if "lora" in axes.get("method", []) and config["training"]["train_text_encoder"]:
+    for name in base_models(config):
+        # Each base model's arms see their own training and sample settings.
+        where = f"{source} (base model {name})" if name else source
+        _check_sections(base_model_config(config, name) if name else config, where)
+    check_prompts(config, source)
+    expand_arms(config)
+    if finder_runs(config):
+        from dreamgrid import candidates
+
+        finder = config["token_finder"]
+        candidates.read_names(candidates.list_path(finder, config["subject"]["class_word"]))
+
+
+def _check_sections(config: dict[str, Any], source: str) -> None:
+    """The cross-key rules of training, lora and sample (one base model's settings)."""
+    if "lora" in config["axes"].get("method", []) and config["training"]["train_text_encoder"]:
         raise SpecError(
             f"{source}: axes.method lists lora, which trains UNet adapters only, but "
             "training.train_text_encoder is true. Set it false or drop lora from axes.method."
@@ -297,18 +445,11 @@ def check(config: dict[str, Any], source: str = "config") -> None:
         )
         if problem:
             raise SpecError(f"{source}: training (aspect_ratio buckets): {problem}")
-    check_prompts(config, source)
     sample = config["sample"]
     try:
         shard_ranges(sample["count"], sample["shard_size"], sample["batch_size"])
     except SpecError as err:
         raise SpecError(f"{source}: {err}") from err
-    expand_arms(config)
-    if finder_runs(config):
-        from dreamgrid import candidates
-
-        finder = config["token_finder"]
-        candidates.read_names(candidates.list_path(finder, config["subject"]["class_word"]))
 
 
 def shard_ranges(count: int, shard_size: int, batch_size: int) -> list[tuple[int, int]]:
@@ -339,12 +480,16 @@ def finder_runs(config: dict[str, Any]) -> bool:
     return config["token_finder"]["enabled"] or AUTO_TOKEN in tokens
 
 
-def _describe(err: BaseException) -> str:
+def _describe(err: BaseException, prefix: str = "") -> str:
+    """One sentence for a schema error; ``prefix``: the dotted key of the validated node."""
     import jsonschema
 
     if not isinstance(err, jsonschema.ValidationError):
         return str(err).strip().splitlines()[-1]
-    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    where = ".".join(
+        [prefix, *map(str, err.absolute_path)] if prefix else map(str, err.absolute_path)
+    )
+    where = where or "(top level)"
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         known = list(err.schema.get("properties", {}))
         hints = []
@@ -439,29 +584,35 @@ def _strict_loader():
 
 
 def expand_arms(config: dict[str, Any]) -> list[Arm]:
-    """Arms as the product of the axes (token × regularization × captions), in config order,
+    """Arms as the product of the axes (token × regularization × captions × method × base
+    model), in config order,
     times ``training.replicates`` training runs (run r > 1 gets the suffix ``-r<r>``).
 
     Arm ids are readable slugs such as ``celebrity-noreg-blip``; token strings with spaces
     stay in the config, never in paths.
     """
     axes = config["axes"]
+    named = base_model_axis(config)
     arms = [
         Arm(
-            # Full fine-tunes keep the ids they had before the method axis existed.
+            # Full fine-tunes keep the ids they had before the method axis existed, and a
+            # grid of one base model the ids it had before the base-model axis.
             arm=f"{name}-{REGULARIZATION_SLUG[reg]}-{CAPTIONS_SLUG[cap]}"
-            + ("" if method == "full" else f"-{method}"),
+            + ("" if method == "full" else f"-{method}")
+            + (f"-{base}" if named else ""),
             token_name=name,
             token=token,
             regularization=reg,
             captions=cap,
             method=method,
+            base_model=base,
         )
-        for (name, token), reg, cap, method in itertools.product(
+        for (name, token), reg, cap, method, base in itertools.product(
             axes["token"].items(),
             axes["regularization"],
             axes["captions"],
             axes.get("method", ["full"]),
+            base_models(config),
         )
     ]
     runs = int(config.get("training", {}).get("replicates", 1))
@@ -472,13 +623,15 @@ def expand_arms(config: dict[str, Any]) -> list[Arm]:
     ]
     ids = [a.arm for a in arms]
     if len(set(ids)) != len(ids):
-        raise SpecError("axes: two arms get the same id; give every token a distinct name.")
+        raise SpecError(
+            "axes: two arms get the same id; give every token and base model a distinct name."
+        )
     return arms
 
 
 def is_demo(config: dict[str, Any]) -> bool:
     """The demo runs tiny random-weight models: its numbers mean nothing."""
-    return config["base_model"] == TINY
+    return all(e["source"] in TINY_FAMILIES for e in base_models(config).values())
 
 
 def schema_markdown() -> str:
@@ -491,7 +644,8 @@ def schema_markdown() -> str:
         "# Configuration keys",
         "",
         "Generated from `workflow/schemas/config.schema.yaml` by `dreamgrid config-docs`;",
-        "edit the schema, not this file. Keys without a default are required.",
+        "edit the schema, not this file. Keys without a default are required; give exactly one",
+        "of `base_model` and `axes.base_model`.",
         "",
         "| key | type | default | description |",
         "|---|---|---|---|",
@@ -504,10 +658,19 @@ def schema_markdown() -> str:
         types = node.get("type", "")
         return " or ".join(types) if isinstance(types, list) else str(types)
 
+    # Keys that may be left out although they have no default (one of the two base model
+    # forms; per-base-model settings; a base model's family).
+    optional = {"base_model", "axes.base_model", "base_model.family"}
+    optional |= {f"{section}.by_base_model" for section in BY_BASE_MODEL}
+
     def walk(node: dict[str, Any], prefix: str) -> None:
         for key, sub in node.get("properties", {}).items():
             name = f"{prefix}{key}"
             default = f"`{json.dumps(sub['default'])}`" if "default" in sub else "required"
+            if name in optional:
+                default = "optional"
+            # A $ref'd object (base_model) lists its own keys.
+            sub = {**defs.get(sub.get("$ref", "").split("/")[-1], {}), **sub}
             if sub.get("type") == "object" and "properties" in sub:
                 default = ""
             text = " ".join(sub.get("description", "").split()).replace("|", "\\|")

@@ -55,12 +55,22 @@ def count_images(directory: str) -> int:
 class Grid:
     """The validated config seen as a grid of arms × epochs, with the rules' input functions."""
 
-    def __init__(self, config: dict[str, Any], ranking: Callable[[], str] | None = None):
-        """``ranking`` returns the token finder's ranking file once it is final (in the
-        workflow: the rank_candidates checkpoint's output, which raises Snakemake's
-        IncompleteCheckpointException before then); needed only with ``token: auto``."""
+    def __init__(self, config: dict[str, Any], ranking: Callable[[str], str] | None = None):
+        """``ranking(finder)`` returns the ranking file of one base model's token finder
+        (``finder``: its ``{finder}`` folder, ``token_finder`` for the one base_model) once it
+        is final (in the workflow: the rank_candidates checkpoint's output, which raises
+        Snakemake's IncompleteCheckpointException before then); needed only with ``token:
+        auto``."""
         self.config = config
         self.arms = {arm.arm: arm for arm in cfg.expand_arms(config)}
+        #: Base model name ("" = the one ``base_model``) -> its entry, and the config its
+        #: arms see (``by_base_model`` settings merged in; the config itself for "").
+        self.base_models = cfg.base_models(config)
+        self.views = {
+            name: cfg.base_model_config(config, name) if name else config
+            for name in self.base_models
+        }
+        self._families: dict[str, str] = {}
         self.epochs = list(range(1, config["training"]["epochs"] + 1))
         self.demo = cfg.is_demo(config)
         self._ranking = ranking
@@ -69,6 +79,101 @@ class Grid:
     @property
     def arm_ids(self) -> list[str]:
         return list(self.arms)
+
+    @property
+    def base_model_names(self) -> list[str]:
+        """Names of the base models ([""] for the one ``base_model``)."""
+        return list(self.base_models)
+
+    def view(self, arm_id: str) -> dict[str, Any]:
+        """The config as ``arm_id``'s base model sees it (its ``by_base_model`` settings)."""
+        return self.views[self.arms[arm_id].base_model]
+
+    def family(self, name: str) -> str:
+        """The family of base model ``name``, known before any job runs: stated, a tiny
+        model's, or read from a local folder or file (:func:`dreamgrid.models.plan_family`;
+        a hub id without ``family:`` is SD 1.5, and its prepare job refuses another)."""
+        if name not in self._families:
+            from dreamgrid import models
+
+            entry = self.base_models[name]
+            self._families[name] = models.plan_family(
+                entry["source"], entry["family"], self.config["allow_pickle"]
+            )
+        return self._families[name]
+
+    @property
+    def families(self) -> dict[str, str]:
+        """Base model name -> family ("" for the one ``base_model``)."""
+        return {name: self.family(name) for name in self.base_models}
+
+    def get_family(self, wildcards: Any, input: Any = None) -> str:
+        """The family of a job's base model (``params.family`` of the jobs that load it).
+
+        A params function taking ``input`` is one Snakemake derives from the job's inputs
+        and leaves out of its params rerun trigger: the family is a property of the prepared
+        base model, an input of the job, so jobs run before the param existed are not
+        rerun."""
+        return self.family(self._base_of(wildcards))
+
+    def _base_of(self, wildcards: Any) -> str:
+        """The base model name of a job's wildcards (arm, reg or prepared folder)."""
+        if hasattr(wildcards, "arm"):
+            return self.arms[wildcards.arm].base_model
+        for key in ("reg", "prepared", "targets", "finder", "page"):
+            value = getattr(wildcards, key, None)
+            if value is not None:
+                return self._names_by_folder(key)[value]
+        raise KeyError(f"no base model in wildcards {wildcards}")
+
+    def _names_by_folder(self, key: str) -> dict[str, str]:
+        """Wildcard value -> base model name, for the per-base-model folders."""
+        if key == "prepared":
+            return {paths.base_model_dir(n).rsplit("/", 1)[1]: n for n in self.base_models}
+        if key == "targets":
+            return {f"lora_targets{paths.base_suffix(n)}": n for n in self.base_models}
+        if key == "finder":
+            return {paths.finder_folder(n): n for n in self.base_models}
+        if key == "page":
+            return {paths.ranking_page(n): n for n in self.base_models}
+        return {
+            f"{reg}{paths.base_suffix(n)}": n
+            for n in self.base_models
+            for reg in ("generated", "ground_truth")
+        }
+
+    @property
+    def prepared_folders(self) -> list[str]:
+        """The prepare rule's ``{prepared}`` values (``base``, or ``base-<name>`` each)."""
+        return list(self._names_by_folder("prepared"))
+
+    @property
+    def lora_target_files(self) -> list[str]:
+        """The check_lora_targets rule's ``{targets}`` values."""
+        return list(self._names_by_folder("targets"))
+
+    def reg_folders(self, reg: str) -> list[str]:
+        """``{reg}`` values of one regularization level's rule (one per base model)."""
+        return [f"{reg}{paths.base_suffix(n)}" for n in self.base_models]
+
+    def get_base_source(self, wildcards: Any) -> str:
+        """The config's source of the base model a prepare job makes."""
+        return self.base_models[self._base_of(wildcards)]["source"]
+
+    def get_prepare_kind(self, wildcards: Any) -> str:
+        """``kind`` of a prepare job (:func:`dreamgrid.models.prepare_model`): ``sd``, or the
+        stated family when it is not SD 1.5 (the pipeline a hub id or single file is
+        converted with)."""
+        family = self.base_models[self._base_of(wildcards)]["family"]
+        return "sd" if family in (None, "sd15") else family
+
+    def get_lora_targets(self, wildcards: Any) -> list[str]:
+        """``lora.target_modules`` of one base model (``lora.by_base_model``)."""
+        return list(self.views[self._base_of(wildcards)]["lora"]["target_modules"])
+
+    def get_base_dir(self, wildcards: Any) -> str:
+        """The prepared base model folder of a job's base model."""
+        return paths.base_model_dir(self._base_of(wildcards))
 
     @property
     def class_word(self) -> str:
@@ -108,9 +213,16 @@ class Grid:
     @property
     def final_outputs(self) -> list[str]:
         """Targets of ``rule all``."""
-        finder = (
-            [paths.RANKING, paths.RANKING_PAGE, paths.CANDIDATE_SHEET] if self.finder_active else []
-        )
+        finder = [
+            path
+            for name in self.base_model_names
+            for path in (
+                paths.RANKING_OF.format(finder=paths.finder_folder(name)),
+                paths.RANKING_PAGE_OF.format(page=paths.ranking_page(name)),
+                paths.CANDIDATE_SHEET_OF.format(finder=paths.finder_folder(name)),
+            )
+            if self.finder_active
+        ]
         return [
             *self.retention_outputs,
             *self.state_release_outputs,
@@ -163,18 +275,32 @@ class Grid:
     @property
     def class_image_params(self) -> dict[str, Any]:
         """Settings of the generated class images; count null = one per training image."""
+        return self.class_image_params_for(self.base_model_names[0])
+
+    def get_class_image_params(self, wildcards: Any) -> dict[str, Any]:
+        return self.class_image_params_for(self._base_of(wildcards))
+
+    def class_image_params_for(self, name: str) -> dict[str, Any]:
+        """:attr:`class_image_params` of base model ``name`` (at its training resolution)."""
         settings = dict(self.config["regularization"])
         settings["class_word"] = self.class_word
-        settings["resolution"] = self.config["training"]["resolution"]
+        settings["resolution"] = self.views[name]["training"]["resolution"]
         if settings["count"] is None:
             settings["count"] = count_images(self.config["subject"]["train_images"])
         return canonical(settings)
 
     @property
     def ground_truth_params(self) -> dict[str, Any]:
-        """How ground-truth photos are prepared: center-cropped at the training resolution,
-        or (buckets) kept in shape, only shrunk to the longest bucket side."""
-        training = self.config["training"]
+        return self.ground_truth_params_for(self.base_model_names[0])
+
+    def get_ground_truth_params(self, wildcards: Any) -> dict[str, Any]:
+        return self.ground_truth_params_for(self._base_of(wildcards))
+
+    def ground_truth_params_for(self, name: str) -> dict[str, Any]:
+        """How ground-truth photos are prepared for base model ``name``'s arms: center-cropped
+        at the training resolution, or (buckets) kept in shape, only shrunk to the longest
+        bucket side."""
+        training = self.views[name]["training"]
         buckets = training["aspect_ratio"] == "buckets"
         return {
             "resolution": training["resolution"],
@@ -209,15 +335,49 @@ class Grid:
         return self.candidate_groups[int(wildcards.group)]
 
     @property
+    def finder_folders(self) -> list[str]:
+        """``{finder}`` values: one token finder per base model."""
+        return [paths.finder_folder(n) for n in self.base_model_names]
+
+    @property
+    def ranking_pages(self) -> list[str]:
+        """``{page}`` values: one ranking page per base model."""
+        return [paths.ranking_page(n) for n in self.base_model_names]
+
+    def get_ranking_of_page(self, wildcards: Any) -> str:
+        """The ranking a ranking page shows."""
+        name = self._names_by_folder("page")[wildcards.page]
+        return paths.RANKING_OF.format(finder=paths.finder_folder(name))
+
+    @property
     def candidate_group_dirs(self) -> list[str]:
-        """Every render job's folder (one sub-folder per candidate inside)."""
-        return [paths.CANDIDATE_GROUP.format(group=k) for k in range(len(self.candidate_groups))]
+        """Every render job's folder (one sub-folder per candidate inside), of the first base
+        model."""
+        return self.candidate_group_dirs_of(self.base_model_names[0])
+
+    def get_candidate_group_dirs(self, wildcards: Any) -> list[str]:
+        return self.candidate_group_dirs_of(self._base_of(wildcards))
+
+    def candidate_group_dirs_of(self, name: str) -> list[str]:
+        """Base model ``name``'s render jobs' folders (every base model renders every name)."""
+        finder = paths.finder_folder(name)
+        return [
+            paths.CANDIDATE_GROUP_OF.format(finder=finder, group=k)
+            for k in range(len(self.candidate_groups))
+        ]
 
     @property
     def candidate_settings(self) -> dict[str, Any]:
-        """SampleSettings of every candidate's renders: the finder's prompt and seeds, the
-        sampler and negative prompt of ``sample``."""
-        finder, sample = self.config["token_finder"], self.config["sample"]
+        """:meth:`candidate_settings_of` the first base model."""
+        return self.candidate_settings_of(self.base_model_names[0])
+
+    def get_candidate_settings(self, wildcards: Any) -> dict[str, Any]:
+        return self.candidate_settings_of(self._base_of(wildcards))
+
+    def candidate_settings_of(self, name: str) -> dict[str, Any]:
+        """SampleSettings of every candidate's renders with base model ``name``: the finder's
+        prompt and seeds, the sampler and negative prompt of its ``sample`` settings."""
+        finder, sample = self.config["token_finder"], self.views[name]["sample"]
         settings = {k: sample[k] for k in SAMPLER_KEYS}
         settings["prompt"] = finder["prompt"].replace("{name}", "{token}")
         settings["prompt_set"] = "token_finder"
@@ -227,9 +387,17 @@ class Grid:
 
     @property
     def candidate_render_dirs(self) -> list[str]:
-        """Each candidate's folder of renders, in list order (inside its job's folder)."""
+        """Each candidate's folder of renders, in list order (inside its job's folder), of
+        the first base model."""
+        return self.candidate_render_dirs_of(self.base_model_names[0])
+
+    def get_candidate_render_dirs(self, wildcards: Any) -> list[str]:
+        return self.candidate_render_dirs_of(self._base_of(wildcards))
+
+    def candidate_render_dirs_of(self, name: str) -> list[str]:
+        finder = paths.finder_folder(name)
         return [
-            paths.CANDIDATE_RENDERS.format(group=k, candidate=slug)
+            f"{paths.CANDIDATE_GROUP_OF.format(finder=finder, group=k)}/{slug}"
             for k, group in enumerate(self.candidate_groups)
             for slug in group
         ]
@@ -248,21 +416,24 @@ class Grid:
             }
         )
 
-    def chosen_token(self) -> str:
-        """The finder's top-ranked name (waits for the ranking inside Snakemake)."""
+    def chosen_token(self, name: str | None = None) -> str:
+        """The top-ranked name of base model ``name``'s finder (default: the first base
+        model's; waits for the ranking inside Snakemake)."""
         from dreamgrid import candidates
 
         if self._ranking is None:
             raise RuntimeError("token: auto needs the grid's ranking resolver")
-        return candidates.chosen(self._ranking())
+        name = self.base_model_names[0] if name is None else name
+        return candidates.chosen(self._ranking(paths.finder_folder(name)))
 
     # ---- train.smk -----------------------------------------------------------------------------
     def get_wait_for_token(self, wildcards: Any) -> list[str]:
         """Input function of jobs that use an arm's token: none, but for an ``auto`` token
         it asks for the final ranking first (no file, so a re-ranking with the same winner
         reruns nothing; a new winner changes the token param, which reruns the arm)."""
-        if self.arms[wildcards.arm].token == AUTO_TOKEN:
-            self.chosen_token()
+        arm = self.arms[wildcards.arm]
+        if arm.token == AUTO_TOKEN:
+            self.chosen_token(arm.base_model)
         return []
 
     def get_train_inputs(self, wildcards: Any) -> dict[str, str]:
@@ -274,15 +445,15 @@ class Grid:
         """:meth:`get_train_inputs` without waiting for an ``auto`` token (for the preflight)."""
         arm = self.arms[arm_id]
         inputs = {
-            "base": paths.BASE_MODEL_DIR,
+            "base": paths.base_model_dir(arm.base_model),
             "images": self.config["subject"]["train_images"],
         }
         if arm.captions != "none":
             inputs["captions"] = paths.CAPTIONS
         if arm.regularization != "none":
-            inputs["reg"] = paths.REG_IMAGES.format(reg=arm.regularization)
+            inputs["reg"] = paths.reg_images(arm.regularization, arm.base_model)
         if arm.method == "lora":
-            inputs["lora_targets"] = paths.LORA_TARGETS
+            inputs["lora_targets"] = paths.lora_targets(arm.base_model)
         if epoch > 1:
             # The small JSON, not the weights: checkpoints may be removed once scored
             # (keep_checkpoints) without making the next epoch's job want them back.
@@ -292,9 +463,11 @@ class Grid:
     def get_arm_params(self, wildcards: Any) -> dict[str, str]:
         """One arm's own settings (token, regularization, captions); an ``auto`` token is
         the finder's top-ranked name, so a new ranking with the same winner reruns nothing."""
-        params = self.arms[wildcards.arm].as_params()
+        arm = self.arms[wildcards.arm]
+        params = arm.as_params()
         if params["token"] == AUTO_TOKEN:
-            params["token"] = self.chosen_token()
+            # Each base model's arms get the pick of its own finder.
+            params["token"] = self.chosen_token(arm.base_model)
         return canonical(params)
 
     def get_resume_state(self, wildcards: Any) -> str:
@@ -304,7 +477,7 @@ class Grid:
         """Data passes per epoch: 2 for a no-regularization arm under ``match_steps`` when
         regularization doubles the steps (Kohya mode), so its checkpoints fall at the same
         step counts as the regularized arms'; else 1."""
-        training = self.config["training"]
+        training = self.view(wildcards.arm)["training"]
         doubled = training.get("reg_mode", "kohya") == "kohya"
         no_reg = self.arms[wildcards.arm].regularization == "none"
         return 2 if training.get("match_steps", False) and doubled and no_reg else 1
@@ -317,7 +490,7 @@ class Grid:
                 "method": "full",
                 **dict.fromkeys(("lora_rank", "lora_alpha", "lora_target_modules"), None),
             }
-        lora = self.config["lora"]
+        lora = self.view(wildcards.arm)["lora"]
         return {
             "method": "lora",
             "lora_rank": lora["rank"],
@@ -328,9 +501,19 @@ class Grid:
 
     @property
     def training_params(self) -> dict[str, Any]:
-        """The training section as TrainSpec fields; bucket sizes are null unless
-        aspect_ratio is buckets, so editing them does not retrain center-cropped arms."""
-        training = {k: v for k, v in self.config["training"].items() if k not in NOT_PER_EPOCH}
+        """:meth:`get_training_params` of the first base model."""
+        return self.training_params_for(self.base_model_names[0])
+
+    def get_training_params(self, wildcards: Any) -> dict[str, Any]:
+        """The training settings of an arm's base model (``training.by_base_model``)."""
+        return self.training_params_for(self.arms[wildcards.arm].base_model)
+
+    def training_params_for(self, name: str) -> dict[str, Any]:
+        """The training section of base model ``name`` as TrainSpec fields; bucket sizes are
+        null unless aspect_ratio is buckets, so editing them does not retrain center-cropped
+        arms."""
+        settings = self.views[name]["training"]
+        training = {k: v for k, v in settings.items() if k not in NOT_PER_EPOCH}
         if training["aspect_ratio"] != "buckets":
             training.update(dict.fromkeys(BUCKET_KEYS, None))
         return canonical(training)
@@ -348,8 +531,9 @@ class Grid:
             "passes": self.get_train_passes(job),
             "cache_dir": paths.LATENT_CACHE,
             "method": self.get_method_params(job),
-            "training": self.training_params,
+            "training": self.get_training_params(job),
             "class_word": self.class_word,
+            "family": self.get_family(job),
         }
 
     def get_arm_checkpoint_metas(self, wildcards: Any) -> list[str]:
@@ -411,7 +595,11 @@ class Grid:
     def get_shard_settings(self, wildcards: Any) -> dict[str, Any]:
         """SampleSettings of one shard: ``count`` is the shard's end, so raising the total
         count changes only the last (partial) shard's params and adds new shards."""
-        sample = self.config["sample"]
+        # The arm's base model's sampler settings (sample.by_base_model); without an arm, as
+        # in the preflight's per-prompt-set checks, the first base model's.
+        arm = getattr(wildcards, "arm", None)
+        name = self.arms[arm].base_model if arm else self.base_model_names[0]
+        sample = self.views[name]["sample"]
         settings = {k: v for k, v in sample.items() if k not in NOT_PER_SHARD}
         settings["count"] = self.shard_ranges(wildcards.prompt_set)[int(wildcards.shard)][1]
         settings["prompt"] = self.prompt_sets[wildcards.prompt_set]
@@ -557,7 +745,9 @@ class Grid:
     def ranking_files(self) -> list[str]:
         """The finder's ranking as an input of the summary, which names the pick ([] when
         the finder does not run)."""
-        return [paths.RANKING] if self.finder_active else []
+        if not self.finder_active:
+            return []
+        return [paths.RANKING_OF.format(finder=f) for f in self.finder_folders]
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -568,16 +758,21 @@ class Grid:
     def arm_axes(self) -> dict[str, dict[str, str]]:
         """Axis levels per arm for the factorial view (token names, not token strings); the
         training method is an axis when the grid has more than one (full and LoRA arms must
-        not be pooled). With ``training.replicates`` > 1, each arm also names its ``recipe``
+        not be pooled); so is the base model (``base_model``: its name in axes.base_model) with
+        more than one. With ``training.replicates`` > 1, each arm also names its ``recipe``
         and ``replicate`` (the aggregation analyses recipes, with the run as the unit)."""
         methods = {arm.method for arm in self.arms.values()}
         replicated = any(arm.replicate > 1 for arm in self.arms.values())
+        named = cfg.base_model_axis(self.config)
         return {
             arm.arm: {
                 "token": arm.token_name,
                 "regularization": arm.regularization,
                 "captions": arm.captions,
                 **({"method": arm.method} if len(methods) > 1 else {}),
+                # A factor only with more than one base model (the single model's arms keep
+                # the params they had before the axis).
+                **({"base_model": arm.base_model} if named else {}),
                 **({"recipe": arm.recipe, "replicate": arm.replicate} if replicated else {}),
             }
             for arm in self.arms.values()
@@ -627,7 +822,10 @@ class Grid:
         """The prepared models the manifest hashes, and the tables it fingerprints (so it is
         rewritten whenever the results change)."""
         inputs = {
-            "base": paths.BASE_MODEL_DIR,
+            # Each base model as base_<name> (names may start with a digit).
+            **{
+                f"base_{n}" if n else "base": paths.base_model_dir(n) for n in self.base_model_names
+            },
             "summary": paths.SUMMARY,
             "scores": paths.SCORES_TABLE,
         }

@@ -24,14 +24,16 @@ logger = logging.getLogger(__name__)
 BASE, CAPTIONER, CLIP, DEEPFACE, LAVIS = "base", "captioner", "clip", "deepface", "lavis"
 
 
-def _model(source: str, kind: str, out: Path, allow_pickle: bool = False) -> str | None:
+def _model(
+    source: str, kind: str, out: Path, allow_pickle: bool = False, family: str | None = None
+) -> str | None:
     """Prepare a hub id or single file into ``out`` (a diffusers/transformers folder); None for
     a source that needs no network (tiny, or a local folder the user copies themselves)."""
     source_kind = models.classify(source, allow_pickle)
     if source_kind in ("tiny", "dir"):
         return None
     if not out.is_dir():
-        models.prepare_model(source, kind, out, allow_pickle=allow_pickle)
+        models.prepare_model(source, kind, out, allow_pickle=allow_pickle, family=family)
     logger.info("%s: %s", source, out)
     return str(out)
 
@@ -64,9 +66,16 @@ def fetch(config: dict[str, Any], to: str | Path) -> dict[str, str]:
     to = Path(to).expanduser().resolve()
     to.mkdir(parents=True, exist_ok=True)
     values: dict[str, str] = {}
-    base = _model(config["base_model"], "sd", to / BASE, config["allow_pickle"])
-    if base:
-        values["base_model"] = base
+    from dreamgrid.config import base_models
+
+    for name, entry in base_models(config).items():
+        # The one base_model in base/, each of axes.base_model in base-<name>/.
+        folder = to / (f"{BASE}-{name}" if name else BASE)
+        base = _model(entry["source"], "sd", folder, config["allow_pickle"], entry["family"])
+        if base:
+            key = f"axes.base_model.{name}" if name else "base_model"
+            # A folder tells its family itself.
+            values[key] = base
     caption = config["caption"]
     if "blip" in config["axes"]["captions"]:
         if caption["backend"] == "lavis" and caption["lavis_model"] != "tiny":

@@ -514,17 +514,25 @@ class BaseModel:
     source: str
 
 
-def base_model(config: dict[str, Any], prepared: str | Path | None = None) -> BaseModel:
+def base_model(
+    config: dict[str, Any], prepared: str | Path | None = None, family: str | None = None
+) -> BaseModel:
     """The base model's counts: from base_model's folder when it is a local diffusers folder,
     else from the prepared folder (results/models/base) when it exists and is not another
     model (the demo's tiny one beside a real base_model), else from the tiny model's configs,
     else SD 1.5's published sizes (a hub id or single file not yet prepared; today every arm
-    trains SD 1.5). A folder prepared from an earlier hub id is counted as it is."""
+    trains SD 1.5). A folder prepared from an earlier hub id is counted as it is.
+
+    ``family``: the model's family where the config states it (a hub id not yet downloaded
+    is then counted from that family's published sizes); ``base_model`` may be a source or
+    ``{source, family}``."""
     from dreamgrid import models, paths
-    from dreamgrid.config import TINY
+    from dreamgrid.config import TINY, TINY_FAMILIES
 
     prepared = Path(paths.BASE_MODEL_DIR if prepared is None else prepared)
     source = config["base_model"]
+    if isinstance(source, dict):
+        source, family = source["source"], family or source.get("family")
     kind = models.classify(source, config["allow_pickle"])
     folder = None
     if kind == "dir":
@@ -540,7 +548,20 @@ def base_model(config: dict[str, Any], prepared: str | Path | None = None) -> Ba
         built = tiny_models()
         counts = {name: _numel(model) for name, model in built.items()}
         return BaseModel("sd15", counts, built, "counted from the tiny model's configs")
-    return BaseModel("sd15", dict(PUBLISHED["sd15"]), None, "from SD 1.5's published sizes")
+    if source in TINY_FAMILIES:
+        # The tiny SDXL and FLUX models are built (random weights, a few MB) and counted.
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            models.TINY_BUILDERS[source](Path(tmp) / "model")
+            built = folder_models(Path(tmp) / "model")
+        counts = {name: _numel(model) for name, model in built.items()}
+        return BaseModel(TINY_FAMILIES[source], counts, built, f"counted in {source}, built here")
+    family = family or "sd15"
+    names = {"sd15": "SD 1.5", "sdxl": "SDXL", "flux": "FLUX.1"}
+    return BaseModel(
+        family, dict(PUBLISHED[family]), None, f"from {names[family]}'s published sizes"
+    )
 
 
 @dataclass
@@ -551,8 +572,11 @@ class ArmEstimate:
     advice: list[str]
 
 
-def arm_estimates(config: dict[str, Any], base: BaseModel) -> list[ArmEstimate]:
-    """Training and sampling estimates of every arm of a validated config."""
+def arm_estimates(
+    config: dict[str, Any], base: BaseModel, arms: list[Any] | None = None
+) -> list[ArmEstimate]:
+    """Training and sampling estimates of every arm of a validated config (or of ``arms``,
+    those of one base model, with ``config`` as that base model's arms see it)."""
     from dreamgrid import config as cfg
 
     training = config["training"]
@@ -568,7 +592,7 @@ def arm_estimates(config: dict[str, Any], base: BaseModel) -> list[ArmEstimate]:
         batch_size=sample["batch_size"],
     )
     estimates = []
-    for arm in cfg.expand_arms(config):
+    for arm in cfg.expand_arms(config) if arms is None else arms:
         trainable = None
         if arm.method == "lora" and base.models is not None:
             key = (lora["rank"], tuple(lora["target_modules"]))
@@ -608,8 +632,25 @@ def check_config(
         SpecError: an arm's training or sampling cannot fit (naming the arm, the estimate
             by part, the GPU and what to change).
     """
-    base = base_model(config, prepared)
-    estimates = arm_estimates(config, base)
+    from dreamgrid import config as cfg
+    from dreamgrid import paths
+
+    # Each base model's arms with its own model and settings (by_base_model).
+    bases, estimates = [], []
+    arms = cfg.expand_arms(config)
+    for name in cfg.base_models(config):
+        view = cfg.base_model_config(config, name) if name else config
+        where = None if prepared is None else Path(prepared)
+        if name:
+            # Beside the one base_model's folder: results/models/base-<name>.
+            where = (
+                Path(paths.base_model_dir(name))
+                if where is None
+                else where.parent / (where.name + paths.base_suffix(name))
+            )
+        base = base_model(view, where)
+        bases.append((name, base))
+        estimates += arm_estimates(view, base, [a for a in arms if a.base_model == name])
     if gpu_gib is not None:
         gpu_bytes, gpu_source = int(gpu_gib * GIB), "--gpu-memory"
     else:
@@ -628,7 +669,11 @@ def check_config(
                 if len(failing) > 1:
                     message += f" {len(failing) - 1} more arm(s) do not fit either."
                 raise SpecError(message)
-    lines = [f"GPU memory per arm (estimates; parameters {base.source}):"]
+    sources = "; ".join(
+        f"{name}: {base.family}, parameters {base.source}" if name else f"parameters {base.source}"
+        for name, base in bases
+    )
+    lines = [f"GPU memory per arm (estimates; {sources}):"]
     lines += [
         f"  arm {e.arm}: train ~{gib(e.training.total)}, sample ~{gib(e.sampling.total)}"
         for e in estimates

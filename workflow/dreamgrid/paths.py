@@ -11,7 +11,10 @@ RESULTS = "results"
 PREFLIGHT_CACHE = f"{RESULTS}/preflight/inputs.json"
 
 # ---- prepare: every model a job loads, prepared once ------------------------------------------
+#: The one ``base_model``; each of ``axes.base_model`` is prepared in ``base-<name>``
+#: (:func:`base_model_dir`), the folder name being the prepare rule's ``{prepared}``.
 BASE_MODEL_DIR = f"{RESULTS}/models/base"
+PREPARED_MODEL = f"{RESULTS}/models/{{prepared}}"
 CAPTION_MODEL_DIR = f"{RESULTS}/models/captioner"
 #: A CLIP model given as a hub id, downloaded once (score.clip_model).
 CLIP_MODEL_DIR = f"{RESULTS}/models/clip"
@@ -19,6 +22,8 @@ CLIP_MODEL_DIR = f"{RESULTS}/models/clip"
 LAVIS_MODEL_DIR = f"{RESULTS}/models/lavis"
 #: LoRA targets checked against the prepared base model once, before any lora arm trains.
 LORA_TARGETS = f"{RESULTS}/models/lora_targets.json"
+#: The same per base model (``{targets}``: ``lora_targets`` or ``lora_targets-<name>``).
+LORA_TARGETS_OF = f"{RESULTS}/models/{{targets}}.json"
 
 # ---- caption ----------------------------------------------------------------------------------
 #: One raw caption per training image; ``blip`` names the one captioner (either backend).
@@ -37,6 +42,14 @@ CANDIDATE_GROUP_TABLE = f"{TOKEN_FINDER}/renders/group-{{group}}.csv"
 CANDIDATE_RENDERS = f"{CANDIDATE_GROUP}/{{candidate}}"
 RANKING = f"{TOKEN_FINDER}/ranking.csv"
 CANDIDATE_SHEET = f"{TOKEN_FINDER}/top.png"
+#: The same as rule templates, once per base model: ``{finder}`` is ``token_finder`` for the
+#: one base_model (the paths above) or ``token_finder/<name>`` for each of axes.base_model,
+#: which renders the candidates itself (a name one model knows may be unknown to another).
+FINDER_DIR = f"{RESULTS}/{{finder}}"
+CANDIDATE_GROUP_OF = f"{FINDER_DIR}/renders/group-{{group}}"
+CANDIDATE_GROUP_TABLE_OF = f"{FINDER_DIR}/renders/group-{{group}}.csv"
+RANKING_OF = f"{FINDER_DIR}/ranking.csv"
+CANDIDATE_SHEET_OF = f"{FINDER_DIR}/top.png"
 
 # ---- train ------------------------------------------------------------------------------------
 ARM_DIR = f"{RESULTS}/arms/{{arm}}"
@@ -114,6 +127,8 @@ TABLE_PAGES = {
     "flexibility": f"{RESULTS}/report/tables/flexibility.html",
 }
 RANKING_PAGE = f"{RESULTS}/report/tables/ranking.html"
+#: The ranking page of each base model (``{page}``: ``ranking`` or ``ranking-<name>``).
+RANKING_PAGE_OF = f"{RESULTS}/report/tables/{{page}}.html"
 LANDING_PAGE = f"{RESULTS}/report/landing.rst"
 WORKFLOW_DESCRIPTION = "workflow/report/workflow.rst"
 
@@ -129,3 +144,35 @@ def report_text(workdir: str = ".") -> str:
 
     landing = Path(workdir) / LANDING_PAGE
     return str(landing.resolve()) if landing.is_file() else WORKFLOW_DESCRIPTION
+
+
+def base_suffix(name: str) -> str:
+    """What a base model of ``axes.base_model`` adds to its folders' names ("" for the one
+    ``base_model``, whose folders keep the names they had before the axis)."""
+    return f"-{name}" if name else ""
+
+
+def base_model_dir(name: str) -> str:
+    """Where prepare_base_model puts base model ``name`` ("" = the one ``base_model``)."""
+    return BASE_MODEL_DIR + base_suffix(name)
+
+
+def lora_targets(name: str) -> str:
+    """The LoRA target check of base model ``name``."""
+    return LORA_TARGETS_OF.format(targets="lora_targets" + base_suffix(name))
+
+
+def reg_images(reg: str, name: str) -> str:
+    """Class images of regularization level ``reg`` for base model ``name``'s arms (generated
+    by that model, or the ground truth fitted to its training resolution)."""
+    return REG_IMAGES.format(reg=reg + base_suffix(name))
+
+
+def finder_folder(name: str) -> str:
+    """``{finder}`` of base model ``name``'s token finder (under results/)."""
+    return "token_finder" + (f"/{name}" if name else "")
+
+
+def ranking_page(name: str) -> str:
+    """``{page}`` of base model ``name``'s ranking page."""
+    return "ranking" + base_suffix(name)

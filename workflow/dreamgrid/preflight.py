@@ -106,30 +106,40 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
                 job_spec(
                     params,
                     grid.train_files(arm, epoch),
-                    base_model=paths.BASE_MODEL_DIR,
+                    base_model=paths.base_model_dir(grid.arms[arm].base_model),
                     epoch=epoch,
                     out_checkpoint=paths.CHECKPOINT.format(arm=arm, epoch=epoch),
                 ).check_job()
             except ValueError as err:
                 raise _spec_error(err, arm, epoch, params["method"]) from err
             built += 1
-    for prompt_set in grid.prompt_set_names:
-        for shard in grid.shard_ids(prompt_set):
-            wildcards = SimpleNamespace(prompt_set=prompt_set, shard=str(shard))
-            try:
-                SampleSettings(**grid.get_shard_settings(wildcards))
-            except ValueError as err:
-                raise SpecError(
-                    f"config key sample (prompt set {prompt_set}, shard {shard}): {err}"
-                ) from err
-            built += 1
-    if any(a.method == "lora" for a in grid.arms.values()):
-        check_lora_targets(config, results)
+    # One arm per base model: shards differ only by their base model's sample settings.
+    firsts = {}
+    for arm in grid.arms.values():
+        firsts.setdefault(arm.base_model, arm.arm)
+    for name, arm in firsts.items():
+        key = f"sample.by_base_model.{name} (merged into sample)" if name else "sample"
+        for prompt_set in grid.prompt_set_names:
+            for shard in grid.shard_ids(prompt_set):
+                wildcards = SimpleNamespace(arm=arm, prompt_set=prompt_set, shard=str(shard))
+                try:
+                    SampleSettings(**grid.get_shard_settings(wildcards))
+                except ValueError as err:
+                    raise SpecError(
+                        f"config key {key} (prompt set {prompt_set}, shard {shard}): {err}"
+                    ) from err
+                built += 1
+    for name in grid.base_model_names:
+        if any(a.method == "lora" and a.base_model == name for a in grid.arms.values()):
+            check_lora_targets(grid.views[name], results, name)
     return built
 
 
-def check_lora_targets(config: dict[str, Any], results: str | Path = "results") -> bool:
+def check_lora_targets(
+    config: dict[str, Any], results: str | Path = "results", name: str = ""
+) -> bool:
     """LoRA targets against the base model's UNet (config only, built on the meta device).
+    ``config``: as base model ``name``'s arms see it (:func:`dreamgrid.config.base_model_config`).
 
     Returns:
         False when the check must wait for prepare_base_model (a hub id or single file not
@@ -137,9 +147,16 @@ def check_lora_targets(config: dict[str, Any], results: str | Path = "results") 
     """
     from dreamgrid.train import targets
 
-    source = config["base_model"]
+    entry = cfg.base_models(config)[""]
+    source = entry["source"]
     kind = models.classify(source, config["allow_pickle"])
-    prepared = Path(results).parent / paths.BASE_MODEL_DIR
+    prepared = Path(results).parent / paths.base_model_dir(name)
+    family = models.plan_family(source, entry["family"], config["allow_pickle"])
+    if family == "flux" or (kind == "tiny" and source != cfg.TINY):
+        # A FLUX transformer, or a tiny model not yet built: the base model's
+        # check_lora_targets job checks them before its first lora arm trains.
+        logger.info("lora.target_modules of %s: checked once %s is prepared", source, family)
+        return False
     if kind == "tiny":
         unet = targets.empty_unet(None)
     elif kind == "dir":
@@ -200,7 +217,11 @@ def check_models(config: dict[str, Any]) -> list[str]:
     score = config["score"]
     fetched: list[str] = []
     missing: list[str] = []
-    needs = [("base_model", config["base_model"], paths.BASE_MODEL_DIR, "prepare_base_model")]
+    needs = [
+        (f"axes.base_model.{name}" if name else "base_model", entry["source"],
+         paths.base_model_dir(name), "prepare_base_model")
+        for name, entry in cfg.base_models(config).items()
+    ]  # fmt: skip
     captions = config["axes"]["captions"]
     if "blip" in captions and config["caption"]["backend"] == "transformers":
         needs.append(
@@ -223,7 +244,8 @@ def check_models(config: dict[str, Any]) -> list[str]:
             ("score.clip_model", score["clip_model"], paths.CLIP_MODEL_DIR, "prepare_clip_model")
         )
     for key, source, prepared, rule in needs:
-        kind = models.classify(source, config["allow_pickle"] if key == "base_model" else False)
+        base = key == "base_model" or key.startswith("axes.base_model.")
+        kind = models.classify(source, config["allow_pickle"] if base else False)
         # A single file's scheduler and tokenizer configs come from the hub too.
         if kind in ("hub", "single_file") and not Path(prepared).is_dir():
             fetched.append(f"{key} {source} ({rule})")
@@ -259,7 +281,7 @@ PNG_BYTES_PER_PIXEL = 1.5  # photo-like PNGs compress RGB to about half
 
 def _unet_bytes(base_model: str) -> int:
     path = Path(base_model)
-    if base_model == cfg.TINY:
+    if base_model in cfg.TINY_FAMILIES:
         return TINY_UNET_BYTES
     if path.is_dir() and (path / "unet").is_dir():
         weights = [p for p in (path / "unet").iterdir() if p.suffix in (".safetensors", ".bin")]
@@ -268,6 +290,48 @@ def _unet_bytes(base_model: str) -> int:
             (p.stat().st_size * (2 if ".fp16." in p.name else 1) for p in weights), default=0
         )
     return SD15_UNET_BYTES
+
+
+def _disk_of(
+    config: dict[str, Any], grid: Any, arms: set[str], results: str | Path
+) -> dict[str, int]:
+    """:func:`estimate_disk`'s checkpoints, states and renders of ``arms`` (one base model's,
+    ``config`` as they see it)."""
+    from dreamgrid.memory import DENOISER, PUBLISHED
+
+    training = config["training"]
+    entry = cfg.base_models(config)[""]
+    family = models.plan_family(entry["source"], entry["family"], config["allow_pickle"])
+    unet = _unet_bytes(entry["source"])
+    tiny = unet == TINY_UNET_BYTES or entry["source"] in cfg.TINY_FAMILIES
+    trained = unet
+    if training["train_text_encoder"] and not tiny:
+        trained += SD15_TEXT_ENCODER_BYTES
+    full_model = unet if tiny else unet + SD15_TEXT_ENCODER_BYTES + SD15_VAE_BYTES
+    if family != "sd15" and not tiny:
+        # SDXL and FLUX.1 from their published parameter counts (fp32: 4 bytes each).
+        trained = 4 * PUBLISHED[family][DENOISER[family]]
+        full_model = 4 * sum(PUBLISHED[family].values())
+    if training.get("save_precision", "fp16") != "fp32":
+        full_model //= 2
+    sample = config["sample"]
+    # Every prompt set renders its own images of each checkpoint.
+    per_checkpoint = sum(grid.prompt_set_count(p) for p in grid.prompt_set_names)
+    renders = int(per_checkpoint * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
+    todo = [
+        path
+        for path in grid.checkpoints(paths.CHECKPOINT)
+        if path.split("/")[2] in arms and not (Path(results).parent / path).exists()
+    ]
+    arms_todo = {path.split("/")[2] for path in todo}  # results/arms/{arm}/...
+    # fp32 weights (4 bytes a parameter) + two moments (4 bytes each, or 1 byte in 8 bits)
+    state = trained * (6 if training.get("optimizer") == "adamw8bit" else 12) // 4
+    return {
+        "checkpoints": len(todo) * full_model,
+        "resume_states": len(arms_todo) * state,
+        "resume_state_rewrite": state if arms_todo else 0,
+        "renders": len(todo) * renders,
+    }
 
 
 def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> dict[str, int]:
@@ -280,38 +344,21 @@ def estimate_disk(config: dict[str, Any], results: str | Path = "results") -> di
     may start every arm before finishing any, so all of them are counted."""
     from dreamgrid import dag
 
-    training = config["training"]
-    unet = _unet_bytes(config["base_model"])
-    tiny = unet == TINY_UNET_BYTES
-    trained = unet
-    if training["train_text_encoder"] and not tiny:
-        trained += SD15_TEXT_ENCODER_BYTES
-    full_model = unet if tiny else unet + SD15_TEXT_ENCODER_BYTES + SD15_VAE_BYTES
-    if training.get("save_precision", "fp16") != "fp32":
-        full_model //= 2
-    sample = config["sample"]
     grid = dag.Grid(config)
-    # Every prompt set renders its own images of each checkpoint.
-    per_checkpoint = sum(grid.prompt_set_count(p) for p in grid.prompt_set_names)
-    renders = int(per_checkpoint * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
-    todo = [
-        path
-        for path in grid.checkpoints(paths.CHECKPOINT)
-        if not (Path(results).parent / path).exists()
+    parts = [
+        _disk_of(view, grid, {a for a, arm in grid.arms.items() if arm.base_model == name}, results)
+        for name, view in grid.views.items()
     ]
-    arms_todo = {path.split("/")[2] for path in todo}  # results/arms/{arm}/...
-    # fp32 weights (4 bytes a parameter) + two moments (4 bytes each, or 1 byte in 8 bits)
-    state = trained * (6 if training.get("optimizer") == "adamw8bit" else 12) // 4
-    estimate = {
-        "checkpoints": len(todo) * full_model,
-        "resume_states": len(arms_todo) * state,
-        "resume_state_rewrite": state if arms_todo else 0,
-        "renders": len(todo) * renders,
-    }
+    # Each base model's arms with its own model size and settings (by_base_model); one state
+    # rewrite at a time, the largest.
+    estimate = {key: sum(part[key] for part in parts) for key in parts[0]}
+    estimate["resume_state_rewrite"] = max(part["resume_state_rewrite"] for part in parts)
     if "generated" in config["axes"]["regularization"]:
-        side = config["training"]["resolution"]
-        count = grid.class_image_params["count"]
-        estimate["class_images"] = int(count * side * side * PNG_BYTES_PER_PIXEL)
+        estimate["class_images"] = 0
+        for name, view in grid.views.items():
+            side = view["training"]["resolution"]
+            count = grid.class_image_params_for(name)["count"]
+            estimate["class_images"] += int(count * side * side * PNG_BYTES_PER_PIXEL)
     estimate["total"] = sum(estimate.values())
     return estimate
 

@@ -17,7 +17,11 @@ config.update(
 if workflow.is_main_process:
     preflight.check_specs(config)
 # An `auto` token is read from the token finder's ranking once that checkpoint has run.
-GRID = dag.Grid(config, ranking=lambda: checkpoints.rank_candidates.get().output[0])
+# Each base model's own ranking (results/token_finder, or token_finder/<name> on the axis).
+GRID = dag.Grid(
+    config,
+    ranking=lambda finder: checkpoints.rank_candidates.get(finder=finder).output[0],
+)
 
 
 wildcard_constraints:

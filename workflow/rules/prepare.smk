@@ -1,18 +1,21 @@
 # Every model a job loads is prepared here once, before any GPU work; these are local rules
 # (Snakefile), so on a cluster they run on the submitting node, and every other job runs with
 # the hub libraries' offline switches set (dreamgrid.offline).
+# One job per base model: results/models/base, or base-<name> for each of axes.base_model.
 rule prepare_base_model:
     output:
-        directory(paths.BASE_MODEL_DIR),
+        directory(paths.PREPARED_MODEL),
     log:
-        "results/logs/prepare_base_model/base.log",
+        "results/logs/prepare_base_model/{prepared}.log",
     benchmark:
-        "results/benchmarks/prepare_base_model/base.tsv"
+        "results/benchmarks/prepare_base_model/{prepared}.tsv"
+    wildcard_constraints:
+        prepared=dag.one_of(GRID.prepared_folders),
     conda:
         "../../envs/train.yaml"
     params:
-        source=config["base_model"],
-        kind="sd",
+        source=GRID.get_base_source,
+        kind=GRID.get_prepare_kind,
         allow_pickle=config["allow_pickle"],
         impl=versions.MODELS,
     script:
@@ -39,17 +42,19 @@ rule prepare_caption_model:
 
 rule check_lora_targets:
     input:
-        base=paths.BASE_MODEL_DIR,
+        base=GRID.get_base_dir,
     output:
-        paths.LORA_TARGETS,
+        paths.LORA_TARGETS_OF,
     log:
-        "results/logs/check_lora_targets/lora_targets.log",
+        "results/logs/check_lora_targets/{targets}.log",
     benchmark:
-        "results/benchmarks/check_lora_targets/lora_targets.tsv"
+        "results/benchmarks/check_lora_targets/{targets}.tsv"
+    wildcard_constraints:
+        targets=dag.one_of(GRID.lora_target_files),
     conda:
         "../../envs/train.yaml"
     params:
-        targets=config["lora"]["target_modules"],
+        targets=GRID.get_lora_targets,
         impl=versions.MODELS,
     script:
         "../scripts/check_lora_targets.py"

@@ -1,18 +1,22 @@
+# Per base model: each generates its own arms' class images (generated-<name> on the axis).
 rule generate_class_images:
     input:
-        base=paths.BASE_MODEL_DIR,
+        base=GRID.get_base_dir,
     output:
-        directory(paths.REG_IMAGES.format(reg="generated")),
+        directory(paths.REG_IMAGES),
     log:
-        "results/logs/generate_class_images/generated.log",
+        "results/logs/generate_class_images/{reg}.log",
     benchmark:
-        "results/benchmarks/generate_class_images/generated.tsv"
+        "results/benchmarks/generate_class_images/{reg}.tsv"
+    wildcard_constraints:
+        reg=dag.one_of(GRID.reg_folders("generated")),
     conda:
         "../../envs/train.yaml"
     resources:
         gpu=1,
     params:
-        settings=GRID.class_image_params,
+        settings=GRID.get_class_image_params,
+        family=GRID.get_family,
         impl=versions.REGULARIZATION,
     script:
         "../scripts/generate_class_images.py"
@@ -22,15 +26,17 @@ rule prepare_ground_truth:
     input:
         photos=config["subject"]["ground_truth"] or [],
     output:
-        directory(paths.REG_IMAGES.format(reg="ground_truth")),
+        directory(paths.REG_IMAGES),
     log:
-        "results/logs/prepare_ground_truth/ground_truth.log",
+        "results/logs/prepare_ground_truth/{reg}.log",
     benchmark:
-        "results/benchmarks/prepare_ground_truth/ground_truth.tsv"
+        "results/benchmarks/prepare_ground_truth/{reg}.tsv"
+    wildcard_constraints:
+        reg=dag.one_of(GRID.reg_folders("ground_truth")),
     conda:
         "../../envs/train.yaml"
     params:
-        fit=GRID.ground_truth_params,
+        fit=GRID.get_ground_truth_params,
         impl=versions.REGULARIZATION,
     script:
         "../scripts/prepare_ground_truth.py"

@@ -1,7 +1,7 @@
 rule sample_checkpoint:
     input:
         GRID.get_wait_for_token,
-        base=paths.BASE_MODEL_DIR,
+        base=GRID.get_base_dir,
         checkpoint=paths.CHECKPOINT,
     output:
         renders=directory(paths.RENDER_SHARD),
@@ -19,6 +19,7 @@ rule sample_checkpoint:
         class_word=config["subject"]["class_word"],
         settings=GRID.get_shard_settings,
         first=GRID.get_shard_first,
+        family=GRID.get_family,
         impl=versions.SAMPLE,
     script:
         "../scripts/sample_checkpoint.py"

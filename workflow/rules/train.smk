@@ -24,8 +24,9 @@ rule train_dreambooth:
         passes=GRID.get_train_passes,
         cache_dir=paths.LATENT_CACHE,
         method=GRID.get_method_params,
-        training=GRID.training_params,
+        training=GRID.get_training_params,
         class_word=GRID.class_word,
+        family=GRID.get_family,
         impl=versions.TRAIN,
     script:
         "../scripts/train_dreambooth.py"
