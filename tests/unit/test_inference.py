@@ -454,3 +454,16 @@ def test_the_real_photos_baseline_has_an_interval():
     assert "bootstrap over the photos" in text
     # 0.455 lies inside the photos' interval: as alike as real photos, not "below" them
     assert "as alike as real photos of the person are to each other" in text
+
+
+def test_a_term_without_matched_arms_is_left_out_not_a_crash():
+    # 20 seeds, 5% without a face: some arms never reach min_faces = 20, so they have no
+    # chosen epoch and some interactions lack a corner in the chosen view
+    result = build(grid_scores(n_seeds=20, epochs=(1, 2)), arms=AXES, resamples=300)
+    missing = set(ARMS) - set(result["verdict"]["chosen_epochs"])
+    assert missing == {"celebrity-genreg-blip", "rare-noreg-nocap"}
+    effects = result["effects"]
+    chosen = effects.loc[effects["view"] == "chosen"]
+    assert set(chosen["term"]) == {"main", "vs_top"}  # every interaction lacks a corner
+    assert (effects.loc[effects["view"] == "equal_steps", "term"] == "interaction").sum() == 3
+    assert np.isfinite(effects["estimate"]).all()

@@ -266,8 +266,6 @@ def _factorial_series(
         return arm if arm in data.columns else None
 
     def per_seed(parts: list[pd.Series]) -> pd.Series:
-        if not parts:
-            return pd.Series(dtype=float)
         return pd.concat(parts, axis=1).mean(axis=1, skipna=True)
 
     out = []
@@ -281,7 +279,8 @@ def _factorial_series(
                 a0, a1 = arm_at(point), arm_at(point, **{axis: level})
                 if a0 and a1:
                     parts.append(data[a1] - data[a0])
-            out.append(("main", axis, f"{level} vs {ref}", per_seed(parts)))
+            if parts:  # no matched pair (arms without a chosen epoch): nothing to estimate
+                out.append(("main", axis, f"{level} vs {ref}", per_seed(parts)))
     for x, y in itertools.combinations(names, 2):
         x0, y0 = levels[x][0], levels[y][0]
         for xl, yl in itertools.product(levels[x][1:], levels[y][1:]):
@@ -299,7 +298,8 @@ def _factorial_series(
                     d11, d01, d10, d00 = (data[c] for c in corners)
                     parts.append((d11 - d01) - (d10 - d00))
             term = f"({xl} vs {x0}) x ({yl} vs {y0})"
-            out.append(("interaction", f"{x} x {y}", term, per_seed(parts)))
+            if parts:
+                out.append(("interaction", f"{x} x {y}", term, per_seed(parts)))
     return out
 
 
