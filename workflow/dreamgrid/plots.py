@@ -315,8 +315,9 @@ def chosen_histograms_figure(
                 ha="center",
                 va="center",
             )
-        for level, color in zip(levels, _THRESHOLD_COLORS * len(levels), strict=False):
-            ax.axvline(level, color=color, linestyle="--", label=f"threshold {level:g}")
+        # grey thresholds: the arms' outlines take the colours
+        for level, style in zip(levels, ["--", "-."] * len(levels), strict=False):
+            ax.axvline(level, color="dimgray", linestyle=style, label=f"threshold {level:g}")
         _baseline_line(ax, baseline)
         _show_lines(ax, [*levels, baseline if baseline is not None else np.nan])
         values, renders = _distances(part)
