@@ -454,3 +454,178 @@ def test_the_real_photos_baseline_has_an_interval():
     assert "bootstrap over the photos" in text
     # 0.455 lies inside the photos' interval: as alike as real photos, not "below" them
     assert "as alike as real photos of the person are to each other" in text
+
+
+# ---- base model as an axis ----------------------------------------------------------------
+BASES = ("sd15", "sdxl", "flux")
+#: Arm ids that sort flux first: the reference level is still sd15 (inference.AXIS_ORDER).
+BASE_ARMS = [
+    f"{base}-{token}-{reg}"
+    for base in sorted(BASES)
+    for token in ("celebrity", "rare")
+    for reg in ("noreg", "genreg")
+]
+BASE_AXES = {
+    arm: {"token": arm.split("-")[1], "regularization": arm.split("-")[2], "base_model": base}
+    for arm in BASE_ARMS
+    for base in [arm.split("-")[0]]
+}
+#: Distance offsets by design: sdxl and flux are more alike than sd15, and the rare token
+#: costs 0.06 on sd15 only (a recipe effect that differs by base model).
+BASE_OFFSET = {"sd15": 0.0, "sdxl": -0.03, "flux": -0.05}
+RARE_ON_SD15 = 0.06
+
+
+def base_model_scores(n_seeds=40, seed=3, no_face=0.05):
+    rng = np.random.default_rng(seed)
+    per_seed = rng.normal(0, 0.04, n_seeds)
+    rows = []
+    for arm in BASE_ARMS:
+        base, token, _ = arm.split("-")
+        for s in range(n_seeds):
+            d = 0.62 + BASE_OFFSET[base] + per_seed[s] + rng.normal(0, 0.01)
+            d += RARE_ON_SD15 if (token, base) == ("rare", "sd15") else 0.0
+            face = rng.random() > no_face
+            rows += renders(arm, 1, [d if face else None], steps=100)
+            rows[-1]["seed"] = s
+    return pd.DataFrame(rows)
+
+
+def per_seed_contrast(matrix, pairs, seeds=None):
+    """Mean over seeds of the per-seed mean over (arm1, arm0) pairs of d(arm1) - d(arm0),
+    NaN-skipping, by numpy."""
+    data = matrix if seeds is None else matrix.loc[matrix.index.isin(list(seeds))]
+    diffs = np.stack([(data[a1] - data[a0]).to_numpy(dtype=float) for a1, a0 in pairs])
+    seen = np.isfinite(diffs).any(axis=0)
+    per_seed = np.nansum(diffs[:, seen], axis=0) / np.isfinite(diffs[:, seen]).sum(axis=0)
+    return float(per_seed.mean())
+
+
+def test_base_model_is_a_factor_with_effects_within_each_base_model():
+    scores = base_model_scores()
+    result = build(scores, arms=BASE_AXES, resamples=500)
+    effects = result["effects"]
+    matrix = scores.pivot(index="seed", columns="arm", values="mean_distance")
+    _, estimation = inference.split_seeds(range(40))
+    regs = ("noreg", "genreg")
+
+    def row(view, term, axis, contrast):
+        rows = effects.loc[
+            (effects["view"] == view)
+            & (effects["term"] == term)
+            & (effects["axis"] == axis)
+            & (effects["contrast"] == contrast)
+        ]
+        assert len(rows) == 1, (view, term, axis, contrast)
+        return rows.iloc[0]
+
+    for view, seeds in (("equal_steps", None), ("chosen", estimation)):
+        # sd15 is the reference level although flux arms sort first
+        for base in ("sdxl", "flux"):
+            pairs = [
+                (f"{base}-{t}-{r}", f"sd15-{t}-{r}") for t in ("celebrity", "rare") for r in regs
+            ]
+            got = row(view, "main", "base_model", f"{base} vs sd15")["estimate"]
+            assert got == pytest.approx(per_seed_contrast(matrix, pairs, seeds))
+        # the token's effect within each base model: only sd15's arms, only flux's arms...
+        for base in BASES:
+            pairs = [(f"{base}-rare-{r}", f"{base}-celebrity-{r}") for r in regs]
+            within = row(view, "within", f"token | base_model={base}", "rare vs celebrity")
+            assert within["estimate"] == pytest.approx(per_seed_contrast(matrix, pairs, seeds))
+            truth = RARE_ON_SD15 if base == "sd15" else 0.0
+            assert within["estimate"] == pytest.approx(truth, abs=0.01)
+        # the interaction is the difference of the within effects (seed by seed)
+        inter = row(
+            view, "interaction", "token x base_model", "(rare vs celebrity) x (sdxl vs sd15)"
+        )
+        assert inter["estimate"] == pytest.approx(-RARE_ON_SD15, abs=0.01)
+    # one Bonferroni family per view set: main 1 + 1 + 2, interactions 1 + 2 + 2, within
+    # 3 x (1 + 1), each of 11 arms against the top, at both views
+    axes = inference.arm_axes(BASE_ARMS, BASE_AXES)
+    m = int(np.isfinite(effects["p_value"]).sum())
+    assert m == 2 * (4 + 5 + 6 + 11) == inference.family_size(len(BASE_ARMS), axes)
+    assert effects["confidence"].unique() == pytest.approx([1 - 0.05 / m])
+    # the verdict: the rare token is worse on sd15 only, said within that base model
+    claims = result["verdict"]["claims"]
+    within = {(c["better"], c["worse"], c["within"], c["at"]) for c in claims if "within" in c}
+    assert within == {
+        ("token=celebrity", "token=rare", "base_model=sd15", "chosen"),
+        ("token=celebrity", "token=rare", "base_model=sd15", "equal_steps"),
+    }
+    better = {c["better"] for c in claims if c["kind"] == "effect" and "within" not in c}
+    assert {"base_model=sdxl", "base_model=flux"} <= better
+    assert result["verdict"]["top_arm"].startswith("flux-")
+    text = result["markdown"]
+    assert "480 renders, 12 arms on 3 base models (sd15, sdxl, flux)" in text
+    assert (
+        "**token=celebrity** is more alike than **token=rare** with base model **sd15** at "
+        "equal training steps: by "
+    ) in text
+    top = result["verdict"]["top_arm"]
+    assert f"most alike arm is **{top}** (base model flux) at its chosen" in text
+    assert "| arm | base_model | epoch |" in text
+    assert "- **sd15-rare-noreg** (base model sd15): epoch 1" in text
+    assert "Rows with term `within`" in text
+    # the summary carries the base model beside the arm; the report's verdict page too
+    summary = result["summary"]
+    assert list(summary.columns[:3]) == ["arm", "base_model", "epoch"]
+    assert (summary["base_model"] == summary["arm"].str.split("-").str[0]).all()
+    from dreamgrid import report_pages
+
+    assert "with base model **sd15**" in report_pages.verdict_markdown(text)
+
+
+def test_one_base_model_changes_nothing():
+    """Today's single-model outputs: a base_model level shared by every arm is no factor, so
+    summary.md, verdict.json and every table are exactly what they are without it."""
+    scores = grid_scores(n_seeds=24, epochs=(1, 2))
+    plain = build(scores, arms=AXES, resamples=200)
+    one = {arm: {**levels, "base_model": "sd15"} for arm, levels in AXES.items()}
+    same = build(scores, arms=one, resamples=200)
+    assert same["markdown"] == plain["markdown"]
+    assert json.dumps(aggregate._plain(same["verdict"])) == json.dumps(
+        aggregate._plain(plain["verdict"])
+    )
+    for name in ("summary", "effects", "comparisons", "power"):
+        pd.testing.assert_frame_equal(same[name], plain[name])
+    assert "base_model" not in plain["summary"].columns
+    assert "within" not in set(plain["effects"]["term"])
+    assert "base model" not in plain["markdown"]
+    # the same from the score table's axis columns (``dreamgrid report``)
+    columns = scores.assign(
+        **{
+            k: scores["arm"].map({a: v[k] for a, v in AXES.items()})
+            for k in ("token", "regularization", "captions")
+        }
+    )
+    typed = scoretable._normalise(columns, "t")
+    options = {**OPTIONS, "min_faces": 20, "resamples": 200, "exploratory": False}
+    with_column = aggregate.build(typed.assign(base_model="sdxl"), **options)
+    assert with_column["markdown"] == aggregate.build(typed, **options)["markdown"]
+
+
+def test_replicated_recipes_keep_their_base_model():
+    arms = {
+        f"{base}-a-r{r}": {"base_model": base, "recipe": f"{base}-a", "replicate": r}
+        for base in ("sd15", "sdxl")
+        for r in (1, 2)
+    }
+    scores = pd.DataFrame(renders("sd15-a-r1", 1, [0.5]) + renders("sdxl-a-r2", 1, [0.4]))
+    table, _, axes = aggregate.by_recipe(scores, None, arms)
+    assert axes == {"sd15-a": {"base_model": "sd15"}, "sdxl-a": {"base_model": "sdxl"}}
+    assert list(table["arm"]) == ["sd15-a", "sdxl-a"] and list(table["replicate"]) == [1, 2]
+    assert inference.base_models(axes) == {"sd15-a": "sd15", "sdxl-a": "sdxl"}
+    assert inference.base_models({"x": {"base_model": "sd15"}, "y": {"base_model": "sd15"}}) == {}
+
+
+def test_a_term_without_matched_arms_is_left_out_not_a_crash():
+    # 20 seeds, 5% without a face: some arms never reach min_faces = 20, so they have no
+    # chosen epoch and some interactions lack a corner in the chosen view
+    result = build(grid_scores(n_seeds=20, epochs=(1, 2)), arms=AXES, resamples=300)
+    missing = set(ARMS) - set(result["verdict"]["chosen_epochs"])
+    assert missing == {"celebrity-genreg-blip", "rare-noreg-nocap"}
+    effects = result["effects"]
+    chosen = effects.loc[effects["view"] == "chosen"]
+    assert set(chosen["term"]) == {"main", "vs_top"}  # every interaction lacks a corner
+    assert (effects.loc[effects["view"] == "equal_steps", "term"] == "interaction").sum() == 3
+    assert np.isfinite(effects["estimate"]).all()

@@ -306,3 +306,111 @@ def test_both_histogram_rules_read_score_files_through_one_function(tmp_path, mo
     assert list(one["epoch"].unique()) == [1] and kw["baseline"] == pytest.approx(0.45)
     every, kw = drawn["arm_histograms"]
     assert sorted(every["epoch"].unique()) == [1, 2] and kw["out"] == tmp_path / "all.png"
+
+
+# ---- base models as facets ----------------------------------------------------------------
+def base_model_summary(bases=("sdxl", "sd15", "flux"), faceless=()):
+    """Two arms per base model, epochs 1-2; the arms of ``faceless`` base models find no face."""
+    from dreamgrid.summary import summarize
+
+    scores = pd.concat(
+        [
+            checkpoint(f"{base}-{arm}", e, 40, faces=base not in faceless, seed=e)
+            for base in bases
+            for arm in ("a", "b")
+            for e in (1, 2)
+        ],
+        ignore_index=True,
+    )
+    summary = summarize(scores, thresholds=[0.6, 0.7], min_faces=5)
+    summary.insert(1, "base_model", summary["arm"].str.split("-").str[0])
+    return scores, summary
+
+
+def legend_labels(ax) -> list[str]:
+    return ax.get_legend_handles_labels()[1]
+
+
+def test_curves_facet_by_base_model():
+    from dreamgrid.plots import REAL_PHOTOS, curves_figure
+
+    _, summary = base_model_summary()
+    baseline = pd.DataFrame({"reference": ["x", "y"], "mean_distance": [0.4, 0.5]})
+    fig = curves_figure(summary, x="steps", baseline=baseline)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    metrics = [
+        "average distance of the faces",
+        "median distance of the faces",
+        "share of faces below 0.6",
+        "share of faces below 0.7",
+        "face rate",
+    ]
+    # a row per base model, sd15 (the contrasts' reference level) first; a column per metric
+    assert [ax.get_title() for ax in shown] == [
+        f"base model {base}: {metric}" for base in ("sd15", "sdxl", "flux") for metric in metrics
+    ]
+    for row, base in enumerate(("sd15", "sdxl", "flux")):
+        for ax in shown[5 * row : 5 * row + 5]:
+            arms = [t for t in legend_labels(ax) if t != REAL_PHOTOS]
+            assert arms == [f"{base}-a", f"{base}-b"], ax.get_title()
+            assert ax.get_xlabel() == "training steps"
+    # an arm keeps its colour in every panel; the legend names each arm once
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert sorted(legend) == sorted([*summary["arm"].unique(), REAL_PHOTOS])
+    assert "a row per base model" in fig.get_suptitle()
+    # the y axis of a metric is shared down its column
+    assert shown[0].get_shared_y_axes().joined(shown[0], shown[5])
+
+
+def test_curves_of_one_base_model_are_not_faceted():
+    from dreamgrid.plots import curves_figure
+
+    _, summary = base_model_summary(bases=("sd15",))
+    plain = curves_figure(summary.drop(columns="base_model"), x="epoch")
+    fig = curves_figure(summary, x="epoch")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == [ax.get_title() for ax in plain.axes if ax.get_visible()]
+    assert len(titles) == 5 and not any("base model" in t for t in titles)
+    assert fig.get_suptitle() == plain.get_suptitle()
+
+
+def test_chosen_epoch_histograms_facet_by_base_model(tmp_path):
+    from dreamgrid.plots import chosen_histograms_figure, plot_chosen_histograms
+
+    scores, summary = base_model_summary(faceless=("flux",))
+    fig = chosen_histograms_figure(scores, summary, [0.6, 0.7], "Prompt set main", 0.45)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title().split("\n")[0] for ax in shown] == [
+        "base model sd15",
+        "base model sdxl",
+        "base model flux",
+    ]
+    best = summary.loc[summary["best"]].set_index("arm")["epoch"]
+    for ax, base in zip(shown, ("sd15", "sdxl"), strict=False):
+        arms = [t for t in legend_labels(ax) if t.startswith(base)]
+        assert arms == [f"{base}-{a} (epoch {best[f'{base}-{a}']})" for a in ("a", "b")]
+        assert ax.get_title().endswith("80 of 80 renders with a face")
+        assert 0.6 in vertical_lines(ax) and 0.45 in vertical_lines(ax)
+    # flux has no chosen epoch (no face): its panel is there and says so
+    assert "no face at any chosen epoch" in [t.get_text() for t in shown[2].texts]
+    assert shown[2].get_title().endswith("nothing to score")
+    assert "a panel per base model" in fig.get_suptitle()
+    # one base model: one panel
+    one = chosen_histograms_figure(scores, summary.drop(columns="base_model"), [0.6], "main")
+    assert [ax.get_title().split("\n")[0] for ax in one.axes if ax.get_visible()] == ["every arm"]
+    # from the aggregate's files
+    scores.to_csv(tmp_path / "scores.tsv", sep="\t", index=False)
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    pd.DataFrame({"source": ["reference"], "photo": ["x"], "mean_distance": [0.45]}).to_csv(
+        tmp_path / "baseline.csv", index=False
+    )
+    out = plot_chosen_histograms(
+        tmp_path / "scores.tsv",
+        tmp_path / "summary.csv",
+        tmp_path / "baseline.csv",
+        prompt_set="main",
+        model="Dlib",
+        thresholds=[0.6, 0.7],
+        out=tmp_path / "chosen.png",
+    )
+    assert png_size(out)[0] > 1000  # three panels side by side

@@ -51,6 +51,10 @@ def build(
     ``exploratory=False`` leaves out what makes no claim (the all-pairs table, each
     checkpoint's average interval, ``best_not_worse``); the calibration benchmark uses it.
 
+    With arms on several base models (``arms``' or the score table's ``base_model``), the
+    summary gains a ``base_model`` column after ``arm``, and the planned family the effects
+    within each base model (:mod:`dreamgrid.inference`).
+
     Returns:
         ``summary``, ``comparisons``, ``effects``, ``power`` (DataFrames), ``verdict`` (the
         ``verdict.json`` object or list) and ``markdown`` (summary.md text).
@@ -65,6 +69,9 @@ def build(
         describe=exploratory,
         **options,
     )
+    bases = inference.base_models(arms if arms is not None else inference.axes_from_scores(scores))
+    if bases:  # beside the arm, for the tables, summary.md and the figures' facets
+        summary.insert(1, scoretable.BASE_MODEL, summary["arm"].map(bases))
     if clip is not None:
         summary = summary.merge(clip, on=["arm", "epoch", "prompt_set"], how="left")
     replicates = scoretable.replicates(scores)

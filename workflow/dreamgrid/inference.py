@@ -7,6 +7,8 @@ Two families of tests, each with its own correction, per face model and prompt s
 
 - **planned** (``effects.csv``): factorial main effects and two-way interactions of the axes,
   and each arm against the top arm, at each arm's chosen epoch and at equal training steps.
+  With several base models, also each other axis's main effect within each base model (term
+  ``within``, axis ``<axis> | base_model=<name>``): a recipe may help on one model only.
   Bonferroni over the family, and simultaneous intervals to match: each interval has coverage
   ``1 - (1 - confidence) / m`` for a family of m contrasts, so all hold together with at least
   ``confidence``. The verdict's claims come from this family only.
@@ -29,7 +31,14 @@ import numpy as np
 import pandas as pd
 
 from dreamgrid import stats
-from dreamgrid.scoretable import _per_seed, face_matrix, group_columns, replicates, seed_matrix
+from dreamgrid.scoretable import (
+    BASE_MODEL,
+    _per_seed,
+    face_matrix,
+    group_columns,
+    replicates,
+    seed_matrix,
+)
 
 #: Columns of :func:`compare_arms` (the ``dreamgrid compare`` contract), in order.
 COMPARE_COLUMNS = (
@@ -70,12 +79,13 @@ EFFECT_COLUMNS = (
     "run_sd",
 )
 #: Score-table columns that name an arm's factors (``dreamgrid report`` input).
-AXIS_COLUMNS = ("token", "regularization", "captions", "method", "base_model")
+AXIS_COLUMNS = ("token", "regularization", "captions", "method", BASE_MODEL)
 #: Axis levels in the order used as the reference level (first) of a contrast.
 AXIS_ORDER = {
     "regularization": ("none", "noreg", "generated", "genreg", "ground_truth", "gtreg"),
     "captions": ("none", "nocap", "blip"),
     "method": ("full", "lora"),
+    BASE_MODEL: ("sd15", "sdxl", "flux"),  # the oldest family is the reference
 }
 VIEWS = ("chosen", "equal_steps")
 
@@ -235,7 +245,16 @@ def axes_from_scores(scores: pd.DataFrame) -> dict[str, dict[str, str]] | None:
     return {str(row["arm"]): {c: str(row[c]) for c in columns} for _, row in levels.iterrows()}
 
 
-def _levels(axis: str, values: Sequence[str]) -> list[str]:
+def base_models(arms: Mapping[str, Mapping[str, object]] | None) -> dict[str, str]:
+    """arm -> base model name when the arms span more than one base model, else ``{}`` (one
+    base model is no factor, and the outputs stay as they were)."""
+    levels = {str(a): str(v[BASE_MODEL]) for a, v in (arms or {}).items() if BASE_MODEL in v}
+    return levels if len(set(levels.values())) > 1 else {}
+
+
+def axis_levels(axis: str, values: Sequence[str]) -> list[str]:
+    """The distinct ``values`` of ``axis``, reference level first (:data:`AXIS_ORDER`, then
+    as first seen)."""
     seen = list(dict.fromkeys(values))
     order = AXIS_ORDER.get(axis)
     if order:
@@ -255,7 +274,7 @@ def _factorial_series(
     """
     lookup = {tuple(row): arm for arm, row in axes.iterrows()}
     names = list(axes.columns)
-    levels = {n: _levels(n, axes[n].tolist()) for n in names}
+    levels = {n: axis_levels(n, axes[n].tolist()) for n in names}
     points = list(lookup)
 
     def arm_at(base: tuple, **changes: str) -> str | None:
@@ -266,8 +285,6 @@ def _factorial_series(
         return arm if arm in data.columns else None
 
     def per_seed(parts: list[pd.Series]) -> pd.Series:
-        if not parts:
-            return pd.Series(dtype=float)
         return pd.concat(parts, axis=1).mean(axis=1, skipna=True)
 
     out = []
@@ -281,7 +298,8 @@ def _factorial_series(
                 a0, a1 = arm_at(point), arm_at(point, **{axis: level})
                 if a0 and a1:
                     parts.append(data[a1] - data[a0])
-            out.append(("main", axis, f"{level} vs {ref}", per_seed(parts)))
+            if parts:  # no matched pair (arms without a chosen epoch): nothing to estimate
+                out.append(("main", axis, f"{level} vs {ref}", per_seed(parts)))
     for x, y in itertools.combinations(names, 2):
         x0, y0 = levels[x][0], levels[y][0]
         for xl, yl in itertools.product(levels[x][1:], levels[y][1:]):
@@ -299,7 +317,36 @@ def _factorial_series(
                     d11, d01, d10, d00 = (data[c] for c in corners)
                     parts.append((d11 - d01) - (d10 - d00))
             term = f"({xl} vs {x0}) x ({yl} vs {y0})"
-            out.append(("interaction", f"{x} x {y}", term, per_seed(parts)))
+            if parts:
+                out.append(("interaction", f"{x} x {y}", term, per_seed(parts)))
+    return out
+
+
+def _within_axes(axes: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(base model, its arms' other axes) per base model, when base model is an axis beside
+    others: the arms of one base model, with the axes that vary among them."""
+    if BASE_MODEL not in axes.columns or axes.shape[1] < 2:
+        return []
+    out = []
+    for level in axis_levels(BASE_MODEL, axes[BASE_MODEL].tolist()):
+        sub = axes.loc[axes[BASE_MODEL] == level].drop(columns=BASE_MODEL)
+        sub = sub[[c for c in sub.columns if sub[c].nunique() > 1]]
+        if len(sub) >= 2 and not sub.empty:
+            out.append((level, sub))
+    return out
+
+
+def _planned_series(
+    data: pd.DataFrame, axes: pd.DataFrame
+) -> list[tuple[str, str, str, pd.Series]]:
+    """:func:`_factorial_series` of every axis, then (several base models) each other axis's
+    main effect among the arms of one base model: term ``within``, axis
+    ``<axis> | base_model=<name>``, the same per-seed estimate on those arms only."""
+    out = _factorial_series(data, axes)
+    for level, sub in _within_axes(axes):
+        for term, axis, contrast, values in _factorial_series(data[list(sub.index)], sub):
+            if term == "main":
+                out.append(("within", f"{axis} | {BASE_MODEL}={level}", contrast, values))
     return out
 
 
@@ -478,8 +525,8 @@ def planned_contrasts(
         if len(arms) >= 2 and not axes.empty:
             # the same terms on an identity table: each term's weight on each arm
             identity = pd.DataFrame(np.eye(len(arms)), index=arms, columns=arms)
-            weights = _factorial_series(identity, axes.loc[arms])
-            series = _factorial_series(data[arms], axes.loc[arms])
+            weights = _planned_series(identity, axes.loc[arms])
+            series = _planned_series(data[arms], axes.loc[arms])
             for (term, axis, contrast, values), (*_, w) in zip(series, weights, strict=True):
                 row = {"view": view, "term": term, "axis": axis, "contrast": contrast}
                 row["seeds"] = "estimation half" if view == "chosen" else "all"
@@ -715,11 +762,13 @@ POWER = 0.8
 
 def family_size(arms: int, axes: pd.DataFrame | None = None, views: int = len(VIEWS)) -> int:
     """Planned contrasts per face model and prompt set: per view, every main-effect level,
-    every two-way interaction cell, and each arm against the top arm."""
+    every two-way interaction cell, each main-effect level within each base model, and each
+    arm against the top arm."""
     terms = arms - 1
     if axes is not None and not axes.empty:
         levels = [axes[c].nunique() - 1 for c in axes.columns]
         terms += sum(levels) + sum(a * b for a, b in itertools.combinations(levels, 2))
+        terms += sum(sub[c].nunique() - 1 for _, sub in _within_axes(axes) for c in sub.columns)
     return max(1, views * terms)
 
 

@@ -110,6 +110,8 @@ FLEXIBILITY = f"{RESULTS}/flexibility.csv"
 HISTOGRAM = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/epoch-{{epoch}}.png"
 #: All checkpoints of one arm as one faceted histogram figure.
 ARM_HISTOGRAMS = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/all-epochs.png"
+#: Every arm's renders at its chosen epoch, a panel per base model.
+CHOSEN_HISTOGRAMS = f"{RESULTS}/plots/chosen-epochs/{{prompt_set}}.png"
 #: Metrics against epoch and against training steps, one line per arm with CI bands.
 CURVES_EPOCH = f"{RESULTS}/plots/curves/{{prompt_set}}/by-epoch.png"
 CURVES_STEPS = f"{RESULTS}/plots/curves/{{prompt_set}}/by-steps.png"

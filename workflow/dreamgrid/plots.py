@@ -24,7 +24,7 @@ from dreamgrid import scoretable
 from dreamgrid.baseline import baseline_mean, read_baseline
 from dreamgrid.errors import SpecError
 from dreamgrid.io import atomic_path
-from dreamgrid.scoretable import as_bool, share_columns
+from dreamgrid.scoretable import BASE_MODEL, as_bool, share_columns
 
 # No display on cluster nodes; figures below do not use pyplot, but seaborn imports it.
 # seaborn itself (~1 s to import) is imported only where it draws: every plot is its own job,
@@ -258,6 +258,120 @@ def arm_histograms(
     return Path(out)
 
 
+def chosen_histograms_figure(
+    scores: pd.DataFrame,
+    summary: pd.DataFrame,
+    thresholds: Sequence[float],
+    title: str,
+    baseline: float | None = None,
+) -> Figure:
+    """The figure :func:`chosen_histograms` writes."""
+    import seaborn as sns
+
+    chosen = summary.loc[summary["best"].astype(bool), ["arm", "epoch"]]
+    picked = scores.merge(chosen, on=["arm", "epoch"])
+    facets = [(None, picked)]
+    if len(_base_model_facets(summary)) > 1:
+        # a panel for every base model of the grid, also one without a chosen epoch
+        bases = summary.drop_duplicates("arm").set_index("arm")[BASE_MODEL].astype(str)
+        of_arm = picked["arm"].map(bases)
+        facets = [(b, picked.loc[of_arm == b]) for b, _ in _base_model_facets(summary)]
+    levels = sorted({float(t) for t in thresholds})
+    every, _ = _distances(picked)
+    # the same bins in every panel, so that the panels compare
+    edges = (
+        np.histogram_bin_edges(every, bins=min(30, max(5, len(every) // 8))) if len(every) else 10
+    )
+    ncols = min(3, len(facets))
+    nrows = -(-len(facets) // ncols)
+    fig = Figure(figsize=(5.0 * ncols, 3.8 * nrows + 1.2), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
+    arms = sorted(summary["arm"].unique())
+    palette = _palette(len(arms))
+    colors = {arm: palette[i % len(palette)] for i, arm in enumerate(arms)}
+    for ax, (base, part) in zip(axes, facets, strict=False):
+        shown = 0
+        for arm, group in part.groupby("arm", sort=True):
+            values, _ = _distances(group)
+            if not len(values):
+                continue
+            epoch = int(group["epoch"].iloc[0])
+            sns.histplot(
+                x=values,
+                ax=ax,
+                bins=edges,
+                element="step",
+                fill=False,
+                color=colors[arm],
+                label=f"{arm} (epoch {epoch})",
+            )
+            shown += 1
+        if not shown:
+            ax.text(
+                0.5,
+                0.5,
+                "no face at any chosen epoch",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+            )
+        # grey thresholds: the arms' outlines take the colours
+        for level, style in zip(levels, ["--", "-."] * len(levels), strict=False):
+            ax.axvline(level, color="dimgray", linestyle=style, label=f"threshold {level:g}")
+        _baseline_line(ax, baseline)
+        _show_lines(ax, [*levels, baseline if baseline is not None else np.nan])
+        values, renders = _distances(part)
+        name = "every arm" if base is None else f"base model {base}"
+        ax.set_title(f"{name}\n{_subtitle(values, renders)}", fontsize="medium")
+        ax.set_xlabel(DISTANCE_LABEL, fontsize="small")
+        ax.set_ylabel("renders")
+    for ax in axes[len(facets) :]:
+        ax.set_visible(False)
+    handles, labels = [], []
+    for ax in axes[: len(facets)]:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)))
+    per = ", a panel per base model" if len(facets) > 1 else ""
+    fig.suptitle(f"{title}: scores at each arm's chosen epoch{per} (lower = more alike)")
+    return fig
+
+
+def chosen_histograms(
+    scores: pd.DataFrame,
+    summary: pd.DataFrame,
+    thresholds: Sequence[float],
+    out: Path,
+    title: str,
+    baseline: float | None = None,
+    demo: bool = False,
+) -> Path:
+    """Every arm's renders at its chosen epoch (``best`` in the summary), an outline per arm;
+    with several base models (a ``base_model`` column in the summary) a panel per base
+    model, on shared bins and x axis.
+
+    Args:
+        scores: renders (arm, epoch, face_found, mean_distance) of one face model and prompt
+            set.
+        summary: :func:`dreamgrid.summary.summarize`'s table of the same (``best``, and
+            ``base_model`` when the grid has several).
+        thresholds: distances to mark in every panel.
+        out: PNG to write.
+        title: figure title (e.g. the prompt set).
+        baseline: the real-photos distance to mark.
+        demo: mark the figure as a demo (random weights).
+
+    Returns:
+        ``out``.
+    """
+    save(chosen_histograms_figure(scores, summary, thresholds, title, baseline), out, demo)
+    log.info("wrote %s", out)
+    return Path(out)
+
+
 def _series_label(row: pd.Series, keys: Sequence[str]) -> str:
     return " / ".join(str(row[k]) for k in keys)
 
@@ -283,6 +397,17 @@ def _curve_panels(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
     return [panel for panel in panels if panel[0] in summary.columns]
 
 
+def _base_model_facets(table: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    """(base model, its rows) per base model when ``table`` has several (in the order of the
+    contrasts' levels), else one facet of every row named None."""
+    if BASE_MODEL not in table.columns or table[BASE_MODEL].nunique() < 2:
+        return [(None, table)]
+    from dreamgrid.inference import axis_levels
+
+    names = axis_levels(BASE_MODEL, table[BASE_MODEL].astype(str).tolist())
+    return [(name, table.loc[table[BASE_MODEL].astype(str) == name]) for name in names]
+
+
 def curves_figure(
     summary: pd.DataFrame,
     x: str = "epoch",
@@ -290,7 +415,8 @@ def curves_figure(
     title: str = "",
     confidence: float = 0.95,
 ) -> Figure:
-    """The figure :func:`curves` writes."""
+    """The figure :func:`curves` writes: a panel per metric, or with several base models
+    (a ``base_model`` column) a row of them per base model, each with its arms' lines."""
     if x not in summary.columns:
         raise SpecError(f"summary: no column {x!r} to plot against; has {list(summary.columns)}.")
     panels = _curve_panels(summary)
@@ -298,18 +424,34 @@ def curves_figure(
     if baseline is not None and len(baseline):
         ref = pd.to_numeric(baseline["mean_distance"], errors="coerce").dropna().to_numpy()
     keys = ["arm", *[c for c in ("model", "prompt_set") if c in summary.columns]]
-    ncols = min(3, len(panels))
-    nrows = -(-len(panels) // ncols)
-    fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 1.2), dpi=DPI, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    facets = _base_model_facets(summary)
+    if len(facets) > 1:
+        # one row per base model, one column per metric; a column shares its y axis
+        ncols, nrows = len(panels), len(facets)
+        fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 1.2), dpi=DPI, layout="constrained")
+        grid = fig.subplots(nrows, ncols, squeeze=False, sharey="col")
+        cells = [
+            (grid[r, c], panel, facet)
+            for r, facet in enumerate(facets)
+            for c, panel in enumerate(panels)
+        ]
+    else:
+        ncols = min(3, len(panels))
+        nrows = -(-len(panels) // ncols)
+        fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 1.2), dpi=DPI, layout="constrained")
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        cells = [(ax, panel, facets[0]) for ax, panel in zip(grid.ravel(), panels, strict=False)]
+    axes = np.atleast_1d(grid).ravel()
     palette = _palette(summary["arm"].nunique())
-    series = list(summary.groupby(keys, sort=True))
-    empty = summary["average"].isna().all()
+    # an arm keeps its colour in every facet
+    names = [name for name, _ in summary.groupby(keys, sort=True)]
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     bands = False
-    for ax, (column, label, ylabel) in zip(axes, panels, strict=False):
-        for index, (_, group) in enumerate(series):
+    for ax, (column, label, ylabel), (base, part) in cells:
+        empty = part["average"].isna().all()
+        for name, group in part.groupby(keys, sort=True):
             group = group.sort_values(x)
-            color = palette[index % len(palette)]
+            color = colors[name]
             name = _series_label(group.iloc[0], keys)
             ax.plot(group[x], group[column], marker="o", color=color, label=name)
             low, high = f"{column}_ci_low", f"{column}_ci_high"
@@ -328,7 +470,7 @@ def curves_figure(
             ax.set_ylim(-2, 102)
         if column != "face_rate" and empty:
             # Nothing plotted: keep the panel's x axis on the grid's epochs/steps anyway.
-            xs = pd.to_numeric(summary[x], errors="coerce").dropna()
+            xs = pd.to_numeric(part[x], errors="coerce").dropna()
             if len(xs):
                 pad = max(0.5, 0.05 * float(xs.max() - xs.min()))
                 ax.set_xlim(float(xs.min()) - pad, float(xs.max()) + pad)
@@ -341,15 +483,15 @@ def curves_figure(
                 va="center",
                 bbox={"facecolor": "white", "edgecolor": "none"},
             )
-        ax.set_title(label, fontsize="medium")
+        ax.set_title(label if base is None else f"base model {base}: {label}", fontsize="medium")
         ax.set_ylabel(ylabel, fontsize="small")
         ax.set_xlabel("training steps" if x == "steps" else "epoch")
         if x == "epoch":
             ax.xaxis.get_major_locator().set_params(integer=True)
-    for ax in axes[len(panels) :]:
+    for ax in axes[len(cells) :]:
         ax.set_visible(False)
     handles, labels = [], []
-    for ax in axes[: len(panels)]:
+    for ax in axes[: len(cells)]:
         for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
             if text not in labels:
                 handles.append(handle)
@@ -358,6 +500,8 @@ def curves_figure(
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
     against = "training steps (equal-steps comparison)" if x == "steps" else "epoch"
     heading = f"Metrics against {against}"
+    if len(facets) > 1:
+        heading += ", a row per base model"
     if bands:
         heading += f"; bands: {100 * confidence:g}% intervals"
     fig.suptitle(f"{title}: {heading}" if title else heading)
@@ -676,6 +820,31 @@ def plot_curves(
         )
 
 
+def plot_chosen_histograms(
+    scores: Path,
+    summary: Path,
+    baseline: Path,
+    prompt_set: str,
+    model: str,
+    thresholds: Sequence[float],
+    out: Path,
+    demo: bool = False,
+) -> Path:
+    """The aggregate's ``scores.tsv`` and ``summary.csv`` as :func:`chosen_histograms` of one
+    prompt set, primary face model's distances."""
+    table = scoretable.primary(scoretable.read_table(scores), model, prompt_set)
+    chosen = scoretable.primary(scoretable.read_table(summary), model, prompt_set)
+    return chosen_histograms(
+        table,
+        chosen,
+        thresholds=thresholds,
+        out=Path(out),
+        title=f"Prompt set {prompt_set}",
+        baseline=baseline_mean(baseline),
+        demo=demo,
+    )
+
+
 def plot_contact_sheet(
     scores: Path,
     renders: Sequence[Path],
@@ -728,6 +897,8 @@ __all__ = [
     "arm_histograms",
     "arm_histograms_figure",
     "candidate_sheet",
+    "chosen_histograms",
+    "chosen_histograms_figure",
     "contact_sheet",
     "curves",
     "curves_figure",
@@ -737,6 +908,7 @@ __all__ = [
     "pick_renders",
     "plot_arm_histograms",
     "plot_candidates",
+    "plot_chosen_histograms",
     "plot_contact_sheet",
     "plot_curves",
     "plot_histogram",

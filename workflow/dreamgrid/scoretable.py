@@ -32,6 +32,10 @@ SUMMARY_INPUT_COLUMNS = ("arm", "epoch", "face_found", "mean_distance")
 #: Optional columns of score tables that split an arm into separate questions.
 GROUP_COLUMNS = ("model", "prompt_set")
 
+#: The arm axis whose levels are base models (``axes.base_model``); summary tables carry it as
+#: a column when it has more than one level, and figures facet by it.
+BASE_MODEL = "base_model"
+
 _TRUE = {"true", "1", "yes"}
 
 _FALSE = {"false", "0", "no"}

@@ -11,7 +11,13 @@ import pandas as pd
 from dreamgrid import baseline as baseline_mod
 from dreamgrid import candidates, stats
 from dreamgrid.prompts import AUTO_TOKEN, MAIN_PROMPT_SET
-from dreamgrid.scoretable import GROUP_COLUMNS, group_columns, headline, share_columns
+from dreamgrid.scoretable import (
+    BASE_MODEL,
+    GROUP_COLUMNS,
+    group_columns,
+    headline,
+    share_columns,
+)
 
 
 def _fmt(value: object, digits: int) -> str:
@@ -50,7 +56,9 @@ def _summary_markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a compact table: intervals in brackets beside their estimate; a
     checkpoint with few faces shows no faces-only share."""
     pct_columns = share_columns(summary.columns)
-    keys = [c for c in ("arm", "epoch", *GROUP_COLUMNS, "steps") if c in summary.columns]
+    keys = [
+        c for c in ("arm", BASE_MODEL, "epoch", *GROUP_COLUMNS, "steps") if c in summary.columns
+    ]
     view = summary[keys + ["renders", "face_rate"]].copy()
     few = summary.get("few_faces", pd.Series(False, index=summary.index)).astype(bool)
     view["average [CI]"] = [
@@ -241,8 +249,9 @@ def _signed(row: pd.Series) -> tuple[str, str, float, float, float]:
             "additive",
         )
     )
-    if row["term"] == "main":
-        first, second = f"{row['axis']}={first}", f"{row['axis']}={second}"
+    if row["term"] in ("main", "within"):
+        axis = str(row["axis"]).split(" | ", 1)[0]  # within: "<axis> | base_model=<name>"
+        first, second = f"{axis}={first}", f"{axis}={second}"
     if est < 0:  # the first-named is more alike: worse - better = -(first - second)
         return first, second, -est, -high, -low
     return second, first, est, low, high
@@ -258,7 +267,8 @@ def claims(effects: pd.DataFrame | None, confidence: float = stats.CONFIDENCE) -
     Each claim: ``kind`` (``pair`` for an arm against the top arm, ``effect`` for a factorial
     term), ``better``, ``worse``, ``at`` (the view), ``estimate`` (mean distance of worse minus
     better, > 0), ``ci_low``, ``ci_high`` (same orientation), ``p_adjusted``, ``family``;
-    pairs add ``face_diff`` (face rate of better minus worse) and ``face_p``.
+    pairs add ``face_diff`` (face rate of better minus worse) and ``face_p``; an effect within
+    one base model adds ``within`` (``base_model=<name>``).
     """
     out = []
     if effects is None or effects.empty:
@@ -280,6 +290,8 @@ def claims(effects: pd.DataFrame | None, confidence: float = stats.CONFIDENCE) -
             "p_adjusted": float(row["p_adjusted"]),
             "family": str(row["family"]),
         }
+        if row["term"] == "within":
+            claim["within"] = str(row["axis"]).split(" | ", 1)[1]
         if claim["kind"] == "pair":
             sign = -1.0 if float(row["estimate"]) < 0 else 1.0  # face_diff is arm minus top
             claim["face_diff"] = -sign * float(row["face_diff"]) + 0.0
@@ -356,9 +368,24 @@ def _checkpoint_words(row: pd.Series, pct: str) -> str:
     return text + f", face rate {row['face_rate']:.2f}"
 
 
+def _base_model_words(within: str) -> str:
+    """``base_model=sdxl`` -> ``base model **sdxl**``."""
+    return f"base model **{within.split('=', 1)[1]}**"
+
+
+def _base_model_of(summary: pd.DataFrame, arm: str) -> str:
+    """`` (base model sdxl)`` when the summary has several base models, else ``""``."""
+    if BASE_MODEL not in summary.columns:
+        return ""
+    rows = summary.loc[summary["arm"] == arm, BASE_MODEL]
+    return f" (base model {rows.iloc[0]})" if len(rows) else ""
+
+
 def _claim_sentence(claim: dict, summary: pd.DataFrame, chosen: Mapping[str, int]) -> str:
     where = VIEW_NAMES.get(claim["at"], claim["at"])
     ci = f"{claim['ci_low']:.4f} to {claim['ci_high']:.4f}"
+    if "within" in claim:
+        where = f"with {_base_model_words(claim['within'])} {where}"
     text = (
         f"**{claim['better']}** is more alike than **{claim['worse']}** {where}: by "
         f"{claim['estimate']:.4f} in mean distance over paired seeds (simultaneous CI {ci}; "
@@ -411,7 +438,8 @@ def verdict(
     else:
         row = _row_of(summary, top, chosen[top])
         sentence = (
-            f"On paired evidence the most alike arm is **{top}** at its chosen "
+            f"On paired evidence the most alike arm is **{top}**{_base_model_of(summary, top)} "
+            "at its chosen "
             f"{_checkpoint_words(row, pct)}."
         )
         if np.isfinite(baseline):
@@ -675,8 +703,14 @@ def markdown(
     parts.append("# dreamgrid summary")
     checkpoints = len(summary[["arm", "epoch"]].drop_duplicates())
     sets = summary["prompt_set"].nunique() if "prompt_set" in summary.columns else 1
+    bases = ""
+    if BASE_MODEL in summary.columns:
+        from dreamgrid.inference import axis_levels
+
+        names = axis_levels(BASE_MODEL, summary[BASE_MODEL].astype(str).tolist())
+        bases = f" on {len(names)} base models ({', '.join(names)})"
     parts.append(
-        f"{len(scores)} renders, {summary['arm'].nunique()} arms, {checkpoints} checkpoints"
+        f"{len(scores)} renders, {summary['arm'].nunique()} arms{bases}, {checkpoints} checkpoints"
         + (f" × {sets} prompt sets" if sets > 1 else "")
         + ". Distances are DeepFace distances to the reference photos, averaged per render: "
         "lower means more alike."
@@ -758,12 +792,14 @@ def markdown(
         best = group[group["best"].astype(bool)]
         if best.empty:
             lines.append(
-                f"- **{name}**: no checkpoint with at least {min_faces} faces, so no chosen epoch."
+                f"- **{name}**{_base_model_of(group, group['arm'].iloc[0])}: no checkpoint with "
+                f"at least {min_faces} faces, so no chosen epoch."
             )
             continue
         row = best.iloc[0]
         detail = f"{lowest}_all = {row[f'{lowest}_all']:.1f}%, " if lowest else ""
-        text = f"- **{name}**: {_checkpoint_words(row, pct)} ({detail.rstrip(', ')})"
+        text = f"- **{name}**{_base_model_of(group, row['arm'])}: {_checkpoint_words(row, pct)}"
+        text += f" ({detail.rstrip(', ')})"
         if group["best_not_worse"].any():
             early = group.loc[group["best_not_worse"].astype(bool)].iloc[0]
             text += f"; on every seed: epoch {int(early['epoch'])}"
@@ -780,6 +816,12 @@ def markdown(
             "(Bonferroni, column `confidence`), `p_adjusted` Bonferroni. `checkpoints` lists "
             "the epoch (and steps) used for every arm. Full table: `results/effects.csv`."
         )
+        if (effects["term"] == "within").any():
+            parts[-1] += (
+                " Rows with term `within` (axis `<axis> | base_model=<name>`) are the same main "
+                "effect among the arms of one base model only: a recipe may help on one base "
+                "model and not on another (the `x base_model` interactions test the difference)."
+            )
         shown = effects.drop(columns=["p_value", "method", "family"])
         parts.append(_frame_markdown(shown))
     if comparisons is not None and len(comparisons):
