@@ -124,6 +124,29 @@ def test_by_base_model_settings_reach_only_that_models_jobs():
     assert grid.candidate_settings_of("sd15")["width"] == 64
 
 
+def test_settings_one_family_reads_are_in_that_familys_params_only():
+    """FLUX's and SDXL's own settings never reach other arms' params (adding them to the
+    schema must not rerun SD 1.5 jobs, and editing them reruns only their family's)."""
+    from dreamgrid.sample import FLUX_ONLY_SETTINGS
+    from dreamgrid.train.spec import FLUX_FIELDS
+
+    assert dag.FLUX_TRAINING_KEYS == FLUX_FIELDS
+    assert dag.FLUX_SAMPLE_KEYS == FLUX_ONLY_SETTINGS
+    grid = dag.Grid(axis_config(THREE, sample={"flux": {"negative": "", "true_cfg": 1.0}}))
+    shard = {"prompt_set": "main", "shard": "0"}
+    for base in THREE:
+        job = SimpleNamespace(arm=f"rare-noreg-nocap-lora-{base}", **shard)
+        training = grid.get_training_params(job)
+        sample = grid.get_shard_settings(job)
+        flux = base == "flux"
+        assert all((key in training) == flux for key in FLUX_FIELDS), base
+        assert all((key in sample) == flux for key in FLUX_ONLY_SETTINGS), base
+        assert sample.get("family") == ("flux" if flux else None)
+        assert "vae" not in training  # null: SDXL's own VAE
+    assert grid.candidate_settings_of("flux")["family"] == "flux"
+    assert "true_cfg" not in grid.candidate_settings_of("sdxl")
+
+
 def test_adding_a_base_model_leaves_every_existing_jobs_params_as_they_were():
     two, three = dag.Grid(axis_config(TWO)), dag.Grid(axis_config(THREE))
     assert set(three.arm_ids) - set(two.arm_ids) == {a for a in three.arm_ids if a.endswith("flux")}

@@ -3,6 +3,7 @@
 SDXL and FLUX.1 study configs through `dreamgrid check`, without downloading."""
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ FAMILIES = "config/demo-families.yaml"
 #: Jobs every arm feeds (rerun when an arm is added).
 AGGREGATION = {
     "aggregate_scores", "memorization", "plot_curves", "plot_tradeoff", "render_report_pages",
-    "write_manifest", "all",
+    "plot_chosen_histograms", "write_manifest", "all",
 }  # fmt: skip
 
 
@@ -103,6 +104,13 @@ def test_the_families_demo_trains_renders_and_scores_every_family(tmp_path):
         assert len(renders) == 4  # paired seeds: the same count for every base model
     for name in ("sd15", "sdxl", "flux"):
         assert (work / f"results/models/base-{name}/model_index.json").is_file()
+    # The base model is a factor of the effects, the manifest hashes every base model, and the
+    # chosen epochs' histograms have a panel per base model.
+    effects = pd.read_csv(work / "results" / "effects.csv")
+    assert "base_model" in set(effects["axis"])
+    manifest = json.loads((work / "results" / "manifest.json").read_text())
+    assert {f"base_{n}" for n in ("sd15", "sdxl", "flux")} <= set(manifest["models"])
+    assert (work / "results/plots/chosen-epochs/main.png").is_file()
     # Finished: nothing to do. Dropping a base model reruns no other arm's job.
     assert planned_jobs(work, options=("--configfile", FAMILIES)) == []
     (work / "two.yaml").write_text(yaml.safe_dump(families_demo(["sd15", "sdxl"])))

@@ -27,6 +27,18 @@ SAMPLER_KEYS = ("negative", "scheduler", "steps", "cfg", "width", "height", "bat
 # Sample settings that are not a render's settings (each shard gets its own range instead,
 # and its own prompt set's template).
 NOT_PER_SHARD = ("count", "shard_size", "prompt_sets", "prompt_sets_count")
+# Settings one family alone reads (train/spec.FLUX_FIELDS, sample.FLUX_ONLY_SETTINGS; kept
+# here to import neither at parse time). Other families' jobs leave them out of their params,
+# so adding them to the schema reran no job, and editing them reruns only that family's arms.
+FLUX_TRAINING_KEYS = (
+    "weighting_scheme",
+    "logit_mean",
+    "logit_std",
+    "mode_scale",
+    "flux_guidance",
+    "max_sequence_length",
+)
+FLUX_SAMPLE_KEYS = ("true_cfg", "max_sequence_length")
 
 
 def one_of(values: Iterable[str]) -> str:
@@ -383,7 +395,7 @@ class Grid:
         settings["prompt_set"] = "token_finder"
         settings["count"] = finder["renders"]
         settings["seed"] = finder["seed"]
-        return canonical(settings)
+        return self.family_sample_settings(name, settings)
 
     @property
     def candidate_render_dirs(self) -> list[str]:
@@ -516,6 +528,11 @@ class Grid:
         training = {k: v for k, v in settings.items() if k not in NOT_PER_EPOCH}
         if training["aspect_ratio"] != "buckets":
             training.update(dict.fromkeys(BUCKET_KEYS, None))
+        if self.family(name) != "flux":
+            for key in FLUX_TRAINING_KEYS:
+                training.pop(key, None)
+        if training.get("vae", "") is None:
+            del training["vae"]  # SDXL's optional training VAE; null for every other arm
         return canonical(training)
 
     def train_job_params(self, arm: str, resolve_token: bool = True) -> dict[str, Any]:
@@ -604,6 +621,18 @@ class Grid:
         settings["count"] = self.shard_ranges(wildcards.prompt_set)[int(wildcards.shard)][1]
         settings["prompt"] = self.prompt_sets[wildcards.prompt_set]
         settings["prompt_set"] = wildcards.prompt_set
+        return self.family_sample_settings(name, settings)
+
+    def family_sample_settings(self, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` with FLUX's own sampler settings only for a FLUX base model, whose
+        settings also name the family (SampleSettings then checks FLUX's rules, e.g. no
+        negative prompt without true CFG, wherever they are built)."""
+        if self.family(name) == "flux":
+            sample = self.views[name]["sample"]
+            settings.update({k: sample[k] for k in FLUX_SAMPLE_KEYS}, family="flux")
+        else:
+            for key in FLUX_SAMPLE_KEYS:
+                settings.pop(key, None)
         return canonical(settings)
 
     def get_shard_first(self, wildcards: Any) -> int:
@@ -812,6 +841,12 @@ class Grid:
             *[paths.ARM_HISTOGRAMS.format(arm=a, prompt_set=p) for a in self.arms for p in sets],
             *self.checkpoints(paths.CONTACT_SHEET),
             *([paths.TRADEOFF] if len(sets) > 1 else []),
+            # A panel per base model; with one, the per-arm histograms show the same renders.
+            *(
+                [paths.CHOSEN_HISTOGRAMS.format(prompt_set=p) for p in sets]
+                if len(self.base_model_names) > 1
+                else []
+            ),
             paths.VERDICT_PAGE,
             *paths.TABLE_PAGES.values(),
             paths.LANDING_PAGE,

@@ -187,6 +187,33 @@ rule plot_curves:
         "../scripts/plot_curves.py"
 
 
+rule plot_chosen_histograms:
+    input:
+        scores=paths.SCORES_TABLE,
+        summary=paths.SUMMARY,
+        baseline=GRID.reference_baseline_file,
+    output:
+        report(
+            paths.CHOSEN_HISTOGRAMS,
+            caption="../report/chosen_histograms.rst",
+            category="4. Histograms",
+            labels={"prompt set": "{prompt_set}"},
+        ),
+    log:
+        "results/logs/plot_chosen_histograms/{prompt_set}.log",
+    benchmark:
+        "results/benchmarks/plot_chosen_histograms/{prompt_set}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        demo=GRID.demo,
+        thresholds=config["score"]["thresholds"],
+        model=config["score"]["model"],
+        impl=versions.PLOTS,
+    script:
+        "../scripts/plot_chosen_histograms.py"
+
+
 rule plot_contact_sheet:
     input:
         scores=paths.SCORES,

@@ -4,7 +4,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from dreamgrid import logs, manifest
 
-models = {k: Path(snakemake.input.get(k)) for k in ("base", "captioner") if snakemake.input.get(k)}
+# The prepared models: base, or base_<name> per model on the base-model axis, and captioner.
+models = {
+    k: Path(v) for k, v in snakemake.input.items() if k == "captioner" or k.startswith("base")
+}
 with logs.snakemake_job(snakemake):
     manifest.write_manifest(
         config_sha256=snakemake.params.config_sha256,
