@@ -288,3 +288,14 @@ def test_the_families_demo_and_study_configs_are_valid():
         assert len(grid.arm_ids) == 12 * 3  # the seed study's recipes, 3 runs each
         assert all(arm.endswith("-lora") or "-lora-r" in arm for arm in grid.arm_ids)
         assert grid.get_prepare_kind(SimpleNamespace(prepared="base")) == family
+
+
+def test_check_refuses_a_negative_prompt_for_flux_without_true_cfg_before_any_job(tmp_path):
+    from dreamgrid import preflight
+
+    config = axis_config(THREE)  # the demo's negative prompt, FLUX without true CFG
+    with pytest.raises(SpecError, match=r"sample\.by_base_model\.flux.*true_cfg"):
+        preflight.check_specs(config, tmp_path / "results")
+    fixed = axis_config(THREE, sample={"flux": {"true_cfg": 4.0}})
+    assert preflight.check_specs(fixed, tmp_path / "results") > 0
+    assert not (tmp_path / "results").exists()  # nothing written
