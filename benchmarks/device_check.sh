@@ -59,6 +59,10 @@ for step in $steps; do
     # diffusers' train_dreambooth_lora_flux.py step, FLUX.1-dev shapes with random weights
     # built on the GPU: steps/s and peak memory. Not in the default steps (its own call).
     flux) run bench_train_flux 300 python3 benchmarks/bench_train_flux.py --gpu ;;
-    *) echo "unknown step $step (study, train, sample, sdxl, flux)" >&2 ;;
+    # Batched vs one-at-a-time rendering at the study's settings, published shapes (random):
+    # SDXL 1024 px, Euler 30 steps, fp16; FLUX.1-dev 1024 px, 28 steps, bf16. Own calls.
+    sample_sdxl) run bench_sample_sdxl 300 python3 benchmarks/bench_sample_families.py --family sdxl --full --renders 8 --batch-size 4 ;;
+    sample_flux) run bench_sample_flux 400 python3 benchmarks/bench_sample_families.py --family flux --full --renders 4 --batch-size 2 ;;
+    *) echo "unknown step $step (study, train, sample, sdxl, flux, sample_sdxl, sample_flux)" >&2 ;;
     esac
 done
