@@ -375,3 +375,29 @@ def test_sdxl_shaped_models_get_the_keys_of_sdxl_files():
     assert convert_ldm_vae_checkpoint(keys, dict(vae.config)).keys() == vae.state_dict().keys()
     converted = convert_open_clip_checkpoint(clip_g, keys, prefix="conditioner.embedders.1.model.")
     assert converted.keys() == {k for k in clip_g.state_dict() if not k.endswith("position_ids")}
+
+
+def test_class_images_and_prior_preservation_train_an_sdxl_lora(sdxl_model, images, tmp_path):
+    """Regularization works for SDXL as for SD 1.5: class images rendered by the SDXL base model,
+    then a paired prior-preservation epoch over them (class items weighted, counted apart)."""
+    from dreamgrid.regularization import generate_class_images
+    from dreamgrid.train import train_dreambooth
+
+    index = generate_class_images(
+        sdxl_model, prompt="photo of a woman", negative="blurry", count=2, seed=1, steps=2,
+        cfg=5.0, size=64, batch_size=2, out_dir=tmp_path / "class",
+    )  # fmt: skip
+    assert list(index["seed"]) == [1, 2]
+    spec = sdxl_spec(
+        sdxl_model,
+        images,
+        tmp_path / "out",
+        reg_dir=tmp_path / "class",
+        reg_mode="paired",
+        prior_loss_weight=0.5,
+        **LORA,
+    )
+    result = train_dreambooth(spec)
+    meta = read_metadata(spec.out_checkpoint)
+    assert meta["family"] == "sdxl" and meta["regularization"] and meta["reg_images"] == 2
+    assert meta["train_images"] == 3 and np.isfinite(result["mean_loss"])
