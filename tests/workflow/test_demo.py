@@ -135,8 +135,10 @@ def test_each_checkpoint_is_loaded_once_per_prompt_set_and_candidates_share_a_lo
     checkpoints = {c for c, _ in loads}
     assert len(checkpoints) == len(ARMS) * 2  # every arm's 2 epochs
     assert set(loads.values()) == {1} and len(loads) == len(checkpoints) * len(SETS)
-    # The token finder: 4 names in 2 jobs of 2 names, one model load each.
-    assert sorted(p.name for p in (logs / "render_candidates").iterdir()) == [
+    # The token finder (one per base model; the demo's is token_finder): 4 names in 2 jobs of
+    # 2 names, one model load each.
+    finder_logs = logs / "render_candidates" / "token_finder"
+    assert sorted(p.name for p in finder_logs.iterdir()) == [
         "group-0.log",
         "group-1.log",
     ]
