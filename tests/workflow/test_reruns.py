@@ -229,7 +229,7 @@ def test_a_longer_candidate_list_renders_only_the_new_name(demo_run):
     try:
         jobs = planned_jobs(demo_run)
         rendered = [wc for rule, wc in jobs if rule == "render_candidates"]
-        assert rendered == [{"group": "2"}]
+        assert rendered == [{"finder": "token_finder", "group": "2"}]
         assert "rank_candidates" in {rule for rule, _ in jobs}
         # Run it: the ranking is redone and its winner is unchanged, so nothing retrains or
         # re-renders. (Jobs Snakemake planned after the auto arms' training before the
