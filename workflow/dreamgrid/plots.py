@@ -72,6 +72,21 @@ def save(fig: Figure, out: Path, demo: bool = False, dpi: int = DPI) -> Path:
     return Path(out)
 
 
+def _shared_legend(fig, axes, used: int, max_columns: int) -> None:
+    """Hide the grid's unused panels and give the figure one legend: each label once, from the
+    first of the ``used`` panels that draws it."""
+    for ax in axes[used:]:
+        ax.set_visible(False)
+    handles, labels = [], []
+    for ax in axes[:used]:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(max_columns, len(labels)))
+
+
 def _show_lines(ax, xs: Sequence[float]) -> None:
     """Extend the x axis so that every vertical reference line in ``xs`` lies inside it."""
     xs = [x for x in xs if x is not None and np.isfinite(x)]
@@ -325,16 +340,7 @@ def chosen_histograms_figure(
         ax.set_title(f"{name}\n{_subtitle(values, renders)}", fontsize="medium")
         ax.set_xlabel(DISTANCE_LABEL, fontsize="small")
         ax.set_ylabel("renders")
-    for ax in axes[len(facets) :]:
-        ax.set_visible(False)
-    handles, labels = [], []
-    for ax in axes[: len(facets)]:
-        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
-            if text not in labels:
-                handles.append(handle)
-                labels.append(text)
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)))
+    _shared_legend(fig, axes, len(facets), max_columns=3)
     per = ", a panel per base model" if len(facets) > 1 else ""
     fig.suptitle(f"{title}: scores at each arm's chosen epoch{per} (lower = more alike)")
     return fig
@@ -488,16 +494,7 @@ def curves_figure(
         ax.set_xlabel("training steps" if x == "steps" else "epoch")
         if x == "epoch":
             ax.xaxis.get_major_locator().set_params(integer=True)
-    for ax in axes[len(cells) :]:
-        ax.set_visible(False)
-    handles, labels = [], []
-    for ax in axes[: len(cells)]:
-        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
-            if text not in labels:
-                handles.append(handle)
-                labels.append(text)
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+    _shared_legend(fig, axes, len(cells), max_columns=4)
     against = "training steps (equal-steps comparison)" if x == "steps" else "epoch"
     heading = f"Metrics against {against}"
     if len(facets) > 1:

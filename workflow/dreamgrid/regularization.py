@@ -62,8 +62,8 @@ def generate_class_images(
         prompt.
     """
     from dreamgrid import sample_flux
-    from dreamgrid.families import detect
     from dreamgrid.sample import (
+        base_family,
         generate_images,
         load_pipeline,
         png_info,
@@ -72,14 +72,15 @@ def generate_class_images(
     )
 
     warn_if_tiny(model)
-    flux = detect(model).family == "flux"
+    family = base_family(model)
+    flux = family == "flux"
     if flux:
         # FLUX renders with its own flow-matching Euler, cfg as distilled guidance.
         sample_flux.check_class_image_negative(negative)
         generate = sample_flux.generate_images
     else:
         generate = generate_images
-    pipe = load_pipeline(model, None)
+    pipe = load_pipeline(model, None, family=family)
     if not flux:
         set_scheduler(pipe, SCHEDULER)
     seeds = [seed + i for i in range(count)]
