@@ -63,7 +63,13 @@ def _config_key(field: str, method: dict[str, Any]) -> str:
     return special.get(field, f"training.{field}")
 
 
-def _spec_error(err: ValueError, arm: str, epoch: int, method: dict[str, Any]) -> SpecError:
+def _spec_error(
+    err: ValueError,
+    arm: str,
+    epoch: int,
+    method: dict[str, Any],
+    levels: dict[str, str] | None = None,
+) -> SpecError:
     """One message naming the config key for a ValueError a TrainSpec raised."""
     import dataclasses
     import re
@@ -75,6 +81,8 @@ def _spec_error(err: ValueError, arm: str, epoch: int, method: dict[str, Any]) -
     # The first field the message names is the one it is about ("adam_beta1 must be ...").
     named = [w for w in re.findall(r"[a-z][a-z0-9_]*", text) if w in fields]
     key = _config_key(named[0], method) if named else "training"
+    if key in (levels or {}):  # the arm's value comes from a settings axis
+        key = f"axes.settings.{key} (value {levels[key]})"
     return SpecError(
         f"config key {key} (arm {arm}, epoch {epoch}): {text} A training job would refuse "
         "this; fix the key in the config."
@@ -98,7 +106,8 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
 
     grid = dag.Grid(config)
     built = 0
-    for arm in grid.arm_ids:
+    # Arms that share a training (other sample.* settings) build its specs once.
+    for arm in grid.training_arms:
         # An auto token is named by the finder during the run; "auto" stands in for it.
         params = grid.train_job_params(arm, resolve_token=False)
         for epoch in grid.epochs:
@@ -111,14 +120,18 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
                     out_checkpoint=paths.CHECKPOINT.format(arm=arm, epoch=epoch),
                 ).check_job()
             except ValueError as err:
-                raise _spec_error(err, arm, epoch, params["method"]) from err
+                levels = grid.arms[arm].setting_levels
+                raise _spec_error(err, arm, epoch, params["method"], levels) from err
             built += 1
-    # One arm per base model: shards differ only by their base model's sample settings.
+    # One arm per base model and sample.* settings levels: shards differ only by those.
     firsts = {}
     for arm in grid.arms.values():
-        firsts.setdefault(arm.base_model, arm.arm)
-    for name, arm in firsts.items():
+        levels = tuple((k, n) for k, n, _ in arm.settings if k.startswith("sample."))
+        firsts.setdefault((arm.base_model, levels), arm.arm)
+    for (name, levels), arm in firsts.items():
         key = f"sample.by_base_model.{name} (merged into sample)" if name else "sample"
+        if levels:
+            key += " with " + ", ".join(f"axes.settings.{k}: {n}" for k, n in levels)
         for prompt_set in grid.prompt_set_names:
             for shard in grid.shard_ids(prompt_set):
                 wildcards = SimpleNamespace(arm=arm, prompt_set=prompt_set, shard=str(shard))
@@ -130,8 +143,16 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
                     ) from err
                 built += 1
     for name in grid.base_model_names:
-        if any(a.method == "lora" and a.base_model == name for a in grid.arms.values()):
-            check_lora_targets(grid.views[name], results, name)
+        # Once per distinct lora.target_modules of the base model's lora arms (a settings
+        # axis may give several).
+        checked = set()
+        for arm in grid.arms.values():
+            if arm.method == "lora" and arm.base_model == name:
+                view = grid.view(arm.arm)
+                targets = tuple(view["lora"]["target_modules"])
+                if targets not in checked:
+                    checked.add(targets)
+                    check_lora_targets(view, results, name)
     return built
 
 
