@@ -198,13 +198,16 @@ class Grid:
         return "sd" if family in (None, "sd15") else family
 
     def get_lora_targets(self, wildcards: Any) -> list[str]:
-        """``lora.target_modules`` of one base model (``lora.by_base_model``), then those
-        only a ``lora.target_modules`` settings axis names (each is checked once)."""
+        """``lora.target_modules`` of one base model's lora arms (``lora.by_base_model``, and
+        each value of a ``lora.target_modules`` settings axis), each module once."""
         name = self._base_of(wildcards)
         targets = list(self.views[name]["lora"]["target_modules"])
-        for arm, view in self.arm_views.items():
-            if self.arms[arm].base_model == name and self.arms[arm].method == "lora":
-                targets += [t for t in view["lora"]["target_modules"] if t not in targets]
+        if any(self.arms[a].base_model == name for a in self.arm_views):
+            lora = [
+                a for a, arm in self.arms.items() if arm.base_model == name and arm.method == "lora"
+            ]
+            seen = [t for a in lora for t in self.view(a)["lora"]["target_modules"]]
+            targets = list(dict.fromkeys(seen)) or targets
         return targets
 
     def get_base_dir(self, wildcards: Any) -> str:
