@@ -315,3 +315,11 @@ def test_effects_and_verdict_of_settings_axes():
         "**training.learning_rate=high** is more alike than **training.learning_rate=low**"
         in (result["markdown"])
     )
+
+
+def test_the_disk_estimate_counts_a_shared_training_once(tmp_path):
+    trains = preflight.estimate_disk(config_with({"training.learning_rate": LR}), tmp_path)
+    shares = preflight.estimate_disk(config_with({"sample.cfg": [5, 8]}), tmp_path)
+    assert shares["renders"] == trains["renders"] > 0  # four rendering arms each
+    assert 2 * shares["checkpoints"] == trains["checkpoints"] > 0  # two trainings, not four
+    assert 2 * shares["resume_states"] == trains["resume_states"]

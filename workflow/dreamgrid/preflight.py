@@ -339,16 +339,19 @@ def _disk_of(
     # Every prompt set renders its own images of each checkpoint.
     per_checkpoint = sum(grid.prompt_set_count(p) for p in grid.prompt_set_names)
     renders = int(per_checkpoint * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
-    todo = [
-        path
-        for path in grid.checkpoints(paths.CHECKPOINT)
-        if path.split("/")[2] in arms and not (Path(results).parent / path).exists()
-    ]
+    # Per (arm, epoch) not yet rendered, the checkpoint it renders: its training arm's
+    # (arms with other sample.* settings share one training, counted once).
+    todo = []
+    for arm in sorted(arms):
+        for epoch in grid.epochs:
+            path = paths.CHECKPOINT.format(arm=grid.trainer_of(arm), epoch=epoch)
+            if not (Path(results).parent / path).exists():
+                todo.append(path)
     arms_todo = {path.split("/")[2] for path in todo}  # results/arms/{arm}/...
     # fp32 weights (4 bytes a parameter) + two moments (4 bytes each, or 1 byte in 8 bits)
     state = trained * (6 if training.get("optimizer") == "adamw8bit" else 12) // 4
     return {
-        "checkpoints": len(todo) * full_model,
+        "checkpoints": len(set(todo)) * full_model,
         "resume_states": len(arms_todo) * state,
         "resume_state_rewrite": state if arms_todo else 0,
         "renders": len(todo) * renders,
