@@ -36,8 +36,10 @@ def job(arm, **more):
     return SimpleNamespace(arm=arm, epoch="2", prompt_set="main", shard="0", **more)
 
 
-def test_ids_names_and_shared_trainings():
+def test_ids_names_and_shared_trainings(tmp_path):
     grid = dag.Grid(config_with({"training.learning_rate": LR, "sample.cfg": [5, 8.5]}))
+    # ids with a value name's dot pass every job's checks (4 trainings x 2 epochs, 2 cfgs)
+    assert preflight.check_specs(grid.config, tmp_path / "results") == 4 * 2 + 2
     # -<name> per axis in config order; a list's values named from the key and the value
     assert grid.arm_ids[:4] == [
         "rare-noreg-nocap-low-cfg5",
@@ -137,20 +139,22 @@ def test_an_axis_and_a_per_base_model_value_of_the_same_key_are_refused():
 def test_every_jobs_params_come_from_the_arms_own_settings(tmp_path):
     grid = dag.Grid(
         config_with(
-            {"training.learning_rate": LR, "lora.rank": [4, 8], "sample.cfg": [5, 8]},
-            method=["full", "lora"],
+            {"lora.learning_rate": LR, "lora.rank": [4, 8], "sample.cfg": [5, 8]},
+            method=["lora"],
         )
     )
-    low, high = (
-        job("rare-noreg-nocap-lora-low-rank4-cfg5"),
-        job("rare-noreg-nocap-lora-high-rank8-cfg8"),
-    )
-    assert grid.get_training_params(low)["learning_rate"] == 1.0e-4
-    assert grid.get_training_params(high)["learning_rate"] == 2.0e-4
+    low = job("rare-noreg-nocap-lora-low-rank4-cfg5")
+    high = job("rare-noreg-nocap-lora-high-rank8-cfg8")
+    assert grid.get_method_params(low)["learning_rate"] == 1.0e-4
+    assert grid.get_method_params(high)["learning_rate"] == 2.0e-4
     assert grid.get_method_params(low)["lora_rank"] == 4
     assert grid.get_method_params(high)["lora_rank"] == 8
     assert grid.get_shard_settings(low)["cfg"] == 5
     assert grid.get_shard_settings(high)["cfg"] == 8
+    full = dag.Grid(config_with({"training.learning_rate": LR}))
+    for name, rate in LR.items():
+        params = full.get_training_params(job(f"rare-noreg-nocap-{name}"))
+        assert params["learning_rate"] == rate
     # the sampling level shares the training: the same training params, another cfg
     shared = job("rare-noreg-nocap-lora-high-rank8-cfg5")
     assert grid.arms[high.arm].trained_as == shared.arm
@@ -167,7 +171,21 @@ def test_every_jobs_params_come_from_the_arms_own_settings(tmp_path):
     trainings = len(grid.training_arms)
     shards = 2  # one main-prompt shard for each cfg level
     assert preflight.check_specs(grid.config, tmp_path / "results") == trainings * 2 + shards
-    assert trainings == 2 * 2 * 2 * 2  # reg x method x lr x rank; cfg shares
+    assert trainings == 2 * 2 * 2  # reg x lr x rank; cfg shares
+
+
+@pytest.mark.parametrize(
+    ("settings", "method", "message"),
+    [
+        ({"lora.rank": [4, 8]}, ["full", "lora"], r"arms rare-noreg-nocap-rank4 and rare-noreg-nocap-rank8 differ only in lora.rank"),
+        ({"training.learning_rate": LR}, ["lora"], r"-lora-low and rare-noreg-nocap-lora-high differ only in training.learning_rate"),
+        ({"training.logit_mean": [0.0, 0.5]}, ["full"], r"differ only in training.logit_mean"),
+    ],
+)  # fmt: skip
+def test_an_axis_no_job_reads_is_refused(tmp_path, settings, method, message):
+    config = config_with(settings, method=method)
+    with pytest.raises(SpecError, match=message):
+        preflight.check_specs(config, tmp_path / "results")
 
 
 def test_a_training_spec_error_names_the_settings_axis(tmp_path):

@@ -105,6 +105,7 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
     from dreamgrid.train.spec import job_spec
 
     grid = dag.Grid(config)
+    check_settings_matter(grid)
     built = 0
     # Arms that share a training (other sample.* settings) build its specs once.
     for arm in grid.training_arms:
@@ -154,6 +155,42 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
                     checked.add(targets)
                     check_lora_targets(view, results, name)
     return built
+
+
+def check_settings_matter(grid: Any) -> None:
+    """Refuse two arms that would train and render the same (an ``axes.settings`` value
+    that no job of theirs reads, e.g. ``lora.rank`` on full arms, ``training.learning_rate``
+    on LoRA arms, which take ``lora.learning_rate``, or a FLUX-only key on SD 1.5): they would
+    spend GPU time on one recipe twice and show a difference of exactly zero."""
+    from types import SimpleNamespace
+
+    seen: dict[str, str] = {}
+    for arm_id, arm in grid.arms.items():
+        if not arm.settings:
+            continue
+        params = grid.train_job_params(arm.trainer, resolve_token=False)
+        params["arm"] = {k: v for k, v in params["arm"].items() if k != "arm"}
+        del params["state"]
+        # What the job trains with: the method's settings over the training section's (a
+        # LoRA arm's learning_rate is lora.learning_rate), as train.spec.job_spec merges them.
+        params["training"] = {**params["training"], **params.pop("method")}
+        shards = {
+            p: grid.get_shard_settings(SimpleNamespace(arm=arm_id, prompt_set=p, shard="0"))
+            for p in grid.prompt_set_names
+        }
+        key = json.dumps([params, shards], sort_keys=True, default=str)
+        if key not in seen:
+            seen[key] = arm_id
+            continue
+        other = grid.arms[seen[key]]
+        keys = [k for k, n, _ in arm.settings if other.setting_levels.get(k) != n]
+        raise SpecError(
+            f"axes.settings: arms {other.arm} and {arm_id} differ only in "
+            f"{', '.join(keys)}, which no job of theirs reads (their {arm.method} training "
+            "and renders would be the same), so both would spend GPU time on one recipe. "
+            "Drop the axis, or keep only arms it changes (lora.* changes LoRA arms only; "
+            "LoRA arms take lora.learning_rate, not training.learning_rate)."
+        )
 
 
 def check_lora_targets(
