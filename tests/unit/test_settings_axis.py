@@ -341,3 +341,20 @@ def test_the_disk_estimate_counts_a_shared_training_once(tmp_path):
     assert shares["renders"] == trains["renders"] > 0  # four rendering arms each
     assert 2 * shares["checkpoints"] == trains["checkpoints"] > 0  # two trainings, not four
     assert 2 * shares["resume_states"] == trains["resume_states"]
+
+
+def test_the_readme_example_is_a_valid_grid(tmp_path):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Any setting as an axis", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL).group(1)
+    config = copy.deepcopy(BASE)
+    config["axes"] = yaml.safe_load(block)["axes"]
+    grid = dag.Grid(cfg.validate(config))
+    assert "rare-genreg-nocap-lora-high-rank8-cfg5" in grid.arm_ids  # the id the README names
+    assert len(grid.arm_ids) == 2 * 2 * 2 * 2 and len(grid.training_arms) == 8
+    assert preflight.check_specs(grid.config, tmp_path / "results") > 0
