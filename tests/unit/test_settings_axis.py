@@ -255,6 +255,15 @@ def test_keep_best_keeps_the_best_epoch_of_every_arm_sharing_the_training(tmp_pa
         path.touch()
     record = retention.keep_best_checkpoint(summary, recipes, checkpoints, tmp_path / "kept.json")
     assert record["kept"] == [1, 2] and record["removed"] == [3]
+    # training runs: each run of a sampling level renders the same run of its training
+    config = copy.deepcopy(BASE)
+    config["axes"].update(regularization=["none"], settings={"sample.cfg": [5, 8]})
+    config["training"]["replicates"] = 2
+    runs = dag.Grid(cfg.validate(config))
+    second = runs.arms["rare-noreg-nocap-cfg8-r2"]
+    assert (second.trainer, second.recipe) == ("rare-noreg-nocap-cfg5-r2", "rare-noreg-nocap-cfg8")
+    assert runs.get_recipe(SimpleNamespace(arm="rare-noreg-nocap-cfg5-r2")) == recipes
+    assert runs.training_arms == ["rare-noreg-nocap-cfg5", "rare-noreg-nocap-cfg5-r2"]
     # an arm without sharing arms keeps the one recipe string it had
     plain = dag.Grid(config_with(regularization=["none"]))
     assert plain.get_recipe(SimpleNamespace(arm="rare-noreg-nocap")) == "rare-noreg-nocap"
