@@ -67,9 +67,14 @@ def planned_jobs(
     with edited_config(workdir, config):
         result = snakemake(workdir, "--dry-run", "--cores", "2", *options, *targets, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+    return parse_jobs(result.stdout)
+
+
+def parse_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
+    """The (rule, wildcards) of every job a dry run's output lists."""
     jobs = []
     # Jobs print as "rule x:", "localrule x:" or, for checkpoints, "checkpoint x:".
-    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", result.stdout):
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", dry_run_output):
         header = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
         if not header:
             continue
@@ -141,3 +146,22 @@ def study_dir(tmp_path_factory) -> Path:
     for target, source in STUDY_DATA.items():
         shutil.copytree(ROOT / source, work / target)
     return work
+
+
+def fake_outputs(workdir: Path, jobs_output: str) -> int:
+    """Create every output a dry run lists (folders for paths without a suffix), all with
+    one modification time, as if the run had finished."""
+    paths = set()
+    for line in jobs_output.splitlines():
+        if line.startswith("    output: "):
+            paths.update(p.strip() for p in line.removeprefix("    output: ").split(","))
+    for path in sorted(paths):
+        target = workdir / path
+        if "." in target.name:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        os.utime(workdir / path, (1_900_000_000, 1_900_000_000))
+    return len(paths)

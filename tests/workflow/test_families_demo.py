@@ -4,13 +4,11 @@ SDXL and FLUX.1 study configs through `dreamgrid check`, without downloading."""
 
 import importlib.util
 import json
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, copy_workflow, planned_jobs, snakemake
+from conftest import ROOT, copy_workflow, fake_outputs, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -31,25 +29,6 @@ def families_demo(bases: list[str]) -> dict:
         if overrides:
             config[section]["by_base_model"] = {k: v for k, v in overrides.items() if k in bases}
     return config
-
-
-def fake_outputs(workdir: Path, jobs_output: str) -> int:
-    """Create every output a dry run lists (folders for paths without a suffix), all with
-    one modification time, as if the run had finished."""
-    paths = set()
-    for line in jobs_output.splitlines():
-        if line.startswith("    output: "):
-            paths.update(p.strip() for p in line.removeprefix("    output: ").split(","))
-    for path in sorted(paths):
-        target = workdir / path
-        if "." in target.name:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.touch()
-        else:
-            target.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        os.utime(workdir / path, (1_900_000_000, 1_900_000_000))
-    return len(paths)
 
 
 def test_adding_a_base_model_plans_only_its_arms(tmp_path):

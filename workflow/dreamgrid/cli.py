@@ -388,7 +388,10 @@ def _check(args: argparse.Namespace) -> None:
         base = f" base_model={arm.base_model} ({grid.family(arm.base_model)})"
         print(
             f"  {arm.arm}: token={arm.token!r} regularization={arm.regularization} "
-            f"captions={arm.captions}" + (base if arm.base_model else "")
+            f"captions={arm.captions}"
+            + (base if arm.base_model else "")
+            + "".join(f" {key}={name}" for key, name in arm.setting_levels.items())
+            + (f" (renders {arm.trainer}'s checkpoints)" if arm.trainer != arm.arm else "")
         )
     print(
         f"{sample['count']} renders per checkpoint in shards of {sample['shard_size']}; "

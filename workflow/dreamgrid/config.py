@@ -35,6 +35,9 @@ BY_BASE_MODEL = {
     "sample": ("prompt", "prompt_sets", "prompt_sets_count", "count", "seed", "shard_size"),
 }
 
+#: Names of an axes.settings value (given, or derived from the key and the value).
+SETTING_NAME = r"^[a-z0-9_.]+$"
+
 # Upper bounds of DeepFace's distance metrics (euclidean is unbounded).
 METRIC_RANGE = {"cosine": 2.0, "euclidean_l2": 2.0, "angular": 1.0}
 
@@ -55,6 +58,22 @@ class Arm:
     recipe: str = ""
     #: Its base model's name in axes.base_model ("" for the one ``base_model``).
     base_model: str = ""
+    #: Its ``axes.settings`` levels: (dotted key, value name, value) per axis, in config
+    #: order; lists frozen to tuples so the arm stays hashable.
+    settings: tuple[tuple[str, str, Any], ...] = ()
+    #: The arm whose training (checkpoints, loss, resume state) this one renders: itself,
+    #: unless it differs from that arm only in ``sample.*`` settings ("" = itself).
+    trained_as: str = ""
+
+    @property
+    def trainer(self) -> str:
+        """:attr:`trained_as`, or the arm's own id."""
+        return self.trained_as or self.arm
+
+    @property
+    def setting_levels(self) -> dict[str, str]:
+        """Dotted key -> value name of each settings axis."""
+        return {key: name for key, name, _ in self.settings}
 
     def as_params(self) -> dict[str, str | int]:
         """The arm's settings as passed to its jobs (and nothing else, so edits stay local)."""
@@ -62,6 +81,9 @@ class Arm:
         del params["recipe"]
         # The base model reaches a job as its input folder and its settings, not by name.
         del params["base_model"]
+        # Settings reach jobs through their training, lora and sample params (the arm's
+        # view), and an arm without settings axes keeps the params it had before them.
+        del params["settings"], params["trained_as"]
         if self.method == "full":
             del params["method"]  # full arms' params stay as before the method axis
         if self.replicate == 1:
@@ -92,6 +114,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     check_paths(config, source)
     check_numbers(config, source)
     check_by_base_model(config, source)
+    check_settings(config, source)
     check_limits(config, source)
     fit_thresholds(config, source)
     check(config, source)
@@ -304,6 +327,140 @@ def check_by_base_model(config: dict[str, Any], source: str = "config") -> None:
                 raise SpecError(f"{source}: invalid config: {_describe(error, key)}")
 
 
+def settings_axes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``axes.settings`` as dotted key -> {value name: value}, in config order; a list's
+    values are named by :func:`value_names`."""
+    out = {}
+    for key, values in (config["axes"].get("settings") or {}).items():
+        out[key] = dict(values) if isinstance(values, dict) else value_names(key, list(values))
+    return out
+
+
+def value_names(key: str, values: list[Any]) -> dict[str, Any]:
+    """Readable, path-safe, distinct names of an axis's values: the key's last part and the
+    value (``learning_rate1e-06``, ``rank8``, ``cfg5``, ``schedulerddim``); values that
+    would share a name get their position appended (``_1``, ``_2``, ...)."""
+    import re
+
+    last = key.rsplit(".", 1)[-1]
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool) or value is None:
+            return json.dumps(value)  # true, false, null
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return format(value, "g").replace("+", "")  # 1e-06, 0.05, 1e06
+        if isinstance(value, list | tuple):
+            return "_".join(text(v) for v in value)
+        return re.sub(r"[^a-z0-9_.]+", "_", str(value).lower()).strip("_")
+
+    names = [f"{last}{text(v)}" for v in values]
+    if len(set(names)) < len(names):
+        clashing = {n for n in names if names.count(n) > 1}
+        names = [f"{n}_{i + 1}" if n in clashing else n for i, n in enumerate(names)]
+    return dict(zip(names, values, strict=True))
+
+
+def check_settings(config: dict[str, Any], source: str = "config") -> None:
+    """Each ``axes.settings`` key is a key of training, lora or sample that may differ per
+    arm, with at least two distinct values (names matching :data:`SETTING_NAME`), each of
+    which the key itself accepts: the section with the value merged in passes the schema."""
+    import re
+
+    import jsonschema
+
+    axes = config["axes"].get("settings") or {}
+    if not axes:
+        return
+    schema = _schema()
+    integers = set(_integer_keys(schema, schema.get("$defs", {})))
+    for key, values in axes.items():
+        where = f"axes.settings.{key}"
+        section, _, field = key.partition(".")
+        if section not in BY_BASE_MODEL or not field:
+            raise SpecError(
+                f"{source}: {where}: an axis is a key of training, lora or sample written "
+                "<section>.<key>, e.g. training.learning_rate, lora.rank or sample.cfg."
+            )
+        known = [k for k in schema["properties"][section]["properties"] if k != "by_base_model"]
+        if field in BY_BASE_MODEL[section] or field == "by_base_model":
+            raise SpecError(
+                f"{source}: {where}: {key} shapes the grid or pairs renders across arms, so it "
+                f"cannot be an axis; set one value in {section} itself."
+            )
+        if field not in known:
+            close = difflib.get_close_matches(field, known, n=1)
+            hint = f" (did you mean {section}.{close[0]}?)" if close else ""
+            raise SpecError(
+                f"{source}: {where}: {section} has no key {field!r}{hint}. Keys of {section}: "
+                f"{', '.join(k for k in known if k not in BY_BASE_MODEL[section])}."
+            )
+        overrides = (config[section].get("by_base_model") or {}).items()
+        for name, override in overrides:
+            if field in override:
+                raise SpecError(
+                    f"{source}: {where} sets {key} for every arm, but "
+                    f"{section}.by_base_model.{name}.{field} sets it too; drop one of them."
+                )
+        items = list(values.values()) if isinstance(values, dict) else list(values)
+        if len(items) < 2:
+            raise SpecError(
+                f"{source}: {where}: give at least two values (with one, set {key} in "
+                f"{section} itself)."
+            )
+        if isinstance(values, dict):
+            for name in values:
+                if not re.fullmatch(SETTING_NAME, str(name)):
+                    raise SpecError(
+                        f"{source}: {where}: value name {name!r} goes into arm ids and paths; "
+                        "use lower-case letters, digits, _ and . only (e.g. low, high, lr1e.6)."
+                    )
+        texts = [json.dumps(v, sort_keys=True) for v in items]
+        for text in texts:
+            if texts.count(text) > 1:
+                raise SpecError(f"{source}: {where}: the value {text} is given twice.")
+        node = {**schema["properties"][section], "$defs": schema["$defs"]}
+        node["properties"] = {k: v for k, v in node["properties"].items() if k != "by_base_model"}
+        validator = jsonschema.Draft202012Validator(node)
+        for index, (name, value) in enumerate(settings_axes(config)[key].items()):
+            label = f"{where}.{name}" if isinstance(values, dict) else f"{where}[{index}]"
+            if key in integers and isinstance(value, float):
+                raise SpecError(
+                    f"{source}: {label} is {value!r}, a decimal number; {key} takes a whole "
+                    "number written without a point or exponent."
+                )
+            section_values = {k: v for k, v in config[section].items() if k != "by_base_model"}
+            error = jsonschema.exceptions.best_match(
+                validator.iter_errors({**section_values, field: value})
+            )
+            if error is not None:
+                text = _describe(error, section).split(": ", 1)[-1]
+                raise SpecError(
+                    f"{source}: {label}: {value!r} is not a value {key} accepts: {text} "
+                    "(see config/README.md)."
+                )
+
+
+def arm_config(config: dict[str, Any], arm: Arm) -> dict[str, Any]:
+    """``config`` as ``arm``'s jobs see it: its base model's view
+    (:func:`base_model_config`) with the arm's ``axes.settings`` values merged in."""
+    view = base_model_config(config, arm.base_model) if arm.base_model else copy.deepcopy(config)
+    for key, _, value in arm.settings:
+        section, field = key.split(".", 1)
+        view[section][field] = json.loads(json.dumps(value))  # tuples back to lists
+    return view
+
+
+def _frozen(value: Any) -> Any:
+    """A settings value as a hashable one (lists as tuples)."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return value
+
+
 def check_limits(config: dict[str, Any], source: str = "config") -> None:
     """Refuse a grid too big to plan before Snakemake builds its job graph (a typo such as
     ``count: 1000000000`` would otherwise fill the memory while planning); ``limits.*``
@@ -322,8 +479,12 @@ def check_limits(config: dict[str, Any], source: str = "config") -> None:
                 f"or raise limits.{limit} if you mean it."
             )
     arms = 1
-    for values in config["axes"].values():
-        arms *= len(values)
+    for axis, values in config["axes"].items():
+        if axis == "settings":  # one axis per key
+            for levels in values.values():
+                arms *= len(levels)
+        else:
+            arms *= len(values)
     sets = 1 + len(sample.get("prompt_sets") or {})
     shards = -(-sample["count"] // sample["shard_size"])
     # Per checkpoint and prompt set: sampling, embedding, scoring and figures.
@@ -417,8 +578,16 @@ def check(config: dict[str, Any], source: str = "config") -> None:
         # Each base model's arms see their own training and sample settings.
         where = f"{source} (base model {name})" if name else source
         _check_sections(base_model_config(config, name) if name else config, where)
+    arms = expand_arms(config)
+    # Each settings combination's cross-key rules, as its arms see them (one arm each).
+    seen = set()
+    for arm in arms:
+        point = (arm.base_model, arm.settings)
+        if arm.settings and point not in seen:
+            seen.add(point)
+            levels = ", ".join(f"axes.settings.{k}: {n}" for k, n, _ in arm.settings)
+            _check_sections(arm_config(config, arm), f"{source} (arm {arm.arm}: {levels})")
     check_prompts(config, source)
-    expand_arms(config)
     if finder_runs(config):
         from dreamgrid import candidates
 
@@ -585,7 +754,7 @@ def _strict_loader():
 
 def expand_arms(config: dict[str, Any]) -> list[Arm]:
     """Arms as the product of the axes (token × regularization × captions × method × base
-    model), in config order,
+    model × each ``axes.settings`` key), in config order,
     times ``training.replicates`` training runs (run r > 1 gets the suffix ``-r<r>``).
 
     Arm ids are readable slugs such as ``celebrity-noreg-blip``; token strings with spaces
@@ -593,31 +762,68 @@ def expand_arms(config: dict[str, Any]) -> list[Arm]:
     """
     axes = config["axes"]
     named = base_model_axis(config)
+    # Settings axes last: (key, name, value) per level; each adds -<name> to the ids.
+    levels = [
+        [(key, name, _frozen(value)) for name, value in values.items()]
+        for key, values in settings_axes(config).items()
+    ]
     arms = [
         Arm(
             # Full fine-tunes keep the ids they had before the method axis existed, and a
             # grid of one base model the ids it had before the base-model axis.
             arm=f"{name}-{REGULARIZATION_SLUG[reg]}-{CAPTIONS_SLUG[cap]}"
             + ("" if method == "full" else f"-{method}")
-            + (f"-{base}" if named else ""),
+            + (f"-{base}" if named else "")
+            + "".join(f"-{level[1]}" for level in settings),
             token_name=name,
             token=token,
             regularization=reg,
             captions=cap,
             method=method,
             base_model=base,
+            settings=tuple(settings),
         )
-        for (name, token), reg, cap, method, base in itertools.product(
+        for (name, token), reg, cap, method, base, *settings in itertools.product(
             axes["token"].items(),
             axes["regularization"],
             axes["captions"],
             axes.get("method", ["full"]),
             base_models(config),
+            *levels,
         )
+    ]
+    # Arms that differ only in sample.* levels share the training of the one at each sample
+    # axis's first level (its checkpoints are rendered again, never retrained).
+    firsts = {values[0][0]: values[0] for values in levels if values[0][0].startswith("sample.")}
+    by_point = {
+        (a.token_name, a.regularization, a.captions, a.method, a.base_model, a.settings): a.arm
+        for a in arms
+    }
+    arms = [
+        replace(
+            arm,
+            trained_as=by_point[
+                (
+                    arm.token_name,
+                    arm.regularization,
+                    arm.captions,
+                    arm.method,
+                    arm.base_model,
+                    tuple(firsts.get(level[0], level) for level in arm.settings),
+                )
+            ],
+        )
+        for arm in arms
     ]
     runs = int(config.get("training", {}).get("replicates", 1))
     arms = [
-        replace(arm, arm=arm.arm + ("" if r == 1 else f"-r{r}"), replicate=r, recipe=arm.arm)
+        replace(
+            arm,
+            arm=arm.arm + ("" if r == 1 else f"-r{r}"),
+            replicate=r,
+            recipe=arm.arm,
+            trained_as=arm.trained_as + ("" if r == 1 else f"-r{r}"),
+        )
         for arm in arms
         for r in range(1, runs + 1)
     ]

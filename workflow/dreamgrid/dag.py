@@ -82,6 +82,11 @@ class Grid:
             name: cfg.base_model_config(config, name) if name else config
             for name in self.base_models
         }
+        #: Arm id -> the config it sees with its ``axes.settings`` values merged in (arms
+        #: without settings axes see their base model's view, as before the axis).
+        self.arm_views = {
+            arm.arm: cfg.arm_config(config, arm) for arm in self.arms.values() if arm.settings
+        }
         self._families: dict[str, str] = {}
         self.epochs = list(range(1, config["training"]["epochs"] + 1))
         self.demo = cfg.is_demo(config)
@@ -98,8 +103,21 @@ class Grid:
         return list(self.base_models)
 
     def view(self, arm_id: str) -> dict[str, Any]:
-        """The config as ``arm_id``'s base model sees it (its ``by_base_model`` settings)."""
+        """The config as ``arm_id`` sees it: its base model's ``by_base_model`` settings and
+        its ``axes.settings`` values merged in."""
+        if arm_id in self.arm_views:
+            return self.arm_views[arm_id]
         return self.views[self.arms[arm_id].base_model]
+
+    @property
+    def training_arms(self) -> list[str]:
+        """Arms that train (the others render a training arm's checkpoints with their own
+        ``sample.*`` settings: :attr:`dreamgrid.config.Arm.trained_as`)."""
+        return [a for a, arm in self.arms.items() if arm.trainer == a]
+
+    def trainer_of(self, arm_id: str) -> str:
+        """The training arm whose checkpoints ``arm_id`` renders."""
+        return self.arms[arm_id].trainer
 
     def family(self, name: str) -> str:
         """The family of base model ``name``, known before any job runs: stated, a tiny
@@ -180,8 +198,17 @@ class Grid:
         return "sd" if family in (None, "sd15") else family
 
     def get_lora_targets(self, wildcards: Any) -> list[str]:
-        """``lora.target_modules`` of one base model (``lora.by_base_model``)."""
-        return list(self.views[self._base_of(wildcards)]["lora"]["target_modules"])
+        """``lora.target_modules`` of one base model's lora arms (``lora.by_base_model``, and
+        each value of a ``lora.target_modules`` settings axis), each module once."""
+        name = self._base_of(wildcards)
+        targets = list(self.views[name]["lora"]["target_modules"])
+        if any(self.arms[a].base_model == name for a in self.arm_views):
+            lora = [
+                a for a, arm in self.arms.items() if arm.base_model == name and arm.method == "lora"
+            ]
+            seen = [t for a in lora for t in self.view(a)["lora"]["target_modules"]]
+            targets = list(dict.fromkeys(seen)) or targets
+        return targets
 
     def get_base_dir(self, wildcards: Any) -> str:
         """The prepared base model folder of a job's base model."""
@@ -238,7 +265,7 @@ class Grid:
         return [
             *self.retention_outputs,
             *self.state_release_outputs,
-            *[paths.LOSS_CURVE.format(arm=a) for a in self.arms],
+            *[paths.LOSS_CURVE.format(arm=a) for a in self.training_arms],
             paths.SUMMARY,
             paths.SUMMARY_MD,
             paths.SCORES_TABLE,
@@ -517,14 +544,16 @@ class Grid:
         return self.training_params_for(self.base_model_names[0])
 
     def get_training_params(self, wildcards: Any) -> dict[str, Any]:
-        """The training settings of an arm's base model (``training.by_base_model``)."""
-        return self.training_params_for(self.arms[wildcards.arm].base_model)
+        """The training settings of an arm (its base model's ``training.by_base_model`` and
+        its ``axes.settings``)."""
+        arm = self.arms[wildcards.arm]
+        return self.training_params_for(arm.base_model, self.view(arm.arm))
 
-    def training_params_for(self, name: str) -> dict[str, Any]:
-        """The training section of base model ``name`` as TrainSpec fields; bucket sizes are
-        null unless aspect_ratio is buckets, so editing them does not retrain center-cropped
-        arms."""
-        settings = self.views[name]["training"]
+    def training_params_for(self, name: str, view: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The training section of base model ``name`` (or of ``view``, an arm's config) as
+        TrainSpec fields; bucket sizes are null unless aspect_ratio is buckets, so editing
+        them does not retrain center-cropped arms."""
+        settings = (view or self.views[name])["training"]
         training = {k: v for k, v in settings.items() if k not in NOT_PER_EPOCH}
         if training["aspect_ratio"] != "buckets":
             training.update(dict.fromkeys(BUCKET_KEYS, None))
@@ -566,15 +595,20 @@ class Grid:
         """Epoch -> checkpoint path of one arm (the only files keep_checkpoints removes)."""
         return {e: paths.CHECKPOINT.format(arm=wildcards.arm, epoch=e) for e in self.epochs}
 
-    def get_recipe(self, wildcards: Any) -> str:
-        """The recipe an arm id trains (itself for run 1, without ``-r<r>`` otherwise)."""
-        return self.arms[wildcards.arm].recipe or wildcards.arm
+    def get_recipe(self, wildcards: Any) -> str | list[str]:
+        """The recipe an arm id trains (itself for run 1, without ``-r<r>`` otherwise); for a
+        training that arms with other ``sample.*`` settings share, every such recipe (its
+        checkpoints then keep each one's best epoch)."""
+        recipes = [
+            arm.recipe or arm.arm for arm in self.arms.values() if arm.trainer == wildcards.arm
+        ]
+        return recipes if len(recipes) > 1 else self.arms[wildcards.arm].recipe or wildcards.arm
 
     @property
     def retention_outputs(self) -> list[str]:
         if self.keep_checkpoints != "best":
             return []
-        return [paths.CHECKPOINTS_KEPT.format(arm=a) for a in self.arms]
+        return [paths.CHECKPOINTS_KEPT.format(arm=a) for a in self.training_arms]
 
     @property
     def state_release_outputs(self) -> list[str]:
@@ -582,12 +616,17 @@ class Grid:
         ([] with ``training.keep_resume_state``)."""
         if self.config["training"].get("keep_resume_state", False):
             return []
-        return [paths.STATE_RELEASED.format(arm=a) for a in self.arms]
+        return [paths.STATE_RELEASED.format(arm=a) for a in self.training_arms]
 
     def get_arm_loss_logs(self, wildcards: Any) -> list[str]:
         return [paths.LOSS_LOG.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
 
     # ---- sample.smk ----------------------------------------------------------------------------
+    def get_checkpoint(self, wildcards: Any) -> str:
+        """The checkpoint an arm's shard renders: its training arm's (arms differing only in
+        ``sample.*`` settings share one training)."""
+        return paths.CHECKPOINT.format(arm=self.trainer_of(wildcards.arm), epoch=wildcards.epoch)
+
     def get_arm_token(self, wildcards: Any) -> str:
         """The arm's token as its renders fill it in (an ``auto`` token: the ranking's pick)."""
         return self.get_arm_params(wildcards)["token"]
@@ -616,19 +655,22 @@ class Grid:
         # in the preflight's per-prompt-set checks, the first base model's.
         arm = getattr(wildcards, "arm", None)
         name = self.arms[arm].base_model if arm else self.base_model_names[0]
-        sample = self.views[name]["sample"]
+        sample = self.view(arm)["sample"] if arm else self.views[name]["sample"]
         settings = {k: v for k, v in sample.items() if k not in NOT_PER_SHARD}
         settings["count"] = self.shard_ranges(wildcards.prompt_set)[int(wildcards.shard)][1]
         settings["prompt"] = self.prompt_sets[wildcards.prompt_set]
         settings["prompt_set"] = wildcards.prompt_set
-        return self.family_sample_settings(name, settings)
+        return self.family_sample_settings(name, settings, sample)
 
-    def family_sample_settings(self, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    def family_sample_settings(
+        self, name: str, settings: dict[str, Any], sample: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """``settings`` with FLUX's own sampler settings only for a FLUX base model, whose
         settings also name the family (SampleSettings then checks FLUX's rules, e.g. no
-        negative prompt without true CFG, wherever they are built)."""
+        negative prompt without true CFG, wherever they are built); ``sample``: the sample
+        section they come from (default base model ``name``'s)."""
         if self.family(name) == "flux":
-            sample = self.views[name]["sample"]
+            sample = sample or self.views[name]["sample"]
             settings.update({k: sample[k] for k in FLUX_SAMPLE_KEYS}, family="flux")
         else:
             for key in FLUX_SAMPLE_KEYS:
@@ -688,7 +730,7 @@ class Grid:
         inputs: dict[str, Any] = {
             "tables": self.get_render_tables(wildcards),
             "checkpoint_meta": paths.CHECKPOINT_META.format(
-                arm=wildcards.arm, epoch=wildcards.epoch
+                arm=self.trainer_of(wildcards.arm), epoch=wildcards.epoch
             ),
         }
         # Named by position (model names such as VGG-Face are not identifiers).
@@ -802,6 +844,8 @@ class Grid:
                 # A factor only with more than one base model (the single model's arms keep
                 # the params they had before the axis).
                 **({"base_model": arm.base_model} if named else {}),
+                # Each settings axis: column = its dotted key, level = the value's name.
+                **arm.setting_levels,
                 **({"recipe": arm.recipe, "replicate": arm.replicate} if replicated else {}),
             }
             for arm in self.arms.values()

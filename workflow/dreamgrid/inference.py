@@ -233,6 +233,16 @@ def arm_axes(
     if frame.empty:
         return frame
     keep = [c for c in frame.columns if frame[c].nunique() > 1]
+    # A settings axis (column: a dotted config key) keeps its levels in config order, the
+    # first one the reference (:func:`axis_levels` takes levels as first seen): rows sorted
+    # stably by the order each level first appears in ``table``.
+    dotted = [c for c in keep if "." in c]
+    if dotted and table is not None:
+        order = {
+            c: list(dict.fromkeys(str(v[c]) for v in table.values() if c in v)) for c in dotted
+        }
+        rank = pd.DataFrame({c: frame[c].astype(str).map(order[c].index) for c in dotted})
+        frame = frame.loc[rank.sort_values(dotted, kind="stable").index]
     return frame[keep].astype(str)
 
 

@@ -650,7 +650,14 @@ def check_config(
             )
         base = base_model(view, where)
         bases.append((name, base))
-        estimates += arm_estimates(view, base, [a for a in arms if a.base_model == name])
+        # Arms of one settings point (axes.settings) with that point's training and sampling.
+        points: dict[tuple, list[Any]] = {}
+        for arm in arms:
+            if arm.base_model == name:
+                points.setdefault(arm.settings, []).append(arm)
+        for settings, group in points.items():
+            seen = cfg.arm_config(config, group[0]) if settings else view
+            estimates += arm_estimates(seen, base, group)
     if gpu_gib is not None:
         gpu_bytes, gpu_source = int(gpu_gib * GIB), "--gpu-memory"
     else:

@@ -63,7 +63,13 @@ def _config_key(field: str, method: dict[str, Any]) -> str:
     return special.get(field, f"training.{field}")
 
 
-def _spec_error(err: ValueError, arm: str, epoch: int, method: dict[str, Any]) -> SpecError:
+def _spec_error(
+    err: ValueError,
+    arm: str,
+    epoch: int,
+    method: dict[str, Any],
+    levels: dict[str, str] | None = None,
+) -> SpecError:
     """One message naming the config key for a ValueError a TrainSpec raised."""
     import dataclasses
     import re
@@ -75,6 +81,8 @@ def _spec_error(err: ValueError, arm: str, epoch: int, method: dict[str, Any]) -
     # The first field the message names is the one it is about ("adam_beta1 must be ...").
     named = [w for w in re.findall(r"[a-z][a-z0-9_]*", text) if w in fields]
     key = _config_key(named[0], method) if named else "training"
+    if key in (levels or {}):  # the arm's value comes from a settings axis
+        key = f"axes.settings.{key} (value {levels[key]})"
     return SpecError(
         f"config key {key} (arm {arm}, epoch {epoch}): {text} A training job would refuse "
         "this; fix the key in the config."
@@ -97,8 +105,10 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
     from dreamgrid.train.spec import job_spec
 
     grid = dag.Grid(config)
+    check_settings_matter(grid)
     built = 0
-    for arm in grid.arm_ids:
+    # Arms that share a training (other sample.* settings) build its specs once.
+    for arm in grid.training_arms:
         # An auto token is named by the finder during the run; "auto" stands in for it.
         params = grid.train_job_params(arm, resolve_token=False)
         for epoch in grid.epochs:
@@ -111,14 +121,18 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
                     out_checkpoint=paths.CHECKPOINT.format(arm=arm, epoch=epoch),
                 ).check_job()
             except ValueError as err:
-                raise _spec_error(err, arm, epoch, params["method"]) from err
+                levels = grid.arms[arm].setting_levels
+                raise _spec_error(err, arm, epoch, params["method"], levels) from err
             built += 1
-    # One arm per base model: shards differ only by their base model's sample settings.
+    # One arm per base model and sample.* settings levels: shards differ only by those.
     firsts = {}
     for arm in grid.arms.values():
-        firsts.setdefault(arm.base_model, arm.arm)
-    for name, arm in firsts.items():
+        levels = tuple((k, n) for k, n, _ in arm.settings if k.startswith("sample."))
+        firsts.setdefault((arm.base_model, levels), arm.arm)
+    for (name, levels), arm in firsts.items():
         key = f"sample.by_base_model.{name} (merged into sample)" if name else "sample"
+        if levels:
+            key += " with " + ", ".join(f"axes.settings.{k}: {n}" for k, n in levels)
         for prompt_set in grid.prompt_set_names:
             for shard in grid.shard_ids(prompt_set):
                 wildcards = SimpleNamespace(arm=arm, prompt_set=prompt_set, shard=str(shard))
@@ -130,9 +144,53 @@ def check_specs(config: dict[str, Any], results: str | Path = "results") -> int:
                     ) from err
                 built += 1
     for name in grid.base_model_names:
-        if any(a.method == "lora" and a.base_model == name for a in grid.arms.values()):
-            check_lora_targets(grid.views[name], results, name)
+        # Once per distinct lora.target_modules of the base model's lora arms (a settings
+        # axis may give several).
+        checked = set()
+        for arm in grid.arms.values():
+            if arm.method == "lora" and arm.base_model == name:
+                view = grid.view(arm.arm)
+                targets = tuple(view["lora"]["target_modules"])
+                if targets not in checked:
+                    checked.add(targets)
+                    check_lora_targets(view, results, name)
     return built
+
+
+def check_settings_matter(grid: Any) -> None:
+    """Refuse two arms that would train and render the same (an ``axes.settings`` value
+    that no job of theirs reads, e.g. ``lora.rank`` on full arms, ``training.learning_rate``
+    on LoRA arms, which take ``lora.learning_rate``, or a FLUX-only key on SD 1.5): they would
+    spend GPU time on one recipe twice and show a difference of exactly zero."""
+    from types import SimpleNamespace
+
+    seen: dict[str, str] = {}
+    for arm_id, arm in grid.arms.items():
+        if not arm.settings:
+            continue
+        params = grid.train_job_params(arm.trainer, resolve_token=False)
+        params["arm"] = {k: v for k, v in params["arm"].items() if k != "arm"}
+        del params["state"]
+        # What the job trains with: the method's settings over the training section's (a
+        # LoRA arm's learning_rate is lora.learning_rate), as train.spec.job_spec merges them.
+        params["training"] = {**params["training"], **params.pop("method")}
+        shards = {
+            p: grid.get_shard_settings(SimpleNamespace(arm=arm_id, prompt_set=p, shard="0"))
+            for p in grid.prompt_set_names
+        }
+        key = json.dumps([params, shards], sort_keys=True, default=str)
+        if key not in seen:
+            seen[key] = arm_id
+            continue
+        other = grid.arms[seen[key]]
+        keys = [k for k, n, _ in arm.settings if other.setting_levels.get(k) != n]
+        raise SpecError(
+            f"axes.settings: arms {other.arm} and {arm_id} differ only in "
+            f"{', '.join(keys)}, which no job of theirs reads (their {arm.method} training "
+            "and renders would be the same), so both would spend GPU time on one recipe. "
+            "Drop the axis, or keep only arms it changes (lora.* changes LoRA arms only; "
+            "LoRA arms take lora.learning_rate, not training.learning_rate)."
+        )
 
 
 def check_lora_targets(
@@ -318,16 +376,19 @@ def _disk_of(
     # Every prompt set renders its own images of each checkpoint.
     per_checkpoint = sum(grid.prompt_set_count(p) for p in grid.prompt_set_names)
     renders = int(per_checkpoint * sample["width"] * sample["height"] * PNG_BYTES_PER_PIXEL)
-    todo = [
-        path
-        for path in grid.checkpoints(paths.CHECKPOINT)
-        if path.split("/")[2] in arms and not (Path(results).parent / path).exists()
-    ]
+    # Per (arm, epoch) not yet rendered, the checkpoint it renders: its training arm's
+    # (arms with other sample.* settings share one training, counted once).
+    todo = []
+    for arm in sorted(arms):
+        for epoch in grid.epochs:
+            path = paths.CHECKPOINT.format(arm=grid.trainer_of(arm), epoch=epoch)
+            if not (Path(results).parent / path).exists():
+                todo.append(path)
     arms_todo = {path.split("/")[2] for path in todo}  # results/arms/{arm}/...
     # fp32 weights (4 bytes a parameter) + two moments (4 bytes each, or 1 byte in 8 bits)
     state = trained * (6 if training.get("optimizer") == "adamw8bit" else 12) // 4
     return {
-        "checkpoints": len(todo) * full_model,
+        "checkpoints": len(set(todo)) * full_model,
         "resume_states": len(arms_todo) * state,
         "resume_state_rewrite": state if arms_todo else 0,
         "renders": len(todo) * renders,

@@ -24,16 +24,18 @@ logger = logging.getLogger(__name__)
 KEEP = ("all", "best", "none")
 
 
-def best_epochs(summary: Path, arm: str, model: str | None = None) -> set[int]:
+def best_epochs(summary: Path, arm: str | list[str], model: str | None = None) -> set[int]:
     """Epochs flagged ``best`` for ``arm`` in summary.csv (rows of ``model`` and of prompt
-    set ``main`` where it has those columns)."""
+    set ``main`` where it has those columns). A list of arms (those that render one shared
+    training with different ``sample.*`` settings): every epoch best for any of them."""
     import pandas as pd
 
     table = pd.read_csv(summary)
     missing = {"arm", "epoch", "best"} - set(table.columns)
     if missing:
         raise SpecError(f"{summary}: no column(s) {sorted(missing)}; rerun aggregate_scores.")
-    rows = table[table["arm"] == arm]
+    arms = [arm] if isinstance(arm, str) else list(arm)
+    rows = table[table["arm"].astype(str).isin(arms)]
     if model is not None and "model" in rows.columns:
         rows = rows[rows["model"] == model]
     if "prompt_set" in rows.columns:  # the best epoch is read from the likeness prompt
@@ -43,13 +45,17 @@ def best_epochs(summary: Path, arm: str, model: str | None = None) -> set[int]:
 
 
 def keep_best_checkpoint(
-    summary: Path, arm: str, checkpoints: dict[int, Path], out: Path, model: str | None = None
+    summary: Path,
+    arm: str | list[str],
+    checkpoints: dict[int, Path],
+    out: Path,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Delete the arm's checkpoints except its best epoch's; record what was done in ``out``.
 
     Args:
         summary: summary.csv with ``arm, epoch, best`` (and optionally ``model``).
-        arm: the arm id.
+        arm: the arm id, or the arms that share its training (each one's best is kept).
         checkpoints: epoch -> checkpoint path (the workflow's paths for this arm).
         out: JSON record (``kept``, ``removed`` epochs; ``missing``: already gone).
         model: the primary face model, when the summary has one row per model.

@@ -2,7 +2,7 @@ rule sample_checkpoint:
     input:
         GRID.get_wait_for_token,
         base=GRID.get_base_dir,
-        checkpoint=paths.CHECKPOINT,
+        checkpoint=GRID.get_checkpoint,
     output:
         renders=directory(paths.RENDER_SHARD),
         table=paths.RENDER_SHARD_TABLE,

@@ -22,7 +22,8 @@ from dreamgrid.buckets import check_bucket_settings
 from dreamgrid.errors import SpecError
 from dreamgrid.families import FAMILIES
 
-ARM_PATTERN = re.compile(r"[a-z0-9_-]+")
+# Dots come from axes.settings value names (cfg7.5); an id never starts with one.
+ARM_PATTERN = re.compile(r"[a-z0-9_][a-z0-9_.-]*")
 _PATH_FIELDS = (
     "base_model",
     "instance_dir",
@@ -199,7 +200,7 @@ class TrainSpec:
     def _check_job(self) -> None:
         """Values the workflow derives for each job (arm id, epoch, passes, file names)."""
         if not isinstance(self.arm, str) or not ARM_PATTERN.fullmatch(self.arm):
-            raise SpecError(f"train spec: arm id {self.arm!r} must match [a-z0-9_-]+.")
+            raise SpecError(f"train spec: arm id {self.arm!r} must match [a-z0-9_][a-z0-9_.-]*.")
         for name in ("epoch", "passes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
