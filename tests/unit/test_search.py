@@ -3,6 +3,7 @@ decisions files (dreamgrid.search), summary.md's section, and the config checks.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -248,3 +249,37 @@ def test_aggregation_compares_a_stopped_arm_at_the_epochs_it_reached(tmp_path):
     stopped = vs_top.loc[vs_top["contrast"].str.startswith(ARMS[3])]
     assert len(stopped) == 2 and stopped["checkpoints"].str.contains(f"{ARMS[3]}@1").all()
     assert (stopped["ci_low"] > 0).all()  # far worse, and said so
+
+
+def test_check_cli_refuses_bad_search_settings_before_any_job(tmp_path):
+    bad = tmp_path / "study.yaml"
+    bad.write_text(
+        "subject: {class_word: man, train_images: x, references: y}\nbase_model: tiny\n"
+        "axes: {token: {rare: ohwx, sks: sks}}\ntraining: {epochs: 3}\n"
+        "search: {method: successive_halving, looks: [1, 3]}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "dreamgrid", "check", str(bad)],
+        capture_output=True, text=True, check=False, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "study.yaml: search.looks [3] are not below training.epochs (3)" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "results").exists()
+
+
+def test_summary_md_gains_the_section_only_with_decisions(tmp_path):
+    rng = np.random.default_rng(2)
+    files = [write_scores(tmp_path, a, 1, 0.5 + rng.normal(0, 0.02, 8)) for a in ARMS[:2]]
+    look_file(tmp_path, 1, {ARMS[0]: "best", ARMS[1]: "continue"})
+    texts = {}
+    for name, decisions in (("full", None), ("search", tmp_path / "look-1.tsv")):
+        out = tmp_path / name
+        out.mkdir()
+        aggregate.aggregate_scores(
+            files, [0.6, 0.7], 0.01, out / "scores.tsv", out / "summary.csv", out / "summary.md",
+            demo=False, resamples=99, decisions=decisions,
+        )  # fmt: skip
+        texts[name] = (out / "summary.md").read_text()
+    assert "Adaptive search" not in texts["full"]  # search.method full: summary.md as before
+    head, section = texts["search"].split("\n## Adaptive search", 1)
+    assert head == texts["full"] and "| 1 of 1 |" in section
