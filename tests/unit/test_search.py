@@ -249,6 +249,20 @@ def test_aggregation_compares_a_stopped_arm_at_the_epochs_it_reached(tmp_path):
     stopped = vs_top.loc[vs_top["contrast"].str.startswith(ARMS[3])]
     assert len(stopped) == 2 and stopped["checkpoints"].str.contains(f"{ARMS[3]}@1").all()
     assert (stopped["ci_low"] > 0).all()  # far worse, and said so
+    # The figures draw it with the points it has: one epoch of line, one histogram panel.
+    import matplotlib.pyplot as plt
+
+    from dreamgrid import plots
+
+    scores = table(*groups)
+    for figure in (
+        plots.curves_figure(summary, x="epoch"),
+        plots.curves_figure(summary, x="steps"),
+        plots.arm_histograms_figure(scores.loc[scores["arm"] == ARMS[3]], [0.6, 0.7], ARMS[3]),
+        plots.chosen_histograms_figure(scores, summary, [0.6, 0.7], "chosen"),
+    ):
+        assert figure.axes
+        plt.close(figure)
 
 
 def test_check_cli_refuses_bad_search_settings_before_any_job(tmp_path):
