@@ -72,7 +72,8 @@ def run(work: Path, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """(workdir, jobs planned once the look was made, jobs planned on a rerun)."""
+    """(workdir, jobs planned once the look was made, jobs planned on a rerun); the HTML
+    report of the run is written last."""
     work = copy_workflow(tmp_path_factory.mktemp("adaptive-search"))
     (work / "config/config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
     # Up to the look: before its checkpoint has run, only epoch 1 exists in the plan.
@@ -84,6 +85,8 @@ def searched(tmp_path_factory):
     after_look = planned_jobs(work, targets=(TARGET,))
     run(work, TARGET)
     rerun = planned_jobs(work, targets=(TARGET,))
+    result = snakemake(work, "--report", "results/report.html", TARGET, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
     return work, after_look, rerun
 
 
@@ -126,6 +129,12 @@ def test_decisions_and_summary_say_where_and_why(searched):
     summary = pd.read_csv(work / "results/summary.csv")
     assert sorted(summary.loc[summary["arm"] == STOPPED, "epoch"].unique()) == [1]
     assert sorted(summary.loc[summary["arm"] == RUNNING[0], "epoch"].unique()) == [1, 2]
+
+
+def test_the_report_shows_the_decisions(searched):
+    work, _, _ = searched
+    html = (work / "results/report.html").read_text(errors="replace")
+    assert "decisions.tsv" in html and "adaptive search decisions" in html
 
 
 def test_a_rerun_decides_the_same_and_plans_nothing(searched):

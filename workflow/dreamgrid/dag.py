@@ -288,8 +288,9 @@ class Grid:
 
         return pd.read_csv(self._decisions(epoch), sep="\t", dtype={"arm": str})
 
-    def stop_look(self, arm_id: str) -> int | None:
-        """The look epoch at which ``arm_id`` stopped, or None if it trains to the end.
+    def stop_look(self, arm_id: str, before: int | None = None) -> int | None:
+        """The look epoch at which ``arm_id`` stopped (among the looks before epoch
+        ``before``, if given), or None if it trains on.
 
         Reads the looks in order and only as far as the arm got, so an arm stopped at the
         first look never waits for a later look's checkpoint. Without the decisions (the
@@ -299,6 +300,8 @@ class Grid:
         if self._decisions is None:
             return None
         for look in self.looks:
+            if before is not None and look >= before:
+                break
             if arm_id not in adaptive.still_running(self.look_table(look)):
                 return look
         return None
@@ -313,20 +316,7 @@ class Grid:
 
     def active_at(self, epoch: int) -> list[str]:
         """Arms still training when the look at ``epoch`` is made (every arm at the first)."""
-        return [a for a in self.arms if self.arm_epochs_before(a, epoch)]
-
-    def arm_epochs_before(self, arm_id: str, epoch: int) -> bool:
-        """Whether ``arm_id`` passed every look before ``epoch`` (reads only those looks)."""
-        from dreamgrid import adaptive
-
-        if self._decisions is None:
-            return True
-        for look in self.looks:
-            if look >= epoch:
-                break
-            if arm_id not in adaptive.still_running(self.look_table(look)):
-                return False
-        return True
+        return [a for a in self.arms if self.stop_look(a, before=epoch) is None]
 
     def get_look_scores(self, wildcards: Any) -> list[str]:
         """Main-prompt score tables at a look's epoch of the arms active at that look."""
