@@ -20,6 +20,7 @@ include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/token_finder.smk"
 include: "workflow/rules/manifest.smk"
+include: "workflow/rules/search.smk"
 
 
 # The run's own landing page (demo banner and verdict first) once a run has written it.
@@ -46,4 +47,4 @@ onstart:
 rule all:
     default_target: True
     input:
-        GRID.final_outputs,
+        GRID.get_final_outputs,

@@ -55,6 +55,10 @@ CASES = {
         "'attn1' (Attention) is a block",
     ),
     # The rest of the cases that a job used to refuse after hours of training.
+    "an adaptive search of one arm": (
+        BASE + "search: {method: successive_halving}\n",
+        "search.method successive_halving compares arms, but the axes make 1 arm",
+    ),
     "sampling steps written as a decimal": (
         BASE + "sample: {steps: 10.0}\n",
         "sample.steps is 10.0, a decimal number",

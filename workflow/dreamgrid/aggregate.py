@@ -189,6 +189,7 @@ def aggregate_scores(
     ranking: Path | None = None,
     warnings: Sequence[str] = (),
     memorization: Path | None = None,
+    decisions: Path | None = None,
 ) -> pd.DataFrame:
     """Aggregate all checkpoints' scores (the workflow's ``aggregate_scores`` step).
 
@@ -221,11 +222,15 @@ def aggregate_scores(
             thresholds far above the face model's own).
         memorization: the memorization table (:mod:`dreamgrid.memorization`), for its
             section of summary.md.
+        decisions: the adaptive search's decisions (``results/search/decisions.tsv``), for
+            the "Adaptive search" section (the full grid's epochs: the last scored, which
+            the best arm always reaches).
 
     Returns:
         The summary table.
     """
     scores = collect_scores(score_files)
+    arm_ids = list(arms) if arms else list(dict.fromkeys(scores["arm"].astype(str)))
     clip = None
     if clip_files:
         from dreamgrid import clip_score
@@ -269,6 +274,12 @@ def aggregate_scores(
             _write_csv(flex, Path(out_flexibility))
         if len(prompt_sets) > 1:
             text += "\n" + flexibility.markdown(flex, prompt_sets, best_margin) + "\n"
+    if decisions is not None:
+        from dreamgrid import search
+
+        text += "\n" + search.markdown(
+            search.read_decisions([decisions]), arm_ids, int(scores["epoch"].max())
+        )
     notes = [*warnings, *check_score_metadata(score_files)]
     if notes:
         text += "\n## Warnings\n\n" + "\n".join(f"- {m}" for m in notes) + "\n"

@@ -401,6 +401,10 @@ def _check(args: argparse.Namespace) -> None:
     thresholds = ", ".join(f"{t:g}" for t in score["thresholds"])
     print(f"scored with {score['model']}/{score['detector']} ({score['metric']}); "
           f"thresholds {thresholds}")  # fmt: skip
+    if grid.adaptive:
+        looks = ", ".join(map(str, grid.looks))
+        print(f"search: successive_halving, looks after epoch {looks}; at most "
+              f"{len(arms) * epochs} training epochs, fewer as arms stop")  # fmt: skip
     print("\n".join(memory_lines))
     for warning in cfg.threshold_warnings(config):
         print(f"warning: {warning}")

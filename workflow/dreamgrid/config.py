@@ -588,11 +588,45 @@ def check(config: dict[str, Any], source: str = "config") -> None:
             levels = ", ".join(f"axes.settings.{k}: {n}" for k, n, _ in arm.settings)
             _check_sections(arm_config(config, arm), f"{source} (arm {arm.arm}: {levels})")
     check_prompts(config, source)
+    check_search(config, source)
     if finder_runs(config):
         from dreamgrid import candidates
 
         finder = config["token_finder"]
         candidates.read_names(candidates.list_path(finder, config["subject"]["class_word"]))
+
+
+def check_search(config: dict[str, Any], source: str = "config") -> None:
+    """An adaptive search needs looks before the last epoch, arms to compare, and one
+    training run per arm (a look stops a run; the runs of a recipe must stop together)."""
+    search = config.get("search") or {}
+    if search.get("method", "full") != "successive_halving":
+        return
+    epochs = config["training"]["epochs"]
+    late = [e for e in search.get("looks") or [] if e >= epochs]
+    if late:
+        raise SpecError(
+            f"{source}: search.looks {late} are not below training.epochs ({epochs}); a look "
+            "is made after an epoch that still has epochs to save. Give looks below "
+            f"{epochs}, or raise training.epochs."
+        )
+    if epochs < 2:
+        raise SpecError(
+            f"{source}: search.method successive_halving with training.epochs 1 has no epoch "
+            "to stop before; raise training.epochs or use search.method full."
+        )
+    arms = expand_arms(config)
+    if len(arms) < 2:
+        raise SpecError(
+            f"{source}: search.method successive_halving compares arms, but the axes make "
+            f"{len(arms)} arm; add a value to an axis or use search.method full."
+        )
+    if config["training"].get("replicates", 1) > 1:
+        raise SpecError(
+            f"{source}: search.method successive_halving with training.replicates "
+            f"{config['training']['replicates']} is not supported (a look would stop one run "
+            "of a recipe and not the others); use training.replicates 1 or search.method full."
+        )
 
 
 def _check_sections(config: dict[str, Any], source: str) -> None:

@@ -67,12 +67,18 @@ def count_images(directory: str) -> int:
 class Grid:
     """The validated config seen as a grid of arms × epochs, with the rules' input functions."""
 
-    def __init__(self, config: dict[str, Any], ranking: Callable[[str], str] | None = None):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        ranking: Callable[[str], str] | None = None,
+        decisions: Callable[[int], str] | None = None,
+    ):
         """``ranking(finder)`` returns the ranking file of one base model's token finder
         (``finder``: its ``{finder}`` folder, ``token_finder`` for the one base_model) once it
         is final (in the workflow: the rank_candidates checkpoint's output, which raises
         Snakemake's IncompleteCheckpointException before then); needed only with ``token:
-        auto``."""
+        auto``. ``decisions(epoch)`` likewise returns a look's decision table (the decide_look
+        checkpoint's output); needed only with ``search.method: successive_halving``."""
         self.config = config
         self.arms = {arm.arm: arm for arm in cfg.expand_arms(config)}
         #: Base model name ("" = the one ``base_model``) -> its entry, and the config its
@@ -91,6 +97,17 @@ class Grid:
         self.epochs = list(range(1, config["training"]["epochs"] + 1))
         self.demo = cfg.is_demo(config)
         self._ranking = ranking
+        self._decisions = decisions
+        search = config.get("search") or {}
+        #: Whether arms stop at looks (successive_halving); with full every arm reaches every
+        #: epoch and no method below reads a decision (the plan is the fixed grid).
+        self.adaptive = search.get("method", "full") == "successive_halving"
+        if self.adaptive:
+            from dreamgrid import adaptive
+
+            self.looks = adaptive.look_epochs(search, config["training"]["epochs"])
+        else:
+            self.looks = []
 
     # ---- the grid ----------------------------------------------------------------------------
     @property
@@ -245,9 +262,18 @@ class Grid:
         return [
             path.format(arm=a, epoch=e, prompt_set=p)
             for a in self.arms
-            for e in self.epochs
+            for e in self.arm_epochs(a)
             for p in sets
         ]
+
+    def get_checkpoints(self, path: str) -> Callable[[Any], list[str]]:
+        """:meth:`checkpoints` as an input function: with an adaptive search the epochs an
+        arm reaches are known only once its looks' checkpoints have run."""
+        return lambda wildcards: self.checkpoints(path)
+
+    def get_final_outputs(self, wildcards: Any = None) -> list[str]:
+        """Targets of ``rule all`` (an input function: see :meth:`get_checkpoints`)."""
+        return self.final_outputs
 
     @property
     def final_outputs(self) -> list[str]:
@@ -272,8 +298,84 @@ class Grid:
             *self.checkpoints(paths.HISTOGRAM),
             *self.report_outputs,
             *finder,
+            *([paths.SEARCH_DECISIONS] if self.adaptive else []),
             paths.MANIFEST,
         ]
+
+    # ---- search.smk ----------------------------------------------------------------------------
+    @property
+    def look_files(self) -> list[str]:
+        """Every look's decision table ([] without an adaptive search)."""
+        return [paths.SEARCH_LOOK.format(epoch=e) for e in self.looks]
+
+    def look_table(self, epoch: int) -> Any:
+        """The decision table of the look at ``epoch`` (in the workflow, waits for the
+        decide_look checkpoint: Snakemake's IncompleteCheckpointException until it ran)."""
+        import pandas as pd
+
+        return pd.read_csv(self._decisions(epoch), sep="\t", dtype={"arm": str})
+
+    def stop_look(self, arm_id: str, before: int | None = None) -> int | None:
+        """The look epoch at which ``arm_id`` stopped (among the looks before epoch
+        ``before``, if given), or None if it trains on.
+
+        Reads the looks in order and only as far as the arm got, so an arm stopped at the
+        first look never waits for a later look's checkpoint. Without the decisions (the
+        preflight, the CLI) every arm may reach the end: the most the search can train."""
+        from dreamgrid import adaptive
+
+        if self._decisions is None:
+            return None
+        for look in self.looks:
+            if before is not None and look >= before:
+                break
+            if arm_id not in adaptive.still_running(self.look_table(look)):
+                return look
+        return None
+
+    def arm_epochs(self, arm_id: str) -> list[int]:
+        """Epochs ``arm_id`` trains and is scored at: every epoch, or up to the look that
+        stopped it."""
+        if not self.adaptive:
+            return self.epochs
+        stop = self.stop_look(arm_id)
+        return self.epochs if stop is None else self.epochs[:stop]
+
+    def active_at(self, epoch: int) -> list[str]:
+        """Arms still training when the look at ``epoch`` is made (every arm at the first)."""
+        return [a for a in self.arms if self.stop_look(a, before=epoch) is None]
+
+    def get_look_scores(self, wildcards: Any) -> list[str]:
+        """Main-prompt score tables at a look's epoch of the arms active at that look."""
+        epoch = int(wildcards.epoch)
+        return [
+            paths.SCORES.format(arm=a, epoch=epoch, prompt_set=MAIN_PROMPT_SET)
+            for a in self.active_at(epoch)
+        ]
+
+    def get_previous_look(self, wildcards: Any) -> list[str]:
+        """The previous look's table, which says which arms this look compares."""
+        earlier = [e for e in self.looks if e < int(wildcards.epoch)]
+        return [paths.SEARCH_LOOK.format(epoch=earlier[-1])] if earlier else []
+
+    def get_look_active(self, wildcards: Any) -> list[str]:
+        return self.active_at(int(wildcards.epoch))
+
+    @property
+    def search_params(self) -> dict[str, Any]:
+        """What a look's decision depends on: the search section, training.epochs (the
+        spending's information fraction), the face model, and the report's seed and
+        resamples."""
+        report = self.config["report"]
+        return canonical(
+            {
+                **dict(self.config.get("search") or {}),
+                "epochs": self.config["training"]["epochs"],
+                "model": self.config["score"]["model"],
+                "seed": report["seed"],
+                "resamples": report["bootstrap_resamples"],
+            }
+        )
 
     # ---- prepare.smk ---------------------------------------------------------------------------
     @property
@@ -585,7 +687,10 @@ class Grid:
     def get_arm_checkpoint_metas(self, wildcards: Any) -> list[str]:
         """Every planned epoch's checkpoint JSON of one arm: the state is released after
         all of them (and again after epochs added later)."""
-        return [paths.CHECKPOINT_META.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
+        return [
+            paths.CHECKPOINT_META.format(arm=wildcards.arm, epoch=e)
+            for e in self.arm_epochs(wildcards.arm)
+        ]
 
     @property
     def keep_checkpoints(self) -> str:
@@ -593,7 +698,10 @@ class Grid:
 
     def get_arm_checkpoints(self, wildcards: Any) -> dict[int, str]:
         """Epoch -> checkpoint path of one arm (the only files keep_checkpoints removes)."""
-        return {e: paths.CHECKPOINT.format(arm=wildcards.arm, epoch=e) for e in self.epochs}
+        return {
+            e: paths.CHECKPOINT.format(arm=wildcards.arm, epoch=e)
+            for e in self.arm_epochs(wildcards.arm)
+        }
 
     def get_recipe(self, wildcards: Any) -> str | list[str]:
         """The recipe an arm id trains (itself for run 1, without ``-r<r>`` otherwise); for a
@@ -619,7 +727,10 @@ class Grid:
         return [paths.STATE_RELEASED.format(arm=a) for a in self.training_arms]
 
     def get_arm_loss_logs(self, wildcards: Any) -> list[str]:
-        return [paths.LOSS_LOG.format(arm=wildcards.arm, epoch=e) for e in self.epochs]
+        return [
+            paths.LOSS_LOG.format(arm=wildcards.arm, epoch=e)
+            for e in self.arm_epochs(wildcards.arm)
+        ]
 
     # ---- sample.smk ----------------------------------------------------------------------------
     def get_checkpoint(self, wildcards: Any) -> str:
@@ -775,6 +886,9 @@ class Grid:
             return []
         return [source if models.classify(source) == "dir" else paths.CLIP_MODEL_DIR]
 
+    def get_clip_files(self, wildcards: Any) -> list[str]:
+        return self.clip_files
+
     @property
     def clip_files(self) -> list[str]:
         """Every checkpoint's CLIPScore tables ([] without ``score.clip_model``)."""
@@ -804,12 +918,18 @@ class Grid:
                 ],
             }
             for arm in self.arms
-            for epoch in self.epochs
+            for epoch in self.arm_epochs(arm)
         ]
+
+    def get_memorization_checkpoints(self, wildcards: Any) -> list[dict[str, Any]]:
+        return self.memorization_checkpoints
 
     @property
     def memorization_faces(self) -> list[str]:
         return [f for c in self.memorization_checkpoints for f in c["faces"]]
+
+    def get_memorization_faces(self, wildcards: Any) -> list[str]:
+        return self.memorization_faces
 
     # ---- report.smk ----------------------------------------------------------------------------
     @property
@@ -869,7 +989,7 @@ class Grid:
         """Score tables of every epoch of one arm, for one prompt set."""
         return [
             paths.SCORES.format(arm=wildcards.arm, epoch=e, prompt_set=wildcards.prompt_set)
-            for e in self.epochs
+            for e in self.arm_epochs(wildcards.arm)
         ]
 
     @property

@@ -95,6 +95,12 @@ MEMORIZATION_RENDERS = f"{RESULTS}/memorization/renders.tsv"
 MEMORIZATION = f"{RESULTS}/memorization.csv"
 MEMORIZATION_PAIRS = f"{RESULTS}/memorization/training-pairs.csv"
 
+# ---- search (search.method: successive_halving) -----------------------------------------------
+#: One look's decision table (dreamgrid.adaptive.decide), the decide_look checkpoint's output.
+SEARCH_LOOK = f"{RESULTS}/search/look-{{epoch}}.tsv"
+#: Every look's table, one after the other (the report's table).
+SEARCH_DECISIONS = f"{RESULTS}/search/decisions.tsv"
+
 # ---- report -----------------------------------------------------------------------------------
 SCORES_TABLE = f"{RESULTS}/scores.tsv"
 SUMMARY = f"{RESULTS}/summary.csv"

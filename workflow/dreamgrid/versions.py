@@ -14,3 +14,4 @@ AGGREGATE = 5  # permutation + BCa, planned vs exploratory families, verdict.jso
 PLOTS = 5  # axis labels and limits, demo mark
 MEMORIZATION = 1  # renders against the training photos
 FINDER = 1  # minimum face count, pairwise consistency, interval per name
+SEARCH = 1  # the decision of each look (dreamgrid.adaptive, dreamgrid.search)

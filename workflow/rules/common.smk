@@ -21,6 +21,8 @@ if workflow.is_main_process:
 GRID = dag.Grid(
     config,
     ranking=lambda finder: checkpoints.rank_candidates.get(finder=finder).output[0],
+    # With search.method successive_halving, each look's decisions, once that checkpoint ran.
+    decisions=lambda epoch: checkpoints.decide_look.get(epoch=str(epoch)).output[0],
 )
 
 

@@ -27,11 +27,12 @@ rule reference_baseline:
 
 rule aggregate_scores:
     input:
-        scores=GRID.checkpoints(paths.SCORES),
+        scores=GRID.get_checkpoints(paths.SCORES),
         baseline=GRID.reference_baseline_file,
-        clip=GRID.clip_files,
+        clip=GRID.get_clip_files,
         ranking=GRID.ranking_files,
         memorization=paths.MEMORIZATION,
+        decisions=[paths.SEARCH_DECISIONS] if GRID.adaptive else [],
     output:
         scores=report(
             paths.SCORES_TABLE,

@@ -83,7 +83,8 @@ rule memorization:
     input:
         training=config["subject"]["train_images"],
         references=GRID.primary_references,
-        faces=GRID.memorization_faces,
+        faces=GRID.get_memorization_faces,
+        looks=GRID.look_files,
     output:
         renders=paths.MEMORIZATION_RENDERS,
         summary=report(
@@ -100,7 +101,7 @@ rule memorization:
     conda:
         "../../envs/score.yaml"
     params:
-        checkpoints=GRID.memorization_checkpoints,
+        checkpoints=GRID.get_memorization_checkpoints,
         metric=config["score"]["metric"],
         multiple_faces=config["score"]["multiple_faces"],
         deepface_home=config["score"]["deepface_home"],

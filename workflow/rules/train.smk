@@ -53,6 +53,7 @@ rule release_resume_state:
 rule keep_best_checkpoint:
     input:
         summary=paths.SUMMARY,
+        looks=GRID.look_files,
     output:
         paths.CHECKPOINTS_KEPT,
     log:

@@ -33,4 +33,5 @@ with logs.snakemake_job(snakemake):
         ranking=Path(snakemake.input.ranking[0]) if snakemake.input.ranking else None,
         warnings=snakemake.params.warnings,
         memorization=Path(snakemake.input.memorization),
+        decisions=Path(snakemake.input.decisions[0]) if snakemake.input.decisions else None,
     )
