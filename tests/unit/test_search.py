@@ -134,6 +134,27 @@ def test_arms_reach_only_the_epochs_their_looks_let_them(tmp_path):
     assert paths.HISTOGRAM.format(arm=ARMS[2], epoch=2, prompt_set="main") in final
 
 
+def test_a_training_runs_on_while_any_sampling_level_of_it_does(tmp_path):
+    # cfg5 and cfg8 render one training (the cfg5 arm's); a look stops cfg5 only: the
+    # training, its resume state and its loss log still go on for cfg8's renders.
+    done: set[int] = {1}
+    raw = config(looks=(1,), axes={"settings": {"sample.cfg": {"cfg5": 5, "cfg8": 8}}})
+    grid = dag.Grid(raw, decisions=resolver(tmp_path, done, []))
+    trainer, renderer = "rare-noreg-nocap-cfg5", "rare-noreg-nocap-cfg8"
+    assert grid.trainer_of(renderer) == trainer
+    decisions = dict.fromkeys(grid.arms, "continue")
+    decisions[trainer] = "stop"
+    look_file(tmp_path, 1, decisions)
+    assert grid.arm_epochs(trainer) == [1]
+    assert grid.trained_epochs(trainer) == [1, 2, 3, 4]
+    job = SimpleNamespace(arm=trainer, prompt_set="main")
+    assert list(grid.get_arm_checkpoints(job)) == [1, 2, 3, 4]
+    assert len(grid.get_arm_checkpoint_metas(job)) == 4 == len(grid.get_arm_loss_logs(job))
+    assert len(grid.get_arm_scores(job)) == 1  # its own renders stopped at the look
+    renders = SimpleNamespace(arm=renderer, epoch="4")
+    assert grid.get_checkpoint(renders) == paths.CHECKPOINT.format(arm=trainer, epoch=4)
+
+
 def test_without_decisions_every_arm_may_reach_the_end():
     # The preflight and `dreamgrid check` plan for the most the search can train.
     grid = dag.Grid(config())

@@ -341,6 +341,13 @@ class Grid:
         stop = self.stop_look(arm_id)
         return self.epochs if stop is None else self.epochs[:stop]
 
+    def trained_epochs(self, trainer: str) -> list[int]:
+        """Epochs training arm ``trainer`` trains: as far as the farthest arm rendering its
+        checkpoints gets (a look may stop one ``sample.*`` level of a training and not
+        another, whose renders still need its later epochs and its resume state)."""
+        reached = max(len(self.arm_epochs(a)) for a in self.arms if self.trainer_of(a) == trainer)
+        return self.epochs[:reached]
+
     def active_at(self, epoch: int) -> list[str]:
         """Arms still training when the look at ``epoch`` is made (every arm at the first)."""
         return [a for a in self.arms if self.stop_look(a, before=epoch) is None]
@@ -689,7 +696,7 @@ class Grid:
         all of them (and again after epochs added later)."""
         return [
             paths.CHECKPOINT_META.format(arm=wildcards.arm, epoch=e)
-            for e in self.arm_epochs(wildcards.arm)
+            for e in self.trained_epochs(wildcards.arm)
         ]
 
     @property
@@ -700,7 +707,7 @@ class Grid:
         """Epoch -> checkpoint path of one arm (the only files keep_checkpoints removes)."""
         return {
             e: paths.CHECKPOINT.format(arm=wildcards.arm, epoch=e)
-            for e in self.arm_epochs(wildcards.arm)
+            for e in self.trained_epochs(wildcards.arm)
         }
 
     def get_recipe(self, wildcards: Any) -> str | list[str]:
@@ -729,7 +736,7 @@ class Grid:
     def get_arm_loss_logs(self, wildcards: Any) -> list[str]:
         return [
             paths.LOSS_LOG.format(arm=wildcards.arm, epoch=e)
-            for e in self.arm_epochs(wildcards.arm)
+            for e in self.trained_epochs(wildcards.arm)
         ]
 
     # ---- sample.smk ----------------------------------------------------------------------------
