@@ -166,3 +166,18 @@ def test_a_finished_grid_has_nothing_left(tmp_path):
     frame = budget.measured(PLAN, tmp_path)
     assert (frame["hours_left"] == 0).all()
     assert frame["hours_done"].sum() * 3600 == pytest.approx(6 * 10 + 12 * 1)
+
+
+def test_the_aggregation_writes_the_table_from_the_grids_plan(tmp_path):
+    from dreamgrid.dag import Grid
+
+    records = Grid(study(tmp_path)).budget_plan  # the aggregate rule's params
+    assert {r["arm"] for r in records} == {
+        "rare-noreg-nocap", "rare-genreg-nocap", "celebrity-noreg-nocap", "celebrity-genreg-nocap"
+    }  # fmt: skip
+    bench(tmp_path / "results/benchmarks/train_dreambooth/rare-noreg-nocap/epoch-1.tsv", 5)
+    out = tmp_path / "gpu_time.csv"
+    budget.write_measured(records, tmp_path / "results", out)
+    table = pd.read_csv(out).set_index("stage")
+    assert table.loc["training", "jobs_done"] == 1 and table.loc["training", "jobs_total"] == 12
+    assert table.loc["training", "seconds_per_unit"] == pytest.approx(5 / 25)

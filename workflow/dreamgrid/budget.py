@@ -329,10 +329,12 @@ def measured_lines(frame: pd.DataFrame | None) -> list[str]:
     return out
 
 
-def write_measured(table: pd.DataFrame, root: str | Path, out: str | Path) -> pd.DataFrame:
-    """The measured table as CSV (the report's GPU time table); before any finished job, the
-    header alone."""
-    frame = measured(table, root)
+def write_measured(
+    table: pd.DataFrame | list[dict[str, Any]], root: str | Path, out: str | Path
+) -> pd.DataFrame:
+    """The measured table as CSV (the report's GPU time table; ``table`` as :func:`plan`
+    returns it, or its records); before any finished job, the header alone."""
+    frame = measured(pd.DataFrame(table, columns=list(PLAN_COLUMNS)), root)
     if frame is None:
         frame = pd.DataFrame(columns=list(MEASURED_COLUMNS))
     frame.to_csv(out, index=False)

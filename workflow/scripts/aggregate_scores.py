@@ -2,7 +2,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import aggregate, logs
+from dreamgrid import aggregate, budget, logs
 
 statistics = snakemake.params.statistics
 with logs.snakemake_job(snakemake):
@@ -33,4 +33,7 @@ with logs.snakemake_job(snakemake):
         ranking=Path(snakemake.input.ranking[0]) if snakemake.input.ranking else None,
         warnings=snakemake.params.warnings,
         memorization=Path(snakemake.input.memorization),
+    )
+    budget.write_measured(
+        snakemake.params.budget, snakemake.params.results, snakemake.output.gpu_time
     )
