@@ -152,7 +152,7 @@ def test_measured_hours_extrapolate_the_finished_jobs(tmp_path):
     assert "training (sdxl): nothing finished yet" in text
     # the report's table
     out = tmp_path / "gpu_time.csv"
-    budget.write_measured(PLAN, root, out)
+    budget.write_measured(PLAN, out, root)
     assert list(pd.read_csv(out).columns) == list(budget.MEASURED_COLUMNS)
 
 
@@ -177,7 +177,7 @@ def test_the_aggregation_writes_the_table_from_the_grids_plan(tmp_path):
     }  # fmt: skip
     bench(tmp_path / "results/benchmarks/train_dreambooth/rare-noreg-nocap/epoch-1.tsv", 5)
     out = tmp_path / "gpu_time.csv"
-    budget.write_measured(records, tmp_path / "results", out)
+    budget.write_measured(records, out, tmp_path / "results")
     table = pd.read_csv(out).set_index("stage")
     assert table.loc["training", "jobs_done"] == 1 and table.loc["training", "jobs_total"] == 12
     assert table.loc["training", "seconds_per_unit"] == pytest.approx(5 / 25)

@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from dreamgrid.paths import RESULTS
+
 #: Rates are per family at its base resolution (SD 1.5 512 px; SDXL and FLUX.1 1024 px) and
 #: scale with the pixels of the resolution actually set.
 BASE_SIDE = {"sd15": 512, "sdxl": 1024, "flux": 1024}
@@ -256,7 +258,7 @@ def _seconds(path: Path) -> float:
     return float(pd.read_csv(path, sep="\t")["s"].mean())
 
 
-def measured(table: pd.DataFrame, root: str | Path = "results") -> pd.DataFrame | None:
+def measured(table: pd.DataFrame, root: str | Path = RESULTS) -> pd.DataFrame | None:
     """GPU-hours done and left per stage and family, from the benchmark files of the jobs that
     finished (:data:`MEASURED_COLUMNS`; None when none has).
 
@@ -330,10 +332,11 @@ def measured_lines(frame: pd.DataFrame | None) -> list[str]:
 
 
 def write_measured(
-    table: pd.DataFrame | list[dict[str, Any]], root: str | Path, out: str | Path
+    table: pd.DataFrame | list[dict[str, Any]], out: str | Path, root: str | Path = RESULTS
 ) -> pd.DataFrame:
     """The measured table as CSV (the report's GPU time table; ``table`` as :func:`plan`
-    returns it, or its records); before any finished job, the header alone."""
+    returns it, or its records; ``root`` holds ``benchmarks/``); before any finished job,
+    the header alone."""
     frame = measured(pd.DataFrame(table, columns=list(PLAN_COLUMNS)), root)
     if frame is None:
         frame = pd.DataFrame(columns=list(MEASURED_COLUMNS))

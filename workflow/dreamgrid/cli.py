@@ -401,7 +401,7 @@ def _check(args: argparse.Namespace) -> None:
     print("\n".join(memory_lines))
     plan = budget.plan(config, grid)
     print("\n".join(budget.lines(budget.estimate(config, plan, args.gpu), config)))
-    print("\n".join(budget.measured_lines(budget.measured(plan, "results"))))
+    print("\n".join(budget.measured_lines(budget.measured(plan))))
     for warning in cfg.threshold_warnings(config):
         print(f"warning: {warning}")
 

@@ -103,7 +103,6 @@ rule aggregate_scores:
         tokens=GRID.tokens,
         warnings=dreamgrid_config.threshold_warnings(config),
         budget=GRID.budget_plan,
-        results=paths.RESULTS,
         impl=versions.AGGREGATE,
     script:
         "../scripts/aggregate_scores.py"

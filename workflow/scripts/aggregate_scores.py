@@ -34,6 +34,4 @@ with logs.snakemake_job(snakemake):
         warnings=snakemake.params.warnings,
         memorization=Path(snakemake.input.memorization),
     )
-    budget.write_measured(
-        snakemake.params.budget, snakemake.params.results, snakemake.output.gpu_time
-    )
+    budget.write_measured(snakemake.params.budget, snakemake.output.gpu_time)
