@@ -629,3 +629,84 @@ def test_a_term_without_matched_arms_is_left_out_not_a_crash():
     assert set(chosen["term"]) == {"main", "vs_top"}  # every interaction lacks a corner
     assert (effects.loc[effects["view"] == "equal_steps", "term"] == "interaction").sum() == 3
     assert np.isfinite(effects["estimate"]).all()
+
+
+# ---- a one at a time design ---------------------------------------------------------------
+OAT_ARMS = {  # the baseline, then one arm per changed value (axes.design: one_at_a_time)
+    "celebrity-noreg-nocap": ("celebrity", "noreg", "nocap"),
+    "rare-noreg-nocap": ("rare", "noreg", "nocap"),
+    "celebrity-genreg-nocap": ("celebrity", "genreg", "nocap"),
+    "celebrity-gtreg-nocap": ("celebrity", "gtreg", "nocap"),
+    "celebrity-noreg-blip": ("celebrity", "noreg", "blip"),
+}
+OAT_AXES = {
+    arm: dict(zip(("token", "regularization", "captions"), levels, strict=True))
+    for arm, levels in OAT_ARMS.items()
+}
+OAT_TRUTH = {"rare-noreg-nocap": 0.05, "celebrity-genreg-nocap": -0.03}
+
+
+def oat_scores(n_seeds=40, seed=3):
+    rng = np.random.default_rng(seed)
+    per_seed = rng.normal(0, 0.04, n_seeds)
+    rows = []
+    for arm in OAT_ARMS:
+        for epoch in (1, 2):
+            for s in range(n_seeds):
+                d = 0.62 + OAT_TRUTH.get(arm, 0.0) + per_seed[s] + rng.normal(0, 0.01)
+                rows.append(
+                    {"arm": arm, "epoch": epoch, "seed": s, "steps": 100 * epoch}
+                    | {"face_found": True, "mean_distance": d}
+                )
+    return pd.DataFrame(rows)
+
+
+def test_one_at_a_time_gives_main_effects_against_the_baseline_and_no_interactions():
+    scores = oat_scores()
+    result = build(scores, arms=OAT_AXES, min_faces=5, resamples=500)
+    effects = result["effects"]
+    assert set(effects["term"]) == {"main", "vs_top"}  # no interaction, no within
+    matrix = scores.pivot_table(index="seed", columns=["arm", "epoch"], values="mean_distance")
+    _, estimation = inference.split_seeds(range(40))
+    for view in ("chosen", "equal_steps"):
+        part = effects.loc[(effects["view"] == view) & (effects["term"] == "main")]
+        assert sorted(part["contrast"]) == [
+            "blip vs nocap",
+            "genreg vs noreg",
+            "gtreg vs noreg",
+            "rare vs celebrity",
+        ]
+        for contrast, arm in (
+            ("rare vs celebrity", "rare-noreg-nocap"),
+            ("genreg vs noreg", "celebrity-genreg-nocap"),
+            ("gtreg vs noreg", "celebrity-gtreg-nocap"),
+            ("blip vs nocap", "celebrity-noreg-blip"),
+        ):
+            got = part.loc[part["contrast"] == contrast].iloc[0]
+            # exactly the changed arm minus the baseline, seed by seed, at the view's epochs
+            at = (part.split("(")[0].split("@") for part in got["checkpoints"].split("; "))
+            epochs = {a: int(e) for a, e in at}
+            base = "celebrity-noreg-nocap"
+            diff = matrix[(arm, epochs[arm])] - matrix[(base, epochs[base])]
+            if view == "chosen":
+                diff = diff.loc[diff.index.isin(estimation)]
+            assert got["estimate"] == pytest.approx(diff.mean())
+            assert got["estimate"] == pytest.approx(OAT_TRUTH.get(arm, 0.0), abs=0.01)
+    # the family counts the contrasts that exist: 4 main + 4 vs top, two views
+    axes = inference.arm_axes(sorted(OAT_ARMS), OAT_AXES)
+    m = int(np.isfinite(effects["p_value"]).sum())
+    assert m == 2 * (4 + 4) == inference.family_size(len(OAT_ARMS), axes)
+    assert inference.family_size(len(OAT_ARMS), axes) < 2 * (4 + 4 + 5)  # the full count
+    assert inference.design_of(axes) == "one_at_a_time"
+    text = result["markdown"]
+    assert "**Design: one at a time**" in text
+    assert "`celebrity-noreg-nocap`" in text and "No interactions are estimated" in text
+
+
+def test_a_full_grid_is_not_called_one_at_a_time():
+    axes = inference.arm_axes(ARMS, AXES)
+    assert inference.design_of(axes) == "full" and inference.baseline_arm(axes) is None
+    # one axis: the same arms either way
+    one = inference.arm_axes(["a", "b", "c"], {a: {"token": a} for a in "abc"})
+    assert inference.design_of(one) == "full"
+    assert "Design: one at a time" not in build(grid_scores(n_seeds=30), AXES)["markdown"]

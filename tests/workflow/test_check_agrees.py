@@ -25,6 +25,14 @@ CASES = {
         "training.epochs is 2.0, a decimal number",
     ),
     "a billion renders": (BASE + "sample: {count: 1000000000}\n", "above limits.max_renders"),
+    "more arms than limits.max_arms": (
+        BASE.replace(
+            "{rare: ohwx}}", "{rare: ohwx, other: sks}, regularization: [none, generated]}"
+        )
+        + "training: {replicates: 3}\nlimits: {max_arms: 10}\n",
+        "this grid has 12 arms (training runs, replicates included; axes.design: full), above"
+        + " limits.max_arms (10). To fix: use `axes.design: one_at_a_time`",
+    ),
     "count as an exponent": (BASE + "sample: {count: 1.0e+9}\n", "sample.count is 1000000000.0"),
     "NaN guidance": (BASE + "sample: {cfg: .nan}\n", "sample.cfg is nan"),
     "main prompt without the token": (

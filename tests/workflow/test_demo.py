@@ -177,10 +177,19 @@ def test_html_report(demo_report):
     assert "summary.csv" in html and "epoch-2.png" in html
     for name in (
         "by-steps.png", "all-epochs.png", "comparisons.csv", "effects.csv", "summary.md",
-        "flexibility.csv", "tradeoff.png", "ranking.csv", "verdict.json",
+        "flexibility.csv", "tradeoff.png", "ranking.csv", "verdict.json", "gpu_time.csv",
     ):  # fmt: skip
         assert name in html, name
     assert "Contact sheets" in html and "Verdict and statistics" in html
+
+
+def test_gpu_time_is_measured_from_every_finished_job(demo_run):
+    table = pd.read_csv(demo_run / "results/gpu_time.csv").set_index("stage")
+    # every arm's epochs trained, every checkpoint's shards of every prompt set sampled
+    assert table.loc["training", "jobs_total"] == table.loc["sampling", "jobs_total"] == 8 * 2
+    assert (table["jobs_done"] == table["jobs_total"]).all()
+    assert (table["hours_done"] > 0).all() and (table["hours_left"] == 0).all()
+    assert (table["seconds_per_unit"] > 0).all()
 
 
 def test_statistics_curves_and_contact_sheets(demo_run):

@@ -78,10 +78,15 @@ def build(
     comparisons, effects, decisions = inference.analyse(
         scores, summary, arms, exploratory=exploratory, **options
     )
+    axes = inference.arm_axes(
+        sorted(scores["arm"].unique()),
+        arms if arms is not None else inference.axes_from_scores(scores),
+    )
     text = verdict.markdown(
         summary,
         scores,
         demo,
+        baseline_arm=inference.baseline_arm(axes),
         comparisons=comparisons,
         effects=effects,
         decisions=decisions,

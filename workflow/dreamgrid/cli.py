@@ -6,7 +6,7 @@ dreamgrid compare --scores F.csv --out comparisons.csv   paired tests between ar
 dreamgrid report --scores F.csv --out DIR [--baseline B.csv]   tables, summary.md, verdict.json
 dreamgrid power --scores F.csv --effect 0.01 [--share-effect 5]   renders and runs for 80% power
 dreamgrid rank-candidates --references DIR --candidates DIR --out ranking.csv   look-alike names
-dreamgrid check CONFIG [--gpu-memory GiB]   validate a config, list its arms and their GPU memory
+dreamgrid check CONFIG [--gpu-memory GiB] [--gpu CARD]   validate, list arms, memory and GPU-hours
 dreamgrid fetch CONFIG [--to DIR]   download every model CONFIG needs (for offline machines)
 dreamgrid build-tiny OUT      build the demo's tiny random-weight SD pipeline (and --blip)
 """
@@ -371,8 +371,8 @@ def _rank_candidates(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    from dreamgrid import budget, memory, preflight
     from dreamgrid import config as cfg
-    from dreamgrid import memory, preflight
     from dreamgrid.dag import Grid
 
     config = cfg.load(args.config)
@@ -406,6 +406,9 @@ def _check(args: argparse.Namespace) -> None:
         print(f"search: successive_halving, looks after epoch {looks}; at most "
               f"{len(arms) * epochs} training epochs, fewer as arms stop")  # fmt: skip
     print("\n".join(memory_lines))
+    plan = budget.plan(config, grid)
+    print("\n".join(budget.lines(budget.estimate(config, plan, args.gpu), config)))
+    print("\n".join(budget.measured_lines(budget.measured(plan))))
     for warning in cfg.threshold_warnings(config):
         print(f"warning: {warning}")
 
@@ -584,8 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
         "validate a config, check its inputs, list its arms",
         "Validate CONFIG alone (with the schema's defaults; the demo's config/config.yaml is "
         "not merged in), open every input image, and print the grid it plans with an "
-        "estimate of each arm's GPU memory for training and sampling. Refuses an arm that "
-        "cannot fit the largest visible GPU (or --gpu-memory).",
+        "estimate of each arm's GPU memory for training and sampling, and the budget: arms, "
+        "training epochs, renders and estimated GPU-hours (and, once results/benchmarks "
+        "holds finished jobs, the GPU-hours they measured and what is left). Refuses an arm "
+        "that cannot fit the largest visible GPU (or --gpu-memory).",
     )
     check.add_argument("config", type=Path, help="YAML config file")
     check.add_argument(
@@ -595,6 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GiB",
         help="check the estimates against a GPU of this many GiB (e.g. a SLURM node's) instead "
         "of the largest one visible here",
+    )
+    check.add_argument(
+        "--gpu",
+        choices=["a100", "rtx4090", "rtx3090", "t4"],  # dreamgrid.budget.CARDS
+        default="rtx3090",
+        help="the card the GPU-hours are estimated for (published reference speeds)",
     )
     check.set_defaults(func=_check)
 

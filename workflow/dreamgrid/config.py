@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import copy
 import difflib
-import itertools
 import json
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dreamgrid import design
 from dreamgrid.errors import SpecError
 from dreamgrid.prompts import AUTO_TOKEN
 
@@ -478,13 +478,25 @@ def check_limits(config: dict[str, Any], source: str = "config") -> None:
                 f"{source}: {key} is {value}, above limits.{limit} ({limits[limit]}). Lower it, "
                 f"or raise limits.{limit} if you mean it."
             )
-    arms = 1
-    for axis, values in config["axes"].items():
-        if axis == "settings":  # one axis per key
-            for levels in values.values():
-                arms *= len(levels)
-        else:
-            arms *= len(values)
+    # Every training run: the design's points x replicates, counted without expanding them.
+    axes = config["axes"]
+    sizes = [len(v) for k, v in axes.items() if k not in ("settings", "design")]
+    sizes += [len(levels) for levels in (axes.get("settings") or {}).values()]
+    arms = design.count(sizes, axes.get("design", "full")) * config["training"]["replicates"]
+    if arms > limits["max_arms"]:
+        design_now = config["axes"].get("design", "full")
+        fixes = (
+            []
+            if design_now == "one_at_a_time"
+            else ["use `axes.design: one_at_a_time` (a baseline plus one arm per changed value)"]
+        )
+        fixes += ["give the axes fewer values (or fewer training.replicates)"]
+        raise SpecError(
+            f"{source}: this grid has {arms} arms (training runs, replicates included; "
+            f"axes.design: {design_now}), above limits.max_arms ({limits['max_arms']}). To fix: "
+            + "; or ".join([*fixes, "raise limits.max_arms if you mean it"])
+            + "."
+        )
     sets = 1 + len(sample.get("prompt_sets") or {})
     shards = -(-sample["count"] // sample["shard_size"])
     # Per checkpoint and prompt set: sampling, embedding, scoring and figures.
@@ -787,8 +799,9 @@ def _strict_loader():
 
 
 def expand_arms(config: dict[str, Any]) -> list[Arm]:
-    """Arms as the product of the axes (token × regularization × captions × method × base
-    model × each ``axes.settings`` key), in config order,
+    """Arms as the points of the axes (token × regularization × captions × method × base
+    model × each ``axes.settings`` key) that ``axes.design`` picks
+    (:func:`dreamgrid.design.points`), in config order,
     times ``training.replicates`` training runs (run r > 1 gets the suffix ``-r<r>``).
 
     Arm ids are readable slugs such as ``celebrity-noreg-blip``; token strings with spaces
@@ -817,13 +830,16 @@ def expand_arms(config: dict[str, Any]) -> list[Arm]:
             base_model=base,
             settings=tuple(settings),
         )
-        for (name, token), reg, cap, method, base, *settings in itertools.product(
-            axes["token"].items(),
-            axes["regularization"],
-            axes["captions"],
-            axes.get("method", ["full"]),
-            base_models(config),
-            *levels,
+        for (name, token), reg, cap, method, base, *settings in design.points(
+            [
+                list(axes["token"].items()),
+                axes["regularization"],
+                axes["captions"],
+                axes.get("method", ["full"]),
+                list(base_models(config)),
+                *levels,
+            ],
+            axes.get("design", "full"),
         )
     ]
     # Arms that differ only in sample.* levels share the training of the one at each sample

@@ -979,6 +979,14 @@ class Grid:
         }
 
     @property
+    def budget_plan(self) -> list[dict[str, Any]]:
+        """Per arm, what it trains and renders per epoch (:func:`dreamgrid.budget.plan`): the
+        aggregation measures GPU time per step and per render from the benchmark files."""
+        from dreamgrid import budget
+
+        return budget.plan(self.config, self).to_dict("records")
+
+    @property
     def statistics_params(self) -> dict[str, Any]:
         """Bootstrap and test settings (the ``report`` section without figure-only keys)."""
         report = self.config["report"]

@@ -272,6 +272,27 @@ def axis_levels(axis: str, values: Sequence[str]) -> list[str]:
     return seen
 
 
+def design_of(axes: pd.DataFrame) -> str:
+    """``one_at_a_time`` when the arms are a baseline plus arms that each change one axis
+    (``axes.design: one_at_a_time``, two axes or more: no interaction can be estimated),
+    else ``full`` (every combination, or any other set of arms)."""
+    return "full" if baseline_arm(axes) is None else "one_at_a_time"
+
+
+def baseline_arm(axes: pd.DataFrame) -> str | None:
+    """The arm every other arm differs from on at most one axis, when the arms are a one at a
+    time design (two axes or more, not every combination); else None."""
+    if axes is None or axes.shape[1] < 2 or len(axes) < 2:
+        return None
+    rows = [tuple(r) for r in axes.itertuples(index=False)]
+    if len(set(rows)) >= math.prod(axes[c].nunique() for c in axes.columns):
+        return None
+    for arm, base in zip(axes.index, rows, strict=True):
+        if all(sum(a != b for a, b in zip(row, base, strict=True)) <= 1 for row in rows):
+            return str(arm)
+    return None
+
+
 def _factorial_series(
     data: pd.DataFrame, axes: pd.DataFrame
 ) -> list[tuple[str, str, str, pd.Series]]:
@@ -353,6 +374,8 @@ def _planned_series(
     main effect among the arms of one base model: term ``within``, axis
     ``<axis> | base_model=<name>``, the same per-seed estimate on those arms only."""
     out = _factorial_series(data, axes)
+    if design_of(axes) == "one_at_a_time":
+        return out  # within the baseline's base model the same pairs again; elsewhere none
     for level, sub in _within_axes(axes):
         for term, axis, contrast, values in _factorial_series(data[list(sub.index)], sub):
             if term == "main":
@@ -773,12 +796,12 @@ POWER = 0.8
 def family_size(arms: int, axes: pd.DataFrame | None = None, views: int = len(VIEWS)) -> int:
     """Planned contrasts per face model and prompt set: per view, every main-effect level,
     every two-way interaction cell, each main-effect level within each base model, and each
-    arm against the top arm."""
+    arm against the top arm, as far as the arms allow (one at a time: no interactions)."""
     terms = arms - 1
     if axes is not None and not axes.empty:
-        levels = [axes[c].nunique() - 1 for c in axes.columns]
-        terms += sum(levels) + sum(a * b for a, b in itertools.combinations(levels, 2))
-        terms += sum(sub[c].nunique() - 1 for _, sub in _within_axes(axes) for c in sub.columns)
+        # the terms :func:`planned_contrasts` estimates, counted on an identity table
+        identity = pd.DataFrame(np.eye(len(axes)), columns=axes.index)
+        terms += len(_planned_series(identity, axes))
     return max(1, views * terms)
 
 

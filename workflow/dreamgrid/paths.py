@@ -111,6 +111,8 @@ EFFECTS = f"{RESULTS}/effects.csv"
 VERDICT = f"{RESULTS}/verdict.json"
 #: The smallest difference the run detects with 80% power (the summary's power sentence).
 POWER = f"{RESULTS}/power.csv"
+#: GPU time measured from the benchmark files of the finished jobs (dreamgrid.budget).
+GPU_TIME = f"{RESULTS}/gpu_time.csv"
 #: Likeness against class bleed and prompt following per checkpoint (prompt sets).
 FLEXIBILITY = f"{RESULTS}/flexibility.csv"
 HISTOGRAM = f"{RESULTS}/plots/histograms/{{arm}}/{{prompt_set}}/epoch-{{epoch}}.png"

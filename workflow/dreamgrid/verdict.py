@@ -684,8 +684,12 @@ def markdown(
     ranking: pd.DataFrame | None = None,
     ranking_source: str = "ranking.csv",
     memorization: pd.DataFrame | None = None,
+    baseline_arm: str | None = None,
 ) -> str:
     """Human summary: warning (demo), verdict, tokens, table, face rate, chosen epochs, tables.
+
+    ``baseline_arm`` (a one at a time design, :func:`dreamgrid.inference.baseline_arm`) adds
+    a sentence saying so: its effects are single arms against the baseline, no interactions.
 
     The verdict reads prompt set ``main`` and ``primary_model`` (default: the first model in
     the summary) only: other prompt sets ask other questions (class bleed, styles), and
@@ -715,6 +719,14 @@ def markdown(
         + ". Distances are DeepFace distances to the reference photos, averaged per render: "
         "lower means more alike."
     )
+    if baseline_arm is not None:
+        parts.append(
+            f"**Design: one at a time** (`axes.design: one_at_a_time`). The arms are a baseline "
+            f"recipe, `{baseline_arm}`, and arms that each change one axis from it, so each "
+            "axis's effect (term `main`) is that arm against the baseline with every other axis "
+            "at its baseline value. No interactions are estimated: the arms that would show "
+            "them were not trained."
+        )
     parts.append("## Verdict")
     if "model" in summary.columns and primary_model is None and len(summary):
         primary_model = str(summary["model"].iloc[0])

@@ -82,6 +82,12 @@ rule aggregate_scores:
             category="2. Tables",
             labels={"table": "likeness, class bleed, prompt following"},
         ),
+        gpu_time=report(
+            paths.GPU_TIME,
+            caption="../report/gpu_time.rst",
+            category="2. Tables",
+            labels={"table": "GPU time (measured)"},
+        ),
     log:
         "results/logs/aggregate_scores/all.log",
     benchmark:
@@ -97,6 +103,7 @@ rule aggregate_scores:
         prompt_sets=GRID.prompt_sets,
         tokens=GRID.tokens,
         warnings=dreamgrid_config.threshold_warnings(config),
+        budget=GRID.budget_plan,
         impl=versions.AGGREGATE,
     script:
         "../scripts/aggregate_scores.py"
