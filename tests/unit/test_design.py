@@ -43,6 +43,8 @@ def test_one_at_a_time_counts_one_plus_the_changed_values(sizes):
     levels = [list(range(n)) for n in sizes]
     got = design.points(levels, "one_at_a_time")
     assert len(got) == 1 + sum(n - 1 for n in sizes)
+    assert design.count(sizes, "one_at_a_time") == len(got)
+    assert design.count(sizes, "full") == len(design.points(levels, "full"))
     assert len(set(got)) == len(got)
     # every point differs from the baseline on at most one axis
     assert all(sum(p != b for p, b in zip(point, got[0], strict=True)) <= 1 for point in got)
