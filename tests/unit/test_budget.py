@@ -71,7 +71,7 @@ def test_the_estimate_is_the_plan_times_the_cited_rates(tmp_path):
         pytest.approx(2.39 * per_render)
     )
     text = "\n".join(budget.lines(est, config))
-    assert "budget: 4 arms; 12 training epochs (arms x epochs); 192 renders" in text
+    assert "budget: 4 arms; 12 training epochs (training arms x epochs); 192 renders" in text
     assert "(8 + 1 prompt sets x 8)" in text
     assert "GPU-hours on one A100: ~" in text
     assert "estimate, not measured here" in text and "ShivamShrirao" in text
@@ -108,10 +108,10 @@ def bench(path, seconds):
 
 PLAN = pd.DataFrame(
     [
-        # arm, family, method, epochs, steps/epoch, side, renders, shards, steps, pixels
-        ("a", "sd15", "full", 2, 100, 512, 8, 2, 30, 512 * 512),
-        ("b", "sd15", "full", 2, 200, 512, 8, 2, 30, 512 * 512),
-        ("c", "sdxl", "lora", 2, 100, 1024, 8, 2, 30, 1024 * 1024),
+        # arm, family, method, epochs, trained, steps/epoch, side, renders, shards, steps, pixels
+        ("a", "sd15", "full", 2, 2, 100, 512, 8, 2, 30, 512 * 512),
+        ("b", "sd15", "full", 2, 2, 200, 512, 8, 2, 30, 512 * 512),
+        ("c", "sdxl", "lora", 2, 2, 100, 1024, 8, 2, 30, 1024 * 1024),
     ],
     columns=list(budget.PLAN_COLUMNS),
 )
@@ -171,7 +171,7 @@ def test_a_finished_grid_has_nothing_left(tmp_path):
 def test_the_aggregation_writes_the_table_from_the_grids_plan(tmp_path):
     from dreamgrid.dag import Grid
 
-    records = Grid(study(tmp_path)).budget_plan  # the aggregate rule's params
+    records = Grid(study(tmp_path)).get_budget_plan()  # the aggregate rule's params
     assert {r["arm"] for r in records} == {
         "rare-noreg-nocap", "rare-genreg-nocap", "celebrity-noreg-nocap", "celebrity-genreg-nocap"
     }  # fmt: skip

@@ -153,6 +153,11 @@ def test_a_training_runs_on_while_any_sampling_level_of_it_does(tmp_path):
     assert len(grid.get_arm_scores(job)) == 1  # its own renders stopped at the look
     renders = SimpleNamespace(arm=renderer, epoch="4")
     assert grid.get_checkpoint(renders) == paths.CHECKPOINT.format(arm=trainer, epoch=4)
+    # The GPU budget counts the shared training once, to its last epoch, and each arm's
+    # renders as far as it got.
+    plan = {row["arm"]: row for row in grid.get_budget_plan()}
+    assert (plan[trainer]["train_epochs"], plan[trainer]["epochs"]) == (4, 1)
+    assert (plan[renderer]["train_epochs"], plan[renderer]["epochs"]) == (0, 4)
 
 
 def test_without_decisions_every_arm_may_reach_the_end():

@@ -82,6 +82,7 @@ PLAN_COLUMNS = (
     "family",
     "method",
     "epochs",
+    "train_epochs",
     "steps_per_epoch",
     "train_side",
     "renders_per_checkpoint",
@@ -93,6 +94,11 @@ PLAN_COLUMNS = (
 
 def plan(config: dict[str, Any], grid: Any = None) -> pd.DataFrame:
     """One row per arm (:data:`PLAN_COLUMNS`): what it trains and renders per epoch.
+
+    ``epochs`` are the epochs the arm renders (with an adaptive search, as far as its looks
+    let it); ``train_epochs`` those it trains itself: 0 for an arm that renders another arm's
+    training (a ``sample.*`` settings level), and as far as the farthest arm rendering it for
+    one that trains.
 
     ``steps_per_epoch`` is Kohya's count (images x repeats / batch, doubled with
     regularization in ``kohya`` reg_mode, twice the passes under ``match_steps``) on the
@@ -123,7 +129,10 @@ def plan(config: dict[str, Any], grid: Any = None) -> pd.DataFrame:
                 "arm": arm_id,
                 "family": grid.family(arm.base_model),
                 "method": arm.method,
-                "epochs": config["training"]["epochs"],
+                "epochs": len(grid.arm_epochs(arm_id)),
+                "train_epochs": (
+                    len(grid.trained_epochs(arm_id)) if grid.trainer_of(arm_id) == arm_id else 0
+                ),
                 "steps_per_epoch": steps,
                 "train_side": training["resolution"],
                 "renders_per_checkpoint": sum(grid.prompt_set_count(s) for s in sets),
@@ -156,18 +165,19 @@ def estimate(
     """The grid's counts and estimated hours on ``card`` (a key of :data:`CARDS`).
 
     Returns:
-        ``arms``, ``epochs`` (training epochs: arms x epochs), ``steps`` (optimizer steps),
+        ``arms``, ``epochs`` (training epochs: the arms that train x epochs), ``steps``
+        (optimizer steps),
         ``renders``, ``train_hours``, ``sample_hours`` (GPU), ``score_cpu_hours`` (CPU core
         hours), ``adaptive`` (successive halving: the counts are the most it trains) and
         ``card``.
     """
     spec = CARDS[card]
-    epochs = table["epochs"]
-    steps = table["steps_per_epoch"] * epochs
+    epochs, trained = table["epochs"], table["train_epochs"]
+    steps = table["steps_per_epoch"] * trained
     renders = table["renders_per_checkpoint"] * epochs
     train = sum(
         n * seconds_per_step(spec, f, side) + e * TRAIN_JOB_OVERHEAD_S
-        for n, e, f, side in zip(steps, epochs, table["family"], table["train_side"], strict=True)
+        for n, e, f, side in zip(steps, trained, table["family"], table["train_side"], strict=True)
     )
     sample = sum(
         r * seconds_per_render(spec, f, s, px) + e * k * SAMPLE_JOB_OVERHEAD_S
@@ -184,7 +194,7 @@ def estimate(
     models = 1 + len(config["score"].get("models") or [])
     return {
         "arms": len(table),
-        "epochs": int(epochs.sum()),
+        "epochs": int(trained.sum()),
         "steps": int(steps.sum()),
         "steps_known": bool(len(table)) and bool((table["steps_per_epoch"] > 0).all()),
         "renders": int(renders.sum()),
@@ -212,7 +222,7 @@ def lines(est: Mapping[str, Any], config: dict[str, Any]) -> list[str]:
         extra = sample.get("prompt_sets_count") or sample["count"]
         per_checkpoint += f" + {sets - 1} prompt sets x {extra}"
     out = [
-        f"budget: {est['arms']} arms; {est['epochs']} training epochs (arms x epochs"
+        f"budget: {est['arms']} arms; {est['epochs']} training epochs (training arms x epochs"
         + (
             "; search.method successive_halving: the most the adaptive grid trains, it stops "
             "losing arms at the looks)"
@@ -273,7 +283,7 @@ def measured(table: pd.DataFrame, root: str | Path = RESULTS) -> pd.DataFrame | 
         done = {"training": [0, 0.0, 0], "sampling": [0, 0.0, 0]}  # jobs, seconds, units
         total = {"training": [0, 0], "sampling": [0, 0]}  # jobs, units
         for arm in arms.itertuples(index=False):
-            for epoch in range(1, arm.epochs + 1):
+            for epoch in range(1, arm.train_epochs + 1):
                 total["training"][0] += 1
                 total["training"][1] += arm.steps_per_epoch
                 path = bench / "train_dreambooth" / arm.arm / f"epoch-{epoch}.tsv"
@@ -281,6 +291,7 @@ def measured(table: pd.DataFrame, root: str | Path = RESULTS) -> pd.DataFrame | 
                     done["training"][0] += 1
                     done["training"][1] += _seconds(path)
                     done["training"][2] += arm.steps_per_epoch
+            for epoch in range(1, arm.epochs + 1):
                 total["sampling"][0] += 1
                 total["sampling"][1] += arm.renders_per_checkpoint
                 shards = sorted(

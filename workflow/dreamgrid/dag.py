@@ -978,10 +978,11 @@ class Grid:
             for arm in self.arms.values()
         }
 
-    @property
-    def budget_plan(self) -> list[dict[str, Any]]:
-        """Per arm, what it trains and renders per epoch (:func:`dreamgrid.budget.plan`): the
-        aggregation measures GPU time per step and per render from the benchmark files."""
+    def get_budget_plan(self, wildcards: Any = None) -> list[dict[str, Any]]:
+        """Per arm, what it trains and renders (:func:`dreamgrid.budget.plan`): the
+        aggregation measures GPU time per step and per render from the benchmark files. A
+        params function: with an adaptive search the epochs each arm reached come from the
+        looks, inputs of the aggregation."""
         from dreamgrid import budget
 
         return budget.plan(self.config, self).to_dict("records")

@@ -103,7 +103,7 @@ rule aggregate_scores:
         prompt_sets=GRID.prompt_sets,
         tokens=GRID.tokens,
         warnings=dreamgrid_config.threshold_warnings(config),
-        budget=GRID.budget_plan,
+        budget=GRID.get_budget_plan,
         impl=versions.AGGREGATE,
     script:
         "../scripts/aggregate_scores.py"
