@@ -295,7 +295,9 @@ def test_check_cli_success_prints_the_grid(tmp_path):
     assert any(line.startswith("GPU memory: ") for line in lines)
     # the budget: 4 arms x 3 epochs, 12 renders each; hours estimated for the default card
     at = next(i for i, line in enumerate(lines) if line.startswith("budget: "))
-    assert lines[at].startswith("budget: 4 arms; 12 training epochs (training arms x epochs); 144 renders")
+    assert lines[at].startswith(
+        "budget: 4 arms; 12 training epochs (training arms x epochs); 144 renders"
+    )
     assert lines[at + 1].startswith("GPU-hours on one RTX 3090: ~")
     assert "estimate, not measured here" in lines[at + 2]
     # nothing written but the face weights the reference check needs, prepared where
