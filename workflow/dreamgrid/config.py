@@ -395,6 +395,29 @@ def threshold_warnings(config: dict[str, Any]) -> list[str]:
     return warnings_for(score["model"], score["metric"], score["thresholds"])
 
 
+def check_search(config: dict[str, Any], source: str = "config") -> None:
+    """The adaptive grid's rules: one training run per arm (its looks compare seeds, not
+    runs) and looks before the last epoch."""
+    search = config.get("search") or {}
+    if search.get("method", "full") != "successive_halving":
+        return
+    training = config.get("training") or {}
+    if int(training.get("replicates", 1)) > 1:
+        raise SpecError(
+            f"{source}: search.method is successive_halving but training.replicates is "
+            f"{training['replicates']}; the adaptive grid's looks compare seeds of one run per "
+            "arm. Set training.replicates: 1, or search.method: full."
+        )
+    epochs = int(training.get("epochs", 0))
+    late = [e for e in search.get("looks") or [] if int(e) >= epochs]
+    if epochs and late:
+        raise SpecError(
+            f"{source}: search.looks {late} are not before the last epoch "
+            f"(training.epochs: {epochs}); the last epoch is the final analysis. Give looks "
+            f"below {epochs}, or leave search.looks empty."
+        )
+
+
 def check(config: dict[str, Any], source: str = "config") -> None:
     """Rules the schema cannot express; raises SpecError naming the keys and the fix."""
     axes = config["axes"]
@@ -418,6 +441,7 @@ def check(config: dict[str, Any], source: str = "config") -> None:
         where = f"{source} (base model {name})" if name else source
         _check_sections(base_model_config(config, name) if name else config, where)
     check_prompts(config, source)
+    check_search(config, source)
     expand_arms(config)
     if finder_runs(config):
         from dreamgrid import candidates
