@@ -36,6 +36,8 @@ Scenarios (truth):
 - ``close``: four arms within 0.006 at the top (the full grid's own pick among them is a
   coin toss); the rest spread 0.60–0.66.
 - ``run_noise``: ``clear_winner`` with each arm's single run shifted by N(0, 0.005).
+- ``run_noise_3``: the same with 3 training runs per arm (a ``replicate`` column): the run is
+  the unit of the looks' intervals and of the verdict.
 
 Reported per scenario, each share with its Monte Carlo standard error: ``same_best`` (the
 adaptive grid's ``top_arm`` is the full grid's), ``epochs_used`` (training epochs of the
@@ -76,6 +78,7 @@ SCENARIOS = {
     "slow_starter": {"layout": "slow"},
     "close": {"layout": "close"},
     "run_noise": {"layout": "spread", "run_sd": 0.005},
+    "run_noise_3": {"layout": "spread", "run_sd": 0.005, "replicates": 3},
 }
 
 
@@ -131,17 +134,18 @@ def simulate(
     params = curves(scenario["layout"], rng)
     run_sd = scenario.get("run_sd", 0.0)
     seed_effect = rng.normal(0, 0.04, n_seeds)
+    runs = scenario.get("replicates", 1)
     frames = []
     for a in arms():
         p = params[a["arm"]]
         per_epoch = 100 if a["regularization"] == "noreg" else 200
-        shift = rng.normal(0, run_sd)
-        for epoch in range(1, n_epochs + 1):
-            d = curve(p, epoch) + shift + seed_effect + rng.normal(0, 0.05, n_seeds)
-            rate = p["face"] - 0.04 * max(0, epoch - p["peak"])
-            face = rng.random(n_seeds) < rate
-            frames.append(
-                pd.DataFrame(
+        for replicate in range(1, runs + 1):
+            shift = rng.normal(0, run_sd)
+            for epoch in range(1, n_epochs + 1):
+                d = curve(p, epoch) + shift + seed_effect + rng.normal(0, 0.05, n_seeds)
+                rate = p["face"] - 0.04 * max(0, epoch - p["peak"])
+                face = rng.random(n_seeds) < rate
+                frame = pd.DataFrame(
                     {
                         **{k: a[k] for k in ("arm", "token", "regularization", "captions")},
                         "epoch": epoch,
@@ -151,7 +155,9 @@ def simulate(
                         "mean_distance": np.where(face, d, np.nan),
                     }
                 )
-            )
+                if runs > 1:
+                    frame["replicate"] = replicate
+                frames.append(frame)
     return pd.concat(frames, ignore_index=True), params
 
 

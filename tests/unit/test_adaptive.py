@@ -143,30 +143,55 @@ def test_an_overtrained_arm_is_judged_at_its_best_epoch():
     assert out.loc["peaked", "decision"] == adaptive.CONTINUE
 
 
-def test_decisions_are_deterministic_and_refuse_replicates():
+def test_decisions_are_deterministic():
     scores = table(CURVES, faces={"faceless": 0.0})
     first, again = decide(scores), decide(scores.sample(frac=1.0, random_state=5))
     pd.testing.assert_frame_equal(first, again)
     with pytest.raises(ValueError, match="not a look"):
         adaptive.decide(scores, epoch=3, active=list(CURVES), search=SEARCH, epochs=6)
-    runs = pd.concat([scores.assign(replicate=1), scores.assign(replicate=2)])
-    with pytest.raises(ValueError, match="training.replicates"):
-        adaptive.decide(runs, epoch=2, active=list(CURVES), search=SEARCH, epochs=6)
 
 
-def test_config_refuses_replicates_and_late_looks():
+def test_with_replicates_the_run_is_the_unit():
+    curves = {"best": {1: 0.60, 2: 0.55}, "worse": {1: 0.70, 2: 0.65}}
+    rng = np.random.default_rng(4)
+    runs = []
+    for replicate in (1, 2, 3):
+        run = table(curves)
+        shift = run["arm"].map({a: rng.normal(0, 0.005) for a in curves})
+        runs.append(run.assign(replicate=replicate, mean_distance=run["mean_distance"] + shift))
+    scores = pd.concat(runs, ignore_index=True)
+    out = adaptive.decide(
+        scores, epoch=2, active=list(curves), search=SEARCH, epochs=6, seed=3
+    ).set_index("arm")
+    assert out.loc["worse", "decision"] == adaptive.STOP
+    assert "run is the unit" in out.loc["worse", "method"]
+    # Runs whose shifts make the whole difference: the mean of runs is 0.05 worse, as one
+    # run per arm would see it, but run to run it varies by as much (df = 4 - 2 = 2).
+    noisy = scores.loc[scores["replicate"] != 2].copy()
+    worse, third = noisy["arm"] == "worse", noisy["replicate"] == 3
+    noisy.loc[worse, "mean_distance"] -= 0.1
+    noisy.loc[worse & third, "mean_distance"] += 0.1
+    noisy.loc[~worse & third, "mean_distance"] -= 0.1
+    out = adaptive.decide(
+        noisy, epoch=2, active=list(curves), search=SEARCH, epochs=6, seed=3
+    ).set_index("arm")
+    assert out.loc["worse", "estimate"] > 0.05
+    assert out.loc["worse", "decision"] == adaptive.CONTINUE
+
+
+def test_config_refuses_looks_at_the_last_epoch():
     base = {
         "subject": {"class_word": "woman", "train_images": "a", "references": "b"},
         "base_model": "tiny",
         "axes": {"token": {"rare": "ohwx"}},
         "search": {"method": "successive_halving"},
     }
-    assert cfg.validate(base)["search"]["margin"] == adaptive.MARGIN
-    with pytest.raises(SpecError, match=r"x\.yaml: search\.method.*training\.replicates"):
-        cfg.validate({**base, "training": {"replicates": 2}}, source="x.yaml")
-    with pytest.raises(SpecError, match=r"search\.looks \[6\]"):
+    config = cfg.validate(base)
+    assert config["search"]["margin"] == adaptive.MARGIN
+    assert config["search"]["extrapolate"] is True
+    with pytest.raises(SpecError, match=r"x\.yaml: search\.looks \[6\].*training\.epochs: 6"):
         cfg.validate({**base, "search": {**base["search"], "looks": [2, 6]}}, source="x.yaml")
-    cfg.validate({**base, "search": {"method": "full"}, "training": {"replicates": 2}})
+    cfg.validate({**base, "training": {"replicates": 2}})
 
 
 # ---- a small version of the simulation -----------------------------------------------------

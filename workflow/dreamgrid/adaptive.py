@@ -31,9 +31,9 @@ The rest train on to the next look. How (measured in ``benchmarks/bench_adaptive
 The t interval rather than a bootstrap: the looks' levels are extreme (a Bonferroni share of
 an O'Brien-Fleming increment, 99.99% and beyond), where a BCa interval needs hundreds of
 thousands of resamples and is least accurate; with 50+ seed pairs the t interval is the
-field's standard and deterministic. Replicates (several training runs per arm) are refused:
-the run would have to be the unit (:func:`dreamgrid.inference.run_contrast`), which this rule
-does not do yet.
+field's standard and deterministic. With replicates (several training runs per arm) the run
+is the unit: the interval is :func:`dreamgrid.inference.run_contrast`'s (seed-adjusted run
+effects, t with run-to-run df), as in the verdict.
 
 Pure tables in, tables out: the workflow's ``decide_look`` checkpoint writes
 :func:`decide`'s table, and the plan reads :func:`still_running` from it.
@@ -191,19 +191,18 @@ def decide(
         best epochs so far, ``arm_epoch`` and ``best_epoch``) and the ``credit`` for a gap
         still closing; the stop rule is ``ci_low > margin + credit``.
 
+    With several training runs per arm (a ``replicate`` column), the seed matrices are the
+    runs' means (selection, credit), and each interval is
+    :func:`dreamgrid.inference.run_contrast`'s: the run is the unit, as in the verdict.
+
     Raises:
-        ValueError: ``epoch`` is not a look, or the scores have several runs per arm.
+        ValueError: ``epoch`` is not a look.
     """
     del resamples  # the t interval is exact for its model and draws nothing
     alphas = look_alphas(search, epochs)
     if epoch not in alphas:
         raise ValueError(f"epoch {epoch} is not a look (looks: {sorted(alphas)})")
-    if "replicate" in scores.columns and scores["replicate"].nunique() > 1:
-        raise ValueError(
-            "adaptive.decide: the scores have several training runs per arm (replicate); the "
-            "adaptive grid does not compare runs yet. Set training.replicates: 1 or "
-            "search.method: full."
-        )
+    replicated = "replicate" in scores.columns and scores["replicate"].nunique() > 1
     look = sorted(alphas).index(epoch) + 1
     margin = float(search.get("margin", MARGIN))
     extrapolate = bool(search.get("extrapolate", True))
@@ -222,6 +221,8 @@ def decide(
     estimation = matrix.loc[matrix.index.isin(estimation_seeds)]
     found_est = found.loc[found.index.isin(estimation_seeds)]
     have = sorted({int(e) for e in frame["epoch"].unique()})
+    runs = inference.run_means(frame) if replicated else None
+    fits: dict = {}
 
     chosen = {a: _best_epoch(selection, faces, a, have, min_faces) for a in active}
     ranked = sorted((m, a) for a, (e, m) in chosen.items() if e is not None)
@@ -254,27 +255,48 @@ def decide(
         credit = 0.0
         if extrapolate and arm_epoch == epoch:
             credit = _credit(matrix, arm, best, have, epochs - epoch)
-        low, high = t_interval(diff, confidence)
-        stop = len(diff) >= MIN_PAIRS and np.isfinite(low) and low > margin + credit
+        if replicated:
+            result = inference.run_contrast(
+                runs,
+                {(arm, arm_epoch): 1.0, (best, best_epoch): -1.0},
+                set(estimation_seeds),
+                confidence,
+                fits=fits,
+            )
+            low, high, estimate = result["ci_low"], result["ci_high"], result["estimate"]
+            n_pairs = len(diff)
+            method = result["method"] + " (best and epochs picked on the selection half)"
+            enough = np.isfinite(low)
+        else:
+            low, high = t_interval(diff, confidence)
+            estimate = float(diff.mean()) if len(diff) else math.nan
+            n_pairs = len(diff)
+            method = (
+                f"seed-paired t interval at {100 * confidence:.4g}% ({compare_on} seeds; "
+                "best and epochs picked on the selection half)"
+            )
+            enough = len(diff) >= MIN_PAIRS
+        stop = bool(enough and np.isfinite(low) and low > margin + credit)
         row.update(
             decision=STOP if stop else CONTINUE,
-            n_pairs=len(diff),
-            estimate=float(diff.mean()) if len(diff) else math.nan,
+            n_pairs=n_pairs,
+            estimate=estimate,
             ci_low=low,
             ci_high=high,
             credit=credit,
-            method=(
-                f"seed-paired t interval at {100 * confidence:.4g}% ({compare_on} seeds; "
-                "best and epochs picked on the selection half)"
-            ),
+            method=method,
         )
         if stop:
             row["reason"] = (
                 f"epoch {arm_epoch} worse than {best}@{best_epoch} by {low:.4g} or more "
                 f"(> margin {margin:g}" + (f" + {credit:.4g} still closing)" if credit else ")")
             )
-        elif len(diff) < MIN_PAIRS:
-            row["reason"] = f"{len(diff)} seed pairs with a face in both (< {MIN_PAIRS})"
+        elif not enough:
+            row["reason"] = (
+                "too few training runs for a run-to-run interval"
+                if replicated
+                else f"{len(diff)} seed pairs with a face in both (< {MIN_PAIRS})"
+            )
         rows.append(row)
     return pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
 

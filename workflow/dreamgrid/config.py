@@ -396,19 +396,11 @@ def threshold_warnings(config: dict[str, Any]) -> list[str]:
 
 
 def check_search(config: dict[str, Any], source: str = "config") -> None:
-    """The adaptive grid's rules: one training run per arm (its looks compare seeds, not
-    runs) and looks before the last epoch."""
+    """The adaptive grid's looks come before the last epoch (it is the final analysis)."""
     search = config.get("search") or {}
     if search.get("method", "full") != "successive_halving":
         return
-    training = config.get("training") or {}
-    if int(training.get("replicates", 1)) > 1:
-        raise SpecError(
-            f"{source}: search.method is successive_halving but training.replicates is "
-            f"{training['replicates']}; the adaptive grid's looks compare seeds of one run per "
-            "arm. Set training.replicates: 1, or search.method: full."
-        )
-    epochs = int(training.get("epochs", 0))
+    epochs = int((config.get("training") or {}).get("epochs", 0))
     late = [e for e in search.get("looks") or [] if int(e) >= epochs]
     if epochs and late:
         raise SpecError(
