@@ -3,7 +3,8 @@
 Usage:
     python benchmarks/bench_adaptive.py [--studies 100] [--scenarios null clear_winner ...]
         [--seeds 200] [--epochs 6] [--resamples 1000] [--looks 2 3 4 5] [--margin 0.01]
-        [--spending obrien_fleming] [--no-extrapolate] [--out results.json] [--log s.jsonl]
+        [--spending obrien_fleming] [--no-extrapolate] [--claims null|all]
+        [--out results.json] [--log s.jsonl]
 
 Each simulated study has the seed study's shape by default: 12 arms (2 tokens × 3
 regularizations × 2 captions), 6 epochs, 200 render seeds, regularized arms at twice the steps
@@ -44,7 +45,9 @@ adaptive grid's ``top_arm`` is the full grid's), ``epochs_used`` (training epoch
 adaptive grid over the full grid's), ``false_stop`` (studies where an arm stopped that is not
 worse than the truly best arm at the last epoch by more than the margin), and the share of
 studies whose verdict states a false claim, full and adaptive: a claimed difference that the
-curves do not have at the checkpoints the claim compares (:func:`false_claims`).
+curves do not have at the checkpoints the claim compares (:func:`false_claims`). The verdict's
+planned family (most of a study's time) runs in the ``null`` scenario only unless
+``--claims all``; elsewhere the top arm comes from the same steps without it.
 
 Prints one JSON object (and writes it to ``--out``).
 """
@@ -65,7 +68,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
-from dreamgrid import adaptive, aggregate, scoretable
+from dreamgrid import adaptive, aggregate, inference, scoretable
+from dreamgrid.summary import summarize
 
 TOKENS = ("celebrity", "rare")
 REGS = ("noreg", "genreg", "gtreg")
@@ -190,18 +194,32 @@ def run_adaptive(
     return kept, last, tables
 
 
-def analyse(scores: pd.DataFrame, seed: int, resamples: int) -> dict:
-    result = aggregate.build(
-        scoretable._normalise(scores, "bench_adaptive"),
-        thresholds=[0.6, 0.7],
-        best_margin=5.0,
-        best_margin_relative=0.25,
-        min_faces=20,
-        resamples=resamples,
-        seed=seed,
-        exploratory=False,
-    )
-    return result["verdict"]
+OPTIONS = {
+    "thresholds": [0.6, 0.7],
+    "best_margin": 5.0,
+    "best_margin_relative": 0.25,
+    "min_faces": 20,
+}
+
+
+def analyse(scores: pd.DataFrame, seed: int, resamples: int, claims: bool = True) -> dict:
+    """The final analysis: ``aggregate.build``'s verdict (``top_arm``, ``chosen_epochs``,
+    ``claims``); without ``claims`` only the steps that pick the top arm (the summary's chosen
+    epochs, then :func:`dreamgrid.inference.top_arm` on the selection half, as
+    ``inference.analyse`` does), skipping the planned family whose simultaneous intervals
+    cost most of a study's time. ``claims`` is then None."""
+    typed = scoretable._normalise(scores, "bench_adaptive")
+    if claims:
+        result = aggregate.build(
+            typed, resamples=resamples, seed=seed, exploratory=False, **OPTIONS
+        )
+        return result["verdict"]
+    summary = summarize(typed, resamples=resamples, seed=seed, describe=False, **OPTIONS)
+    best = summary.loc[summary["best"].astype(bool)]
+    chosen = {str(a): int(e) for a, e in best[["arm", "epoch"]].itertuples(index=False)}
+    selection, _ = inference.split_seeds(typed["seed"].unique(), seed)
+    top = inference.top_arm(scoretable.seed_matrix(typed), chosen, selection)
+    return {"top_arm": top, "chosen_epochs": chosen, "claims": None}
 
 
 def claim_epochs(verdict: dict, view: str, arm: str) -> int | None:
@@ -260,12 +278,14 @@ def run_scenario(
     resamples: int,
     search: dict,
     log: Path | None = None,
+    claims: str = "null",
 ) -> dict:
     """``studies`` simulated studies of scenario ``name``; with ``log``, one JSON line per
     study is appended as it finishes."""
     scenario = SCENARIOS[name]
     rng = np.random.default_rng([2026, 18, sum(map(ord, name))])
     margin = float(search.get("margin", adaptive.MARGIN))
+    with_claims = claims == "all" or scenario["layout"] == "null"
     counts = dict.fromkeys(("same", "false_stop", "false_full", "false_adaptive"), 0)
     used, seconds = [], []
     for index in range(studies):
@@ -273,9 +293,9 @@ def run_scenario(
         final = {a: curve(p, n_epochs) for a, p in params.items()}
         seed = int(rng.integers(2**31))
         start = time.perf_counter()
-        full = analyse(scores, seed, resamples)
+        full = analyse(scores, seed, resamples, with_claims)
         kept, last, _ = run_adaptive(scores, search, n_epochs, seed, resamples)
-        short = analyse(kept, seed, resamples)
+        short = analyse(kept, seed, resamples, with_claims)
         seconds.append(time.perf_counter() - start)
         truly_best = min(final.values())
         wrongly_stopped = [
@@ -284,8 +304,8 @@ def run_scenario(
         fraction = sum(last.values()) / (len(last) * n_epochs)
         used.append(fraction)
         same = full["top_arm"] == short["top_arm"]
-        bad_full = false_claims(full, params)
-        bad_short = false_claims(short, params)
+        bad_full = false_claims(full, params) if with_claims else 0
+        bad_short = false_claims(short, params) if with_claims else 0
         counts["same"] += same
         counts["false_stop"] += bool(wrongly_stopped)
         counts["false_full"] += bool(bad_full)
@@ -300,8 +320,8 @@ def run_scenario(
                 "last_epochs": last,
                 "epochs_used": fraction,
                 "wrongly_stopped": wrongly_stopped,
-                "false_claims_full": bad_full,
-                "false_claims_adaptive": bad_short,
+                "false_claims_full": bad_full if with_claims else None,
+                "false_claims_adaptive": bad_short if with_claims else None,
                 "seconds": seconds[-1],
             }
             with log.open("a") as handle:
@@ -314,8 +334,14 @@ def run_scenario(
             "se": float(np.std(used, ddof=1) / math.sqrt(studies)) if studies > 1 else math.nan,
         },
         "false_stop": share(counts["false_stop"], studies),
-        "false_claim_full": share(counts["false_full"], studies),
-        "false_claim_adaptive": share(counts["false_adaptive"], studies),
+        **(
+            {
+                "false_claim_full": share(counts["false_full"], studies),
+                "false_claim_adaptive": share(counts["false_adaptive"], studies),
+            }
+            if with_claims
+            else {}
+        ),
         "seconds_per_study": float(np.mean(seconds)),
     }
 
@@ -334,6 +360,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-extrapolate", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--log", type=Path, default=None, help="one JSON line per study")
+    parser.add_argument(
+        "--claims",
+        choices=("null", "all"),
+        default="null",
+        help="run the verdict's planned family (claims) in the null scenario only, or in all",
+    )
     args = parser.parse_args(argv)
     search = {
         "method": "successive_halving",
@@ -353,7 +385,14 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for name in args.scenarios:
         report["scenarios"][name] = run_scenario(
-            name, args.studies, args.seeds, args.epochs, args.resamples, search, args.log
+            name,
+            args.studies,
+            args.seeds,
+            args.epochs,
+            args.resamples,
+            search,
+            args.log,
+            args.claims,
         )
         print(name, json.dumps(report["scenarios"][name]), file=sys.stderr, flush=True)
     text = json.dumps(report, indent=2)

@@ -193,7 +193,8 @@ def decide(
 
     With several training runs per arm (a ``replicate`` column), the seed matrices are the
     runs' means (selection, credit), and each interval is
-    :func:`dreamgrid.inference.run_contrast`'s: the run is the unit, as in the verdict.
+    :func:`dreamgrid.inference.run_contrast`'s over every arm's checkpoint (the run-to-run
+    variance pooled over the arms): the run is the unit, as in the verdict.
 
     Raises:
         ValueError: ``epoch`` is not a look.
@@ -228,6 +229,8 @@ def decide(
     ranked = sorted((m, a) for a, (e, m) in chosen.items() if e is not None)
     best = ranked[0][1] if ranked else None
     best_epoch = chosen[best][0] if best else None
+    # Every arm's checkpoint in one run-effects fit: one pooled run-to-run variance (more df).
+    cells = sorted((a, e) for a, (e, _) in chosen.items() if e is not None)
     compared = max(len(active) - 1, 1)
     one_sided = alphas[epoch] / compared
     confidence = 1.0 - 2.0 * one_sided  # two-sided interval whose lower tail is one_sided
@@ -261,6 +264,7 @@ def decide(
                 {(arm, arm_epoch): 1.0, (best, best_epoch): -1.0},
                 set(estimation_seeds),
                 confidence,
+                cells=cells,
                 fits=fits,
             )
             low, high, estimate = result["ci_low"], result["ci_high"], result["estimate"]
