@@ -215,9 +215,11 @@ def test_small_simulation_keeps_the_winner_and_saves_epochs():
 
 
 def test_small_simulation_final_analysis_agrees_with_the_full_grid():
-    scores, kept, last, final, params = next(studies("slow_starter", 1))
+    scores, kept, last, final, _ = next(studies("slow_starter", 1))
     assert sum(last.values()) < 72
-    full = bench_adaptive.analyse(scores, 0, 300)
-    short = bench_adaptive.analyse(kept, 0, 300)
+    full = bench_adaptive.analyse(scores, 0, 300, claims=False)
+    short = bench_adaptive.analyse(kept, 0, 300, claims=False)
     assert full["top_arm"] == short["top_arm"] == min(final, key=final.get)
-    assert bench_adaptive.false_claims(short, params) == 0
+    # Stopped arms keep what they trained: their chosen epochs are at or before the stop.
+    assert all(short["chosen_epochs"][a] <= last[a] for a in last)
+    assert any(short["chosen_epochs"][a] != full["chosen_epochs"][a] for a in last)
