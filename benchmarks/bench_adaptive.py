@@ -4,6 +4,7 @@ Usage:
     python benchmarks/bench_adaptive.py [--studies 100] [--scenarios null clear_winner ...]
         [--seeds 200] [--epochs 6] [--resamples 1000] [--looks 2 3 4 5] [--margin 0.01]
         [--spending obrien_fleming] [--no-extrapolate] [--claims null|all]
+        [--compare-on all|estimation]
         [--out results.json] [--log s.jsonl]
 
 Each simulated study has the seed study's shape by default: 12 arms (2 tokens × 3
@@ -166,7 +167,12 @@ def simulate(
 
 
 def run_adaptive(
-    scores: pd.DataFrame, search: dict, n_epochs: int, seed: int, resamples: int
+    scores: pd.DataFrame,
+    search: dict,
+    n_epochs: int,
+    seed: int,
+    resamples: int,
+    compare_on: str = "all",
 ) -> tuple[pd.DataFrame, dict[str, int], list[pd.DataFrame]]:
     """The adaptive grid on a full grid's renders: (what was trained, arm -> last epoch
     trained, each look's decision table)."""
@@ -183,6 +189,7 @@ def run_adaptive(
             epochs=n_epochs,
             seed=seed,
             resamples=resamples,
+            compare_on=compare_on,
         )
         tables.append(table)
         running = set(adaptive.still_running(table))
@@ -279,6 +286,7 @@ def run_scenario(
     search: dict,
     log: Path | None = None,
     claims: str = "null",
+    compare_on: str = "all",
 ) -> dict:
     """``studies`` simulated studies of scenario ``name``; with ``log``, one JSON line per
     study is appended as it finishes."""
@@ -294,7 +302,7 @@ def run_scenario(
         seed = int(rng.integers(2**31))
         start = time.perf_counter()
         full = analyse(scores, seed, resamples, with_claims)
-        kept, last, _ = run_adaptive(scores, search, n_epochs, seed, resamples)
+        kept, last, _ = run_adaptive(scores, search, n_epochs, seed, resamples, compare_on)
         short = analyse(kept, seed, resamples, with_claims)
         seconds.append(time.perf_counter() - start)
         truly_best = min(final.values())
@@ -366,6 +374,12 @@ def main(argv: list[str] | None = None) -> dict:
         default="null",
         help="run the verdict's planned family (claims) in the null scenario only, or in all",
     )
+    parser.add_argument(
+        "--compare-on",
+        choices=("all", "estimation"),
+        default="all",
+        help="seeds of the looks' intervals (adaptive.decide's compare_on)",
+    )
     args = parser.parse_args(argv)
     search = {
         "method": "successive_halving",
@@ -380,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "shape": {"arms": len(arms()), "epochs": args.epochs, "seeds": args.seeds},
         "search": {**search, "looks": adaptive.look_epochs(search, args.epochs)},
+        "compare_on": args.compare_on,
         "resamples": args.resamples,
         "scenarios": {},
     }
@@ -393,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
             search,
             args.log,
             args.claims,
+            args.compare_on,
         )
         print(name, json.dumps(report["scenarios"][name]), file=sys.stderr, flush=True)
     text = json.dumps(report, indent=2)
