@@ -42,7 +42,10 @@ Scenarios (truth):
   the unit of the looks' intervals and of the verdict.
 
 Reported per scenario, each share with its Monte Carlo standard error: ``same_best`` (the
-adaptive grid's ``top_arm`` is the full grid's), ``epochs_used`` (training epochs of the
+adaptive grid's ``top_arm`` is the full grid's), ``equivalent_best`` (the same, or one truly no
+worse than the full grid's by more than the margin at the last epoch),
+``full_picks_truly_best`` and ``adaptive_picks_truly_best`` (the arm with the lowest curve at
+the last epoch), ``epochs_used`` (training epochs of the
 adaptive grid over the full grid's), ``false_stop`` (studies where an arm stopped that is not
 worse than the truly best arm at the last epoch by more than the margin), and the share of
 studies whose verdict states a false claim, full and adaptive: a claimed difference that the
@@ -294,7 +297,8 @@ def run_scenario(
     rng = np.random.default_rng([2026, 18, sum(map(ord, name))])
     margin = float(search.get("margin", adaptive.MARGIN))
     with_claims = claims == "all" or scenario["layout"] == "null"
-    counts = dict.fromkeys(("same", "false_stop", "false_full", "false_adaptive"), 0)
+    counts = dict.fromkeys(("same", "equivalent", "full_right", "adaptive_right", "false_stop"), 0)
+    counts.update(false_full=0, false_adaptive=0)
     used, seconds = [], []
     for index in range(studies):
         scores, params = simulate(scenario, rng, n_seeds, n_epochs)
@@ -312,9 +316,19 @@ def run_scenario(
         fraction = sum(last.values()) / (len(last) * n_epochs)
         used.append(fraction)
         same = full["top_arm"] == short["top_arm"]
+        # A different pick no worse than the full grid's (truly, at the last epoch, within
+        # the margin): among arms that close, which one is top is a coin toss in both grids.
+        equivalent = same or (
+            short["top_arm"] is not None
+            and full["top_arm"] is not None
+            and final[short["top_arm"]] - final[full["top_arm"]] <= margin
+        )
         bad_full = false_claims(full, params) if with_claims else 0
         bad_short = false_claims(short, params) if with_claims else 0
         counts["same"] += same
+        counts["equivalent"] += equivalent
+        counts["full_right"] += full["top_arm"] == min(final, key=final.get)
+        counts["adaptive_right"] += short["top_arm"] == min(final, key=final.get)
         counts["false_stop"] += bool(wrongly_stopped)
         counts["false_full"] += bool(bad_full)
         counts["false_adaptive"] += bool(bad_short)
@@ -337,6 +351,9 @@ def run_scenario(
     return {
         "studies": studies,
         "same_best": share(counts["same"], studies),
+        "equivalent_best": share(counts["equivalent"], studies),
+        "full_picks_truly_best": share(counts["full_right"], studies),
+        "adaptive_picks_truly_best": share(counts["adaptive_right"], studies),
         "epochs_used": {
             "mean": float(np.mean(used)),
             "se": float(np.std(used, ddof=1) / math.sqrt(studies)) if studies > 1 else math.nan,
