@@ -15,9 +15,9 @@ The rest train on to the next look. How (measured in ``benchmarks/bench_adaptive
   epochs in the benchmark, while the best's luck on its selection half (about 0.004 of
   distance among 12 equal arms, half of it in an all-seed mean) stays well inside the margin.
 - **Still improving.** With ``search.extrapolate``, an arm whose best epoch is the look's
-  own epoch is credited with closing its gap to the best at its last rate (per epoch, on the
-  seeds, never negative) for every epoch left: a slow starter that gains fast is
-  not stopped for being behind early.
+  own epoch is credited with closing its gap to the best at its recent rate (per-seed slopes
+  over the last 3 epochs: their mean plus one standard error, never negative; all seeds) for
+  every epoch left: a slow starter that gains fast is not stopped for being behind early.
 - **Error over looks.** An arm stops when the lower end of the paired t interval of
   ``arm - best`` (per seed, seeds where both found a face) lies above the margin plus that
   credit. The chance of stopping an arm that is not worse by more than the margin is spent
