@@ -627,6 +627,14 @@ def check_search(config: dict[str, Any], source: str = "config") -> None:
             f"{source}: search.method successive_halving with training.epochs 1 has no epoch "
             "to stop before; raise training.epochs or use search.method full."
         )
+    from dreamgrid import adaptive
+
+    if not adaptive.look_epochs(search, epochs):
+        raise SpecError(
+            f"{source}: search.method successive_halving has no look: by default the looks are "
+            f"epochs 2 to {epochs - 1} (the first has no rate of improvement to judge by). "
+            "Give search.looks (e.g. [1]), raise training.epochs, or use search.method full."
+        )
     arms = expand_arms(config)
     if len(arms) < 2:
         raise SpecError(
