@@ -106,7 +106,7 @@ def test_arms_reach_only_the_epochs_their_looks_let_them(tmp_path):
     look2 = SimpleNamespace(epoch="2")
     assert grid.get_look_active(look2) == ARMS[:3]
     assert grid.get_previous_look(look2) == ["results/search/look-1.tsv"]
-    assert len(grid.get_look_scores(look2)) == 3
+    assert len(grid.get_look_scores(look2)) == 3 * 2  # epochs 1 and 2 of each active arm
 
     # Look 2 stops rare-noreg; two arms train to the end.
     look_file(tmp_path, 2, {ARMS[0]: "best", ARMS[1]: "continue", ARMS[2]: "stop"})

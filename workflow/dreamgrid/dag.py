@@ -353,11 +353,14 @@ class Grid:
         return [a for a in self.arms if self.stop_look(a, before=epoch) is None]
 
     def get_look_scores(self, wildcards: Any) -> list[str]:
-        """Main-prompt score tables at a look's epoch of the arms active at that look."""
+        """Main-prompt score tables of the arms active at a look, of every epoch up to it (a
+        look judges each arm at its best epoch so far, and a gap still closing by its rate)."""
         epoch = int(wildcards.epoch)
         return [
-            paths.SCORES.format(arm=a, epoch=epoch, prompt_set=MAIN_PROMPT_SET)
+            paths.SCORES.format(arm=a, epoch=e, prompt_set=MAIN_PROMPT_SET)
             for a in self.active_at(epoch)
+            for e in self.epochs
+            if e <= epoch
         ]
 
     def get_previous_look(self, wildcards: Any) -> list[str]:
@@ -370,9 +373,8 @@ class Grid:
 
     @property
     def search_params(self) -> dict[str, Any]:
-        """What a look's decision depends on: the search section, training.epochs (the
-        spending's information fraction), the face model, and the report's seed and
-        resamples."""
+        """What a look's decision depends on: the search section, training.epochs, the face
+        model, and the report's seed (the seed split), resamples and min_faces."""
         report = self.config["report"]
         return canonical(
             {
@@ -381,6 +383,7 @@ class Grid:
                 "model": self.config["score"]["model"],
                 "seed": report["seed"],
                 "resamples": report["bootstrap_resamples"],
+                "min_faces": report["min_faces"],
             }
         )
 

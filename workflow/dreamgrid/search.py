@@ -31,14 +31,14 @@ def decide_look(
     out: Path,
 ) -> pd.DataFrame:
     """One look (the workflow's ``decide_look`` checkpoint): the active arms' main-prompt
-    scores at ``epoch``, of the primary face model (``search["model"]``), through
+    scores of every epoch up to ``epoch``, of the primary face model (``search["model"]``), through
     :func:`dreamgrid.adaptive.decide`, written as TSV.
 
     Args:
-        score_files: the active arms' score tables at ``epoch``.
+        score_files: the active arms' score tables of every epoch up to ``epoch``.
         active: arms still training before this look.
         search: the config's ``search`` section plus ``epochs`` (training.epochs), ``model``
-            (score.model), ``seed`` and ``resamples`` (report section).
+            (score.model), ``seed``, ``resamples`` and ``min_faces`` (report section).
     """
     scores = scoretable.collect_scores(score_files)
     scores = scoretable.primary(scores, search["model"], MAIN_PROMPT_SET)
@@ -50,6 +50,7 @@ def decide_look(
         epochs=int(search["epochs"]),
         seed=int(search["seed"]),
         resamples=int(search["resamples"]),
+        min_faces=int(search["min_faces"]),
     )
     with atomic_path(Path(out)) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
