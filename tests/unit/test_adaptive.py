@@ -187,7 +187,13 @@ def test_config_refuses_looks_at_the_last_epoch():
         "search": {"method": "successive_halving"},
     }
     config = cfg.validate(base)
-    assert config["search"]["margin"] == adaptive.MARGIN
+    # The default margin is 0.01 on VGG-Face/cosine's scale, scaled to the face model.
+    assert config["score"]["model"] == "Dlib" and config["search"]["margin"] == 0.001
+    vgg = cfg.validate({**base, "score": {"model": "VGG-Face"}})
+    assert vgg["search"]["margin"] == adaptive.MARGIN
+    stated = cfg.validate({**base, "search": {**base["search"], "margin": 0.02}})
+    assert stated["search"]["margin"] == 0.02
+    assert cfg.validate({**base, "search": {"method": "full"}})["search"]["margin"] is None
     assert config["search"]["extrapolate"] is True
     with pytest.raises(SpecError, match=r"x\.yaml: search\.looks \[6\].*training\.epochs \(6\)"):
         cfg.validate({**base, "search": {**base["search"], "looks": [2, 6]}}, source="x.yaml")

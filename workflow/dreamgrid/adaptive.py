@@ -75,9 +75,24 @@ DECISION_COLUMNS = (
     "face_rate",
 )
 CONTINUE, STOP, BEST = "continue", "stop", "best"
-#: search.margin's schema default: a VGG-Face cosine distance difference that no one would
-#: call a different likeness (render-to-render SD is about 0.05, recipe effects 0.02-0.05).
+#: search.margin's default on VGG-Face/cosine's scale: a difference no one would call a
+#: different likeness (render-to-render SD is about 0.05, recipe effects 0.02-0.05); other
+#: models' defaults scale it by DeepFace's thresholds (:func:`default_margin`).
 MARGIN = 0.01
+MARGIN_SCALE = ("VGG-Face", "cosine")
+
+
+def default_margin(model: str, metric: str) -> float | None:
+    """:data:`MARGIN` on the scale of ``model``/``metric``: times the ratio of DeepFace's
+    same-person thresholds (two significant digits); None where DeepFace has none."""
+    from dreamgrid.scoring.deepface_adapter import verification_threshold
+
+    own, reference = verification_threshold(model, metric), verification_threshold(*MARGIN_SCALE)
+    if own is None or not reference:
+        return None
+    return float(f"{MARGIN * own / reference:.2g}")
+
+
 #: Fewest seed pairs a distance comparison needs; below it the arm continues.
 MIN_PAIRS = 10
 #: Epochs (up to the look) over which a still-improving arm's rate of closing is measured.

@@ -117,6 +117,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     check_settings(config, source)
     check_limits(config, source)
     fit_thresholds(config, source)
+    fit_search_margin(config, source)
     check(config, source)
     for warning in threshold_warnings(config):
         log.warning("%s: %s", source, warning)
@@ -558,6 +559,24 @@ def fit_thresholds(config: dict[str, Any], source: str = "config") -> None:
             score["thresholds"] = fitted
         if finder["threshold"] is None:
             finder["threshold"] = fitted[0]
+
+
+def fit_search_margin(config: dict[str, Any], source: str = "config") -> None:
+    """Fill an unset ``search.margin`` of an adaptive search with the default on the scale
+    of ``score.model`` and ``score.metric`` (in place)."""
+    search, score = config["search"], config["score"]
+    if search["method"] == "full" or search["margin"] is not None:
+        return
+    from dreamgrid.adaptive import default_margin
+
+    margin = default_margin(score["model"], score["metric"])
+    if margin is None:
+        raise SpecError(
+            f"{source}: search.margin is unset and score.model {score['model']!r} with "
+            f"score.metric {score['metric']!r} has no DeepFace threshold to scale the default "
+            "to; set search.margin (a distance difference on that scale) yourself."
+        )
+    search["margin"] = margin
 
 
 def threshold_warnings(config: dict[str, Any]) -> list[str]:
