@@ -1,7 +1,7 @@
 """The adaptive grid end to end: a look really stops an arm, through Snakemake's own plan.
 
-Three tiny arms (three tokens, nothing else), 2 epochs, one look after epoch 1, 4 renders per
-checkpoint. Training and sampling run for real up to the look; then each epoch-1 render is
+Three tiny arms (three tokens, nothing else), 2 epochs, one look after epoch 1, 12 renders
+per checkpoint (a look compares at least adaptive.MIN_PAIRS seed pairs). Training and sampling run for real up to the look; then each epoch-1 render is
 overwritten with a public-domain photo (resources/demo): another man (Biden) for one arm, the
 subject (Obama) for the other two (the same photos, so they tie). The decide_look checkpoint
 must then stop the first arm on its interval, and Snakemake must plan epoch 2 only for the
@@ -36,7 +36,7 @@ CONFIG = {
         "learning_rate": 1.0e-4,
     },
     # Renders are replaced, so 2 sampling steps are enough; no extra prompt sets (cost).
-    "sample": {"count": 4, "steps": 2, "width": 64, "height": 64, "batch_size": 4},
+    "sample": {"count": 12, "steps": 2, "width": 64, "height": 64, "batch_size": 4},
     "report": {"min_faces": 2},
     "search": {"method": "successive_halving", "looks": [1]},
 }
@@ -45,8 +45,8 @@ RUNNING = ["ohwx-noreg-nocap", "zwx-noreg-nocap"]
 ARMS = [*RUNNING, STOPPED]
 LOOK = "results/search/look-1.tsv"
 TARGET = "results/report/verdict.html"
-SUBJECT = ["train/obama.jpg", "train/obama2.jpg", "train/obama3.jpg", "train/obama.jpg"]
-OTHER = ["ground_truth/biden.jpg", "ground_truth/biden_closeup.jpg"] * 2
+SUBJECT = ["train/obama.jpg", "train/obama2.jpg", "train/obama3.jpg"] * 4
+OTHER = ["ground_truth/biden.jpg", "ground_truth/biden_closeup.jpg"] * 6
 
 
 def place_photos(work: Path) -> None:
@@ -55,7 +55,7 @@ def place_photos(work: Path) -> None:
         photos = OTHER if arm == STOPPED else SUBJECT
         shard = work / f"results/arms/{arm}/epoch-1/main/renders"
         table = pd.read_csv(shard / "shard-0.csv")
-        assert list(table["seed"]) == [0, 1, 2, 3]
+        assert list(table["seed"]) == list(range(12))
         for seed, name in zip(table["seed"], table["image"], strict=True):
             with Image.open(ROOT / "resources/demo" / photos[seed]) as image:
                 image.convert("RGB").save(shard / name)
