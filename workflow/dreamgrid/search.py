@@ -122,8 +122,9 @@ def markdown(decisions: pd.DataFrame, arms: Sequence[str], epochs: int) -> str:
         (
             f"successive halving, looks after epoch {', '.join(map(str, looks)) or '(none)'} "
             f"of {epochs}; each look's intervals of (arm - best) mean distance are in "
-            "`results/search/decisions.tsv`. An arm stops when the whole interval lies beyond "
-            "the margin."
+            "`results/search/decisions.tsv`. Each arm is compared at its best epoch so far, "
+            "and stops when the whole interval lies beyond the margin plus its credit for a gap "
+            "still closing (columns `arm_epoch`, `best_epoch`, `margin`, `credit`)."
         ),
         "",
         "| arm | stopped | why | training epochs |",
