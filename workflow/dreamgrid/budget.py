@@ -14,16 +14,15 @@ extrapolated from them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 
-from dreamgrid.paths import RESULTS
+# The run-time half lives in gpu_time (the aggregation's env imports no grid); re-exported.
+from dreamgrid.gpu_time import MEASURED_COLUMNS, PLAN_COLUMNS, measured, write_measured  # noqa: F401
 
 #: Rates are per family at its base resolution (SD 1.5 512 px; SDXL and FLUX.1 1024 px) and
 #: scale with the pixels of the resolution actually set.
@@ -76,20 +75,6 @@ SAMPLE_JOB_OVERHEAD_S = 15.0
 #: measured on the development machine): scoring runs on CPUs beside the GPU jobs.
 SCORE_S_PER_RENDER = 0.389
 SCORE_SOURCE = "benchmarks/RESULTS.md 2026-11-26 (Dlib, one CPU process)"
-
-PLAN_COLUMNS = (
-    "arm",
-    "family",
-    "method",
-    "epochs",
-    "train_epochs",
-    "steps_per_epoch",
-    "train_side",
-    "renders_per_checkpoint",
-    "shards_per_checkpoint",
-    "sample_steps",
-    "sample_pixels",
-)
 
 
 def plan(config: dict[str, Any], grid: Any = None) -> pd.DataFrame:
@@ -250,78 +235,6 @@ def lines(est: Mapping[str, Any], config: dict[str, Any]) -> list[str]:
 
 
 # ---- measured by the run -------------------------------------------------------------------
-MEASURED_COLUMNS = (
-    "stage",
-    "family",
-    "jobs_done",
-    "jobs_total",
-    "hours_done",
-    "hours_left",
-    "hours_total",
-    "seconds_per_unit",
-    "unit",
-)
-
-
-def _seconds(path: Path) -> float:
-    """Wall-clock seconds of one job from Snakemake's benchmark TSV (mean over repeats)."""
-    return float(pd.read_csv(path, sep="\t")["s"].mean())
-
-
-def measured(table: pd.DataFrame, root: str | Path = RESULTS) -> pd.DataFrame | None:
-    """GPU-hours done and left per stage and family, from the benchmark files of the jobs that
-    finished (:data:`MEASURED_COLUMNS`; None when none has).
-
-    Training: seconds per optimizer step over the finished epochs (job overhead included),
-    times the steps of the epochs left. Sampling: seconds per render over the checkpoints
-    whose every shard finished, times the renders left. A family with nothing finished yet
-    has NaN hours left.
-    """
-    bench = Path(root) / "benchmarks"
-    rows = []
-    for family, arms in table.groupby("family", sort=True):
-        done = {"training": [0, 0.0, 0], "sampling": [0, 0.0, 0]}  # jobs, seconds, units
-        total = {"training": [0, 0], "sampling": [0, 0]}  # jobs, units
-        for arm in arms.itertuples(index=False):
-            for epoch in range(1, arm.train_epochs + 1):
-                total["training"][0] += 1
-                total["training"][1] += arm.steps_per_epoch
-                path = bench / "train_dreambooth" / arm.arm / f"epoch-{epoch}.tsv"
-                if path.is_file():
-                    done["training"][0] += 1
-                    done["training"][1] += _seconds(path)
-                    done["training"][2] += arm.steps_per_epoch
-            for epoch in range(1, arm.epochs + 1):
-                total["sampling"][0] += 1
-                total["sampling"][1] += arm.renders_per_checkpoint
-                shards = sorted(
-                    (bench / "sample_checkpoint" / arm.arm / f"epoch-{epoch}").glob("*/shard-*.tsv")
-                )
-                if len(shards) >= arm.shards_per_checkpoint:
-                    done["sampling"][0] += 1
-                    done["sampling"][1] += sum(_seconds(p) for p in shards)
-                    done["sampling"][2] += arm.renders_per_checkpoint
-        for stage, unit in (("training", "step"), ("sampling", "render")):
-            jobs, seconds, units = done[stage]
-            rate = seconds / units if units else math.nan
-            left = (total[stage][1] - units) * rate if units else math.nan
-            rows.append(
-                {
-                    "stage": stage,
-                    "family": family,
-                    "jobs_done": jobs,
-                    "jobs_total": total[stage][0],
-                    "hours_done": seconds / 3600,
-                    "hours_left": left / 3600,
-                    "hours_total": (seconds + left) / 3600,
-                    "seconds_per_unit": rate,
-                    "unit": unit,
-                }
-            )
-    out = pd.DataFrame(rows, columns=list(MEASURED_COLUMNS))
-    return out if out["jobs_done"].sum() else None
-
-
 def measured_lines(frame: pd.DataFrame | None) -> list[str]:
     """What ``dreamgrid check`` prints about the measured GPU time (nothing before any job)."""
     if frame is None:
@@ -340,16 +253,3 @@ def measured_lines(frame: pd.DataFrame | None) -> list[str]:
     left = frame["hours_left"].sum(min_count=1)
     out.append(f"  GPU-hours: {done:.2f} done, ~{left:.2f} left")
     return out
-
-
-def write_measured(
-    table: pd.DataFrame | list[dict[str, Any]], out: str | Path, root: str | Path = RESULTS
-) -> pd.DataFrame:
-    """The measured table as CSV (the report's GPU time table; ``table`` as :func:`plan`
-    returns it, or its records; ``root`` holds ``benchmarks/``); before any finished job,
-    the header alone."""
-    frame = measured(pd.DataFrame(table, columns=list(PLAN_COLUMNS)), root)
-    if frame is None:
-        frame = pd.DataFrame(columns=list(MEASURED_COLUMNS))
-    frame.to_csv(out, index=False)
-    return frame

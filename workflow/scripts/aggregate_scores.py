@@ -2,7 +2,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from dreamgrid import aggregate, budget, logs
+from dreamgrid import aggregate, gpu_time, logs
 
 statistics = snakemake.params.statistics
 with logs.snakemake_job(snakemake):
@@ -35,4 +35,4 @@ with logs.snakemake_job(snakemake):
         memorization=Path(snakemake.input.memorization),
         decisions=Path(snakemake.input.decisions[0]) if snakemake.input.decisions else None,
     )
-    budget.write_measured(snakemake.params.budget, snakemake.output.gpu_time)
+    gpu_time.write_measured(snakemake.params.budget, snakemake.output.gpu_time)
