@@ -72,12 +72,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
+from bench_calibration import arms, score_frame
+
 from dreamgrid import adaptive, aggregate, inference, scoretable
 from dreamgrid.summary import summarize
 
-TOKENS = ("celebrity", "rare")
-REGS = ("noreg", "genreg", "gtreg")
-CAPS = ("blip", "nocap")
 #: A typical arm: plateau, drop, speed (epochs), rise after peak, peak, face rate.
 TYPICAL = {"plateau": 0.60, "drop": 0.06, "speed": 1.0, "rise": 0.0, "peak": 99, "face": 0.95}
 SCENARIOS = {
@@ -88,15 +87,6 @@ SCENARIOS = {
     "run_noise": {"layout": "spread", "run_sd": 0.005},
     "run_noise_3": {"layout": "spread", "run_sd": 0.005, "replicates": 3},
 }
-
-
-def arms() -> list[dict[str, str]]:
-    return [
-        {"arm": f"{t}-{r}-{c}", "token": t, "regularization": r, "captions": c}
-        for t in TOKENS
-        for r in REGS
-        for c in CAPS
-    ]
 
 
 def curves(layout: str, rng: np.random.Generator) -> dict[str, dict[str, float]]:
@@ -153,19 +143,7 @@ def simulate(
                 d = curve(p, epoch) + shift + seed_effect + rng.normal(0, 0.05, n_seeds)
                 rate = p["face"] - 0.04 * max(0, epoch - p["peak"])
                 face = rng.random(n_seeds) < rate
-                frame = pd.DataFrame(
-                    {
-                        **{k: a[k] for k in ("arm", "token", "regularization", "captions")},
-                        "epoch": epoch,
-                        "steps": per_epoch * epoch,
-                        "seed": np.arange(n_seeds),
-                        "face_found": face,
-                        "mean_distance": np.where(face, d, np.nan),
-                    }
-                )
-                if runs > 1:
-                    frame["replicate"] = replicate
-                frames.append(frame)
+                frames.append(score_frame(a, epoch, per_epoch, face, d, replicate, runs))
     return pd.concat(frames, ignore_index=True), params
 
 

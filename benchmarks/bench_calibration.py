@@ -83,6 +83,32 @@ def arms() -> list[dict[str, str]]:
     ]
 
 
+def score_frame(
+    arm: dict[str, str],
+    epoch: int,
+    per_epoch: int,
+    face: np.ndarray,
+    distance: np.ndarray,
+    replicate: int,
+    runs: int,
+) -> pd.DataFrame:
+    """One checkpoint's simulated score table: a row per seed, as the workflow writes it
+    (a ``replicate`` column only with several runs per arm)."""
+    frame = pd.DataFrame(
+        {
+            **{k: arm[k] for k in ("arm", "token", "regularization", "captions")},
+            "epoch": epoch,
+            "steps": per_epoch * epoch,
+            "seed": np.arange(len(face)),
+            "face_found": face,
+            "mean_distance": np.where(face, distance, np.nan),
+        }
+    )
+    if runs > 1:
+        frame["replicate"] = replicate
+    return frame
+
+
 def simulate(
     scenario: dict, rng: np.random.Generator, n_seeds: int, n_epochs: int
 ) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -106,19 +132,7 @@ def simulate(
                 face = rng.random(n_seeds) < 0.95
                 if a["arm"] == confounded and replicate == 1:
                     face &= easy
-                frame = pd.DataFrame(
-                    {
-                        **{k: a[k] for k in ("arm", "token", "regularization", "captions")},
-                        "epoch": epoch,
-                        "steps": per_epoch * epoch,
-                        "seed": np.arange(n_seeds),
-                        "face_found": face,
-                        "mean_distance": np.where(face, d, np.nan),
-                    }
-                )
-                if runs > 1:
-                    frame["replicate"] = replicate
-                frames.append(frame)
+                frames.append(score_frame(a, epoch, per_epoch, face, d, replicate, runs))
     return pd.concat(frames, ignore_index=True), truth
 
 
