@@ -1,4 +1,6 @@
 import itertools
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -6,20 +8,8 @@ from dreamgrid import config as cfg
 from dreamgrid import design
 from dreamgrid.errors import SpecError
 
-
-def minimal(**overrides):
-    config = {
-        "subject": {"class_word": "woman", "train_images": "a", "references": "b"},
-        "base_model": "tiny",
-        "axes": {"token": {"rare": "ohwx"}},
-    }
-    for dotted, value in overrides.items():
-        node = config
-        *parents, last = dotted.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return config
+sys.path.insert(0, str(Path(__file__).parent))
+from test_config import minimal
 
 
 def test_full_is_the_product_in_order():
