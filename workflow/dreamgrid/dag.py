@@ -98,6 +98,7 @@ class Grid:
         self.demo = cfg.is_demo(config)
         self._ranking = ranking
         self._decisions = decisions
+        self._look_tables: dict[tuple[str, int], Any] = {}
         search = config.get("search") or {}
         #: Whether arms stop at looks (successive_halving); with full every arm reaches every
         #: epoch and no method below reads a decision (the plan is the fixed grid).
@@ -311,9 +312,17 @@ class Grid:
     def look_table(self, epoch: int) -> Any:
         """The decision table of the look at ``epoch`` (in the workflow, waits for the
         decide_look checkpoint: Snakemake's IncompleteCheckpointException until it ran)."""
+        import os
+
         import pandas as pd
 
-        return pd.read_csv(self._decisions(epoch), sep="\t", dtype={"arm": str})
+        path = self._decisions(epoch)
+        # Every input function of every arm asks; parse each version of the file once (a look
+        # rerun in the same Snakemake process writes a new one).
+        key = (str(path), os.stat(path).st_mtime_ns)
+        if key not in self._look_tables:
+            self._look_tables[key] = pd.read_csv(path, sep="\t", dtype={"arm": str})
+        return self._look_tables[key]
 
     def stop_look(self, arm_id: str, before: int | None = None) -> int | None:
         """The look epoch at which ``arm_id`` stopped (among the looks before epoch
